@@ -1,0 +1,206 @@
+"""Plugs the dense/sparse switch into transformers' attention interface.
+
+Models load once with attn_implementation="studio". The mode is read per call from a ContextVar,
+so two concurrent requests (threads) on the same model each get the mode they asked for, and
+switching needs no reload. The mask is registered too: without it the layers would receive
+attention_mask=None and lose causal masking.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import (
+    AttentionMaskInterface,
+    and_masks,
+    causal_mask_function,
+    padding_mask_function,
+    prepare_padding_mask,
+    sdpa_mask,
+)
+
+from ..types import SparseSettings
+from .kernels import SparsePlan, blocked_attention, build_plan, flex_sparse_attention
+from .patterns import pattern_for
+
+IMPLEMENTATION = "studio"
+
+
+@dataclass
+class AttentionStats:
+    """Work done by self-attention during a request, counted in (query, key) pairs."""
+
+    computed_pairs: int = 0
+    dense_pairs: int = 0
+
+    @property
+    def density(self) -> float:
+        return self.computed_pairs / self.dense_pairs if self.dense_pairs else 1.0
+
+
+@dataclass(frozen=True)
+class AttentionChoice:
+    mode: str = "dense"  # "dense" | "sparse"
+    settings: SparseSettings = field(default_factory=SparseSettings)
+    stats: AttentionStats | None = None
+
+
+_current: ContextVar[AttentionChoice] = ContextVar("studio_attention", default=AttentionChoice())
+
+
+@contextmanager
+def use_attention(mode: str, settings: SparseSettings, stats: AttentionStats | None = None) -> Iterator[None]:
+    token = _current.set(AttentionChoice(mode, settings, stats))
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def sparse_kernel_name(device: torch.device) -> str:
+    """FlexAttention on CUDA; the blocked kernel on CPU (measured faster there). STUDIO_SPARSE_KERNEL overrides."""
+    return os.environ.get("STUDIO_SPARSE_KERNEL") or ("flex" if device.type == "cuda" else "blocked")
+
+
+class StudioMask:
+    """What the mask interface hands to every layer of one forward: the arguments of the mask,
+    materialised lazily (dense) or as a sparse plan, once per forward and shared by all layers."""
+
+    def __init__(self, *, batch_size, q_length, kv_length, q_offset, kv_offset, mask_function, attention_mask, **rest):
+        self.batch_size, self.q_length, self.kv_length = batch_size, q_length, kv_length
+        self.q_offset, self.kv_offset = q_offset, kv_offset
+        self.attention_mask = attention_mask
+        self.mask_function = mask_function
+        self._sdpa_kwargs = {
+            "batch_size": batch_size,
+            "q_length": q_length,
+            "kv_length": kv_length,
+            "q_offset": q_offset,
+            "kv_offset": kv_offset,
+            "mask_function": mask_function,
+            "attention_mask": attention_mask,
+            **{k: rest[k] for k in ("allow_is_causal_skip", "allow_is_bidirectional_skip", "device") if k in rest},
+        }
+        self._dense: torch.Tensor | None | str = "unset"
+        self._plans: dict[tuple, SparsePlan] = {}
+        self.flex_block_masks: dict = {}
+
+    def dense(self) -> torch.Tensor | None:
+        if isinstance(self._dense, str):
+            self._dense = sdpa_mask(**self._sdpa_kwargs)
+        return self._dense
+
+    def model_mask(self):
+        """The model's own mask rule (causal / bidirectional / overlays) with padding folded in."""
+        padding = prepare_padding_mask(self.attention_mask, self.kv_length, self.kv_offset)
+        if padding is None:
+            return self.mask_function
+        return and_masks(self.mask_function, padding_mask_function(padding))
+
+    def plan(self, pattern, settings: SparseSettings, groups: int, device: torch.device) -> SparsePlan:
+        key = (pattern.name, settings, groups)
+        if key not in self._plans:
+            self._plans[key] = build_plan(
+                pattern,
+                settings,
+                batch_size=self.batch_size,
+                q_length=self.q_length,
+                kv_length=self.kv_length,
+                q_offset=self.q_offset,
+                kv_offset=self.kv_offset,
+                model_mask=self.model_mask(),
+                groups=groups,
+                device=device,
+            )
+        return self._plans[key]
+
+
+def studio_mask(
+    batch_size: int,
+    q_length: int,
+    kv_length: int,
+    q_offset: int = 0,
+    kv_offset: int = 0,
+    mask_function=causal_mask_function,
+    attention_mask: torch.Tensor | None = None,
+    **kwargs,
+) -> StudioMask:
+    return StudioMask(
+        batch_size=batch_size,
+        q_length=q_length,
+        kv_length=kv_length,
+        q_offset=q_offset,
+        kv_offset=kv_offset,
+        mask_function=mask_function,
+        attention_mask=attention_mask,
+        **kwargs,
+    )
+
+
+def studio_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,  # (B, H, Lq, D)
+    key: torch.Tensor,  # (B, Hkv, Lk, D)
+    value: torch.Tensor,
+    attention_mask,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    position_bias: torch.Tensor | None = None,
+    **kwargs,
+):
+    choice = _current.get()
+    if not isinstance(attention_mask, StudioMask):  # a caller-made 4D mask or None: plain SDPA
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout, scaling, is_causal, position_bias, **kwargs
+        )
+    mask = attention_mask
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    cross_attention = getattr(module, "is_decoder", False) and not causal
+    if choice.mode == "dense" or cross_attention:
+        if choice.stats is not None and not cross_attention:
+            pairs = mask.q_length * mask.kv_length
+            if causal:
+                pairs -= mask.q_length * (mask.q_length - 1) // 2
+            choice.stats.computed_pairs += pairs
+            choice.stats.dense_pairs += pairs
+        return sdpa_attention_forward(
+            module, query, key, value, mask.dense(), dropout, scaling, is_causal, position_bias, **kwargs
+        )
+
+    pattern = pattern_for(choice.settings, causal)
+    groups = query.shape[1] // key.shape[1]
+    plan = mask.plan(pattern, choice.settings, groups, query.device)
+    if choice.stats is not None:
+        choice.stats.computed_pairs += plan.computed_pairs
+        choice.stats.dense_pairs += plan.dense_pairs
+    if sparse_kernel_name(query.device) == "flex":
+        out = flex_sparse_attention(
+            query,
+            key,
+            value,
+            pattern,
+            choice.settings,
+            q_offset=mask.q_offset,
+            kv_offset=mask.kv_offset,
+            model_mask=mask.model_mask(),
+            scaling=scaling,
+            position_bias=position_bias,
+            block_mask_cache=mask.flex_block_masks,
+        )
+    else:
+        out = blocked_attention(query, key, value, plan, scaling, position_bias)
+    return out.transpose(1, 2).contiguous(), None  # (B, Lq, H, D), as transformers expects
+
+
+def register() -> None:
+    """Idempotent: make "studio" a valid attn_implementation for every model."""
+    AttentionInterface.register(IMPLEMENTATION, studio_attention)
+    AttentionMaskInterface.register(IMPLEMENTATION, studio_mask)

@@ -1,0 +1,177 @@
+"""Sparse attention kernels: they compute only the key blocks a pattern keeps.
+
+- `blocked`: PyTorch SDPA per query block over the gathered key ranges (sinks + window), with the
+  exact mask only inside those ranges. Measured fastest on CPU (see README, benchmark section).
+- `flex`: FlexAttention with a BlockMask, compiled; the CUDA path.
+Cost of both grows with n * window, not n^2.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..types import SparseSettings
+from .patterns import Pattern
+
+MaskFn = Callable[..., torch.Tensor]  # transformers mask function: (batch, head, q_idx, kv_idx) -> bool
+
+
+@dataclass
+class QueryBlock:
+    q0: int  # query rows [q0, q1) of the layer's query tensor
+    q1: int
+    ranges: list[tuple[int, int]]  # key rows of the layer's key tensor
+    mask: torch.Tensor  # (B or 1, 1, groups * (q1 - q0), K) bool, rows grouped by query head in a KV group
+    empty_rows: torch.Tensor | None  # (B or 1, 1, groups * (q1 - q0), 1): rows with no allowed key
+
+
+@dataclass
+class SparsePlan:
+    """Everything the blocked kernel needs for one layer shape; built once per forward, shared by layers."""
+
+    blocks: list[QueryBlock]
+    computed_pairs: int  # (query, key) pairs the kernel computes
+    dense_pairs: int  # pairs dense attention would compute under the model's own mask
+
+
+def _positions(ranges: list[tuple[int, int]], device) -> torch.Tensor:
+    return torch.cat([torch.arange(lo, hi, device=device) for lo, hi in ranges])
+
+
+def build_plan(
+    pattern: Pattern,
+    settings: SparseSettings,
+    *,
+    batch_size: int,
+    q_length: int,
+    kv_length: int,
+    q_offset: int,
+    kv_offset: int,
+    model_mask: MaskFn,
+    groups: int,
+    device: torch.device,
+) -> SparsePlan:
+    """Lay out query blocks and their key ranges; evaluate the exact mask only inside them.
+
+    Positions are absolute (the KV cache holds keys kv_offset .. kv_offset + kv_length - 1).
+    """
+    kv_end = kv_offset + kv_length
+    batch = torch.arange(batch_size, device=device)[:, None, None, None]
+    head = torch.zeros(1, dtype=torch.long, device=device)[None, :, None, None]
+    blocks, computed = [], 0
+    for start in range(0, q_length, settings.block_size):
+        stop = min(start + settings.block_size, q_length)
+        q0_abs, q1_abs = q_offset + start, q_offset + stop
+        ranges = [
+            (max(lo, kv_offset) - kv_offset, min(hi, kv_end) - kv_offset)
+            for lo, hi in pattern.key_ranges(q0_abs, q1_abs, kv_end, settings)
+            if min(hi, kv_end) > max(lo, kv_offset)
+        ]
+        q_pos = torch.arange(q0_abs, q1_abs, device=device)
+        k_pos = _positions(ranges, device) + kv_offset
+        allowed = pattern.rule(q_pos[:, None], k_pos[None, :], settings)[None, None]
+        allowed = allowed & model_mask(batch, head, q_pos[None, None, :, None], k_pos[None, None, None, :])
+        mask = allowed.repeat(1, 1, groups, 1)
+        empty = ~mask.any(-1, keepdim=True)
+        blocks.append(QueryBlock(start, stop, ranges, mask, empty if bool(empty.any()) else None))
+        computed += (stop - start) * k_pos.numel()
+    if pattern.causal:  # query at absolute position p sees keys kv_offset..p under a plain causal mask
+        first = q_offset - kv_offset + 1
+        dense = q_length * first + q_length * (q_length - 1) // 2
+    else:
+        dense = q_length * kv_length
+    return SparsePlan(blocks, computed, dense)
+
+
+def _gather(tensor: torch.Tensor, ranges: list[tuple[int, int]]) -> torch.Tensor:
+    if len(ranges) == 1:
+        lo, hi = ranges[0]
+        return tensor[:, :, lo:hi]
+    return torch.cat([tensor[:, :, lo:hi] for lo, hi in ranges], dim=2)
+
+
+def blocked_attention(
+    query: torch.Tensor,  # (B, H, Lq, D)
+    key: torch.Tensor,  # (B, Hkv, Lk, D)
+    value: torch.Tensor,  # (B, Hkv, Lk, D)
+    plan: SparsePlan,
+    scaling: float | None,
+    position_bias: torch.Tensor | None = None,  # (B or 1, H, Lq, Lk) additive, e.g. T5
+) -> torch.Tensor:
+    """Block-sparse attention; returns (B, H, Lq, D)."""
+    b, h, lq, d = query.shape
+    hkv = key.shape[1]
+    groups = h // hkv
+    # Fold the query heads that share a KV head into the row dimension: keys are read once per group.
+    q_grouped = query.view(b, hkv, groups, lq, d)
+    out = torch.empty_like(q_grouped)
+    for blk in plan.blocks:
+        rows = blk.q1 - blk.q0
+        q_blk = q_grouped[:, :, :, blk.q0 : blk.q1].reshape(b, hkv, groups * rows, d)
+        k_blk, v_blk = _gather(key, blk.ranges), _gather(value, blk.ranges)
+        mask = blk.mask
+        if position_bias is not None:
+            cols = _positions(blk.ranges, query.device)
+            bias = position_bias[:, :, blk.q0 : blk.q1][..., cols]
+            bias = bias.reshape(bias.shape[0], hkv, groups * rows, -1)
+            mask = bias.masked_fill(~mask, float("-inf"))
+        o = F.scaled_dot_product_attention(q_blk, k_blk, v_blk, attn_mask=mask, scale=scaling)
+        if blk.empty_rows is not None:  # fully masked rows (padding) give NaN in SDPA; zero them
+            o = o.masked_fill(blk.empty_rows, 0.0)
+        out[:, :, :, blk.q0 : blk.q1] = o.view(b, hkv, groups, rows, d)
+    return out.view(b, h, lq, d)
+
+
+_compiled_flex = None
+
+
+def flex_sparse_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    pattern: Pattern,
+    settings: SparseSettings,
+    *,
+    q_offset: int,
+    kv_offset: int,
+    model_mask: MaskFn,
+    scaling: float | None,
+    position_bias: torch.Tensor | None = None,
+    block_mask_cache: dict | None = None,
+) -> torch.Tensor:
+    """FlexAttention with a BlockMask: only kept (query block, key block) tiles are computed."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    global _compiled_flex
+    compile_it = query.is_cuda or os.environ.get("STUDIO_FLEX_COMPILE") == "1"
+    if compile_it and _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    attend = _compiled_flex if compile_it else flex_attention
+    b, _, lq, _ = query.shape
+    lk = key.shape[2]
+
+    def mask_mod(batch, head, q_idx, kv_idx):
+        q_abs, k_abs = q_idx + q_offset, kv_idx + kv_offset
+        return pattern.rule(q_abs, k_abs, settings) & model_mask(batch, head, q_abs, k_abs)
+
+    cache_key = (lq, lk, q_offset, kv_offset)
+    block_mask = None if block_mask_cache is None else block_mask_cache.get(cache_key)
+    if block_mask is None:
+        block_mask = create_block_mask(mask_mod, b, None, lq, lk, device=query.device)
+        if block_mask_cache is not None:
+            block_mask_cache[cache_key] = block_mask
+    score_mod = None
+    if position_bias is not None:
+
+        def score_mod(score, batch, head, q_idx, kv_idx):
+            return score + position_bias[0 if position_bias.shape[0] == 1 else batch, head, q_idx, kv_idx]
+
+    enable_gqa = query.shape[1] != key.shape[1]
+    return attend(
+        query, key, value, score_mod=score_mod, block_mask=block_mask, scale=scaling, enable_gqa=enable_gqa
+    )

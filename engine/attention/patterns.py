@@ -1,0 +1,102 @@
+"""Sparse attention patterns as data: an element rule plus a block layout.
+
+A pattern answers two questions for a block of queries at absolute positions [q0, q1):
+- `key_ranges`: which contiguous key ranges the kernel must read (the block layout);
+- `rule`: which (query, key) pairs inside those ranges are allowed (the exact mask).
+Kernels never special-case a pattern, so a new pattern is a new entry in PATTERNS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from ..errors import AttentionConfigError
+from ..types import SparseSettings
+
+
+class Pattern(Protocol):
+    name: str
+    causal: bool  # for decoders (True) or encoders (False)
+
+    def key_ranges(self, q0: int, q1: int, kv_len: int, s: SparseSettings) -> list[tuple[int, int]]: ...
+
+    def rule(self, q: torch.Tensor, k: torch.Tensor, s: SparseSettings) -> torch.Tensor: ...
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(r for r in ranges if r[1] > r[0]):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+@dataclass(frozen=True)
+class SlidingWindowSinks:
+    """StreamingLLM: each query sees the `window` most recent keys plus the first `sinks` keys."""
+
+    name: str = "sliding_sinks"
+    causal: bool = True
+
+    def key_ranges(self, q0, q1, kv_len, s):
+        lo = max(0, q0 - s.window + 1)
+        return _merge([(0, min(s.sinks, kv_len)), (lo, min(q1, kv_len))])
+
+    def rule(self, q, k, s):
+        return (k <= q) & ((q - k < s.window) | (k < s.sinks))
+
+
+@dataclass(frozen=True)
+class LocalGlobal:
+    """Longformer / BigBird-ITC: a bidirectional window of `window` keys centred on the query,
+    plus `sinks` global tokens that see, and are seen by, every token."""
+
+    name: str = "local_global"
+    causal: bool = False
+
+    def key_ranges(self, q0, q1, kv_len, s):
+        if q0 < s.sinks:  # a block holding global queries reads every key
+            return [(0, kv_len)]
+        half = s.window // 2
+        return _merge([(0, min(s.sinks, kv_len)), (max(0, q0 - half), min(kv_len, q1 + half))])
+
+    def rule(self, q, k, s):
+        return ((q - k).abs() <= s.window // 2) | (k < s.sinks) | (q < s.sinks)
+
+
+PATTERNS: dict[str, Pattern] = {p.name: p for p in (SlidingWindowSinks(), LocalGlobal())}
+
+
+def pattern_for(settings: SparseSettings, causal: bool) -> Pattern:
+    if settings.pattern == "auto":
+        return PATTERNS["sliding_sinks" if causal else "local_global"]
+    try:
+        pattern = PATTERNS[settings.pattern]
+    except KeyError:
+        raise AttentionConfigError(
+            f"Unknown sparse pattern {settings.pattern!r}; choose auto or one of {sorted(PATTERNS)}."
+        ) from None
+    if pattern.causal != causal:
+        kind = "causal (decoder)" if causal else "bidirectional (encoder)"
+        raise AttentionConfigError(f"Pattern {pattern.name!r} cannot serve {kind} attention; use pattern 'auto'.")
+    return pattern
+
+
+def validate(settings: SparseSettings) -> None:
+    if settings.window < 1 or settings.sinks < 0 or settings.block_size < 1:
+        raise AttentionConfigError(
+            f"Sparse settings need window >= 1, sinks >= 0, block size >= 1 (got window={settings.window}, "
+            f"sinks={settings.sinks}, block size={settings.block_size})."
+        )
+    if settings.pattern != "auto" and settings.pattern not in PATTERNS:
+        raise AttentionConfigError(f"Unknown sparse pattern {settings.pattern!r}; choose auto or one of {sorted(PATTERNS)}.")
+
+
+def explicit_mask(pattern: Pattern, settings: SparseSettings, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+    """The dense boolean mask equivalent to the pattern ([len(q_pos), len(k_pos)]); for tests and density."""
+    return pattern.rule(q_pos[:, None], k_pos[None, :], settings)

@@ -1,0 +1,85 @@
+"""The one model cache: keyed by (model, precision), LRU-evicted under a memory budget,
+thread-safe, and loading each key once even when many requests ask at the same time."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+
+import psutil
+import torch
+
+from .embedded import ProgressFn
+from .loader import LoadedModel, load_model
+from .precision import check_supported, resolve_device, resolve_precision
+from .registry import get_spec
+
+
+def default_budget_mb(device: torch.device) -> float:
+    """STUDIO_MEMORY_BUDGET_MB, else 80% of GPU memory or half of system RAM."""
+    if env := os.environ.get("STUDIO_MEMORY_BUDGET_MB"):
+        return float(env)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory * 0.8 / 2**20
+    return psutil.virtual_memory().total * 0.5 / 2**20
+
+
+class ModelCache:
+    def __init__(self, budget_mb: float | None = None, device: torch.device | None = None):
+        self.device = device or resolve_device()
+        self.budget_mb = budget_mb if budget_mb is not None else default_budget_mb(self.device)
+        self._models: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple[str, str], threading.Lock] = {}
+
+    def get(self, name: str, precision: str, progress: ProgressFn | None = None) -> LoadedModel:
+        spec = get_spec(name)
+        check_supported(precision, self.device)
+        key = (name, resolve_precision(precision, self.device))
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:  # a second request for the same key waits here, then finds it loaded
+            with self._lock:
+                if key in self._models:
+                    self._models.move_to_end(key)
+                    return self._models[key]
+            loaded = load_model(spec, precision, self.device, progress)
+            with self._lock:
+                self._models[key] = loaded
+                self._evict(keep=key)
+            return loaded
+
+    def _evict(self, keep: tuple[str, str]) -> None:
+        while self.used_mb() > self.budget_mb and len(self._models) > 1:
+            oldest = next(k for k in self._models if k != keep)
+            del self._models[oldest]  # requests still holding it keep it alive until they finish
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def used_mb(self) -> float:
+        return sum(m.footprint_mb for m in self._models.values())
+
+    def loaded(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._models)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+_default: ModelCache | None = None
+_default_lock = threading.Lock()
+
+
+def default_cache() -> ModelCache:
+    """The process-wide cache shared by the CLI, every tab and the API (created on first use)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = ModelCache()
+        return _default

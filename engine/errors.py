@@ -1,0 +1,29 @@
+"""Typed errors: every message says what went wrong and what the user can do about it."""
+
+
+class StudioError(Exception):
+    """Base class for errors a user can act on (shown as-is by the CLI and the UI)."""
+
+
+class UnknownModelError(StudioError):
+    pass
+
+
+class ModelLoadError(StudioError):
+    pass
+
+
+class PrecisionError(StudioError):
+    pass
+
+
+class InputError(StudioError):
+    pass
+
+
+class ContextLengthError(InputError):
+    pass
+
+
+class AttentionConfigError(StudioError):
+    pass

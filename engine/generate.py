@@ -1,0 +1,283 @@
+"""Prefill + decode loops for causal and seq2seq models, and label scoring; all timed.
+
+Written as short explicit steps (not `model.generate`) so prefill and each decode step are timed
+on their own, as optimum-benchmark defines them: prefill = the forward over the input up to the
+first new token; decode tokens/s = (new tokens - 1) / (total - prefill).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import torch
+from transformers import DynamicCache, EncoderDecoderCache
+
+from .attention import AttentionStats, use_attention
+from .errors import InputError
+from .loader import LoadedModel
+from .metrics import PeakMemory, now
+from .prompt import encode
+from .types import GenerationRequest, Metrics, Result
+
+
+class TokenPicker:
+    """Greedy or sampled choice of the next token, with repetition penalty and banned tokens."""
+
+    def __init__(self, loaded: LoadedModel, request: GenerationRequest):
+        self.request = request
+        gen_config = getattr(loaded.model, "generation_config", None)
+        bad = getattr(gen_config, "bad_words_ids", None) or []
+        self.banned = [ids[0] for ids in bad if len(ids) == 1]
+        self.generator = None
+        if request.sampling is not None and request.sampling.seed is not None:
+            self.generator = torch.Generator(device=loaded.device).manual_seed(request.sampling.seed)
+
+    def __call__(self, logits: torch.Tensor, seen: list[int]) -> int:
+        logits = logits.float().clone()  # (vocab,)
+        if self.banned:
+            logits[self.banned] = float("-inf")
+        penalty = self.request.repetition_penalty
+        if penalty != 1.0 and seen:
+            idx = torch.tensor(sorted(set(seen)), device=logits.device)
+            picked = logits[idx]
+            logits[idx] = torch.where(picked > 0, picked / penalty, picked * penalty)
+        sampling = self.request.sampling
+        if sampling is None:
+            return int(logits.argmax())
+        logits = logits / max(sampling.temperature, 1e-5)
+        if sampling.top_k > 0:
+            kth = torch.topk(logits, min(sampling.top_k, logits.numel())).values[-1]
+            logits[logits < kth] = float("-inf")
+        probs = torch.softmax(logits, -1)
+        if sampling.top_p < 1.0:
+            sorted_probs, order = probs.sort(descending=True)
+            drop = sorted_probs.cumsum(-1) - sorted_probs > sampling.top_p
+            sorted_probs[drop] = 0
+            probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+
+def _stop_ids(loaded: LoadedModel) -> set[int]:
+    ids = set()
+    for source in (getattr(loaded.model, "generation_config", None), loaded.tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(value)
+    return ids
+
+
+class TextStreamer:
+    """Turns the growing list of new token ids into text deltas; holds back what could still
+    become a stop string or an incomplete UTF-8 character."""
+
+    def __init__(self, tokenizer, stops: tuple[str, ...]):
+        self.tokenizer, self.stops = tokenizer, tuple(s for s in stops if s)
+        self.emitted = 0
+        self.text = ""
+        self.stopped = False
+
+    def update(self, ids: list[int]) -> str:
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        for stop in self.stops:
+            if (at := text.find(stop)) >= 0:
+                text, self.stopped = text[:at], True
+        self.text = text
+        safe = len(text)
+        if not self.stopped:
+            if text.endswith("\ufffd"):
+                safe -= 1
+            for stop in self.stops:
+                for k in range(min(len(stop) - 1, len(text)), 0, -1):
+                    if text.endswith(stop[:k]):
+                        safe = min(safe, len(text) - k)
+                        break
+        delta = text[self.emitted : safe]
+        self.emitted = max(self.emitted, safe)
+        return delta
+
+    def flush(self) -> str:
+        delta = self.text[self.emitted :]
+        self.emitted = len(self.text)
+        return delta
+
+
+def _metrics(loaded, request, *, prefill_s, ttft_s, total_s, gen_s, n_in, n_new, peak, density) -> Metrics:
+    decode = (n_new - 1) / (gen_s - prefill_s) if n_new > 1 and gen_s > prefill_s else None
+    return Metrics(
+        prefill_ms=prefill_s * 1000,
+        ttft_ms=ttft_s * 1000,
+        decode_tokens_per_s=decode,
+        total_ms=total_s * 1000,
+        input_tokens=n_in,
+        new_tokens=n_new,
+        peak_memory_mb=peak,
+        model_memory_mb=loaded.footprint_mb,
+        device=str(loaded.device),
+        precision=loaded.precision,
+        attention=request.attention,
+        density=density,
+    )
+
+
+def stream(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Result]:
+    """Yield text deltas as tokens arrive, then the final Result. `request.attention` is dense or sparse."""
+    family = loaded.spec.family
+    if family == "classifier":
+        raise InputError(f"{loaded.spec.name} is a classifier: it can only score labels, not generate text.")
+    device = loaded.device
+    stats = AttentionStats()
+    with PeakMemory(device) as memory, torch.inference_mode(), use_attention(request.attention, request.sparse, stats):
+        t_start = time.perf_counter()
+        reserve = request.max_new_tokens if family == "causal" else 0
+        encoded = encode(loaded, request, reserve)
+        ids = encoded.input_ids
+        pick = TokenPicker(loaded, request)
+        stop_ids = _stop_ids(loaded)
+        streamer = TextStreamer(loaded.tokenizer, request.stop)
+        model = loaded.model
+
+        t_prefill = now(device)
+        if family == "causal":
+            cache = DynamicCache(config=model.config)
+            out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            step_inputs = {}
+        else:
+            encoder_out = model.get_encoder()(input_ids=ids)
+            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+            start_id = model.generation_config.decoder_start_token_id
+            if start_id is None:
+                start_id = model.config.decoder_start_token_id
+            decoder_ids = torch.tensor([[start_id]], device=device)
+            step_inputs = {"encoder_outputs": encoder_out}
+            out = model(decoder_input_ids=decoder_ids, past_key_values=cache, use_cache=True, **step_inputs)
+        new_ids: list[int] = []
+        seen = ids[0].tolist()
+        token = pick(out.logits[0, -1], seen)
+        prefill_s = now(device) - t_prefill
+        prefill_density = stats.density
+        ttft_s = None
+        finish = "length"
+        while True:
+            if token in stop_ids:
+                finish = "stop"
+                break
+            new_ids.append(token)
+            seen.append(token)
+            delta = streamer.update(new_ids)
+            if ttft_s is None:
+                ttft_s = time.perf_counter() - t_start
+            if delta:
+                yield delta
+            if streamer.stopped:
+                finish = "stop"
+                break
+            if len(new_ids) >= request.max_new_tokens:
+                break
+            step = torch.tensor([[token]], device=device)
+            key = "input_ids" if family == "causal" else "decoder_input_ids"
+            out = model(**{key: step}, past_key_values=cache, use_cache=True, **step_inputs)
+            token = pick(out.logits[0, -1], seen)
+        t_end = now(device)
+        if tail := streamer.flush():
+            yield tail
+    total_s = time.perf_counter() - t_start
+    metrics = _metrics(
+        loaded,
+        request,
+        prefill_s=prefill_s,
+        ttft_s=ttft_s if ttft_s is not None else total_s,
+        total_s=total_s,
+        gen_s=t_end - t_prefill,
+        n_in=ids.shape[1],
+        n_new=len(new_ids),
+        peak=memory.peak_mb(),
+        density=prefill_density,
+    )
+    yield Result(
+        text=streamer.text,
+        metrics=metrics,
+        token_ids=new_ids,
+        truncated_tokens=encoded.truncated_tokens,
+        finish_reason=finish,
+    )
+
+
+def score_labels(loaded: LoadedModel, request: GenerationRequest) -> Result:
+    """Classification: P(label | input) from a classifier head, or from a causal LM's
+    log-likelihood of each label as the answer (no free-text parsing)."""
+    labels = [c.strip() for c in request.candidates or () if c.strip()]
+    device = loaded.device
+    stats = AttentionStats()
+    with PeakMemory(device) as memory, torch.inference_mode(), use_attention(request.attention, request.sparse, stats):
+        t_start = time.perf_counter()
+        if loaded.spec.family == "classifier":
+            encoded = encode(loaded, request, 0)
+            t_prefill = now(device)
+            logits = loaded.model(input_ids=encoded.input_ids).logits[0].float()
+            scores = _head_scores(loaded, logits, labels)
+        elif loaded.spec.family == "causal":
+            encoded = encode(loaded, request, max(len(loaded.tokenizer(" " + lab)["input_ids"]) for lab in labels))
+            t_prefill = now(device)
+            scores = _likelihood_scores(loaded, encoded.input_ids, labels)
+        else:
+            raise InputError(f"{loaded.spec.name} is a seq2seq model; classify with a causal LM or a classifier.")
+        prefill_s = now(device) - t_prefill
+    total_s = time.perf_counter() - t_start
+    metrics = _metrics(
+        loaded,
+        request,
+        prefill_s=prefill_s,
+        ttft_s=total_s,
+        total_s=total_s,
+        gen_s=prefill_s,
+        n_in=encoded.input_ids.shape[1],
+        n_new=0,
+        peak=memory.peak_mb(),
+        density=stats.density,
+    )
+    best = max(scores, key=scores.get)
+    return Result(
+        text=best,
+        metrics=metrics,
+        scores=scores,
+        truncated_tokens=encoded.truncated_tokens,
+        finish_reason="scored",
+    )
+
+
+def _head_scores(loaded: LoadedModel, logits: torch.Tensor, labels: list[str]) -> dict[str, float]:
+    names = [loaded.model.config.id2label[i] for i in range(logits.shape[-1])]
+    probs = torch.softmax(logits, -1).tolist()
+    by_name = {n.lower(): p for n, p in zip(names, probs, strict=True)}
+    wanted = [lab for lab in labels if lab.lower() in by_name]
+    if len(wanted) < 2:
+        raise InputError(
+            f"{loaded.spec.name} predicts only the labels {', '.join(names)}; use at least two of them as candidates."
+        )
+    total = sum(by_name[lab.lower()] for lab in wanted)
+    return {lab: by_name[lab.lower()] / total for lab in wanted}
+
+
+def _likelihood_scores(loaded: LoadedModel, prompt_ids: torch.Tensor, labels: list[str]) -> dict[str, float]:
+    """Prefill the prompt once, then score all labels in one batched forward over the shared cache."""
+    model, tokenizer = loaded.model, loaded.tokenizer
+    cache = DynamicCache(config=model.config)
+    first = model(input_ids=prompt_ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[0, -1]
+    first_logp = torch.log_softmax(first.float(), -1)
+    label_ids = [tokenizer(lab, add_special_tokens=False)["input_ids"] for lab in labels]
+    width = max(len(ids) for ids in label_ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    batch = torch.tensor([ids + [pad] * (width - len(ids)) for ids in label_ids], device=loaded.device)
+    totals = [float(first_logp[ids[0]]) for ids in label_ids]
+    if width > 1:
+        cache.batch_repeat_interleave(len(labels))
+        # Right padding needs no mask: in causal attention the pads come after every scored token.
+        logp = torch.log_softmax(model(input_ids=batch[:, :-1], past_key_values=cache).logits.float(), -1)
+        for row, ids in enumerate(label_ids):
+            for pos in range(1, len(ids)):
+                totals[row] += float(logp[row, pos - 1, ids[pos]])
+    probs = torch.softmax(torch.tensor(totals), -1).tolist()
+    return dict(zip(labels, probs, strict=True))

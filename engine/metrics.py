@@ -1,0 +1,59 @@
+"""Clocks and memory probes. Every clock read follows a device synchronisation."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def now(device: torch.device) -> float:
+    synchronize(device)
+    return time.perf_counter()
+
+
+class PeakMemory:
+    """Peak memory over a span: the CUDA allocator's peak on GPU, the process's peak RSS on CPU.
+
+    On Linux the RSS high-water mark (VmHWM) is reset at the start by writing 5 to
+    /proc/self/clear_refs, so the number belongs to this span (concurrent requests share a process
+    and therefore share this peak)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:
+                pass  # not Linux or not allowed: the peak then covers the process lifetime
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def peak_mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return process_peak_rss_mb()
+
+
+def process_peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,85 @@
+"""Precision -> loading arguments, in one table. Unsupported combinations fail with the alternatives."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from .errors import PrecisionError
+
+# `auto` on CPU: measured on this project's 2-core AMD EPYC (avx512_bf16) with the embedded model,
+# fp32 decoded faster than bf16 and fp16 (see README, "Precision on CPU").
+CPU_AUTO = "fp32"
+CUDA_AUTO = "fp16"
+
+FLOAT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+QUANTIZED = ("int8", "nf4", "fp4")
+
+
+def resolve_device() -> torch.device:
+    """CUDA when present, else CPU; STUDIO_DEVICE overrides (e.g. "cpu" on a GPU machine)."""
+    name = os.environ.get("STUDIO_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        return CUDA_AUTO if device.type == "cuda" else CPU_AUTO
+    return precision
+
+
+def supported_precisions(device: torch.device) -> list[str]:
+    names = ["fp32", "fp16"]
+    if device.type != "cuda" or torch.cuda.is_bf16_supported():
+        names.append("bf16")
+    if _bitsandbytes_available():
+        names.extend(QUANTIZED)
+    return names
+
+
+def _bitsandbytes_available() -> bool:
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception:  # a broken native library raises more than ImportError
+        return False
+    return True
+
+
+def check_supported(precision: str, device: torch.device) -> None:
+    available = supported_precisions(device)
+    if precision not in (*available, "auto"):
+        raise PrecisionError(
+            f"Precision {precision!r} is not available on {device.type}; choose one of: {', '.join(available)}."
+        )
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """dtype of the non-quantized parts and of 4-bit matmuls (STUDIO_4BIT_COMPUTE overrides)."""
+    override = os.environ.get("STUDIO_4BIT_COMPUTE")
+    if override:
+        if override not in FLOAT_DTYPES:
+            raise PrecisionError(f"STUDIO_4BIT_COMPUTE={override!r}: use one of {', '.join(FLOAT_DTYPES)}.")
+        return FLOAT_DTYPES[override]
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def load_kwargs(precision: str, device: torch.device) -> dict[str, Any]:
+    """Keyword arguments for `from_pretrained` that realise `precision` on `device`."""
+    check_supported(precision, device)
+    precision = resolve_precision(precision, device)
+    if precision in FLOAT_DTYPES:
+        return {"dtype": FLOAT_DTYPES[precision]}
+    from transformers import BitsAndBytesConfig
+
+    dtype = compute_dtype(device)
+    if precision == "int8":
+        config = BitsAndBytesConfig(load_in_8bit=True)
+    else:
+        config = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=precision,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    return {"quantization_config": config, "dtype": dtype, "device_map": {"": str(device)}}

@@ -1,0 +1,110 @@
+"""The dataclasses passed end to end: request in, result (with measured metrics) out."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+Precision = Literal["auto", "fp32", "fp16", "bf16", "int8", "nf4", "fp4"]
+AttentionMode = Literal["dense", "sparse", "compare"]
+Family = Literal["causal", "seq2seq", "classifier"]
+
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16", "int8", "nf4", "fp4")
+ATTENTION_MODES: tuple[str, ...] = ("dense", "sparse", "compare")
+
+
+@dataclass(frozen=True)
+class SparseSettings:
+    """Parameters of the sparse pattern; defaults follow StreamingLLM / Longformer practice."""
+
+    window: int = 512  # keys each query sees around itself (causal: behind it)
+    sinks: int = 4  # causal: attention-sink tokens; encoders: global tokens
+    block_size: int = 64  # query block of the kernel (a speed knob, not a semantic one)
+    pattern: str = "auto"  # "auto" picks by attention kind; or a name from engine.attention.PATTERNS
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling instead of greedy decoding; `seed` makes it reproducible."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 50
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One request for any task and model family.
+
+    Exactly one of `text` and `messages` is set. With `candidates`, the engine scores each
+    candidate label instead of generating (classification).
+    """
+
+    model: str
+    text: str | None = None
+    messages: tuple[Message, ...] | None = None
+    candidates: tuple[str, ...] | None = None
+    max_new_tokens: int = 128
+    sampling: Sampling | None = None  # None = greedy (deterministic)
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+    precision: Precision = "auto"
+    attention: AttentionMode = "dense"
+    sparse: SparseSettings = field(default_factory=SparseSettings)
+    truncate: bool = False  # False: over-long input is an error; True: cut and report it
+
+
+@dataclass
+class Metrics:
+    """Measured on the request (device synchronised before each clock read), never estimated."""
+
+    prefill_ms: float
+    ttft_ms: float
+    decode_tokens_per_s: float | None  # None when fewer than two tokens were generated
+    total_ms: float
+    input_tokens: int
+    new_tokens: int
+    peak_memory_mb: float
+    model_memory_mb: float
+    device: str
+    precision: str
+    attention: str
+    density: float = 1.0  # share of (query, key) pairs the attention computed during prefill
+
+
+@dataclass
+class Result:
+    text: str
+    metrics: Metrics
+    token_ids: list[int] = field(default_factory=list)
+    scores: dict[str, float] | None = None  # classification: label -> probability
+    truncated_tokens: int = 0  # input tokens cut to fit the context (0 = nothing cut)
+    finish_reason: Literal["stop", "length", "scored"] = "stop"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Comparison:
+    """Compare mode: the same request run dense then sparse, and how they differ."""
+
+    dense: Result
+    sparse: Result
+    prefill_speedup: float
+    decode_speedup: float | None
+    total_speedup: float
+    token_agreement: float  # share of positions with identical tokens
+    first_divergence: int | None  # index of the first differing new token, None if identical
+    density: float  # share of (query, key) pairs the sparse run computed in prefill
+    score_agreement: float | None = None  # classification: 1 - total variation distance
+
+    def to_dict(self) -> dict:
+        return asdict(self)

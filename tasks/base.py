@@ -1,0 +1,63 @@
+"""What every task shares: the run options (model, precision, attention) and task metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine import DEFAULT_MODEL, GenerationRequest, Message, SparseSettings, get_spec
+from engine.registry import ModelSpec
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The controls every tab has; field comments double as UI help text."""
+
+    model: str = DEFAULT_MODEL  # model from the registry
+    precision: str = "auto"  # fp32 / fp16 / bf16 / int8 / nf4 / fp4 / auto
+    attention: str = "dense"  # dense / sparse / compare
+    window: int = 512  # sparse: keys each query sees
+    sinks: int = 4  # sparse: attention sinks (decoders) or global tokens (encoders)
+    block_size: int = 64  # sparse: query block of the kernel
+    max_new_tokens: int = 128
+    repetition_penalty: float = 1.0
+    truncate: bool = False
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    name: str
+    label: str
+    description: str
+    examples: list[list] = field(default_factory=list)
+
+
+def request_for(
+    options: RunOptions,
+    *,
+    text: str | None = None,
+    messages: list[Message] | None = None,
+    candidates: tuple[str, ...] | None = None,
+    stop: tuple[str, ...] = (),
+    max_new_tokens: int | None = None,
+) -> GenerationRequest:
+    return GenerationRequest(
+        model=options.model,
+        text=text,
+        messages=tuple(messages) if messages is not None else None,
+        candidates=candidates,
+        max_new_tokens=max_new_tokens or options.max_new_tokens,
+        repetition_penalty=options.repetition_penalty,
+        stop=stop,
+        precision=options.precision,
+        attention=options.attention,
+        sparse=SparseSettings(window=options.window, sinks=options.sinks, block_size=options.block_size),
+        truncate=options.truncate,
+    )
+
+
+def spec_of(options: RunOptions) -> ModelSpec:
+    return get_spec(options.model)
+
+
+def instruct(system: str, user: str) -> list[Message]:
+    return [Message("system", system), Message("user", user)]

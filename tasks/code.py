@@ -1,0 +1,38 @@
+"""Code generation: asks for one fenced block and extracts it. Generated code is never run."""
+
+from __future__ import annotations
+
+import re
+
+from engine import GenerationRequest, InputError
+
+from .base import RunOptions, TaskInfo, instruct, request_for, spec_of
+
+LANGUAGES = ("python", "javascript", "typescript", "rust", "go", "c", "cpp", "java", "bash", "sql")
+
+INFO = TaskInfo(
+    name="code",
+    label="Code generation",
+    description="Write code from a description (shown, never executed).",
+    examples=[["Write a function that returns the sum of a list of numbers.", "python"]],
+)
+
+_FENCE = re.compile(r"```[\w+-]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def build_request(prompt: str, language: str, options: RunOptions) -> GenerationRequest:
+    if language not in LANGUAGES:
+        raise InputError(f"Unknown language {language!r}; choose one of {', '.join(LANGUAGES)}.")
+    if spec_of(options).family != "causal":
+        raise InputError(f"{options.model} cannot write code; pick a causal (chat) model.")
+    messages = instruct(
+        f"You are an expert {language} programmer. Reply with one {language} code block and nothing else.",
+        prompt,
+    )
+    return request_for(options, messages=messages)
+
+
+def extract_code(text: str) -> str:
+    """The first fenced block (even if unterminated while streaming), else the text itself."""
+    match = _FENCE.search(text)
+    return (match.group(1) if match else text).strip("\n")

@@ -1,0 +1,50 @@
+"""Translation: Marian pairs, T5 prefixes, or an instruction to a chat model."""
+
+from __future__ import annotations
+
+from engine import GenerationRequest, InputError
+
+from .base import RunOptions, TaskInfo, instruct, request_for, spec_of
+
+LANGUAGES = {
+    "en": "English",
+    "fr": "French",
+    "de": "German",
+    "es": "Spanish",
+    "it": "Italian",
+    "pt": "Portuguese",
+}
+
+INFO = TaskInfo(
+    name="translation",
+    label="Translation",
+    description="Translate text between languages.",
+    examples=[
+        ["The weather is nice today.", "en", "fr"],
+        ["I would like a cup of coffee, please.", "en", "de"],
+        ["Where is the train station?", "en", "es"],
+    ],
+)
+
+
+def build_request(text: str, source: str, target: str, options: RunOptions) -> GenerationRequest:
+    for code in (source, target):
+        if code not in LANGUAGES:
+            raise InputError(f"Unknown language {code!r}; choose one of {', '.join(LANGUAGES)}.")
+    if source == target:
+        raise InputError(f"Source and target are both {LANGUAGES[source]}: pick two different languages.")
+    spec = spec_of(options)
+    src, tgt = LANGUAGES[source], LANGUAGES[target]
+    if spec.family == "seq2seq" and not spec.text_prefixes:
+        pair = f"{source}-{target}"
+        if pair not in spec.languages:
+            offered = ", ".join(spec.languages) or "none listed"
+            raise InputError(f"{spec.name} cannot translate {src} to {tgt} (pairs: {offered}); pick another model.")
+        return request_for(options, text=text)
+    if spec.text_prefixes:
+        return request_for(options, text=f"translate {src} to {tgt}: {text}")
+    messages = instruct(
+        f"You are a professional translator from {src} to {tgt}.",
+        f"Translate this {src} text to {tgt}. Reply with the translation only.\n\n{text}",
+    )
+    return request_for(options, messages=messages)
