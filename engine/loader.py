@@ -82,7 +82,9 @@ def _hub_error(spec: ModelSpec, exc: Exception) -> ModelLoadError:
     )
 
 
-def load_model(spec: ModelSpec, precision: str, device: torch.device, progress: ProgressFn | None = None) -> LoadedModel:
+def load_model(
+    spec: ModelSpec, precision: str, device: torch.device, progress: ProgressFn | None = None
+) -> LoadedModel:
     import transformers
 
     attention.register()

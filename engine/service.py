@@ -91,7 +91,9 @@ def stream_request(
     yield compare_results(results["dense"], results["sparse"])
 
 
-def run(request: GenerationRequest, cache: ModelCache | None = None, progress: ProgressFn | None = None) -> Result | Comparison:
+def run(
+    request: GenerationRequest, cache: ModelCache | None = None, progress: ProgressFn | None = None
+) -> Result | Comparison:
     final = None
     for item in stream_request(request, cache, progress):
         final = item

@@ -16,4 +16,5 @@ __all__ = [
     "register",
     "sparse_kernel_name",
     "use_attention",
+    "validate",
 ]

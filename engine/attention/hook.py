@@ -52,7 +52,8 @@ class AttentionChoice:
     stats: AttentionStats | None = None
 
 
-_current: ContextVar[AttentionChoice] = ContextVar("studio_attention", default=AttentionChoice())
+_DENSE = AttentionChoice()
+_current: ContextVar[AttentionChoice | None] = ContextVar("studio_attention", default=None)
 
 
 @contextmanager
@@ -88,7 +89,7 @@ class StudioMask:
             "attention_mask": attention_mask,
             **{k: rest[k] for k in ("allow_is_causal_skip", "allow_is_bidirectional_skip", "device") if k in rest},
         }
-        self._dense: torch.Tensor | None | str = "unset"
+        self._dense: torch.Tensor | str | None = "unset"
         self._plans: dict[tuple, SparsePlan] = {}
         self.flex_block_masks: dict = {}
 
@@ -156,7 +157,7 @@ def studio_attention(
     position_bias: torch.Tensor | None = None,
     **kwargs,
 ):
-    choice = _current.get()
+    choice = _current.get() or _DENSE
     if not isinstance(attention_mask, StudioMask):  # a caller-made 4D mask or None: plain SDPA
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout, scaling, is_causal, position_bias, **kwargs

@@ -172,6 +172,4 @@ def flex_sparse_attention(
             return score + position_bias[0 if position_bias.shape[0] == 1 else batch, head, q_idx, kv_idx]
 
     enable_gqa = query.shape[1] != key.shape[1]
-    return attend(
-        query, key, value, score_mod=score_mod, block_mask=block_mask, scale=scaling, enable_gqa=enable_gqa
-    )
+    return attend(query, key, value, score_mod=score_mod, block_mask=block_mask, scale=scaling, enable_gqa=enable_gqa)

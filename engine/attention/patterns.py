@@ -94,7 +94,9 @@ def validate(settings: SparseSettings) -> None:
             f"sinks={settings.sinks}, block size={settings.block_size})."
         )
     if settings.pattern != "auto" and settings.pattern not in PATTERNS:
-        raise AttentionConfigError(f"Unknown sparse pattern {settings.pattern!r}; choose auto or one of {sorted(PATTERNS)}.")
+        raise AttentionConfigError(
+            f"Unknown sparse pattern {settings.pattern!r}; choose auto or one of {sorted(PATTERNS)}."
+        )
 
 
 def explicit_mask(pattern: Pattern, settings: SparseSettings, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:

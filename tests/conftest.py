@@ -1,0 +1,161 @@
+"""Tiny randomly initialised models and tokenizers, built locally (never fetched)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant:{% endif %}"
+)
+CORPUS = [
+    "the quick brown fox jumps over the lazy dog",
+    "hello world this is a tiny tokenizer for tests",
+    "translate summarize classify positive negative neutral code python",
+    "le chat est sur la table das ist gut el perro",
+] * 20
+
+
+def build_tokenizer(directory: Path, chat: bool):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>", "<unk>"])
+    tok.train_from_iterator(CORPUS, trainer)
+    from tokenizers import decoders
+
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    if chat:
+        fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(directory)
+    return fast
+
+
+def _save(model, directory: Path) -> Path:
+    model.save_pretrained(directory)
+    return directory
+
+
+def _tiny(tmp_root: Path, kind: str) -> Path:
+    import transformers as tf
+
+    directory = tmp_root / kind
+    tokenizer = build_tokenizer(directory, chat=kind == "llama")
+    vocab = len(tokenizer)
+    common = {"vocab_size": vocab, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+    torch.manual_seed(0)
+    if kind == "llama":
+        config = tf.LlamaConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            **common,
+        )
+        model = tf.LlamaForCausalLM(config)
+    elif kind == "llama-classifier":
+        config = tf.LlamaConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            num_labels=2,
+            id2label={0: "NEGATIVE", 1: "POSITIVE"},
+            label2id={"NEGATIVE": 0, "POSITIVE": 1},
+            **common,
+        )
+        model = tf.LlamaForSequenceClassification(config)
+    elif kind == "marian":
+        config = tf.MarianConfig(
+            d_model=64,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=128,
+            decoder_ffn_dim=128,
+            max_position_embeddings=256,
+            decoder_start_token_id=0,
+            forced_eos_token_id=2,
+            **common,
+        )
+        model = tf.MarianMTModel(config)
+    elif kind == "bart":
+        config = tf.BartConfig(
+            d_model=64,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=128,
+            decoder_ffn_dim=128,
+            max_position_embeddings=256,
+            decoder_start_token_id=2,
+            **common,
+        )
+        model = tf.BartForConditionalGeneration(config)
+    elif kind == "t5":
+        config = tf.T5Config(
+            d_model=64,
+            d_kv=16,
+            d_ff=128,
+            num_layers=2,
+            num_heads=4,
+            decoder_start_token_id=0,
+            **{k: v for k, v in common.items() if k != "bos_token_id"},
+        )
+        model = tf.T5ForConditionalGeneration(config)
+    else:
+        raise ValueError(kind)
+    return _save(model, directory)
+
+
+TINY_KINDS = ("llama", "marian", "bart", "t5", "llama-classifier")
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {kind: _tiny(root, kind) for kind in TINY_KINDS}
+
+
+@pytest.fixture(scope="session")
+def tiny_registry(tiny_dirs, tmp_path_factory) -> Path:
+    """A STUDIO_MODELS file registering every tiny model by name (tiny-llama, tiny-marian, ...)."""
+    families = {"llama": "causal", "marian": "seq2seq", "bart": "seq2seq", "t5": "seq2seq"}
+    families["llama-classifier"] = "classifier"
+    lines = []
+    for kind, path in tiny_dirs.items():
+        lines += [
+            "[[model]]",
+            f'name = "tiny-{kind}"',
+            'source = "local"',
+            f'location = "{path}"',
+            f'family = "{families[kind]}"',
+        ]
+        if kind == "marian":
+            lines.append('languages = ["en-fr"]')
+        if kind == "t5":
+            lines.append("text_prefixes = true")
+        lines.append("")
+    path = tmp_path_factory.mktemp("registry") / "models.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+@pytest.fixture
+def tiny_env(tiny_registry, monkeypatch):
+    monkeypatch.setenv("STUDIO_MODELS", str(tiny_registry))
+    return tiny_registry

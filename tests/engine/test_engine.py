@@ -1,0 +1,222 @@
+"""The engine end to end on tiny local models, one per family, at every CPU precision."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from engine import (
+    Chunk,
+    Comparison,
+    ContextLengthError,
+    GenerationRequest,
+    InputError,
+    Message,
+    ModelCache,
+    ModelLoadError,
+    PrecisionError,
+    Result,
+    Sampling,
+    SparseSettings,
+    UnknownModelError,
+    run,
+    stream_request,
+)
+from engine.attention import use_attention
+
+GENERATORS = ("tiny-llama", "tiny-marian", "tiny-bart", "tiny-t5")
+CPU_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "nf4", "fp4")
+
+
+@pytest.fixture
+def cache(tiny_env):
+    return ModelCache(budget_mb=10_000, device=torch.device("cpu"))
+
+
+def ask(model, **kw) -> GenerationRequest:
+    defaults = {"text": "hello world the quick brown fox", "max_new_tokens": 6}
+    return GenerationRequest(model=model, **{**defaults, **kw})
+
+
+@pytest.mark.parametrize("model", GENERATORS)
+@pytest.mark.parametrize("precision", CPU_PRECISIONS)
+def test_every_family_generates_at_every_cpu_precision(cache, model, precision):
+    result = run(ask(model, precision=precision), cache)
+    assert isinstance(result, Result)
+    m = result.metrics
+    assert m.precision == precision and m.device == "cpu"
+    assert m.input_tokens > 0 and m.new_tokens == len(result.token_ids) <= 6
+    assert 0 < m.prefill_ms <= m.total_ms and m.ttft_ms <= m.total_ms
+    assert m.peak_memory_mb > 0 and m.model_memory_mb > 0
+
+
+def test_quantized_footprints_are_smaller(cache):
+    sizes = {p: cache.get("tiny-llama", p).footprint_bytes for p in ("fp32", "fp16", "int8", "nf4")}
+    assert sizes["fp16"] < sizes["fp32"]
+    assert sizes["nf4"] < sizes["fp32"] and sizes["int8"] < sizes["fp32"]
+
+
+def test_streaming_chunks_add_up_to_the_result(cache):
+    events = list(stream_request(ask("tiny-llama", max_new_tokens=12), cache))
+    *chunks, final = events
+    assert all(isinstance(c, Chunk) for c in chunks)
+    assert "".join(c.text for c in chunks) == final.text
+    assert final.metrics.new_tokens == 12 and final.finish_reason == "length"
+    assert final.metrics.decode_tokens_per_s > 0
+
+
+def test_greedy_is_reproducible_and_seeded_sampling_too(cache):
+    assert run(ask("tiny-llama"), cache).token_ids == run(ask("tiny-llama"), cache).token_ids
+    sampled = ask("tiny-llama", sampling=Sampling(temperature=1.0, seed=7), max_new_tokens=10)
+    assert run(sampled, cache).token_ids == run(sampled, cache).token_ids
+
+
+def test_chat_messages_use_the_template(cache):
+    req = ask("tiny-llama", text=None, messages=(Message("system", "be brief"), Message("user", "hello")))
+    result = run(req, cache)
+    assert result.metrics.input_tokens > 4
+
+
+def test_stop_string_cuts_output(cache):
+    full = run(ask("tiny-llama", max_new_tokens=12), cache).text
+    stop = full[3:5]
+    assert stop, full
+    cut = run(ask("tiny-llama", max_new_tokens=12, stop=(stop,)), cache)
+    assert stop not in cut.text and full.startswith(cut.text) and cut.finish_reason == "stop"
+
+
+def test_sparse_with_covering_window_matches_dense(cache):
+    dense = run(ask("tiny-llama", max_new_tokens=10), cache)
+    sparse = run(ask("tiny-llama", max_new_tokens=10, attention="sparse", sparse=SparseSettings(window=512)), cache)
+    assert dense.token_ids == sparse.token_ids
+
+
+@pytest.mark.parametrize("model", GENERATORS)
+def test_compare_mode_returns_both_runs(cache, model):
+    text = " ".join(["the quick brown fox jumps over the lazy dog"] * 12)
+    req = ask(model, text=text, attention="compare", sparse=SparseSettings(window=16, sinks=2, block_size=16))
+    comparison = run(req, cache)
+    assert isinstance(comparison, Comparison)
+    assert comparison.dense.metrics.attention == "dense" and comparison.sparse.metrics.attention == "sparse"
+    assert 0.0 <= comparison.token_agreement <= 1.0
+    assert comparison.prefill_speedup > 0 and comparison.total_speedup > 0
+    assert comparison.density < 1.0  # the sparse run computed fewer query-key pairs
+
+
+def test_sparse_changes_what_a_small_window_sees(cache):
+    text = " ".join(["the quick brown fox jumps over the lazy dog hello world"] * 10)
+    dense = run(ask("tiny-llama", text=text, max_new_tokens=1), cache)
+    sparse = run(
+        ask("tiny-llama", text=text, max_new_tokens=1, attention="sparse", sparse=SparseSettings(4, 1, 8)), cache
+    )
+    assert sparse.metrics.density < 0.2
+    assert dense.metrics.density == 1.0
+
+
+def test_concurrent_requests_get_their_own_mode(cache):
+    """Two threads on one model, one dense and one sparse, each sees the mode it asked for."""
+    text = " ".join(["the quick brown fox"] * 30)
+    settings = SparseSettings(window=8, sinks=1, block_size=8)
+    expected = {
+        mode: run(ask("tiny-llama", text=text, attention=mode, sparse=settings), cache) for mode in ("dense", "sparse")
+    }
+    results, barrier = {}, threading.Barrier(2)
+
+    def worker(mode):
+        barrier.wait()
+        for _ in range(3):
+            results.setdefault(mode, []).append(
+                run(ask("tiny-llama", text=text, attention=mode, sparse=settings), cache)
+            )
+
+    threads = [threading.Thread(target=worker, args=(m,)) for m in ("dense", "sparse")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for mode in ("dense", "sparse"):
+        for r in results[mode]:
+            assert r.token_ids == expected[mode].token_ids
+            assert r.metrics.density == expected[mode].metrics.density
+
+
+def test_mode_context_is_scoped():
+    with use_attention("sparse", SparseSettings()):
+        pass
+    from engine.attention.hook import _current
+
+    assert _current.get() is None  # back to the default: dense
+
+
+def test_classifier_head_scores(cache):
+    req = ask("tiny-llama-classifier", candidates=("POSITIVE", "NEGATIVE"))
+    result = run(req, cache)
+    assert set(result.scores) == {"POSITIVE", "NEGATIVE"}
+    assert sum(result.scores.values()) == pytest.approx(1.0)
+    assert result.text == max(result.scores, key=result.scores.get)
+
+
+def test_causal_lm_scores_labels_by_likelihood(cache):
+    req = ask("tiny-llama", candidates=("positive", "negative", "neutral code"))
+    result = run(req, cache)
+    assert sum(result.scores.values()) == pytest.approx(1.0) and result.finish_reason == "scored"
+    compare = run(ask("tiny-llama", candidates=("positive", "negative"), attention="compare"), cache)
+    assert compare.score_agreement is not None
+
+
+def test_model_cache_loads_once_under_concurrency(cache):
+    got, barrier = [], threading.Barrier(4)
+
+    def load():
+        barrier.wait()
+        got.append(cache.get("tiny-llama", "fp32"))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(m) for m in got}) == 1
+
+
+def test_model_cache_evicts_least_recently_used(tiny_env):
+    small = ModelCache(budget_mb=0.0001, device=torch.device("cpu"))
+    small.get("tiny-llama", "fp32")
+    small.get("tiny-bart", "fp32")
+    assert small.loaded() == [("tiny-bart", "fp32")]
+
+
+@pytest.mark.parametrize(
+    "request_kwargs,error,text",
+    [
+        ({"text": "   "}, InputError, "empty"),
+        ({"text": None}, InputError, "exactly one"),
+        ({"max_new_tokens": 0}, InputError, "at least 1"),
+        ({"model": "no-such-model"}, UnknownModelError, "Unknown model"),
+        ({"precision": "fp8"}, PrecisionError, "Unknown precision"),
+        ({"attention": "magic"}, InputError, "Unknown attention"),
+        ({"sparse": SparseSettings(window=0)}, Exception, "window >= 1"),
+        ({"text": "hello " * 600}, ContextLengthError, "fits 512"),
+        ({"candidates": ("only-one",)}, InputError, "two"),
+    ],
+)
+def test_clear_errors(cache, request_kwargs, error, text):
+    kwargs = {"model": "tiny-llama", **request_kwargs}
+    with pytest.raises(error, match=text):
+        run(ask(**kwargs), cache)
+
+
+def test_truncation_is_reported(cache):
+    result = run(ask("tiny-llama", text="hello " * 600, truncate=True), cache)
+    assert result.truncated_tokens > 0
+    assert result.metrics.input_tokens + 6 <= 512
+
+
+def test_missing_local_model_and_offline_hub_errors(cache, monkeypatch, tmp_path):
+    with pytest.raises(ModelLoadError, match="not a model directory"):
+        run(ask(f"local:{tmp_path}"), cache)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
+        run(ask("hub:nobody-here/definitely-missing-model"), cache)
