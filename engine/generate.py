@@ -129,7 +129,15 @@ def stream(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Re
         raise InputError(f"{loaded.spec.name} is a classifier: it can only score labels, not generate text.")
     device = loaded.device
     stats = AttentionStats()
-    with PeakMemory(device) as memory, torch.inference_mode(), use_attention(request.attention, request.sparse, stats):
+    model = loaded.model
+
+    def forward(**inputs):
+        # Mode and grad state are entered per forward, never held across a `yield`: a consumer
+        # (e.g. Gradio) may resume this generator in another thread and context.
+        with torch.inference_mode(), use_attention(request.attention, request.sparse, stats):
+            return model(**inputs)
+
+    with PeakMemory(device) as memory:
         t_start = time.perf_counter()
         reserve = request.max_new_tokens if family == "causal" else 0
         encoded = encode(loaded, request, reserve)
@@ -137,22 +145,22 @@ def stream(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Re
         pick = TokenPicker(loaded, request)
         stop_ids = _stop_ids(loaded)
         streamer = TextStreamer(loaded.tokenizer, request.stop)
-        model = loaded.model
 
         t_prefill = now(device)
         if family == "causal":
             cache = DynamicCache(config=model.config)
-            out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            out = forward(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
             step_inputs = {}
         else:
-            encoder_out = model.get_encoder()(input_ids=ids)
+            with torch.inference_mode(), use_attention(request.attention, request.sparse, stats):
+                encoder_out = model.get_encoder()(input_ids=ids)
             cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
             start_id = model.generation_config.decoder_start_token_id
             if start_id is None:
                 start_id = model.config.decoder_start_token_id
             decoder_ids = torch.tensor([[start_id]], device=device)
             step_inputs = {"encoder_outputs": encoder_out}
-            out = model(decoder_input_ids=decoder_ids, past_key_values=cache, use_cache=True, **step_inputs)
+            out = forward(decoder_input_ids=decoder_ids, past_key_values=cache, use_cache=True, **step_inputs)
         new_ids: list[int] = []
         seen = ids[0].tolist()
         token = pick(out.logits[0, -1], seen)
@@ -178,7 +186,7 @@ def stream(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Re
                 break
             step = torch.tensor([[token]], device=device)
             key = "input_ids" if family == "causal" else "decoder_input_ids"
-            out = model(**{key: step}, past_key_values=cache, use_cache=True, **step_inputs)
+            out = forward(**{key: step}, past_key_values=cache, use_cache=True, **step_inputs)
             token = pick(out.logits[0, -1], seen)
         t_end = now(device)
         if tail := streamer.flush():

@@ -220,3 +220,24 @@ def test_missing_local_model_and_offline_hub_errors(cache, monkeypatch, tmp_path
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
         run(ask("hub:nobody-here/definitely-missing-model"), cache)
+
+
+def test_stream_can_be_resumed_in_other_threads_and_contexts(cache):
+    """Gradio resumes generators step by step in worker threads with fresh contexts."""
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    text = " ".join(["the quick brown fox"] * 30)
+    req = ask("tiny-llama", text=text, attention="sparse", sparse=SparseSettings(8, 1, 8), max_new_tokens=8)
+    expected = run(req, cache)
+    iterator = stream_request(req, cache)
+    events = []
+    with ThreadPoolExecutor(2) as pool:
+        while True:
+            step = pool.submit(contextvars.Context().run, next, iterator, None)
+            event = step.result()
+            if event is None:
+                break
+            events.append(event)
+    assert events[-1].token_ids == expected.token_ids
+    assert events[-1].metrics.density == expected.metrics.density
