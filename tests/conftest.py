@@ -77,8 +77,12 @@ def _tiny(tmp_root: Path, kind: str) -> Path:
             **common,
         )
         model = tf.LlamaForSequenceClassification(config)
-    elif kind == "marian":
-        config = tf.MarianConfig(
+    elif kind in ("marian", "bart"):
+        config_class, model_class = {
+            "marian": (tf.MarianConfig, tf.MarianMTModel),
+            "bart": (tf.BartConfig, tf.BartForConditionalGeneration),
+        }[kind]
+        config = config_class(
             d_model=64,
             encoder_layers=2,
             decoder_layers=2,
@@ -87,25 +91,10 @@ def _tiny(tmp_root: Path, kind: str) -> Path:
             encoder_ffn_dim=128,
             decoder_ffn_dim=128,
             max_position_embeddings=256,
-            decoder_start_token_id=0,
-            forced_eos_token_id=2,
+            decoder_start_token_id=0 if kind == "marian" else 2,
             **common,
         )
-        model = tf.MarianMTModel(config)
-    elif kind == "bart":
-        config = tf.BartConfig(
-            d_model=64,
-            encoder_layers=2,
-            decoder_layers=2,
-            encoder_attention_heads=4,
-            decoder_attention_heads=4,
-            encoder_ffn_dim=128,
-            decoder_ffn_dim=128,
-            max_position_embeddings=256,
-            decoder_start_token_id=2,
-            **common,
-        )
-        model = tf.BartForConditionalGeneration(config)
+        model = model_class(config)
     elif kind == "t5":
         config = tf.T5Config(
             d_model=64,
