@@ -184,6 +184,9 @@ def stream(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Re
                 break
             if len(new_ids) >= request.max_new_tokens:
                 break
+            if request.time_limit_s is not None and time.perf_counter() - t_start > request.time_limit_s:
+                finish = "time_limit"
+                break
             step = torch.tensor([[token]], device=device)
             key = "input_ids" if family == "causal" else "decoder_input_ids"
             out = forward(**{key: step}, past_key_values=cache, use_cache=True, **step_inputs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -9,8 +10,11 @@ import torch
 
 from .errors import PrecisionError
 
-# `auto` on CPU: measured on this project's 2-core AMD EPYC (avx512_bf16) with the embedded model,
-# fp32 decoded faster than bf16 and fp16 (see README, "Precision on CPU").
+# `auto` on CPU is fp32: measured with `python -m engine.bench precision` on the embedded model
+# (2-core AMD EPYC, avx512_bf16; tables in assets/bench/). fp32 and fp16 reproduce the reference
+# greedy tokens; bf16, int8, nf4, fp4 do not. fp16 decodes 2.1x faster on a 32-token chat prompt
+# but prefills 3.9x slower and decodes 1.8x slower at 2048 tokens (CPUs without native fp16
+# matmul convert), so fp32 is the fastest choice that is correct for every task.
 CPU_AUTO = "fp32"
 CUDA_AUTO = "fp16"
 
@@ -65,6 +69,19 @@ def compute_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
+def _quiet_int8_cast_warning() -> None:
+    """bitsandbytes logs "inputs will be cast ... to float16" on every int8 matmul with fp32
+    activations (thousands of lines per request); the cast is expected, so drop that one message."""
+    logger = logging.getLogger("bitsandbytes.autograd._functions")
+    if not any(isinstance(f, _DropInt8Cast) for f in logger.filters):
+        logger.addFilter(_DropInt8Cast())
+
+
+class _DropInt8Cast(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "will be cast" not in record.getMessage()
+
+
 def load_kwargs(precision: str, device: torch.device) -> dict[str, Any]:
     """Keyword arguments for `from_pretrained` that realise `precision` on `device`."""
     check_supported(precision, device)
@@ -75,6 +92,7 @@ def load_kwargs(precision: str, device: torch.device) -> dict[str, Any]:
 
     dtype = compute_dtype(device)
     if precision == "int8":
+        _quiet_int8_cast_warning()
         config = BitsAndBytesConfig(load_in_8bit=True)
     else:
         config = BitsAndBytesConfig(

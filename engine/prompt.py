@@ -36,6 +36,8 @@ def validate_inputs(request: GenerationRequest) -> None:
         raise InputError("The conversation has no user message: type a message first.")
     if request.max_new_tokens < 1 and request.candidates is None:
         raise InputError(f"max_new_tokens must be at least 1 (got {request.max_new_tokens}).")
+    if request.time_limit_s is not None and request.time_limit_s <= 0:
+        raise InputError(f"time_limit_s must be positive (got {request.time_limit_s}).")
     if request.candidates is not None and len([c for c in request.candidates if c.strip()]) < 2:
         raise InputError("Classification needs at least two non-empty candidate labels.")
 

@@ -59,6 +59,7 @@ class GenerationRequest:
     attention: AttentionMode = "dense"
     sparse: SparseSettings = field(default_factory=SparseSettings)
     truncate: bool = False  # False: over-long input is an error; True: cut and report it
+    time_limit_s: float | None = None  # stop decoding after this long (finish_reason "time_limit")
 
 
 @dataclass
@@ -86,7 +87,7 @@ class Result:
     token_ids: list[int] = field(default_factory=list)
     scores: dict[str, float] | None = None  # classification: label -> probability
     truncated_tokens: int = 0  # input tokens cut to fit the context (0 = nothing cut)
-    finish_reason: Literal["stop", "length", "scored"] = "stop"
+    finish_reason: Literal["stop", "length", "scored", "time_limit"] = "stop"
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -21,6 +21,7 @@ class RunOptions:
     max_new_tokens: int = 128
     repetition_penalty: float = 1.0
     truncate: bool = False
+    time_limit_s: float | None = None  # decoding stops after this long; the result says so
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ def request_for(
         attention=options.attention,
         sparse=SparseSettings(window=options.window, sinks=options.sinks, block_size=options.block_size),
         truncate=options.truncate,
+        time_limit_s=options.time_limit_s,
     )
 
 

@@ -16,6 +16,17 @@ INFO = TaskInfo(
 )
 
 
+def message_text(content) -> str:
+    """The text of a chat message: a string (API clients) or Gradio 6's list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        content = [content]
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
 def build_request(history: list[dict], message: str, system: str, options: RunOptions) -> GenerationRequest:
     if spec_of(options).family != "causal":
         raise InputError(f"{options.model} is not a chat model; pick a causal (chat) model for dialogue.")
@@ -23,7 +34,8 @@ def build_request(history: list[dict], message: str, system: str, options: RunOp
         raise InputError("The message is empty: type something first.")
     messages = [Message("system", system.strip())] if system.strip() else []
     for turn in history:
-        if turn.get("role") in ("user", "assistant") and isinstance(turn.get("content"), str):
-            messages.append(Message(turn["role"], turn["content"]))
+        text = message_text(turn.get("content"))
+        if turn.get("role") in ("user", "assistant") and text:
+            messages.append(Message(turn["role"], text))
     messages.append(Message("user", message))
     return request_for(options, messages=messages)

@@ -165,7 +165,9 @@ def studio_attention(
     mask = attention_mask
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     cross_attention = getattr(module, "is_decoder", False) and not causal
-    if choice.mode == "dense" or cross_attention:
+    pattern = pattern_for(choice.settings, causal) if choice.mode == "sparse" and not cross_attention else None
+    if pattern is None or pattern.keeps_all(mask.kv_offset + mask.kv_length, choice.settings):
+        # Dense SDPA: asked for, cross-attention, or a sparse pattern that would keep every pair anyway.
         if choice.stats is not None and not cross_attention:
             pairs = mask.q_length * mask.kv_length
             if causal:
@@ -176,7 +178,6 @@ def studio_attention(
             module, query, key, value, mask.dense(), dropout, scaling, is_causal, position_bias, **kwargs
         )
 
-    pattern = pattern_for(choice.settings, causal)
     groups = query.shape[1] // key.shape[1]
     plan = mask.plan(pattern, choice.settings, groups, query.device)
     if choice.stats is not None:

@@ -26,7 +26,7 @@ class QueryBlock:
     q0: int  # query rows [q0, q1) of the layer's query tensor
     q1: int
     ranges: list[tuple[int, int]]  # key rows of the layer's key tensor
-    mask: torch.Tensor  # (B or 1, 1, groups * (q1 - q0), K) bool, rows grouped by query head in a KV group
+    mask: torch.Tensor | None  # (B or 1, 1, groups * (q1 - q0), K) bool, rows grouped by query head; None: all kept
     empty_rows: torch.Tensor | None  # (B or 1, 1, groups * (q1 - q0), 1): rows with no allowed key
 
 
@@ -76,9 +76,12 @@ def build_plan(
         k_pos = _positions(ranges, device) + kv_offset
         allowed = pattern.rule(q_pos[:, None], k_pos[None, :], settings)[None, None]
         allowed = allowed & model_mask(batch, head, q_pos[None, None, :, None], k_pos[None, None, None, :])
-        mask = allowed.repeat(1, 1, groups, 1)
-        empty = ~mask.any(-1, keepdim=True)
-        blocks.append(QueryBlock(start, stop, ranges, mask, empty if bool(empty.any()) else None))
+        if bool(allowed.all()):  # e.g. a decode step: no mask lets SDPA take its unmasked path
+            blocks.append(QueryBlock(start, stop, ranges, None, None))
+        else:
+            mask = allowed.repeat(1, 1, groups, 1)
+            empty = ~mask.any(-1, keepdim=True)
+            blocks.append(QueryBlock(start, stop, ranges, mask, empty if bool(empty.any()) else None))
         computed += (stop - start) * k_pos.numel()
     if pattern.causal:  # query at absolute position p sees keys kv_offset..p under a plain causal mask
         first = q_offset - kv_offset + 1
@@ -119,7 +122,7 @@ def blocked_attention(
             cols = _positions(blk.ranges, query.device)
             bias = position_bias[:, :, blk.q0 : blk.q1][..., cols]
             bias = bias.reshape(bias.shape[0], hkv, groups * rows, -1)
-            mask = bias.masked_fill(~mask, float("-inf"))
+            mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
         o = F.scaled_dot_product_attention(q_blk, k_blk, v_blk, attn_mask=mask, scale=scaling)
         if blk.empty_rows is not None:  # fully masked rows (padding) give NaN in SDPA; zero them
             o = o.masked_fill(blk.empty_rows, 0.0)

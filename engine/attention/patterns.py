@@ -25,6 +25,10 @@ class Pattern(Protocol):
 
     def rule(self, q: torch.Tensor, k: torch.Tensor, s: SparseSettings) -> torch.Tensor: ...
 
+    def keeps_all(self, kv_len: int, s: SparseSettings) -> bool:
+        """True when, over `kv_len` keys, the pattern drops nothing: sparse is then exactly dense."""
+        ...
+
 
 def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     merged: list[tuple[int, int]] = []
@@ -50,6 +54,9 @@ class SlidingWindowSinks:
     def rule(self, q, k, s):
         return (k <= q) & ((q - k < s.window) | (k < s.sinks))
 
+    def keeps_all(self, kv_len, s):
+        return kv_len <= s.window
+
 
 @dataclass(frozen=True)
 class LocalGlobal:
@@ -67,6 +74,9 @@ class LocalGlobal:
 
     def rule(self, q, k, s):
         return ((q - k).abs() <= s.window // 2) | (k < s.sinks) | (q < s.sinks)
+
+    def keeps_all(self, kv_len, s):
+        return kv_len - 1 <= s.window // 2
 
 
 PATTERNS: dict[str, Pattern] = {p.name: p for p in (SlidingWindowSinks(), LocalGlobal())}

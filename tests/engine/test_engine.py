@@ -87,6 +87,11 @@ def test_stop_string_cuts_output(cache):
     assert stop not in cut.text and full.startswith(cut.text) and cut.finish_reason == "stop"
 
 
+def test_time_limit_stops_decoding_and_says_so(cache):
+    result = run(ask("tiny-llama", max_new_tokens=50, time_limit_s=1e-9), cache)
+    assert result.finish_reason == "time_limit" and len(result.token_ids) == 1
+
+
 def test_sparse_with_covering_window_matches_dense(cache):
     dense = run(ask("tiny-llama", max_new_tokens=10), cache)
     sparse = run(ask("tiny-llama", max_new_tokens=10, attention="sparse", sparse=SparseSettings(window=512)), cache)
@@ -200,6 +205,7 @@ def test_model_cache_evicts_least_recently_used(tiny_env):
         ({"sparse": SparseSettings(window=0)}, Exception, "window >= 1"),
         ({"text": "hello " * 600}, ContextLengthError, "fits 512"),
         ({"candidates": ("only-one",)}, InputError, "two"),
+        ({"time_limit_s": 0}, InputError, "positive"),
     ],
 )
 def test_clear_errors(cache, request_kwargs, error, text):

@@ -1,0 +1,49 @@
+"""Lab: the attention benchmark sweep (engine.bench) from the browser, as plot frames and a table."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pandas as pd
+
+from engine import InputError, SparseSettings
+from engine.bench import SWEEP_COLUMNS, SweepConfig, SweepRow
+
+from .base import RunOptions, spec_of
+
+LENGTHS = (256, 512, 1024, 2048, 4096, 8192)
+DEFAULT_LENGTHS = (512, 1024, 2048)
+
+
+def build_config(lengths: list, whole_model: bool, decode_tokens: int, options: RunOptions) -> SweepConfig:
+    chosen = tuple(sorted({int(n) for n in lengths or ()}))
+    if not chosen:
+        raise InputError("Pick at least one sequence length.")
+    spec = spec_of(options)
+    if spec.family != "causal":
+        raise InputError(f"The Lab benchmarks decoder models; {spec.name} is a {spec.family} model.")
+    if spec.context_length and chosen[-1] > spec.context_length:
+        raise InputError(f"{spec.name} fits {spec.context_length} tokens; drop the longer lengths.")
+    return SweepConfig(
+        model=options.model,
+        lengths=chosen,
+        precisions=(options.precision,),
+        settings=SparseSettings(window=options.window, sinks=options.sinks, block_size=options.block_size),
+        decode_tokens=max(1, int(decode_tokens)),
+        repeats=2,
+        whole_model=whole_model,
+    )
+
+
+def plot_frames(rows: list[SweepRow]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(attention op ms vs length, whole-model prefill ms vs length), one series per mode."""
+    op = pd.DataFrame([{"tokens": r.length, "ms": r.op_prefill_ms, "mode": r.mode} for r in rows])
+    model = pd.DataFrame(
+        [{"tokens": r.length, "ms": r.model_prefill_ms, "mode": r.mode} for r in rows if r.model_prefill_ms]
+    )
+    return op, model if not model.empty else pd.DataFrame(columns=["tokens", "ms", "mode"])
+
+
+def table(rows: list[SweepRow]) -> pd.DataFrame:
+    frame = pd.DataFrame([asdict(r) for r in rows])[SWEEP_COLUMNS]
+    return frame.round(3)
