@@ -1,18 +1,46 @@
-"""Transformer Studio UI: one tab per task over the shared engine. Wiring only."""
+"""Transformer Studio UI: one tab per task plus the Lab, over the shared engine. Wiring only.
+
+`python app.py` serves it (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT as usual); `--mcp` or
+STUDIO_MCP=1 also serves every endpoint as an MCP tool.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import gradio as gr
 
-from engine import ATTENTION_MODES, PRECISIONS, Chunk, Result, StudioError, list_models, stream_request
+from engine import ATTENTION_MODES, PRECISIONS, Chunk, Result, StudioError, default_cache, list_models, stream_request
 from engine.registry import DEFAULT_MODEL
-from tasks import RunOptions, classification, code, dialogue, summarization, translation
-from tasks.render import metrics_dict, output_text
+from tasks import RunOptions, classification, code, dialogue, lab, summarization, translation
+from tasks.render import (
+    comparison_frame,
+    comparison_table,
+    is_comparison,
+    metrics_dict,
+    metrics_summary,
+    streamed_text,
+)
+
+CONCURRENCY = int(os.environ.get("STUDIO_CONCURRENCY", "1"))  # model-bound requests running at once
+MAX_QUEUE = int(os.environ.get("STUDIO_MAX_QUEUE", "16"))  # waiting requests; more get "queue is full"
+TIME_LIMIT_S = float(os.environ.get("STUDIO_TIME_LIMIT_S", "180"))  # decoding stops after this long
+GPU_SECONDS = int(os.environ.get("STUDIO_GPU_SECONDS", "60"))  # ZeroGPU: declared (and charged) duration
+CSS = (Path(__file__).parent / "assets" / "style.css").read_text()
+
+try:  # Hugging Face ZeroGPU: GPU work must run inside @spaces.GPU; elsewhere nothing changes
+    import spaces
+
+    on_gpu = spaces.GPU(duration=GPU_SECONDS)
+except ImportError:
+
+    def on_gpu(fn):
+        return fn
 
 
-def _options(model, precision, attention, window, sinks, max_new_tokens) -> RunOptions:
+def _options(model, precision, attention, window, sinks, max_new_tokens, truncate) -> RunOptions:
     return RunOptions(
         model=model,
         precision=precision,
@@ -20,67 +48,138 @@ def _options(model, precision, attention, window, sinks, max_new_tokens) -> RunO
         window=int(window),
         sinks=int(sinks),
         max_new_tokens=int(max_new_tokens),
-        truncate=True,
+        truncate=bool(truncate),
+        time_limit_s=TIME_LIMIT_S,
     )
 
 
-def _events(build):
-    """Engine events for the request `build()` makes; user-fixable errors become gr.Error."""
+def _reporter(progress: gr.Progress):
+    return lambda fraction, message: progress(fraction, desc=message)
+
+
+def _events(build, progress: gr.Progress):
+    """Engine events for the request `build()` makes; user-fixable errors become gr.Error (the
+    page and every other request carry on)."""
     try:
-        yield from stream_request(build())
+        yield from stream_request(build(), progress=_reporter(progress))
     except StudioError as exc:
         raise gr.Error(str(exc)) from exc
 
 
-def _stream(build):
-    """Yield (text so far, metrics or None) for a generative request."""
-    text = ""
-    for event in _events(build):
+def _stream(build, progress: gr.Progress):
+    """Yield (text per run so far, metrics JSON or None) for a generative request."""
+    texts: dict[str, str] = {}
+    for event in _events(build, progress):
         if isinstance(event, Chunk):
-            text += event.text
-            yield text, None
+            texts[event.run] = texts.get(event.run, "") + event.text
+            yield texts, None
         else:
-            yield output_text(event), metrics_dict(event)
+            yield texts, metrics_dict(event)
 
 
+def _first(texts: dict[str, str]) -> str:
+    """The reference output: the requested mode's, or the dense run's in compare mode."""
+    return next(iter(texts.values()), "")
+
+
+@on_gpu
 def translate(text: str, source: str, target: str, model: str, precision: str, attention: str,
-              window: float, sinks: float, max_new_tokens: float):  # fmt: skip
-    """Translate `text` from `source` to `target` language codes; returns (translation, metrics JSON)."""
-    opts = _options(model, precision, attention, window, sinks, max_new_tokens)
-    yield from _stream(lambda: translation.build_request(text, source, target, opts))
+              window: float, sinks: float, max_new_tokens: float, truncate: bool = False, progress=gr.Progress()):  # fmt: skip
+    """Translate `text` from the `source` to the `target` language code (en, fr, de, es, it, pt).
+    Returns the translation and the request's measured metrics (JSON)."""
+    opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate)
+    for texts, metrics in _stream(lambda: translation.build_request(text, source, target, opts), progress):
+        yield streamed_text(texts), metrics
 
 
+@on_gpu
 def summarize(text: str, length: str, model: str, precision: str, attention: str,
-              window: float, sinks: float, max_new_tokens: float):  # fmt: skip
-    """Summarize `text` (length: short, medium, long); returns (summary, metrics JSON)."""
-    opts = _options(model, precision, attention, window, sinks, max_new_tokens)
-    yield from _stream(lambda: summarization.build_request(text, length, opts))
+              window: float, sinks: float, max_new_tokens: float, truncate: bool = False, progress=gr.Progress()):  # fmt: skip
+    """Summarize `text`; `length` is short, medium or long. Input longer than the model's context
+    is an error unless `truncate` (then the middle is cut and the metrics say how many tokens).
+    Returns the summary and the metrics (JSON)."""
+    opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate)
+    for texts, metrics in _stream(lambda: summarization.build_request(text, length, opts), progress):
+        yield streamed_text(texts), metrics
 
 
+@on_gpu
 def chat(message: str, history: list, system: str, model: str, precision: str, attention: str,
-         window: float, sinks: float, max_new_tokens: float):  # fmt: skip
-    """Answer `message` given the chat `history` (messages format); returns (history, metrics JSON)."""
-    opts = _options(model, precision, attention, window, sinks, max_new_tokens)
+         window: float, sinks: float, max_new_tokens: float, truncate: bool = False, progress=gr.Progress()):  # fmt: skip
+    """Answer `message` given the chat `history` (a list of {"role", "content"} messages) and a
+    `system` prompt. Returns the updated history and the metrics (JSON)."""
+    opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate)
     history = list(history or [])
-    for text, metrics in _stream(lambda: dialogue.build_request(history, message, system, opts)):
-        yield [*history, {"role": "user", "content": message}, {"role": "assistant", "content": text}], metrics
+    turn = [*history, {"role": "user", "content": message}]
+    for texts, metrics in _stream(lambda: dialogue.build_request(history, message, system, opts), progress):
+        yield [*turn, {"role": "assistant", "content": _first(texts)}], metrics
 
 
+def retry(history: list, system: str, model: str, precision: str, attention: str, window: float, sinks: float,
+          max_new_tokens: float, truncate: bool, retry_data: gr.RetryData, progress=gr.Progress()):  # fmt: skip
+    """Regenerate the answer to the user message at `retry_data.index`."""
+    index = retry_data.index if isinstance(retry_data.index, int) else retry_data.index[0]
+    message = dialogue.message_text(history[index]["content"])
+    yield from chat(message, history[:index], system, model, precision, attention, window, sinks, max_new_tokens,
+                    truncate, progress)  # fmt: skip
+
+
+def undo(history: list, undo_data: gr.UndoData):
+    """Drop the last exchange and put its user message back in the textbox."""
+    index = undo_data.index if isinstance(undo_data.index, int) else undo_data.index[0]
+    return history[:index], dialogue.message_text(history[index]["content"])
+
+
+@on_gpu
 def classify(text: str, labels: str, model: str, precision: str, attention: str,
-             window: float, sinks: float, max_new_tokens: float):  # fmt: skip
-    """Score comma-separated candidate `labels` for `text`; returns (label probabilities, metrics JSON)."""
-    opts = _options(model, precision, attention, window, sinks, max_new_tokens)
-    final = list(_events(lambda: classification.build_request(text, labels, opts)))[-1]
-    scored = final if isinstance(final, Result) else final.sparse
+             window: float, sinks: float, max_new_tokens: float, truncate: bool = False, progress=gr.Progress()):  # fmt: skip
+    """Score the comma-separated candidate `labels` for `text` (probabilities summing to 1).
+    Returns {label: probability} and the metrics (JSON)."""
+    opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate)
+    *_, final = _events(lambda: classification.build_request(text, labels, opts), progress)
+    scored = final if isinstance(final, Result) else final.dense
     return scored.scores, metrics_dict(final)
 
 
+@on_gpu
 def generate_code(prompt: str, language: str, model: str, precision: str, attention: str,
-                  window: float, sinks: float, max_new_tokens: float):  # fmt: skip
-    """Write `language` code for `prompt` (never executed); returns (code, metrics JSON)."""
-    opts = _options(model, precision, attention, window, sinks, max_new_tokens)
-    for text, metrics in _stream(lambda: code.build_request(prompt, language, opts)):
-        yield code.extract_code(text), metrics
+                  window: float, sinks: float, max_new_tokens: float, truncate: bool = False, progress=gr.Progress()):  # fmt: skip
+    """Write `language` code for `prompt`. The code is only shown, never executed by the server.
+    Returns the code and the metrics (JSON)."""
+    opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate)
+    for texts, metrics in _stream(lambda: code.build_request(prompt, language, opts), progress):
+        yield code.extract_code(_first(texts)), metrics
+
+
+@on_gpu
+def benchmark(model: str, precision: str, lengths: list[int], window: float, sinks: float, whole_model: bool,
+              decode_tokens: float, progress=gr.Progress()):  # fmt: skip
+    """Sweep sequence lengths with dense and sparse attention: the attention op alone and (with
+    `whole_model`) the whole model's prefill and decode. Returns the op plot data, the
+    whole-model plot data, and the table."""
+    opts = RunOptions(model=model, precision=precision, window=int(window), sinks=int(sinks))
+    try:
+        config = lab.build_config(lengths, whole_model, int(decode_tokens), opts)
+        rows = lab.run(config, default_cache(), _reporter(progress))
+    except StudioError as exc:
+        raise gr.Error(str(exc)) from exc
+    op_frame, model_frame = lab.plot_frames(rows)
+    return op_frame, model_frame, lab.table(rows)
+
+
+def show_results(metrics: dict | None):
+    """Metrics summary line and, in compare mode, the side-by-side view."""
+    if not is_comparison(metrics):
+        return metrics_summary(metrics), gr.Column(visible=False), "", "", None, None
+    outputs = metrics["outputs"]
+    return (
+        metrics_summary(metrics),
+        gr.Column(visible=True),
+        outputs["dense"],
+        outputs["sparse"],
+        comparison_table(metrics),
+        comparison_frame(metrics),
+    )
 
 
 def _controls(task: str) -> list:
@@ -91,68 +190,138 @@ def _controls(task: str) -> list:
         precision = gr.Dropdown(list(PRECISIONS), value="auto", label="Precision")
         attention = gr.Radio(list(ATTENTION_MODES), value="dense", label="Attention")
     with gr.Accordion("Advanced", open=False):
-        window = gr.Slider(16, 4096, value=512, step=16, label="Sparse window")
-        sinks = gr.Slider(0, 64, value=4, step=1, label="Sinks / global tokens")
+        window = gr.Slider(16, 4096, value=512, step=16, label="Sparse window (keys each query sees)")
+        sinks = gr.Slider(0, 64, value=4, step=1, label="Sinks (decoders) / global tokens (encoders)")
         max_new = gr.Slider(1, 1024, value=128, step=1, label="Max new tokens")
-    return [model, precision, attention, window, sinks, max_new]
+        truncate = gr.Checkbox(value=False, label="Truncate over-long input (keeps both ends; reported)")
+    return [model, precision, attention, window, sinks, max_new, truncate]
 
 
-def _wire(button, fn, inputs, outputs, api_name):
-    button.click(fn, inputs, outputs, api_name=api_name, concurrency_id="model", concurrency_limit=CONCURRENCY)
+def _results_panel() -> tuple[gr.JSON, list]:
+    """Metrics panel plus the compare view (hidden unless the last run compared)."""
+    summary = gr.Markdown(elem_classes="metrics-line")
+    with gr.Column(visible=False) as compare:
+        with gr.Row():
+            dense_out = gr.Textbox(label="Dense output", lines=5, interactive=False)
+            sparse_out = gr.Textbox(label="Sparse output", lines=5, interactive=False)
+        table = gr.Dataframe(headers=["metric", "dense", "sparse", "sparse vs dense"], interactive=False)
+        plot = gr.BarPlot(x="phase", y="ms", color="mode", title="Milliseconds per phase", x_label_angle=-30)
+    with gr.Accordion("Metrics (JSON)", open=False):
+        metrics = gr.JSON(label="Metrics")
+    return metrics, [summary, compare, dense_out, sparse_out, table, plot]
 
 
-CONCURRENCY = int(os.environ.get("STUDIO_CONCURRENCY", "1"))
+def _wire(triggers, fn, inputs, outputs, api_name, panel=None):
+    """A model-bound endpoint: one shared queue for every tab, then the results panel."""
+    event = gr.on(
+        triggers, fn, inputs, outputs, api_name=api_name, concurrency_id="model", concurrency_limit=CONCURRENCY
+    )
+    if panel:
+        event.success(show_results, outputs[-1], panel, api_visibility="private")
+    return event
+
 
 with gr.Blocks(title="Transformer Studio") as demo:
-    gr.Markdown("# Transformer Studio\nDense vs sparse attention, any precision, measured on every request.")
+    gr.Markdown(
+        "# Transformer Studio\nDense vs sparse attention at any precision, measured on every request. "
+        f"The default model ({DEFAULT_MODEL}) is tiny and runs offline: fast to measure, often wrong."
+    )
     with gr.Tab("Translation"):
         src_text = gr.Textbox(label="Text", lines=4)
         with gr.Row():
             source = gr.Dropdown(list(translation.LANGUAGES), value="en", label="From")
+            swap = gr.Button("⇄ Swap", scale=0)
             target = gr.Dropdown(list(translation.LANGUAGES), value="fr", label="To")
-            swap = gr.Button("Swap")
         shared = _controls("translation")
         go = gr.Button("Translate", variant="primary")
-        out, metrics = gr.Textbox(label="Translation"), gr.JSON(label="Metrics")
+        out = gr.Textbox(label="Translation", lines=4)
+        metrics, panel = _results_panel()
         gr.Examples(translation.INFO.examples, [src_text, source, target])
         swap.click(lambda a, b: (b, a), [source, target], [source, target], api_visibility="private")
-        _wire(go, translate, [src_text, source, target, *shared], [out, metrics], "translate")
+        _wire([go.click], translate, [src_text, source, target, *shared], [out, metrics], "translate", panel)
     with gr.Tab("Summarization"):
         doc = gr.Textbox(label="Document", lines=8)
         length = gr.Radio(list(summarization.LENGTHS), value="short", label="Length")
         shared = _controls("summarization")
         go = gr.Button("Summarize", variant="primary")
-        out, metrics = gr.Textbox(label="Summary"), gr.JSON(label="Metrics")
+        out = gr.Textbox(label="Summary", lines=4)
+        metrics, panel = _results_panel()
         gr.Examples([*summarization.INFO.examples, [summarization.long_document(), "short"]], [doc, length])
-        _wire(go, summarize, [doc, length, *shared], [out, metrics], "summarize")
+        _wire([go.click], summarize, [doc, length, *shared], [out, metrics], "summarize", panel)
     with gr.Tab("Dialogue"):
-        bot = gr.Chatbot(label="Chat")
-        msg = gr.Textbox(label="Message")
+        bot = gr.Chatbot(label="Chat", height=380)
+        msg = gr.Textbox(label="Message", placeholder="Type a message and press Enter")
         system = gr.Textbox(value=dialogue.DEFAULT_SYSTEM, label="System prompt")
         shared = _controls("dialogue")
         with gr.Row():
-            send, clear = gr.Button("Send", variant="primary"), gr.ClearButton([bot, msg])
-        metrics = gr.JSON(label="Metrics")
+            send = gr.Button("Send", variant="primary")
+            gr.ClearButton([bot, msg], value="Clear")
+        metrics, panel = _results_panel()
         gr.Examples(dialogue.INFO.examples, [msg])
-        _wire(send, chat, [msg, bot, system, *shared], [bot, metrics], "chat")
+        inputs = [bot, system, *shared]
+        sent = _wire([send.click, msg.submit], chat, [msg, *inputs], [bot, metrics], "chat", panel)
+        sent.success(lambda: "", None, msg, api_visibility="private")  # keep the message if it failed
+        bot.retry(retry, inputs, [bot, metrics], api_visibility="private", concurrency_id="model").success(
+            show_results, metrics, panel, api_visibility="private"
+        )
+        bot.undo(undo, bot, [bot, msg], api_visibility="private")
     with gr.Tab("Classification"):
         cls_text = gr.Textbox(label="Text", lines=3)
         labels = gr.Textbox(value=", ".join(classification.DEFAULT_LABELS), label="Candidate labels")
         shared = _controls("classification")
         go = gr.Button("Classify", variant="primary")
-        out, metrics = gr.Label(label="Labels"), gr.JSON(label="Metrics")
+        out = gr.Label(label="Labels")
+        metrics, panel = _results_panel()
         gr.Examples(classification.INFO.examples, [cls_text, labels])
-        _wire(go, classify, [cls_text, labels, *shared], [out, metrics], "classify")
+        _wire([go.click], classify, [cls_text, labels, *shared], [out, metrics], "classify", panel)
     with gr.Tab("Code generation"):
         prompt = gr.Textbox(label="Describe the code", lines=3)
         language = gr.Dropdown(list(code.LANGUAGES), value="python", label="Language")
         shared = _controls("code")
         go = gr.Button("Generate", variant="primary")
-        out, metrics = gr.Code(label="Code", language="python"), gr.JSON(label="Metrics")
+        out = gr.Code(label="Code (never executed)", language="python")
+        metrics, panel = _results_panel()
         gr.Examples(code.INFO.examples, [prompt, language])
-        _wire(go, generate_code, [prompt, language, *shared], [out, metrics], "generate_code")
+        language.change(lambda lang: gr.Code(language=code.highlight_language(lang)), language, out,
+                        api_visibility="private")  # fmt: skip
+        _wire([go.click], generate_code, [prompt, language, *shared], [out, metrics], "generate_code", panel)
+    with gr.Tab("Lab"):
+        gr.Markdown(
+            "Dense vs sparse attention across sequence lengths on the chosen model: the attention op alone "
+            "(one layer, model shapes) and the whole model. Long lengths take a while on CPU."
+        )
+        with gr.Row():
+            names = [s.name for s in list_models("dialogue")]
+            lab_model = gr.Dropdown(names, value=DEFAULT_MODEL if DEFAULT_MODEL in names else names[0], label="Model")
+            lab_precision = gr.Dropdown(list(PRECISIONS), value="auto", label="Precision")
+        lab_lengths = gr.CheckboxGroup(list(lab.LENGTHS), value=list(lab.DEFAULT_LENGTHS), label="Sequence lengths")
+        with gr.Row():
+            lab_window = gr.Slider(16, 4096, value=512, step=16, label="Sparse window")
+            lab_sinks = gr.Slider(0, 64, value=4, step=1, label="Sinks")
+            lab_whole = gr.Checkbox(value=True, label="Whole model too (prefill, decode, memory)")
+            lab_decode = gr.Slider(1, 64, value=8, step=1, label="Decode tokens")
+        run_lab = gr.Button("Run benchmark", variant="primary")
+        with gr.Row():
+            op_plot = gr.LinePlot(x="tokens", y="ms", color="mode", title="Attention op, one layer (ms)")
+            model_plot = gr.LinePlot(x="tokens", y="ms", color="mode", title="Whole-model prefill (ms)")
+        lab_table = gr.Dataframe(label="Results", interactive=False)
+        _wire(
+            [run_lab.click],
+            benchmark,
+            [lab_model, lab_precision, lab_lengths, lab_window, lab_sinks, lab_whole, lab_decode],
+            [op_plot, model_plot, lab_table],
+            "benchmark",
+        )
 
-demo.queue(max_size=int(os.environ.get("STUDIO_MAX_QUEUE", "32")))
+demo.queue(max_size=MAX_QUEUE, default_concurrency_limit=CONCURRENCY)
+
+
+def launch(**kwargs):
+    """Serve the app; theme and CSS go to launch() in Gradio 6."""
+    mcp = "--mcp" in sys.argv[1:] or os.environ.get("STUDIO_MCP") == "1"
+    options = {"theme": gr.themes.Soft(), "css": CSS, "mcp_server": mcp or None, **kwargs}
+    return demo.launch(**options)
+
 
 if __name__ == "__main__":
-    demo.launch()
+    launch()

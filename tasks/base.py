@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine import DEFAULT_MODEL, GenerationRequest, Message, SparseSettings, get_spec
+from engine import DEFAULT_MODEL, GenerationRequest, InputError, Message, SparseSettings, get_spec
 from engine.registry import ModelSpec
 
 
@@ -55,6 +55,13 @@ def request_for(
         truncate=options.truncate,
         time_limit_s=options.time_limit_s,
     )
+
+
+def require_text(text: str | None, what: str = "text") -> str:
+    """The task's main input, or a clear error when it is empty (prompt templates would hide that)."""
+    if not text or not text.strip():
+        raise InputError(f"The {what} is empty: type or paste some first.")
+    return text
 
 
 def spec_of(options: RunOptions) -> ModelSpec:

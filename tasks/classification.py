@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from engine import GenerationRequest, InputError
 
-from .base import RunOptions, TaskInfo, instruct, request_for, spec_of
+from .base import RunOptions, TaskInfo, instruct, request_for, require_text, spec_of
 
 DEFAULT_LABELS = ("positive", "negative", "neutral")
 
@@ -29,6 +29,7 @@ def parse_labels(labels: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
 
 
 def build_request(text: str, labels: str | list[str] | tuple[str, ...], options: RunOptions) -> GenerationRequest:
+    require_text(text)
     candidates = parse_labels(labels)
     spec = spec_of(options)
     if spec.family == "classifier":

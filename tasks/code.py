@@ -6,7 +6,7 @@ import re
 
 from engine import GenerationRequest, InputError
 
-from .base import RunOptions, TaskInfo, instruct, request_for, spec_of
+from .base import RunOptions, TaskInfo, instruct, request_for, require_text, spec_of
 
 LANGUAGES = ("python", "javascript", "typescript", "rust", "go", "c", "cpp", "java", "bash", "sql")
 
@@ -20,7 +20,16 @@ INFO = TaskInfo(
 _FENCE = re.compile(r"```[\w+-]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
+# gr.Code highlights these under other names, and some not at all (None: plain text).
+_HIGHLIGHT = {"bash": "shell", "rust": None, "go": None, "java": None}
+
+
+def highlight_language(language: str) -> str | None:
+    return _HIGHLIGHT.get(language, language)
+
+
 def build_request(prompt: str, language: str, options: RunOptions) -> GenerationRequest:
+    require_text(prompt, "description")
     if language not in LANGUAGES:
         raise InputError(f"Unknown language {language!r}; choose one of {', '.join(LANGUAGES)}.")
     if spec_of(options).family != "causal":

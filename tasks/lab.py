@@ -6,8 +6,8 @@ from dataclasses import asdict
 
 import pandas as pd
 
-from engine import InputError, SparseSettings
-from engine.bench import SWEEP_COLUMNS, SweepConfig, SweepRow
+from engine import InputError, ModelCache, SparseSettings
+from engine.bench import SWEEP_COLUMNS, SweepConfig, SweepRow, sweep
 
 from .base import RunOptions, spec_of
 
@@ -33,6 +33,11 @@ def build_config(lengths: list, whole_model: bool, decode_tokens: int, options: 
         repeats=2,
         whole_model=whole_model,
     )
+
+
+def run(config: SweepConfig, cache: ModelCache, progress=None) -> list[SweepRow]:
+    """The sweep on the app's shared model cache (the model stays loaded for the other tabs)."""
+    return sweep(config, cache, progress)
 
 
 def plot_frames(rows: list[SweepRow]) -> tuple[pd.DataFrame, pd.DataFrame]:

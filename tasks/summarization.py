@@ -6,7 +6,7 @@ from pathlib import Path
 
 from engine import GenerationRequest, InputError
 
-from .base import RunOptions, TaskInfo, instruct, request_for, spec_of
+from .base import RunOptions, TaskInfo, instruct, request_for, require_text, spec_of
 
 LENGTHS = {"short": (1, 48), "medium": (3, 120), "long": (6, 240)}  # sentences asked for, token cap
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -34,6 +34,7 @@ INFO = TaskInfo(
 def build_request(text: str, length: str, options: RunOptions) -> GenerationRequest:
     if length not in LENGTHS:
         raise InputError(f"Unknown summary length {length!r}; choose one of {', '.join(LENGTHS)}.")
+    require_text(text, "document")
     sentences, cap = LENGTHS[length]
     spec = spec_of(options)
     max_new = min(options.max_new_tokens, cap)
@@ -41,8 +42,9 @@ def build_request(text: str, length: str, options: RunOptions) -> GenerationRequ
         prefixed = f"summarize: {text}" if spec.text_prefixes else text
         return request_for(options, text=prefixed, max_new_tokens=max_new)
     noun = "sentence" if sentences == 1 else "sentences"
+    # The instruction goes after the document: a sliding window (sparse mode) then still sees it.
     messages = instruct(
         "You are a careful assistant who summarizes documents faithfully.",
-        f"Summarize the following text in {sentences} {noun}.\n\n{text}",
+        f"{text}\n\nSummarize the text above in {sentences} {noun}.",
     )
     return request_for(options, messages=messages, max_new_tokens=max_new)

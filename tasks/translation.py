@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine import GenerationRequest, InputError
 
-from .base import RunOptions, TaskInfo, instruct, request_for, spec_of
+from .base import RunOptions, TaskInfo, instruct, request_for, require_text, spec_of
 
 LANGUAGES = {
     "en": "English",
@@ -28,6 +28,7 @@ INFO = TaskInfo(
 
 
 def build_request(text: str, source: str, target: str, options: RunOptions) -> GenerationRequest:
+    require_text(text)
     for code in (source, target):
         if code not in LANGUAGES:
             raise InputError(f"Unknown language {code!r}; choose one of {', '.join(LANGUAGES)}.")
@@ -47,4 +48,6 @@ def build_request(text: str, source: str, target: str, options: RunOptions) -> G
         f"You are a professional translator from {src} to {tgt}.",
         f"Translate this {src} text to {tgt}. Reply with the translation only.\n\n{text}",
     )
-    return request_for(options, messages=messages)
+    # Small chat models keep going after the translation; a paragraph break they add ends it.
+    stop = () if "\n\n" in text.strip() else ("\n\n",)
+    return request_for(options, messages=messages, stop=stop)

@@ -1,0 +1,141 @@
+"""Every endpoint through gradio_client against the running app, on the embedded model."""
+
+from __future__ import annotations
+
+import ast
+import time
+
+import pytest
+from gradio_client.exceptions import AppError
+
+pytestmark = pytest.mark.integration
+
+PARK = (
+    "The city council met on Tuesday to discuss the new park. After a long debate, members voted seven to "
+    "two to fund the project, which will add playgrounds, a pond and walking paths. Construction starts in "
+    "spring and should finish within a year."
+)
+METRIC_FIELDS = {
+    "prefill_ms",
+    "ttft_ms",
+    "decode_tokens_per_s",
+    "total_ms",
+    "input_tokens",
+    "new_tokens",
+    "peak_memory_mb",
+    "model_memory_mb",
+    "device",
+    "precision",
+    "attention",
+}
+
+
+def call(client, api_name: str, *args, **kwargs):
+    start = time.perf_counter()
+    result = client.predict(*args, api_name=api_name, **kwargs)
+    print(f"{api_name}: {time.perf_counter() - start:.2f} s end to end")  # shown with -s; quoted in notes
+    return result
+
+
+def assert_metrics(metrics: dict, attention: str = "dense") -> None:
+    assert METRIC_FIELDS <= set(metrics)
+    assert metrics["attention"] == attention and metrics["device"] == "cpu" and metrics["precision"] == "fp32"
+    assert metrics["prefill_ms"] > 0 and metrics["input_tokens"] > 0 and metrics["model_memory_mb"] > 100
+
+
+def test_api_lists_the_stable_endpoints(client):
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert names == {"/translate", "/summarize", "/chat", "/classify", "/generate_code", "/benchmark"}
+
+
+def test_translate(client):
+    text, metrics = call(client, "/translate", "The weather is nice today.", "en", "fr", max_new_tokens=48)
+    assert text.strip() and text.strip() != "The weather is nice today."
+    assert_metrics(metrics)
+    assert metrics["new_tokens"] <= 48
+
+
+def test_summarize_is_shorter_than_the_document(client):
+    summary, metrics = call(client, "/summarize", PARK, "short")
+    assert 0 < len(summary) < len(PARK)
+    assert "council" in summary.lower() or "park" in summary.lower()
+    assert_metrics(metrics)
+    assert metrics["decode_tokens_per_s"] > 0
+
+
+def test_chat_answers_and_keeps_history(client):
+    system = "You are a helpful assistant. Answer briefly."
+    history, metrics = call(client, "/chat", "What is the capital of France?", [], system, max_new_tokens=24)
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    answer = history[1]["content"][0]["text"] if isinstance(history[1]["content"], list) else history[1]["content"]
+    assert "Paris" in answer
+    assert_metrics(metrics)
+    history, _ = call(client, "/chat", "And of Italy?", history, system, max_new_tokens=24)
+    assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("Great service, friendly staff, I will come back!", "positive"),
+        ("This was the worst meal I have ever had. Terrible.", "negative"),
+    ],
+)
+def test_classify_clear_sentiment(client, text, label):
+    scores, metrics = call(client, "/classify", text, "positive, negative, neutral")
+    assert scores["label"] == label
+    assert sum(c["confidence"] for c in scores["confidences"]) == pytest.approx(1.0, abs=1e-4)
+    assert_metrics(metrics)
+
+
+def test_generated_code_parses(client):
+    prompt = "Write a function that returns the sum of a list of numbers."
+    source, metrics = call(client, "/generate_code", prompt, "python", max_new_tokens=96)
+    tree = ast.parse(source)
+    assert any(isinstance(node, ast.FunctionDef) for node in ast.walk(tree))
+    assert_metrics(metrics)
+
+
+def test_compare_mode_returns_both_runs(client):
+    # ~350 tokens against a 32-token window: sparse skips real work (on a few dozen tokens the
+    # kernel's block overhead would compute more pairs than dense, and the density says so).
+    document = " ".join([PARK] * 4)
+    text, metrics = call(client, "/summarize", document, "short", attention="compare", window=32, sinks=4)
+    assert "--- dense ---" in text and "--- sparse ---" in text
+    assert_metrics(metrics["dense"], "dense")
+    assert_metrics(metrics["sparse"], "sparse")
+    comparison = metrics["comparison"]
+    assert comparison["prefill_speedup"] > 0 and 0 <= comparison["token_agreement"] <= 1
+    assert 0 < metrics["sparse"]["density"] < 1 and metrics["outputs"]["dense"] and metrics["outputs"]["sparse"]
+
+
+def test_benchmark_sweep(client):
+    op, model, table = call(client, "/benchmark", "smollm2-135m-instruct", "auto", [256, 512], 128, 4, True, 2)
+    assert [(row[0], row[2]) for row in op["data"]] == [
+        (256, "dense"),
+        (256, "sparse"),
+        (512, "dense"),
+        (512, "sparse"),
+    ]
+    assert len(model["data"]) == 4 and all(row[1] > 0 for row in model["data"])
+    headers = table["headers"]
+    sparse_512 = dict(zip(headers, table["data"][3], strict=True))
+    assert sparse_512["mode"] == "sparse" and sparse_512["flop_limit"] > 1 and sparse_512["density"] < 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"text": "   "}, "empty"),
+        ({"target": "en"}, "pick two different languages"),
+        ({"text": "word " * 9000}, "allow truncation"),
+        ({"precision": "fp8"}, "not in the list of choices"),
+        ({"model": "smollm2-360m-instruct"}, "not in the local Hugging Face cache"),
+    ],
+)
+def test_bad_input_is_a_clear_error_and_the_app_keeps_serving(client, kwargs, message):
+    request = {"text": "Good morning.", "source": "en", "target": "fr", "max_new_tokens": 8, **kwargs}
+    with pytest.raises(AppError, match=message):
+        client.predict(api_name="/translate", **request)
+    text, metrics = client.predict("Good morning.", "en", "de", max_new_tokens=8, api_name="/translate")
+    assert text and metrics["new_tokens"] >= 1

@@ -1,0 +1,98 @@
+"""Tasks: inputs -> requests (tiny registry models), results -> what the UI and API show."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import InputError, Message, ModelCache, run
+from tasks import RunOptions, classification, code, dialogue, lab, summarization, translation
+from tasks.render import comparison_frame, comparison_table, metrics_dict, metrics_summary, streamed_text
+
+CHAT = RunOptions(model="tiny-llama", max_new_tokens=4)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: translation.build_request("  ", "en", "fr", CHAT),
+        lambda: summarization.build_request("\n", "short", CHAT),
+        lambda: classification.build_request("", "a, b", CHAT),
+        lambda: code.build_request(" ", "python", CHAT),
+        lambda: dialogue.build_request([], " ", "system", CHAT),
+    ],
+)
+def test_empty_inputs_are_clear_errors(tiny_env, build):
+    with pytest.raises(InputError, match="empty"):
+        build()
+
+
+def test_translation_checks_languages_and_pairs(tiny_env):
+    with pytest.raises(InputError, match="both English"):
+        translation.build_request("hi", "en", "en", CHAT)
+    with pytest.raises(InputError, match="Unknown language"):
+        translation.build_request("hi", "en", "xx", CHAT)
+    with pytest.raises(InputError, match="cannot translate English to German"):
+        translation.build_request("hi", "en", "de", RunOptions(model="tiny-marian"))
+    assert translation.build_request("hi", "en", "fr", RunOptions(model="tiny-marian")).text == "hi"
+    assert translation.build_request("hi", "en", "de", RunOptions(model="tiny-t5")).text.startswith("translate English")
+    assert translation.build_request("one line", "en", "fr", CHAT).stop == ("\n\n",)
+    assert translation.build_request("para one\n\npara two", "en", "fr", CHAT).stop == ()
+
+
+def test_summary_instruction_follows_the_document(tiny_env):
+    request = summarization.build_request("DOC " * 50, "medium", CHAT)
+    user = request.messages[-1].content
+    assert user.startswith("DOC") and user.rstrip().endswith("3 sentences.")
+    assert summarization.build_request("x", "long", RunOptions(model="tiny-llama")).max_new_tokens == 128
+    with pytest.raises(InputError, match="length"):
+        summarization.build_request("x", "huge", CHAT)
+
+
+def test_dialogue_reads_gradio_and_plain_histories(tiny_env):
+    history = [
+        {"role": "user", "content": [{"type": "text", "text": "hello"}]},
+        {"role": "assistant", "content": "hi there"},
+        {"role": "user", "content": [{"type": "file", "file": {}}]},  # nothing to say: skipped
+    ]
+    request = dialogue.build_request(history, "and now?", "be brief", CHAT)
+    assert request.messages == (
+        Message("system", "be brief"),
+        Message("user", "hello"),
+        Message("assistant", "hi there"),
+        Message("user", "and now?"),
+    )
+
+
+def test_labels_and_code_helpers():
+    assert classification.parse_labels(" a, b ,a,, c") == ("a", "b", "c")
+    with pytest.raises(InputError):
+        classification.parse_labels("only")
+    assert code.extract_code("Sure:\n```python\ndef f():\n    return 1\n```\nDone") == "def f():\n    return 1"
+    assert code.extract_code("```python\ndef f(") == "def f("  # unterminated while streaming
+    assert code.highlight_language("bash") == "shell" and code.highlight_language("rust") is None
+
+
+def test_compare_render_from_metrics_json(tiny_env):
+    cache = ModelCache(budget_mb=10_000)
+    final = run(translation.build_request("hello world", "en", "fr", RunOptions(model="tiny-marian",
+                attention="compare", window=2, sinks=1, max_new_tokens=5)), cache)  # fmt: skip
+    metrics = metrics_dict(final)
+    assert set(metrics) == {"dense", "sparse", "outputs", "comparison"}
+    rows = comparison_table(metrics)
+    assert [r[0] for r in rows][:4] == ["prefill (ms)", "time to first token (ms)", "decode (tokens/s)", "total (ms)"]
+    assert rows[-1][0] == "output agreement" and "identical" in rows[-1][3]
+    frame = comparison_frame(metrics)
+    assert set(frame["mode"]) == {"dense", "sparse"} and (frame["ms"] > 0).all()
+    assert "sparse vs dense" in metrics_summary(metrics)
+    assert streamed_text({"dense": "a", "sparse": "b"}) == "--- dense ---\na\n\n--- sparse ---\nb"
+    assert streamed_text({"sparse": "b"}) == "b"
+
+
+def test_lab_config_validation(tiny_env):
+    options = RunOptions(model="tiny-llama", window=32)
+    config = lab.build_config(["128", 64, 64], True, 2, options)
+    assert config.lengths == (64, 128) and config.settings.window == 32
+    with pytest.raises(InputError, match="at least one"):
+        lab.build_config([], True, 2, options)
+    with pytest.raises(InputError, match="decoder"):
+        lab.build_config([64], True, 2, RunOptions(model="tiny-marian"))
