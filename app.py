@@ -16,6 +16,7 @@ from engine import ATTENTION_MODES, PRECISIONS, Chunk, Result, StudioError, defa
 from engine.registry import DEFAULT_MODEL
 from tasks import RunOptions, classification, code, dialogue, lab, summarization, translation
 from tasks.render import (
+    PHASE_ORDER,
     comparison_frame,
     comparison_table,
     is_comparison,
@@ -77,37 +78,76 @@ def _stream(build, progress: gr.Progress):
             yield texts, metrics_dict(event)
 
 
+RUN_OPTION_ARGS = """
+        model: a model name from the registry (`python -m engine models`) that serves this task
+        precision: auto, fp32, fp16, bf16, int8, nf4 or fp4
+        attention: dense, sparse, or compare (runs both and reports speedups and agreement)
+        window: sparse attention window, in keys each query sees
+        sinks: attention sinks (decoders) or global tokens (encoders) in sparse mode
+        max_new_tokens: most tokens to generate
+        truncate: cut over-long input in the middle (reported in the metrics) instead of failing"""
+
+
+def _documented(handler):
+    """Add the run options every task endpoint shares to its Args (the API page and MCP read them)."""
+    head, returns = handler.__doc__.split("    Returns:")
+    handler.__doc__ = head.rstrip() + RUN_OPTION_ARGS + "\n    Returns:" + returns
+    return handler
+
+
 def _first(texts: dict[str, str]) -> str:
     """The reference output: the requested mode's, or the dense run's in compare mode."""
     return next(iter(texts.values()), "")
 
 
 @on_gpu
+@_documented
 def translate(text: str, source: str, target: str, model: str, precision: str, attention: str,
               window: float, sinks: float, max_new_tokens: float, truncate: bool = False, progress=gr.Progress()):  # fmt: skip
-    """Translate `text` from the `source` to the `target` language code (en, fr, de, es, it, pt).
-    Returns the translation and the request's measured metrics (JSON)."""
+    """Translate text between languages with the chosen model, precision and attention.
+
+    Args:
+        text: the text to translate
+        source: source language code (en, fr, de, es, it, pt)
+        target: target language code, different from the source
+    Returns:
+        the translation (both runs, labelled, in compare mode) and the measured metrics as JSON
+    """
     opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate)
     for texts, metrics in _stream(lambda: translation.build_request(text, source, target, opts), progress):
         yield streamed_text(texts), metrics
 
 
 @on_gpu
+@_documented
 def summarize(text: str, length: str, model: str, precision: str, attention: str,
               window: float, sinks: float, max_new_tokens: float, truncate: bool = False, progress=gr.Progress()):  # fmt: skip
-    """Summarize `text`; `length` is short, medium or long. Input longer than the model's context
-    is an error unless `truncate` (then the middle is cut and the metrics say how many tokens).
-    Returns the summary and the metrics (JSON)."""
+    """Summarize a document; long documents are where sparse attention pays.
+
+    Args:
+        text: the document
+        length: short (1 sentence), medium (3) or long (6)
+    Returns:
+        the summary (both runs, labelled, in compare mode) and the measured metrics as JSON
+    """
     opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate)
     for texts, metrics in _stream(lambda: summarization.build_request(text, length, opts), progress):
         yield streamed_text(texts), metrics
 
 
 @on_gpu
+@_documented
 def chat(message: str, history: list, system: str, model: str, precision: str, attention: str,
          window: float, sinks: float, max_new_tokens: float, truncate: bool = False, progress=gr.Progress()):  # fmt: skip
-    """Answer `message` given the chat `history` (a list of {"role", "content"} messages) and a
-    `system` prompt. Returns the updated history and the metrics (JSON)."""
+    """Chat: answer a message given the conversation so far.
+
+    Args:
+        message: the new user message
+        history: earlier turns, a list of {"role": "user" | "assistant", "content": text} messages
+        system: the system prompt
+    Returns:
+        the history with this exchange appended (the dense answer in compare mode) and the metrics as JSON
+    """
     opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate)
     history = list(history or [])
     turn = [*history, {"role": "user", "content": message}]
@@ -131,10 +171,18 @@ def undo(history: list, undo_data: gr.UndoData):
 
 
 @on_gpu
+@_documented
 def classify(text: str, labels: str, model: str, precision: str, attention: str,
              window: float, sinks: float, max_new_tokens: float, truncate: bool = False, progress=gr.Progress()):  # fmt: skip
-    """Score the comma-separated candidate `labels` for `text` (probabilities summing to 1).
-    Returns {label: probability} and the metrics (JSON)."""
+    """Classify text: a probability per candidate label (label likelihood for chat models, the head
+    for classifiers).
+
+    Args:
+        text: the text to classify
+        labels: comma-separated candidate labels, at least two
+    Returns:
+        the label probabilities (top label first) and the measured metrics as JSON
+    """
     opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate)
     *_, final = _events(lambda: classification.build_request(text, labels, opts), progress)
     scored = final if isinstance(final, Result) else final.dense
@@ -142,10 +190,17 @@ def classify(text: str, labels: str, model: str, precision: str, attention: str,
 
 
 @on_gpu
+@_documented
 def generate_code(prompt: str, language: str, model: str, precision: str, attention: str,
                   window: float, sinks: float, max_new_tokens: float, truncate: bool = False, progress=gr.Progress()):  # fmt: skip
-    """Write `language` code for `prompt`. The code is only shown, never executed by the server.
-    Returns the code and the metrics (JSON)."""
+    """Generate code from a description. The code is returned, never executed by the server.
+
+    Args:
+        prompt: what the code should do
+        language: programming language (python, javascript, typescript, rust, go, c, cpp, java, bash, sql)
+    Returns:
+        the code (the dense run's in compare mode) and the measured metrics as JSON
+    """
     opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate)
     for texts, metrics in _stream(lambda: code.build_request(prompt, language, opts), progress):
         yield code.extract_code(_first(texts)), metrics
@@ -154,9 +209,19 @@ def generate_code(prompt: str, language: str, model: str, precision: str, attent
 @on_gpu
 def benchmark(model: str, precision: str, lengths: list[int], window: float, sinks: float, whole_model: bool,
               decode_tokens: float, progress=gr.Progress()):  # fmt: skip
-    """Sweep sequence lengths with dense and sparse attention: the attention op alone and (with
-    `whole_model`) the whole model's prefill and decode. Returns the op plot data, the
-    whole-model plot data, and the table."""
+    """Benchmark dense vs sparse attention across sequence lengths on one model.
+
+    Args:
+        model: a decoder model from the registry
+        precision: auto, fp32, fp16, bf16, int8, nf4 or fp4
+        lengths: sequence lengths in tokens (each at most the model's context)
+        window: sparse attention window
+        sinks: attention sink tokens
+        whole_model: also time the whole model (prefill, decode, peak memory), not only the attention op
+        decode_tokens: decode steps timed after each whole-model prefill
+    Returns:
+        attention-op ms per length and mode, whole-model prefill ms per length and mode, and the full table
+    """
     opts = RunOptions(model=model, precision=precision, window=int(window), sinks=int(sinks))
     try:
         config = lab.build_config(lengths, whole_model, int(decode_tokens), opts)
@@ -205,7 +270,9 @@ def _results_panel() -> tuple[gr.JSON, list]:
             dense_out = gr.Textbox(label="Dense output", lines=5, interactive=False)
             sparse_out = gr.Textbox(label="Sparse output", lines=5, interactive=False)
         table = gr.Dataframe(headers=["metric", "dense", "sparse", "sparse vs dense"], interactive=False)
-        plot = gr.BarPlot(x="phase", y="ms", color="mode", title="Milliseconds per phase", x_label_angle=-30)
+        plot = gr.BarPlot(
+            x="phase", y="ms", color="mode", sort=PHASE_ORDER, title="Milliseconds per phase", x_label_angle=-30
+        )
     with gr.Accordion("Metrics (JSON)", open=False):
         metrics = gr.JSON(label="Metrics")
     return metrics, [summary, compare, dense_out, sparse_out, table, plot]

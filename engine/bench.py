@@ -192,7 +192,7 @@ def sweep(config: SweepConfig, cache: ModelCache | None = None, progress: Progre
             progress(i / len(points), f"{precision}, {length} tokens, {mode}")
         loaded = cache.get(config.model, precision)
         op_prefill, plan, op_decode, density = time_attention_op(loaded, length, mode, config.settings, config.repeats)
-        row = SweepRow(precision, length, mode, op_prefill, max(plan, 0.0), op_decode, density=density)
+        row = SweepRow(loaded.precision, length, mode, op_prefill, max(plan, 0.0), op_decode, density=density)
         if mode == "sparse":
             dense_pairs = length * (length + 1) // 2
             row.flop_limit = dense_pairs / _allowed_pairs(config.settings, length)

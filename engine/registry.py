@@ -18,11 +18,10 @@ Names that are not registered still work when prefixed: `hub:org/name`, `local:/
 from __future__ import annotations
 
 import os
+import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
-
-import tomllib
 
 from .errors import UnknownModelError
 

@@ -83,17 +83,17 @@ def comparison_table(metrics: dict) -> list[list[str]]:
     return rows
 
 
+PHASES = ("prefill", "first token", "per decode token", "total")
+PHASE_ORDER = [f"{phase} · {mode}" for phase in PHASES for mode in ("dense", "sparse")]  # bar plot x order
+
+
 def comparison_frame(metrics: dict) -> pd.DataFrame:
     """Milliseconds per phase, dense next to sparse, for a bar plot (one unit, one axis)."""
     records = []
     for mode in ("dense", "sparse"):
         m = metrics[mode]
-        phases = {
-            "prefill": m["prefill_ms"],
-            "first token": m["ttft_ms"],
-            "per decode token": _ms_per_token(m["decode_tokens_per_s"]),
-            "total": m["total_ms"],
-        }
+        values = (m["prefill_ms"], m["ttft_ms"], _ms_per_token(m["decode_tokens_per_s"]), m["total_ms"])
+        phases = dict(zip(PHASES, values, strict=True))
         records += [{"phase": f"{p} · {mode}", "ms": v, "mode": mode} for p, v in phases.items() if v is not None]
     return pd.DataFrame(records)
 

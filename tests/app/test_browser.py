@@ -1,0 +1,133 @@
+"""The page in real (Debian) Chromium, headless: every tab runs an example and shows output and
+metrics; compare mode shows both runs; an error leaves the chat intact. One screenshot per tab
+goes to $STUDIO_SCREENSHOTS (default build/screenshots)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tasks import classification, code, summarization
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = os.environ.get("STUDIO_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = Path(os.environ.get("STUDIO_SCREENSHOTS", Path(__file__).resolve().parents[2] / "build" / "screenshots"))
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium (scripts/test.sh does).")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    page = browser.new_page(viewport={"width": 1280, "height": 1600})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    page.get_by_role("heading", name="Transformer Studio").wait_for()
+    yield page
+    page.close()
+
+
+def open_tab(page, name: str):
+    page.get_by_role("tab", name=name).click()
+    panel = page.get_by_role("tabpanel").filter(visible=True)
+    panel.wait_for()
+    return panel
+
+
+def use_example(panel, text: str, field: str) -> None:
+    """Click an example row and wait until it has filled `field` (examples load asynchronously)."""
+    from playwright.sync_api import expect
+
+    # one-column examples render as buttons, several columns as a table
+    panel.locator("button.gallery-item, td[role=gridcell]").filter(has_text=text[:40]).first.click()
+    expect(panel.get_by_role("textbox", name=field, exact=True)).to_have_value(text, timeout=30_000)
+
+
+def run_and_wait(panel, button: str) -> str:
+    """Click the tab's action button and wait for its metrics line; return that line."""
+    panel.get_by_role("button", name=button, exact=True).click()
+    metrics = panel.locator(".prose.metrics-line").filter(has_text="prefill")
+    metrics.wait_for(timeout=TIMEOUT_MS)
+    return metrics.inner_text()
+
+
+def shoot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_translation_tab(page):
+    panel = open_tab(page, "Translation")
+    use_example(panel, "The weather is nice today.", "Text")
+    line = run_and_wait(panel, "Translate")
+    assert "fp32" in line and "cpu" in line
+    assert panel.get_by_label("Translation", exact=True).input_value().strip()
+    shoot(page, "translation")
+
+
+def test_summarization_tab_in_compare_mode(page):
+    panel = open_tab(page, "Summarization")
+    use_example(panel, summarization.INFO.examples[0][0], "Document")
+    panel.get_by_label("compare").check()
+    line = run_and_wait(panel, "Summarize")
+    assert "sparse vs dense" in line
+    assert panel.get_by_label("Dense output").input_value().strip()
+    assert panel.get_by_label("Sparse output").input_value().strip()
+    assert panel.get_by_text("output agreement").is_visible()
+    shoot(page, "summarization-compare")
+
+
+def test_dialogue_tab_keeps_history_after_an_error(page):
+    panel = open_tab(page, "Dialogue")
+    use_example(panel, "What is the capital of France?", "Message")
+    run_and_wait(panel, "Send")
+    bot = panel.get_by_test_id("bot")
+    bot.first.wait_for()
+    assert "Paris" in bot.first.inner_text()
+    panel.get_by_role("textbox", name="Message").fill("   ")
+    panel.get_by_role("button", name="Send", exact=True).click()
+    page.get_by_text("The message is empty").first.wait_for()
+    assert panel.get_by_test_id("user").count() == 1 and bot.count() == 1  # history intact
+    shoot(page, "dialogue")
+
+
+def test_classification_tab(page):
+    panel = open_tab(page, "Classification")
+    use_example(panel, classification.INFO.examples[0][0], "Text")
+    run_and_wait(panel, "Classify")
+    assert "positive" in panel.get_by_test_id("label-output-value").inner_text()
+    shoot(page, "classification")
+
+
+def test_code_generation_tab(page):
+    panel = open_tab(page, "Code generation")
+    use_example(panel, code.INFO.examples[0][0], "Describe the code")
+    run_and_wait(panel, "Generate")
+    assert "def " in panel.locator(".cm-content").inner_text()
+    shoot(page, "code-generation")
+
+
+def test_lab_tab(page):
+    panel = open_tab(page, "Lab")
+    panel.get_by_label("2048").uncheck()
+    panel.get_by_label("Whole model too").uncheck()
+    panel.get_by_role("button", name="Run benchmark").click()
+    cells = panel.get_by_role("gridcell")
+    cells.filter(has_text="sparse").first.wait_for(timeout=TIMEOUT_MS)
+    assert cells.filter(has_text="1024").count() >= 2
+    shoot(page, "lab")
