@@ -278,10 +278,17 @@ def _results_panel() -> tuple[gr.JSON, list]:
     return metrics, [summary, compare, dense_out, sparse_out, table, plot]
 
 
-def _wire(triggers, fn, inputs, outputs, api_name, panel=None):
+def _wire(triggers, fn, inputs, outputs, api_name, panel=None, progress_on=None):
     """A model-bound endpoint: one shared queue for every tab, then the results panel."""
     event = gr.on(
-        triggers, fn, inputs, outputs, api_name=api_name, concurrency_id="model", concurrency_limit=CONCURRENCY
+        triggers,
+        fn,
+        inputs,
+        outputs,
+        api_name=api_name,
+        concurrency_id="model",
+        concurrency_limit=CONCURRENCY,
+        show_progress_on=progress_on,
     )
     if panel:
         event.success(show_results, outputs[-1], panel, api_visibility="private")
@@ -326,11 +333,13 @@ with gr.Blocks(title="Transformer Studio") as demo:
         metrics, panel = _results_panel()
         gr.Examples(dialogue.INFO.examples, [msg])
         inputs = [bot, system, *shared]
-        sent = _wire([send.click, msg.submit], chat, [msg, *inputs], [bot, metrics], "chat", panel)
+        # Progress and errors show on the metrics line, so a failed turn never covers the conversation.
+        status = [panel[0]]
+        sent = _wire([send.click, msg.submit], chat, [msg, *inputs], [bot, metrics], "chat", panel, status)
         sent.success(lambda: "", None, msg, api_visibility="private")  # keep the message if it failed
-        bot.retry(retry, inputs, [bot, metrics], api_visibility="private", concurrency_id="model").success(
-            show_results, metrics, panel, api_visibility="private"
-        )
+        bot.retry(
+            retry, inputs, [bot, metrics], api_visibility="private", concurrency_id="model", show_progress_on=status
+        ).success(show_results, metrics, panel, api_visibility="private")
         bot.undo(undo, bot, [bot, msg], api_visibility="private")
     with gr.Tab("Classification"):
         cls_text = gr.Textbox(label="Text", lines=3)
