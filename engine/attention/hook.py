@@ -27,7 +27,7 @@ from transformers.masking_utils import (
 )
 
 from ..types import SparseSettings
-from .kernels import SparsePlan, blocked_attention, build_plan, flex_sparse_attention
+from .kernels import SparsePlan, blocked_attention, build_plan, dense_pairs, flex_block_mask, flex_sparse_attention
 from .patterns import pattern_for
 
 IMPLEMENTATION = "studio"
@@ -91,7 +91,7 @@ class StudioMask:
         }
         self._dense: torch.Tensor | str | None = "unset"
         self._plans: dict[tuple, SparsePlan] = {}
-        self.flex_block_masks: dict = {}
+        self._block_masks: dict[tuple, tuple] = {}
 
     def dense(self) -> torch.Tensor | None:
         if isinstance(self._dense, str):
@@ -121,6 +121,25 @@ class StudioMask:
                 device=device,
             )
         return self._plans[key]
+
+    def block_mask(self, pattern, settings: SparseSettings, device: torch.device):
+        """(FlexAttention BlockMask, pairs its kept blocks hold), once per forward."""
+        key = (pattern.name, settings)
+        if key not in self._block_masks:
+            no_padding = self.attention_mask is None or bool(self.attention_mask.all())
+            self._block_masks[key] = flex_block_mask(
+                pattern,
+                settings,
+                batch_size=self.batch_size,
+                q_length=self.q_length,
+                kv_length=self.kv_length,
+                q_offset=self.q_offset,
+                kv_offset=self.kv_offset,
+                model_mask=self.model_mask() if not no_padding else self.mask_function,
+                device=device,
+                cacheable=no_padding,
+            )
+        return self._block_masks[key]
 
 
 def studio_mask(
@@ -169,36 +188,24 @@ def studio_attention(
     if pattern is None or pattern.keeps_all(mask.kv_offset + mask.kv_length, choice.settings):
         # Dense SDPA: asked for, cross-attention, or a sparse pattern that would keep every pair anyway.
         if choice.stats is not None and not cross_attention:
-            pairs = mask.q_length * mask.kv_length
-            if causal:
-                pairs -= mask.q_length * (mask.q_length - 1) // 2
+            pairs = dense_pairs(causal, mask.q_length, mask.kv_length, mask.q_offset, mask.kv_offset)
             choice.stats.computed_pairs += pairs
             choice.stats.dense_pairs += pairs
         return sdpa_attention_forward(
             module, query, key, value, mask.dense(), dropout, scaling, is_causal, position_bias, **kwargs
         )
 
-    groups = query.shape[1] // key.shape[1]
-    plan = mask.plan(pattern, choice.settings, groups, query.device)
-    if choice.stats is not None:
-        choice.stats.computed_pairs += plan.computed_pairs
-        choice.stats.dense_pairs += plan.dense_pairs
     if sparse_kernel_name(query.device) == "flex":
-        out = flex_sparse_attention(
-            query,
-            key,
-            value,
-            pattern,
-            choice.settings,
-            q_offset=mask.q_offset,
-            kv_offset=mask.kv_offset,
-            model_mask=mask.model_mask(),
-            scaling=scaling,
-            position_bias=position_bias,
-            block_mask_cache=mask.flex_block_masks,
-        )
+        block_mask, computed = mask.block_mask(pattern, choice.settings, query.device)
+        dense = dense_pairs(causal, mask.q_length, mask.kv_length, mask.q_offset, mask.kv_offset)
+        out = flex_sparse_attention(query, key, value, block_mask, scaling, position_bias)
     else:
+        plan = mask.plan(pattern, choice.settings, query.shape[1] // key.shape[1], query.device)
+        computed, dense = plan.computed_pairs, plan.dense_pairs
         out = blocked_attention(query, key, value, plan, scaling, position_bias)
+    if choice.stats is not None:
+        choice.stats.computed_pairs += computed
+        choice.stats.dense_pairs += dense
     return out.transpose(1, 2).contiguous(), None  # (B, Lq, H, D), as transformers expects
 
 

@@ -9,6 +9,7 @@ Cost of both grows with n * window, not n^2.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -83,12 +84,15 @@ def build_plan(
             empty = ~mask.any(-1, keepdim=True)
             blocks.append(QueryBlock(start, stop, ranges, mask, empty if bool(empty.any()) else None))
         computed += (stop - start) * k_pos.numel()
-    if pattern.causal:  # query at absolute position p sees keys kv_offset..p under a plain causal mask
-        first = q_offset - kv_offset + 1
-        dense = q_length * first + q_length * (q_length - 1) // 2
-    else:
-        dense = q_length * kv_length
-    return SparsePlan(blocks, computed, dense)
+    return SparsePlan(blocks, computed, dense_pairs(pattern.causal, q_length, kv_length, q_offset, kv_offset))
+
+
+def dense_pairs(causal: bool, q_length: int, kv_length: int, q_offset: int, kv_offset: int) -> int:
+    """(query, key) pairs dense attention computes; a causal query at position p sees keys up to p."""
+    if not causal:
+        return q_length * kv_length
+    first = q_offset - kv_offset + 1
+    return q_length * first + q_length * (q_length - 1) // 2
 
 
 def _gather(tensor: torch.Tensor, ranges: list[tuple[int, int]]) -> torch.Tensor:
@@ -131,43 +135,67 @@ def blocked_attention(
 
 
 _compiled_flex = None
+_BLOCK_MASKS: OrderedDict[tuple, tuple] = OrderedDict()  # shape-keyed BlockMasks, reused across forwards
+_BLOCK_MASK_CACHE_SIZE = 64
+
+
+def flex_block_mask(
+    pattern: Pattern,
+    settings: SparseSettings,
+    *,
+    batch_size: int,
+    q_length: int,
+    kv_length: int,
+    q_offset: int,
+    kv_offset: int,
+    model_mask: MaskFn,
+    device: torch.device,
+    cacheable: bool,
+):
+    """(BlockMask, pairs in its kept blocks) for these shapes. Without padding (`cacheable`) the
+    result depends only on the shapes and rules, so it is cached: building one costs milliseconds
+    on GPU and seconds on CPU at long lengths."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    key = (pattern, settings, model_mask, batch_size, q_length, kv_length, q_offset, kv_offset, str(device))
+    if cacheable and key in _BLOCK_MASKS:
+        _BLOCK_MASKS.move_to_end(key)
+        return _BLOCK_MASKS[key]
+
+    def mask_mod(batch, head, q_idx, kv_idx):
+        q_abs, k_abs = q_idx + q_offset, kv_idx + kv_offset
+        return pattern.rule(q_abs, k_abs, settings) & model_mask(batch, head, q_abs, k_abs)
+
+    block_mask = create_block_mask(mask_mod, batch_size, None, q_length, kv_length, device=device)
+    q_block, kv_block = block_mask.BLOCK_SIZE
+    kept = block_mask.kv_num_blocks.sum()
+    if block_mask.full_kv_num_blocks is not None:
+        kept = kept + block_mask.full_kv_num_blocks.sum()
+    pairs = min(int(kept) * q_block * kv_block // batch_size, q_length * kv_length)
+    if cacheable:
+        _BLOCK_MASKS[key] = (block_mask, pairs)
+        while len(_BLOCK_MASKS) > _BLOCK_MASK_CACHE_SIZE:
+            _BLOCK_MASKS.popitem(last=False)
+    return block_mask, pairs
 
 
 def flex_sparse_attention(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
-    pattern: Pattern,
-    settings: SparseSettings,
-    *,
-    q_offset: int,
-    kv_offset: int,
-    model_mask: MaskFn,
+    block_mask,
     scaling: float | None,
     position_bias: torch.Tensor | None = None,
-    block_mask_cache: dict | None = None,
 ) -> torch.Tensor:
-    """FlexAttention with a BlockMask: only kept (query block, key block) tiles are computed."""
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    """FlexAttention with a BlockMask: only kept (query block, key block) tiles are computed.
+    Compiled on CUDA (STUDIO_FLEX_COMPILE=1 compiles on CPU too); eager elsewhere."""
+    from torch.nn.attention.flex_attention import flex_attention
 
     global _compiled_flex
     compile_it = query.is_cuda or os.environ.get("STUDIO_FLEX_COMPILE") == "1"
     if compile_it and _compiled_flex is None:
         _compiled_flex = torch.compile(flex_attention, dynamic=False)
     attend = _compiled_flex if compile_it else flex_attention
-    b, _, lq, _ = query.shape
-    lk = key.shape[2]
-
-    def mask_mod(batch, head, q_idx, kv_idx):
-        q_abs, k_abs = q_idx + q_offset, kv_idx + kv_offset
-        return pattern.rule(q_abs, k_abs, settings) & model_mask(batch, head, q_abs, k_abs)
-
-    cache_key = (lq, lk, q_offset, kv_offset)
-    block_mask = None if block_mask_cache is None else block_mask_cache.get(cache_key)
-    if block_mask is None:
-        block_mask = create_block_mask(mask_mod, b, None, lq, lk, device=query.device)
-        if block_mask_cache is not None:
-            block_mask_cache[cache_key] = block_mask
     score_mod = None
     if position_bias is not None:
 

@@ -7,7 +7,14 @@ import torch
 import torch.nn.functional as F
 from transformers.masking_utils import bidirectional_mask_function, causal_mask_function
 
-from engine.attention import PATTERNS, blocked_attention, build_plan, explicit_mask, flex_sparse_attention
+from engine.attention import (
+    PATTERNS,
+    blocked_attention,
+    build_plan,
+    explicit_mask,
+    flex_block_mask,
+    flex_sparse_attention,
+)
 from engine.types import SparseSettings
 
 
@@ -152,9 +159,50 @@ def test_flex_kernel_matches_explicit_mask():
     settings = SparseSettings(window=40, sinks=4)
     q, k, v = torch.randn(1, 4, 256, 64), torch.randn(1, 2, 256, 64), torch.randn(1, 2, 256, 64)
     pattern = PATTERNS["sliding_sinks"]
-    out = flex_sparse_attention(
-        q, k, v, pattern, settings, q_offset=0, kv_offset=0, model_mask=causal_mask_function, scaling=None
+    shapes = {"batch_size": 1, "q_length": 256, "kv_length": 256, "q_offset": 0, "kv_offset": 0}
+    block_mask, pairs = flex_block_mask(
+        pattern, settings, **shapes, model_mask=causal_mask_function, device=q.device, cacheable=True
     )
+    again = flex_block_mask(
+        pattern, settings, **shapes, model_mask=causal_mask_function, device=q.device, cacheable=True
+    )
+    assert again[0] is block_mask  # cached per shape, reused across forwards
+    assert pairs == 3 * 128 * 128  # the kept 128x128 tiles of the 2x2 grid (tiles, not elements)
+    out = flex_sparse_attention(q, k, v, block_mask, scaling=None)
     pos = torch.arange(256)
     ref = reference(q, k, v, explicit_mask(pattern, settings, pos, pos)[None, None])
     assert rel_err(out, ref) < 1e-5
+
+
+def test_flex_and_blocked_kernels_agree_inside_a_model(monkeypatch):
+    """The CUDA path (FlexAttention, eager here) and the CPU path give the same logits through the
+    attention hook, for prefill and decode steps against the cache. head_dim 64: FlexAttention on
+    CPU returned NaN for head_dim 16."""
+    from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+
+    from engine.attention import AttentionStats, register, use_attention
+
+    register()
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=128, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024)  # fmt: skip
+    model = LlamaForCausalLM._from_config(config, attn_implementation="studio").eval()
+    ids = torch.randint(0, 128, (1, 300))
+    settings = SparseSettings(window=64, sinks=4)
+
+    def run(kernel: str):
+        monkeypatch.setenv("STUDIO_SPARSE_KERNEL", kernel)
+        stats, cache, logits = AttentionStats(), DynamicCache(config=config), []
+        with torch.inference_mode(), use_attention("sparse", settings, stats):
+            out = model(input_ids=ids, past_key_values=cache, use_cache=True)
+            logits.append(out.logits[:, -1])
+            for step in range(3):
+                out = model(input_ids=ids[:, step : step + 1], past_key_values=cache, use_cache=True)
+                logits.append(out.logits[:, -1])
+        return torch.cat(logits), stats.density
+
+    blocked, blocked_density = run("blocked")
+    flex, flex_density = run("flex")
+    assert rel_err(flex, blocked) < 1e-4
+    # 128x128 tiles are coarse at 300 tokens: flex computes more pairs than dense would here
+    assert 0 < blocked_density < 1 < flex_density
