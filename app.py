@@ -13,6 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from engine import ATTENTION_MODES, PRECISIONS, Chunk, Result, StudioError, default_cache, list_models, stream_request
+from engine.attention import PATTERNS
 from engine.registry import DEFAULT_MODEL
 from tasks import RunOptions, classification, code, dialogue, lab, summarization, translation
 from tasks.render import (
@@ -41,7 +42,7 @@ except ImportError:
         return fn
 
 
-def _options(model, precision, attention, window, sinks, max_new_tokens, truncate) -> RunOptions:
+def _options(model, precision, attention, window, sinks, max_new_tokens, truncate, pattern) -> RunOptions:
     return RunOptions(
         model=model,
         precision=precision,
@@ -50,6 +51,7 @@ def _options(model, precision, attention, window, sinks, max_new_tokens, truncat
         sinks=int(sinks),
         max_new_tokens=int(max_new_tokens),
         truncate=bool(truncate),
+        pattern=pattern or "auto",
         time_limit_s=TIME_LIMIT_S,
     )
 
@@ -85,7 +87,8 @@ RUN_OPTION_ARGS = """
         window: sparse attention window, in keys each query sees
         sinks: attention sinks (decoders) or global tokens (encoders) in sparse mode
         max_new_tokens: most tokens to generate
-        truncate: cut over-long input in the middle (reported in the metrics) instead of failing"""
+        truncate: cut over-long input in the middle (reported in the metrics) instead of failing
+        pattern: sparse pattern: auto (sliding window + sinks for decoders, local + global for encoders) or a name"""
 
 
 def _documented(handler):
@@ -103,7 +106,8 @@ def _first(texts: dict[str, str]) -> str:
 @on_gpu
 @_documented
 def translate(text: str, source: str, target: str, model: str, precision: str, attention: str,
-              window: float, sinks: float, max_new_tokens: float, truncate: bool = False, progress=gr.Progress()):  # fmt: skip
+              window: float, sinks: float, max_new_tokens: float,
+              truncate: bool = False, pattern: str = "auto", progress=gr.Progress()):  # fmt: skip
     """Translate text between languages with the chosen model, precision and attention.
 
     Args:
@@ -113,7 +117,7 @@ def translate(text: str, source: str, target: str, model: str, precision: str, a
     Returns:
         the translation (both runs, labelled, in compare mode) and the measured metrics as JSON
     """
-    opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate)
+    opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate, pattern)
     for texts, metrics in _stream(lambda: translation.build_request(text, source, target, opts), progress):
         yield streamed_text(texts), metrics
 
@@ -121,7 +125,8 @@ def translate(text: str, source: str, target: str, model: str, precision: str, a
 @on_gpu
 @_documented
 def summarize(text: str, length: str, model: str, precision: str, attention: str,
-              window: float, sinks: float, max_new_tokens: float, truncate: bool = False, progress=gr.Progress()):  # fmt: skip
+              window: float, sinks: float, max_new_tokens: float,
+              truncate: bool = False, pattern: str = "auto", progress=gr.Progress()):  # fmt: skip
     """Summarize a document; long documents are where sparse attention pays.
 
     Args:
@@ -130,7 +135,7 @@ def summarize(text: str, length: str, model: str, precision: str, attention: str
     Returns:
         the summary (both runs, labelled, in compare mode) and the measured metrics as JSON
     """
-    opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate)
+    opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate, pattern)
     for texts, metrics in _stream(lambda: summarization.build_request(text, length, opts), progress):
         yield streamed_text(texts), metrics
 
@@ -138,7 +143,8 @@ def summarize(text: str, length: str, model: str, precision: str, attention: str
 @on_gpu
 @_documented
 def chat(message: str, history: list, system: str, model: str, precision: str, attention: str,
-         window: float, sinks: float, max_new_tokens: float, truncate: bool = False, progress=gr.Progress()):  # fmt: skip
+         window: float, sinks: float, max_new_tokens: float,
+         truncate: bool = False, pattern: str = "auto", progress=gr.Progress()):  # fmt: skip
     """Chat: answer a message given the conversation so far.
 
     Args:
@@ -148,7 +154,7 @@ def chat(message: str, history: list, system: str, model: str, precision: str, a
     Returns:
         the history with this exchange appended (the dense answer in compare mode) and the metrics as JSON
     """
-    opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate)
+    opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate, pattern)
     history = list(history or [])
     turn = [*history, {"role": "user", "content": message}]
     for texts, metrics in _stream(lambda: dialogue.build_request(history, message, system, opts), progress):
@@ -156,12 +162,12 @@ def chat(message: str, history: list, system: str, model: str, precision: str, a
 
 
 def retry(history: list, system: str, model: str, precision: str, attention: str, window: float, sinks: float,
-          max_new_tokens: float, truncate: bool, retry_data: gr.RetryData, progress=gr.Progress()):  # fmt: skip
+          max_new_tokens: float, truncate: bool, pattern: str, retry_data: gr.RetryData, progress=gr.Progress()):  # fmt: skip
     """Regenerate the answer to the user message at `retry_data.index`."""
     index = retry_data.index if isinstance(retry_data.index, int) else retry_data.index[0]
     message = dialogue.message_text(history[index]["content"])
     yield from chat(message, history[:index], system, model, precision, attention, window, sinks, max_new_tokens,
-                    truncate, progress)  # fmt: skip
+                    truncate, pattern, progress)  # fmt: skip
 
 
 def undo(history: list, undo_data: gr.UndoData):
@@ -173,7 +179,8 @@ def undo(history: list, undo_data: gr.UndoData):
 @on_gpu
 @_documented
 def classify(text: str, labels: str, model: str, precision: str, attention: str,
-             window: float, sinks: float, max_new_tokens: float, truncate: bool = False, progress=gr.Progress()):  # fmt: skip
+             window: float, sinks: float, max_new_tokens: float,
+             truncate: bool = False, pattern: str = "auto", progress=gr.Progress()):  # fmt: skip
     """Classify text: a probability per candidate label (label likelihood for chat models, the head
     for classifiers).
 
@@ -183,7 +190,7 @@ def classify(text: str, labels: str, model: str, precision: str, attention: str,
     Returns:
         the label probabilities (top label first) and the measured metrics as JSON
     """
-    opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate)
+    opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate, pattern)
     *_, final = _events(lambda: classification.build_request(text, labels, opts), progress)
     scored = final if isinstance(final, Result) else final.dense
     return scored.scores, metrics_dict(final)
@@ -192,7 +199,8 @@ def classify(text: str, labels: str, model: str, precision: str, attention: str,
 @on_gpu
 @_documented
 def generate_code(prompt: str, language: str, model: str, precision: str, attention: str,
-                  window: float, sinks: float, max_new_tokens: float, truncate: bool = False, progress=gr.Progress()):  # fmt: skip
+                  window: float, sinks: float, max_new_tokens: float,
+                  truncate: bool = False, pattern: str = "auto", progress=gr.Progress()):  # fmt: skip
     """Generate code from a description. The code is returned, never executed by the server.
 
     Args:
@@ -201,14 +209,14 @@ def generate_code(prompt: str, language: str, model: str, precision: str, attent
     Returns:
         the code (the dense run's in compare mode) and the measured metrics as JSON
     """
-    opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate)
+    opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate, pattern)
     for texts, metrics in _stream(lambda: code.build_request(prompt, language, opts), progress):
         yield code.extract_code(_first(texts)), metrics
 
 
 @on_gpu
 def benchmark(model: str, precision: str, lengths: list[int], window: float, sinks: float, whole_model: bool,
-              decode_tokens: float, progress=gr.Progress()):  # fmt: skip
+              decode_tokens: float, pattern: str = "auto", progress=gr.Progress()):  # fmt: skip
     """Benchmark dense vs sparse attention across sequence lengths on one model.
 
     Args:
@@ -219,10 +227,11 @@ def benchmark(model: str, precision: str, lengths: list[int], window: float, sin
         sinks: attention sink tokens
         whole_model: also time the whole model (prefill, decode, peak memory), not only the attention op
         decode_tokens: decode steps timed after each whole-model prefill
+        pattern: sparse pattern for decoders: auto (sliding window + sinks) or bigbird_random
     Returns:
         attention-op ms per length and mode, whole-model prefill ms per length and mode, and the full table
     """
-    opts = RunOptions(model=model, precision=precision, window=int(window), sinks=int(sinks))
+    opts = RunOptions(model=model, precision=precision, window=int(window), sinks=int(sinks), pattern=pattern)
     try:
         config = lab.build_config(lengths, whole_model, int(decode_tokens), opts)
         rows = lab.run(config, default_cache(), _reporter(progress))
@@ -259,7 +268,8 @@ def _controls(task: str) -> list:
         sinks = gr.Slider(0, 64, value=4, step=1, label="Sinks (decoders) / global tokens (encoders)")
         max_new = gr.Slider(1, 1024, value=128, step=1, label="Max new tokens")
         truncate = gr.Checkbox(value=False, label="Truncate over-long input (keeps both ends; reported)")
-    return [model, precision, attention, window, sinks, max_new, truncate]
+        pattern = gr.Dropdown(["auto", *PATTERNS], value="auto", label="Sparse pattern")
+    return [model, precision, attention, window, sinks, max_new, truncate, pattern]
 
 
 def _results_panel() -> tuple[gr.JSON, list]:
@@ -376,6 +386,7 @@ with gr.Blocks(title="Transformer Studio") as demo:
             lab_sinks = gr.Slider(0, 64, value=4, step=1, label="Sinks")
             lab_whole = gr.Checkbox(value=True, label="Whole model too (prefill, decode, memory)")
             lab_decode = gr.Slider(1, 64, value=8, step=1, label="Decode tokens")
+            lab_pattern = gr.Dropdown(["auto", *PATTERNS], value="auto", label="Sparse pattern")
         run_lab = gr.Button("Run benchmark", variant="primary")
         with gr.Row():
             op_plot = gr.LinePlot(x="tokens", y="ms", color="mode", title="Attention op, one layer (ms)")
@@ -384,7 +395,7 @@ with gr.Blocks(title="Transformer Studio") as demo:
         _wire(
             [run_lab.click],
             benchmark,
-            [lab_model, lab_precision, lab_lengths, lab_window, lab_sinks, lab_whole, lab_decode],
+            [lab_model, lab_precision, lab_lengths, lab_window, lab_sinks, lab_whole, lab_decode, lab_pattern],
             [op_plot, model_plot, lab_table],
             "benchmark",
         )

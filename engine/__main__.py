@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--window", type=int, default=512, help="sparse: keys each query sees")
     run.add_argument("--sinks", type=int, default=4, help="sparse: sink / global tokens")
     run.add_argument("--block-size", type=int, default=64, help="sparse: kernel query block")
+    run.add_argument("--pattern", default="auto", help="sparse: auto or one of the pattern names")
     run.add_argument("--max-new-tokens", type=int, default=128)
     run.add_argument("--repetition-penalty", type=float, default=1.0)
     run.add_argument("--truncate", action="store_true", help="cut over-long input instead of failing")
@@ -60,6 +61,7 @@ def _build(args) -> object:
         window=args.window,
         sinks=args.sinks,
         block_size=args.block_size,
+        pattern=args.pattern,
         max_new_tokens=args.max_new_tokens,
         repetition_penalty=args.repetition_penalty,
         truncate=args.truncate,

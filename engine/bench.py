@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from transformers.masking_utils import causal_mask_function
 
-from .attention import AttentionStats, use_attention
+from .attention import PATTERNS, AttentionStats, pattern_for, use_attention
 from .attention.hook import StudioMask, studio_attention
 from .cache import ModelCache
 from .errors import StudioError
@@ -108,12 +108,15 @@ def _median_ms(fn: Callable[[], object], device: torch.device, repeats: int) -> 
     return statistics.median(times)
 
 
-def _allowed_pairs(settings: SparseSettings, length: int) -> int:
-    """Pairs the causal pattern allows for a full prefill, counted per query (no n x n tensor)."""
-    q = torch.arange(length)
-    window = torch.clamp(q + 1, max=settings.window)
-    sinks_outside = torch.clamp(torch.clamp(q + 1 - settings.window, min=0), max=settings.sinks)
-    return int((window + sinks_outside).sum())
+def _allowed_pairs(settings: SparseSettings, length: int, rows: int = 512) -> int:
+    """Causal pairs the decoder pattern allows over a full prefill, counted a slab of rows at a time."""
+    pattern = pattern_for(settings, causal=True)
+    keys = torch.arange(length)
+    total = 0
+    for start in range(0, length, rows):
+        queries = torch.arange(start, min(start + rows, length))[:, None]
+        total += int((pattern.rule(queries, keys[None, :], settings) & (keys[None, :] <= queries)).sum())
+    return total
 
 
 def time_attention_op(
@@ -390,6 +393,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--window", type=int, default=512)
     parser.add_argument("--sinks", type=int, default=4)
     parser.add_argument("--block-size", type=int, default=64)
+    parser.add_argument("--pattern", default="auto", choices=("auto", *PATTERNS), help="sparse pattern")
     parser.add_argument("--decode-tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--input-tokens", type=int, default=256, help="precision: prompt length")
@@ -420,7 +424,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             config = SweepConfig(
                 model=args.model,
-                settings=SparseSettings(window=args.window, sinks=args.sinks, block_size=args.block_size),
+                settings=SparseSettings(
+                    window=args.window, sinks=args.sinks, block_size=args.block_size, pattern=args.pattern
+                ),
                 decode_tokens=args.decode_tokens,
                 repeats=args.repeats,
                 whole_model=not args.op_only,

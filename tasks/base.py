@@ -18,10 +18,14 @@ class RunOptions:
     window: int = 512  # sparse: keys each query sees
     sinks: int = 4  # sparse: attention sinks (decoders) or global tokens (encoders)
     block_size: int = 64  # sparse: query block of the kernel
+    pattern: str = "auto"  # sparse: auto (by attention kind) or a name from engine.attention.PATTERNS
     max_new_tokens: int = 128
     repetition_penalty: float = 1.0
     truncate: bool = False
     time_limit_s: float | None = None  # decoding stops after this long; the result says so
+
+    def sparse_settings(self) -> SparseSettings:
+        return SparseSettings(window=self.window, sinks=self.sinks, block_size=self.block_size, pattern=self.pattern)
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ def request_for(
         stop=stop,
         precision=options.precision,
         attention=options.attention,
-        sparse=SparseSettings(window=options.window, sinks=options.sinks, block_size=options.block_size),
+        sparse=options.sparse_settings(),
         truncate=options.truncate,
         time_limit_s=options.time_limit_s,
     )

@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import pandas as pd
 
-from engine import InputError, ModelCache, SparseSettings
+from engine import InputError, ModelCache
 from engine.bench import SWEEP_COLUMNS, SweepConfig, SweepRow, sweep
 
 from .base import RunOptions, spec_of
@@ -28,7 +28,7 @@ def build_config(lengths: list, whole_model: bool, decode_tokens: int, options: 
         model=options.model,
         lengths=chosen,
         precisions=(options.precision,),
-        settings=SparseSettings(window=options.window, sinks=options.sinks, block_size=options.block_size),
+        settings=options.sparse_settings(),
         decode_tokens=max(1, int(decode_tokens)),
         repeats=2,
         whole_model=whole_model,

@@ -79,7 +79,40 @@ class LocalGlobal:
         return kv_len - 1 <= s.window // 2
 
 
-PATTERNS: dict[str, Pattern] = {p.name: p for p in (SlidingWindowSinks(), LocalGlobal())}
+@dataclass(frozen=True)
+class RandomBlocks:
+    """BigBird for decoders: the sliding window and sinks, plus about `random_blocks` earlier key
+    blocks of `block` tokens per query block. The choice is a fixed hash of the two block indices,
+    so every layer, decode step and kernel sees the same blocks without storing them."""
+
+    name: str = "bigbird_random"
+    causal: bool = True
+    random_blocks: int = 2
+    block: int = 64
+
+    def _picked(self, q_block, k_block):
+        """Works on ints and on tensors alike."""
+        span = q_block.clamp(min=1) if isinstance(q_block, torch.Tensor) else max(q_block, 1)
+        return (k_block < q_block) & (
+            (q_block * 40503 + k_block * 2654435761 + 12345) % 1000003 % span < self.random_blocks
+        )
+
+    def key_ranges(self, q0, q1, kv_len, s):
+        ranges = SlidingWindowSinks().key_ranges(q0, q1, kv_len, s)
+        for q_block in range(q0 // self.block, (q1 - 1) // self.block + 1):
+            for k_block in range(q_block):
+                if self._picked(q_block, k_block):
+                    ranges.append((k_block * self.block, min((k_block + 1) * self.block, kv_len)))
+        return _merge(ranges)
+
+    def rule(self, q, k, s):
+        return SlidingWindowSinks().rule(q, k, s) | self._picked(q // self.block, k // self.block)
+
+    def keeps_all(self, kv_len, s):
+        return kv_len <= s.window
+
+
+PATTERNS: dict[str, Pattern] = {p.name: p for p in (SlidingWindowSinks(), LocalGlobal(), RandomBlocks())}
 
 
 def pattern_for(settings: SparseSettings, causal: bool) -> Pattern:

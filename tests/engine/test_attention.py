@@ -34,13 +34,15 @@ def model_mask(causal: bool, padding: torch.Tensor | None):
     return lambda b, h, q, kv: base(b, h, q, kv) & padding[b, kv]
 
 
-def run_case(*, causal, lq, lk, heads, kv_heads, settings, padding=None, bias=None, dtype=torch.float32, seed=0):
+def run_case(
+    *, causal, lq, lk, heads, kv_heads, settings, padding=None, bias=None, dtype=torch.float32, seed=0, pattern=None
+):
     torch.manual_seed(seed)
     b, d = (padding.shape[0] if padding is not None else 2), 32
     q = torch.randn(b, heads, lq, d, dtype=dtype)
     k = torch.randn(b, kv_heads, lk, d, dtype=dtype)
     v = torch.randn(b, kv_heads, lk, d, dtype=dtype)
-    pattern = PATTERNS["sliding_sinks" if causal else "local_global"]
+    pattern = PATTERNS[pattern or ("sliding_sinks" if causal else "local_global")]
     q_offset = lk - lq  # decode steps: the queries are the last positions of the cache
     mask_fn = model_mask(causal, padding)
     plan = build_plan(
@@ -68,12 +70,15 @@ def rel_err(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
 
 
-@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("pattern", sorted(PATTERNS))
 @pytest.mark.parametrize("length", [1, 7, 64, 100, 257])
 @pytest.mark.parametrize("heads,kv_heads", [(4, 4), (6, 2)])
-def test_prefill_matches_explicit_mask(causal, length, heads, kv_heads):
+def test_prefill_matches_explicit_mask(pattern, length, heads, kv_heads):
     settings = SparseSettings(window=24, sinks=3, block_size=16)
-    out, ref, _ = run_case(causal=causal, lq=length, lk=length, heads=heads, kv_heads=kv_heads, settings=settings)
+    causal = PATTERNS[pattern].causal
+    out, ref, _ = run_case(
+        causal=causal, lq=length, lk=length, heads=heads, kv_heads=kv_heads, settings=settings, pattern=pattern
+    )
     assert rel_err(out, ref) < 1e-5
 
 
@@ -82,10 +87,13 @@ def test_random_shapes_and_settings(seed):
     gen = torch.Generator().manual_seed(seed)
     draw = lambda lo, hi: int(torch.randint(lo, hi, (1,), generator=gen))  # noqa: E731
     settings = SparseSettings(window=draw(1, 80), sinks=draw(0, 6), block_size=draw(1, 40))
-    length = draw(1, 200)
-    causal = bool(seed % 2)
-    out, ref, _ = run_case(causal=causal, lq=length, lk=length, heads=4, kv_heads=2, settings=settings, seed=seed)
-    assert rel_err(out, ref) < 1e-5, (settings, length, causal)
+    length = draw(1, 300)
+    pattern = sorted(PATTERNS)[seed % len(PATTERNS)]
+    causal = PATTERNS[pattern].causal
+    out, ref, _ = run_case(
+        causal=causal, lq=length, lk=length, heads=4, kv_heads=2, settings=settings, seed=seed, pattern=pattern
+    )
+    assert rel_err(out, ref) < 1e-5, (settings, length, pattern)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -107,6 +115,17 @@ def test_single_token_decode_against_cache(cache_len):
     assert rel_err(out, ref) < 1e-5
     # Decode reads only the sinks and the window of the cache, never the whole cache.
     assert plan.computed_pairs == min(cache_len, settings.window + settings.sinks)
+
+
+@pytest.mark.parametrize("cache_len", [1, 70, 300, 3000])
+def test_random_blocks_decode_reads_window_sinks_and_its_blocks(cache_len):
+    settings = SparseSettings(window=32, sinks=4, block_size=16)
+    out, ref, plan = run_case(
+        causal=True, lq=1, lk=cache_len, heads=6, kv_heads=2, settings=settings, pattern="bigbird_random"
+    )
+    assert rel_err(out, ref) < 1e-5
+    # about two random 64-token blocks (the hash may pick a few more), never the whole cache
+    assert plan.computed_pairs <= min(cache_len, settings.window + settings.sinks + 6 * 64)
 
 
 def test_full_window_equals_dense_causal_attention():

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
 
 from engine import (
+    AttentionConfigError,
     Chunk,
     Comparison,
     ContextLengthError,
@@ -118,6 +120,18 @@ def test_sparse_changes_what_a_small_window_sees(cache):
     )
     assert sparse.metrics.density < 0.2
     assert dense.metrics.density == 1.0
+
+
+def test_named_pattern_per_request_and_a_clear_error_for_the_wrong_kind(cache):
+    text = " ".join(["the quick brown fox jumps over the lazy dog hello world"] * 20)
+    sliding = SparseSettings(window=16, sinks=2, block_size=16)
+    window_only = run(ask("tiny-llama", text=text, max_new_tokens=2, attention="sparse", sparse=sliding), cache)
+    bigbird = replace(sliding, pattern="bigbird_random")
+    random_blocks = run(ask("tiny-llama", text=text, max_new_tokens=2, attention="sparse", sparse=bigbird), cache)
+    assert window_only.metrics.density < random_blocks.metrics.density < 1  # the random blocks add keys
+    encoder_pattern = replace(sliding, pattern="local_global")
+    with pytest.raises(AttentionConfigError, match="cannot serve causal"):
+        run(ask("tiny-llama", attention="sparse", sparse=encoder_pattern), cache)
 
 
 def test_concurrent_requests_get_their_own_mode(cache):
