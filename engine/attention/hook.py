@@ -105,20 +105,20 @@ class StudioMask:
             return self.mask_function
         return and_masks(self.mask_function, padding_mask_function(padding))
 
+    def _shape(self) -> dict[str, int]:
+        return {
+            "batch_size": self.batch_size,
+            "q_length": self.q_length,
+            "kv_length": self.kv_length,
+            "q_offset": self.q_offset,
+            "kv_offset": self.kv_offset,
+        }
+
     def plan(self, pattern, settings: SparseSettings, groups: int, device: torch.device) -> SparsePlan:
         key = (pattern.name, settings, groups)
         if key not in self._plans:
             self._plans[key] = build_plan(
-                pattern,
-                settings,
-                batch_size=self.batch_size,
-                q_length=self.q_length,
-                kv_length=self.kv_length,
-                q_offset=self.q_offset,
-                kv_offset=self.kv_offset,
-                model_mask=self.model_mask(),
-                groups=groups,
-                device=device,
+                pattern, settings, **self._shape(), model_mask=self.model_mask(), groups=groups, device=device
             )
         return self._plans[key]
 
@@ -130,12 +130,8 @@ class StudioMask:
             self._block_masks[key] = flex_block_mask(
                 pattern,
                 settings,
-                batch_size=self.batch_size,
-                q_length=self.q_length,
-                kv_length=self.kv_length,
-                q_offset=self.q_offset,
-                kv_offset=self.kv_offset,
-                model_mask=self.model_mask() if not no_padding else self.mask_function,
+                **self._shape(),
+                model_mask=self.mask_function if no_padding else self.model_mask(),
                 device=device,
                 cacheable=no_padding,
             )
