@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import gradio as gr
 
-from engine import ATTENTION_MODES, PRECISIONS, Chunk, Result, StudioError, default_cache, list_models, stream_request
+from engine import ATTENTION_MODES, PRECISIONS, Chunk, StudioError, list_models, stream_request
 from engine.attention import PATTERNS
 from engine.registry import DEFAULT_MODEL
 from tasks import RunOptions, classification, code, dialogue, lab, summarization, translation
@@ -23,6 +24,7 @@ from tasks.render import (
     is_comparison,
     metrics_dict,
     metrics_summary,
+    reference_text,
     streamed_text,
 )
 
@@ -60,13 +62,19 @@ def _reporter(progress: gr.Progress):
     return lambda fraction, message: progress(fraction, desc=message)
 
 
-def _events(build, progress: gr.Progress):
-    """Engine events for the request `build()` makes; user-fixable errors become gr.Error (the
-    page and every other request carry on)."""
+@contextmanager
+def _user_errors():
+    """User-fixable errors become gr.Error: a message on the page; it and every other request carry on."""
     try:
-        yield from stream_request(build(), progress=_reporter(progress))
+        yield
     except StudioError as exc:
         raise gr.Error(str(exc)) from exc
+
+
+def _events(build, progress: gr.Progress):
+    """Engine events for the request `build()` makes."""
+    with _user_errors():
+        yield from stream_request(build(), progress=_reporter(progress))
 
 
 def _stream(build, progress: gr.Progress):
@@ -96,11 +104,6 @@ def _documented(handler):
     head, returns = handler.__doc__.split("    Returns:")
     handler.__doc__ = head.rstrip() + RUN_OPTION_ARGS + "\n    Returns:" + returns
     return handler
-
-
-def _first(texts: dict[str, str]) -> str:
-    """The reference output: the requested mode's, or the dense run's in compare mode."""
-    return next(iter(texts.values()), "")
 
 
 @on_gpu
@@ -158,22 +161,20 @@ def chat(message: str, history: list, system: str, model: str, precision: str, a
     history = list(history or [])
     turn = [*history, {"role": "user", "content": message}]
     for texts, metrics in _stream(lambda: dialogue.build_request(history, message, system, opts), progress):
-        yield [*turn, {"role": "assistant", "content": _first(texts)}], metrics
+        yield [*turn, {"role": "assistant", "content": reference_text(texts)}], metrics
 
 
 def retry(history: list, system: str, model: str, precision: str, attention: str, window: float, sinks: float,
           max_new_tokens: float, truncate: bool, pattern: str, retry_data: gr.RetryData, progress=gr.Progress()):  # fmt: skip
     """Regenerate the answer to the user message at `retry_data.index`."""
-    index = retry_data.index if isinstance(retry_data.index, int) else retry_data.index[0]
-    message = dialogue.message_text(history[index]["content"])
-    yield from chat(message, history[:index], system, model, precision, attention, window, sinks, max_new_tokens,
+    past, message = dialogue.split_at(history, retry_data.index)
+    yield from chat(message, past, system, model, precision, attention, window, sinks, max_new_tokens,
                     truncate, pattern, progress)  # fmt: skip
 
 
 def undo(history: list, undo_data: gr.UndoData):
     """Drop the last exchange and put its user message back in the textbox."""
-    index = undo_data.index if isinstance(undo_data.index, int) else undo_data.index[0]
-    return history[:index], dialogue.message_text(history[index]["content"])
+    return dialogue.split_at(history, undo_data.index)
 
 
 @on_gpu
@@ -192,8 +193,7 @@ def classify(text: str, labels: str, model: str, precision: str, attention: str,
     """
     opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate, pattern)
     *_, final = _events(lambda: classification.build_request(text, labels, opts), progress)
-    scored = final if isinstance(final, Result) else final.dense
-    return scored.scores, metrics_dict(final)
+    return classification.scores_of(final), metrics_dict(final)
 
 
 @on_gpu
@@ -211,7 +211,7 @@ def generate_code(prompt: str, language: str, model: str, precision: str, attent
     """
     opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate, pattern)
     for texts, metrics in _stream(lambda: code.build_request(prompt, language, opts), progress):
-        yield code.extract_code(_first(texts)), metrics
+        yield code.extract_code(reference_text(texts)), metrics
 
 
 @on_gpu
@@ -232,13 +232,8 @@ def benchmark(model: str, precision: str, lengths: list[int], window: float, sin
         attention-op ms per length and mode, whole-model prefill ms per length and mode, and the full table
     """
     opts = RunOptions(model=model, precision=precision, window=int(window), sinks=int(sinks), pattern=pattern)
-    try:
-        config = lab.build_config(lengths, whole_model, int(decode_tokens), opts)
-        rows = lab.run(config, default_cache(), _reporter(progress))
-    except StudioError as exc:
-        raise gr.Error(str(exc)) from exc
-    op_frame, model_frame = lab.plot_frames(rows)
-    return op_frame, model_frame, lab.table(rows)
+    with _user_errors():
+        return lab.run(lengths, whole_model, int(decode_tokens), opts, _reporter(progress))
 
 
 def show_results(metrics: dict | None):

@@ -29,7 +29,7 @@ from .cache import ModelCache
 from .errors import StudioError
 from .loader import LoadedModel
 from .metrics import PeakMemory, now
-from .precision import supported_precisions
+from .precision import resolve_device, supported_precisions
 from .registry import DEFAULT_MODEL
 from .service import run
 from .types import GenerationRequest, SparseSettings
@@ -227,8 +227,7 @@ def precision_table(
     progress: Progress | None = None,
 ) -> list[PrecisionRow]:
     """Each precision loaded cold (own cache) and run on the same summarization-style prompt."""
-    device = ModelCache(budget_mb=0).device
-    precisions = precisions or tuple(supported_precisions(device))
+    precisions = precisions or tuple(supported_precisions(resolve_device()))
     rows, reference = [], None
     for i, precision in enumerate(precisions):
         if progress:

@@ -3,7 +3,7 @@ model's likelihood of each label as its answer."""
 
 from __future__ import annotations
 
-from engine import GenerationRequest, InputError
+from engine import Comparison, GenerationRequest, InputError, Result
 
 from .base import RunOptions, TaskInfo, instruct, request_for, require_text, spec_of
 
@@ -26,6 +26,11 @@ def parse_labels(labels: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     if len(parsed) < 2:
         raise InputError("Give at least two different candidate labels, separated by commas.")
     return parsed
+
+
+def scores_of(final: Result | Comparison) -> dict[str, float]:
+    """Label probabilities of the reference run (the dense one in compare mode)."""
+    return (final if isinstance(final, Result) else final.dense).scores or {}
 
 
 def build_request(text: str, labels: str | list[str] | tuple[str, ...], options: RunOptions) -> GenerationRequest:

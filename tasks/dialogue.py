@@ -27,6 +27,13 @@ def message_text(content) -> str:
     return ""
 
 
+def split_at(history: list[dict], index: int | tuple[int, int]) -> tuple[list[dict], str]:
+    """For retry / undo of the user message at `index` (Gradio may give (row, column)): the turns
+    before it and its text."""
+    row = index if isinstance(index, int) else index[0]
+    return history[:row], message_text(history[row]["content"])
+
+
 def build_request(history: list[dict], message: str, system: str, options: RunOptions) -> GenerationRequest:
     if spec_of(options).family != "causal":
         raise InputError(f"{options.model} is not a chat model; pick a causal (chat) model for dialogue.")

@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import pandas as pd
 
-from engine import InputError, ModelCache
+from engine import InputError, default_cache
 from engine.bench import SWEEP_COLUMNS, SweepConfig, SweepRow, sweep
 
 from .base import RunOptions, spec_of
@@ -35,9 +35,13 @@ def build_config(lengths: list, whole_model: bool, decode_tokens: int, options: 
     )
 
 
-def run(config: SweepConfig, cache: ModelCache, progress=None) -> list[SweepRow]:
-    """The sweep on the app's shared model cache (the model stays loaded for the other tabs)."""
-    return sweep(config, cache, progress)
+def run(
+    lengths: list, whole_model: bool, decode_tokens: int, options: RunOptions, progress=None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The sweep on the shared model cache (the model stays loaded for the other tabs), as
+    (op plot frame, whole-model plot frame, table)."""
+    rows = sweep(build_config(lengths, whole_model, decode_tokens, options), default_cache(), progress)
+    return (*plot_frames(rows), table(rows))
 
 
 def plot_frames(rows: list[SweepRow]) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -45,6 +45,11 @@ def streamed_text(texts: dict[str, str]) -> str:
     return "\n\n".join(f"--- {run} ---\n{text}" for run, text in texts.items())
 
 
+def reference_text(texts: dict[str, str]) -> str:
+    """The requested mode's text, or the dense run's in compare mode (it streams first)."""
+    return next(iter(texts.values()), "")
+
+
 def is_comparison(metrics: dict | None) -> bool:
     return bool(metrics) and "comparison" in metrics
 

@@ -57,31 +57,24 @@ def _tiny(tmp_root: Path, kind: str) -> Path:
     vocab = len(tokenizer)
     common = {"vocab_size": vocab, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
     torch.manual_seed(0)
+    llama = {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        **common,
+    }
     if kind == "llama":
-        config = tf.LlamaConfig(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-            **common,
-        )
-        model = tf.LlamaForCausalLM(config)
+        model = tf.LlamaForCausalLM(tf.LlamaConfig(**llama))
     elif kind == "llama-classifier":
-        config = tf.LlamaConfig(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-            num_labels=2,
-            id2label={0: "NEGATIVE", 1: "POSITIVE"},
-            label2id={"NEGATIVE": 0, "POSITIVE": 1},
-            **common,
-        )
-        model = tf.LlamaForSequenceClassification(config)
+        labels = {
+            "num_labels": 2,
+            "id2label": {0: "NEGATIVE", 1: "POSITIVE"},
+            "label2id": {"NEGATIVE": 0, "POSITIVE": 1},
+        }
+        model = tf.LlamaForSequenceClassification(tf.LlamaConfig(**llama, **labels))
     elif kind in ("marian", "bart"):
         config_class, model_class = {
             "marian": (tf.MarianConfig, tf.MarianMTModel),
