@@ -1,61 +1,62 @@
 """Transformer Studio UI: one tab per task plus the Lab, over the shared engine. Wiring only.
 
 `python app.py` serves it (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT as usual); `--mcp` or
-STUDIO_MCP=1 also serves every endpoint as an MCP tool.
+STUDIO_MCP=1 also serves every endpoint as an MCP tool. The run options' controls, endpoint
+parameters and their docs come from the engine's declaration (engine.options.OPTIONS).
 """
 
 from __future__ import annotations
 
-import os
+import functools
+import inspect
 import sys
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
 
-from engine import ATTENTION_MODES, PRECISIONS, Chunk, StudioError, list_models, stream_request
-from engine.attention import PATTERNS
-from engine.registry import DEFAULT_MODEL
-from tasks import RunOptions, classification, code, dialogue, lab, summarization, translation
-from tasks.render import (
-    PHASE_ORDER,
-    comparison_frame,
-    comparison_table,
-    is_comparison,
-    metrics_dict,
-    metrics_summary,
-    reference_text,
-    streamed_text,
+from engine import (
+    DEFAULT_MODEL,
+    OPTIONS,
+    Chunk,
+    Option,
+    Result,
+    RunOptions,
+    SettingsError,
+    StudioError,
+    list_models,
+    options_from,
+    stream_request,
 )
+from engine.options import OPTION_BY_NAME
+from engine.report import (
+    COMPARISON_HEADERS,
+    comparison_line,
+    comparison_rows,
+    from_payload,
+    labelled,
+    metrics_line,
+    to_payload,
+)
+from engine.settings import settings
+from tasks import classification, code, dialogue, lab, summarization, translation
+from tasks.render import PHASE_ORDER, comparison_frame, reference_text
 
-CONCURRENCY = int(os.environ.get("STUDIO_CONCURRENCY", "1"))  # model-bound requests running at once
-MAX_QUEUE = int(os.environ.get("STUDIO_MAX_QUEUE", "16"))  # waiting requests; more get "queue is full"
-TIME_LIMIT_S = float(os.environ.get("STUDIO_TIME_LIMIT_S", "180"))  # decoding stops after this long
-GPU_SECONDS = int(os.environ.get("STUDIO_GPU_SECONDS", "60"))  # ZeroGPU: declared (and charged) duration
+try:
+    SETTINGS = settings()
+except SettingsError as exc:  # the one-line reason, not a traceback
+    sys.exit(f"error: {exc}")
 CSS = (Path(__file__).parent / "assets" / "style.css").read_text()
 
 try:  # Hugging Face ZeroGPU: GPU work must run inside @spaces.GPU; elsewhere nothing changes
     import spaces
 
-    on_gpu = spaces.GPU(duration=GPU_SECONDS)
+    on_gpu = spaces.GPU(duration=SETTINGS.gpu_seconds)
 except ImportError:
 
     def on_gpu(fn):
         return fn
-
-
-def _options(model, precision, attention, window, sinks, max_new_tokens, truncate, pattern) -> RunOptions:
-    return RunOptions(
-        model=model,
-        precision=precision,
-        attention=attention,
-        window=int(window),
-        sinks=int(sinks),
-        max_new_tokens=int(max_new_tokens),
-        truncate=bool(truncate),
-        pattern=pattern or "auto",
-        time_limit_s=TIME_LIMIT_S,
-    )
 
 
 def _reporter(progress: gr.Progress):
@@ -72,9 +73,10 @@ def _user_errors():
 
 
 def _events(build, progress: gr.Progress):
-    """Engine events for the request `build()` makes."""
+    """Engine events for the request `build()` makes, under the operator's time limit."""
     with _user_errors():
-        yield from stream_request(build(), progress=_reporter(progress))
+        request = replace(build(), time_limit_s=SETTINGS.time_limit_s)
+        yield from stream_request(request, progress=_reporter(progress))
 
 
 def _stream(build, progress: gr.Progress):
@@ -85,32 +87,58 @@ def _stream(build, progress: gr.Progress):
             texts[event.run] = texts.get(event.run, "") + event.text
             yield texts, None
         else:
-            yield texts, metrics_dict(event)
+            yield texts, to_payload(event)
 
 
-RUN_OPTION_ARGS = """
-        model: a model name from the registry (`python -m engine models`) that serves this task
-        precision: auto, fp32, fp16, bf16, int8, nf4 or fp4
-        attention: dense, sparse, or compare (runs both and reports speedups and agreement)
-        window: sparse attention window, in keys each query sees
-        sinks: attention sinks (decoders) or global tokens (encoders) in sparse mode
-        max_new_tokens: most tokens to generate
-        truncate: cut over-long input in the middle (reported in the metrics) instead of failing
-        pattern: sparse pattern: auto (sliding window + sinks for decoders, local + global for encoders) or a name"""
-
-
-def _documented(handler):
-    """Add the run options every task endpoint shares to its Args (the API page and MCP read them)."""
+def _documented(handler, options: list[Option]):
+    """Append the options' one-line help to the handler's Args (the API page and MCP read them)."""
     head, returns = handler.__doc__.split("    Returns:")
-    handler.__doc__ = head.rstrip() + RUN_OPTION_ARGS + "\n    Returns:" + returns
-    return handler
+    lines = "".join(f"\n        {o.name}: {o.help}" for o in options)
+    return head.rstrip() + lines + "\n    Returns:" + returns
+
+
+def endpoint(handler):
+    """Give a task handler every run option as a parameter after its own, in declaration order,
+    typed and documented from the declaration; the handler receives them as one `options`."""
+    own = [p for p in inspect.signature(handler).parameters.values() if p.name not in ("options", "progress")]
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [
+        *own,
+        *(
+            inspect.Parameter(o.name, kind, default=o.default, annotation=o.type | None if o.nullable else o.type)
+            for o in OPTIONS
+        ),
+        inspect.Parameter("progress", kind, default=gr.Progress()),
+    ]
+    signature = inspect.Signature(params)
+
+    def call(args, kwargs):
+        values = signature.bind(*args, **kwargs)
+        values.apply_defaults()
+        arguments = values.arguments
+        options = options_from({o.name: arguments[o.name] for o in OPTIONS})
+        return handler(*(arguments[p.name] for p in own), options=options, progress=arguments["progress"])
+
+    if inspect.isgeneratorfunction(handler):
+
+        @functools.wraps(handler)
+        def wrapper(*args, **kwargs):
+            yield from call(args, kwargs)
+    else:
+
+        @functools.wraps(handler)
+        def wrapper(*args, **kwargs):
+            return call(args, kwargs)
+
+    wrapper.__signature__ = signature
+    wrapper.__annotations__ = {p.name: p.annotation for p in params if p.annotation is not inspect.Parameter.empty}
+    wrapper.__doc__ = _documented(handler, list(OPTIONS))
+    return wrapper
 
 
 @on_gpu
-@_documented
-def translate(text: str, source: str, target: str, model: str, precision: str, attention: str,
-              window: float, sinks: float, max_new_tokens: float,
-              truncate: bool = False, pattern: str = "auto", progress=gr.Progress()):  # fmt: skip
+@endpoint
+def translate(text: str, source: str, target: str, options: RunOptions, progress: gr.Progress):
     """Translate text between languages with the chosen model, precision and attention.
 
     Args:
@@ -120,16 +148,13 @@ def translate(text: str, source: str, target: str, model: str, precision: str, a
     Returns:
         the translation (both runs, labelled, in compare mode) and the measured metrics as JSON
     """
-    opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate, pattern)
-    for texts, metrics in _stream(lambda: translation.build_request(text, source, target, opts), progress):
-        yield streamed_text(texts), metrics
+    for texts, metrics in _stream(lambda: translation.build_request(text, source, target, options), progress):
+        yield labelled(texts), metrics
 
 
 @on_gpu
-@_documented
-def summarize(text: str, length: str, model: str, precision: str, attention: str,
-              window: float, sinks: float, max_new_tokens: float,
-              truncate: bool = False, pattern: str = "auto", progress=gr.Progress()):  # fmt: skip
+@endpoint
+def summarize(text: str, length: str, options: RunOptions, progress: gr.Progress):
     """Summarize a document; long documents are where sparse attention pays.
 
     Args:
@@ -138,16 +163,13 @@ def summarize(text: str, length: str, model: str, precision: str, attention: str
     Returns:
         the summary (both runs, labelled, in compare mode) and the measured metrics as JSON
     """
-    opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate, pattern)
-    for texts, metrics in _stream(lambda: summarization.build_request(text, length, opts), progress):
-        yield streamed_text(texts), metrics
+    for texts, metrics in _stream(lambda: summarization.build_request(text, length, options), progress):
+        yield labelled(texts), metrics
 
 
 @on_gpu
-@_documented
-def chat(message: str, history: list, system: str, model: str, precision: str, attention: str,
-         window: float, sinks: float, max_new_tokens: float,
-         truncate: bool = False, pattern: str = "auto", progress=gr.Progress()):  # fmt: skip
+@endpoint
+def chat(message: str, history: list, system: str, options: RunOptions, progress: gr.Progress):
     """Chat: answer a message given the conversation so far.
 
     Args:
@@ -157,19 +179,15 @@ def chat(message: str, history: list, system: str, model: str, precision: str, a
     Returns:
         the history with this exchange appended (the dense answer in compare mode) and the metrics as JSON
     """
-    opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate, pattern)
     history = list(history or [])
     turn = [*history, {"role": "user", "content": message}]
-    for texts, metrics in _stream(lambda: dialogue.build_request(history, message, system, opts), progress):
+    for texts, metrics in _stream(lambda: dialogue.build_request(history, message, system, options), progress):
         yield [*turn, {"role": "assistant", "content": reference_text(texts)}], metrics
 
 
-def retry(history: list, system: str, model: str, precision: str, attention: str, window: float, sinks: float,
-          max_new_tokens: float, truncate: bool, pattern: str, retry_data: gr.RetryData, progress=gr.Progress()):  # fmt: skip
-    """Regenerate the answer to the user message at `retry_data.index`."""
-    past, message = dialogue.split_at(history, retry_data.index)
-    yield from chat(message, past, system, model, precision, attention, window, sinks, max_new_tokens,
-                    truncate, pattern, progress)  # fmt: skip
+def retry_turn(history: list, retry_data: gr.RetryData):
+    """Retry: drop the exchange from the user message at `retry_data.index` and hand that message on."""
+    return dialogue.split_at(history, retry_data.index)
 
 
 def undo(history: list, undo_data: gr.UndoData):
@@ -178,12 +196,10 @@ def undo(history: list, undo_data: gr.UndoData):
 
 
 @on_gpu
-@_documented
-def classify(text: str, labels: str, model: str, precision: str, attention: str,
-             window: float, sinks: float, max_new_tokens: float,
-             truncate: bool = False, pattern: str = "auto", progress=gr.Progress()):  # fmt: skip
+@endpoint
+def classify(text: str, labels: str, options: RunOptions, progress: gr.Progress):
     """Classify text: a probability per candidate label (label likelihood for chat models, the head
-    for classifiers).
+    for classifiers). Sampling options do not apply: labels are scored, not generated.
 
     Args:
         text: the text to classify
@@ -191,16 +207,13 @@ def classify(text: str, labels: str, model: str, precision: str, attention: str,
     Returns:
         the label probabilities (top label first) and the measured metrics as JSON
     """
-    opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate, pattern)
-    *_, final = _events(lambda: classification.build_request(text, labels, opts), progress)
-    return classification.scores_of(final), metrics_dict(final)
+    *_, final = _events(lambda: classification.build_request(text, labels, options), progress)
+    return classification.scores_of(final), to_payload(final)
 
 
 @on_gpu
-@_documented
-def generate_code(prompt: str, language: str, model: str, precision: str, attention: str,
-                  window: float, sinks: float, max_new_tokens: float,
-                  truncate: bool = False, pattern: str = "auto", progress=gr.Progress()):  # fmt: skip
+@endpoint
+def generate_code(prompt: str, language: str, options: RunOptions, progress: gr.Progress):
     """Generate code from a description. The code is returned, never executed by the server.
 
     Args:
@@ -209,72 +222,95 @@ def generate_code(prompt: str, language: str, model: str, precision: str, attent
     Returns:
         the code (the dense run's in compare mode) and the measured metrics as JSON
     """
-    opts = _options(model, precision, attention, window, sinks, max_new_tokens, truncate, pattern)
-    for texts, metrics in _stream(lambda: code.build_request(prompt, language, opts), progress):
+    for texts, metrics in _stream(lambda: code.build_request(prompt, language, options), progress):
         yield code.extract_code(reference_text(texts)), metrics
 
 
-@on_gpu
+LAB_OPTIONS = ("model", "precision", "window", "sinks", "pattern", "block_size")
+
+
 def benchmark(model: str, precision: str, lengths: list[int], window: float, sinks: float, whole_model: bool,
-              decode_tokens: float, pattern: str = "auto", progress=gr.Progress()):  # fmt: skip
+              decode_tokens: float, pattern: str = "auto", block_size: float = 64, progress=gr.Progress()):  # fmt: skip
     """Benchmark dense vs sparse attention across sequence lengths on one model.
 
     Args:
-        model: a decoder model from the registry
-        precision: auto, fp32, fp16, bf16, int8, nf4 or fp4
         lengths: sequence lengths in tokens (each at most the model's context)
-        window: sparse attention window
-        sinks: attention sink tokens
         whole_model: also time the whole model (prefill, decode, peak memory), not only the attention op
         decode_tokens: decode steps timed after each whole-model prefill
-        pattern: sparse pattern for decoders: auto (sliding window + sinks) or bigbird_random
     Returns:
         attention-op ms per length and mode, whole-model prefill ms per length and mode, and the full table
     """
-    opts = RunOptions(model=model, precision=precision, window=int(window), sinks=int(sinks), pattern=pattern)
+    values = {"model": model, "precision": precision, "window": window, "sinks": sinks, "pattern": pattern}
     with _user_errors():
-        return lab.run(lengths, whole_model, int(decode_tokens), opts, _reporter(progress))
+        options = options_from({**values, "block_size": block_size})
+        return lab.run(lengths, whole_model, int(decode_tokens), options, _reporter(progress))
+
+
+benchmark.__doc__ = _documented(benchmark, [OPTION_BY_NAME[name] for name in LAB_OPTIONS])
+benchmark = on_gpu(benchmark)
 
 
 def show_results(metrics: dict | None):
-    """Metrics summary line and, in compare mode, the side-by-side view."""
-    if not is_comparison(metrics):
-        return metrics_summary(metrics), gr.Column(visible=False), "", "", None, None
-    outputs = metrics["outputs"]
+    """Metrics line and, in compare mode, the side-by-side view, from the typed result."""
+    if not metrics:
+        return "", gr.Column(visible=False), "", "", None, None
+    final = from_payload(metrics)
+    if isinstance(final, Result):
+        return metrics_line(final), gr.Column(visible=False), "", "", None, None
     return (
-        metrics_summary(metrics),
+        comparison_line(final),
         gr.Column(visible=True),
-        outputs["dense"],
-        outputs["sparse"],
-        comparison_table(metrics),
-        comparison_frame(metrics),
+        final.dense.text,
+        final.sparse.text,
+        comparison_rows(final),
+        comparison_frame(final),
     )
 
 
-def _controls(task: str) -> list:
-    """Model, precision and attention controls shared by every tab (advanced under an accordion)."""
-    names = [s.name for s in list_models(task)]
+def _label(option: Option) -> str:
+    return option.name.replace("_", " ").capitalize()
+
+
+def control(option: Option, task: str = "dialogue", visible: bool = True) -> gr.Component:
+    """The UI control of one run option, from its declaration."""
+    common = {"label": _label(option), "info": option.help, "visible": visible}
+    if option.name == "model":
+        names = [s.name for s in list_models(task)]
+        return gr.Dropdown(names, value=DEFAULT_MODEL if DEFAULT_MODEL in names else names[0], **common)
+    if option.choices is not None:
+        component = gr.Radio if len(option.choices) <= 3 else gr.Dropdown
+        return component(list(option.choices), value=option.default, **common)
+    if option.type is bool:
+        return gr.Checkbox(value=option.default, **common)
+    if option.nullable:
+        return gr.Number(value=option.default, minimum=option.minimum, maximum=option.maximum, precision=0, **common)
+    return gr.Slider(option.minimum, option.maximum, value=option.default, step=option.step, **common)
+
+
+def _controls(task: str, sampling: bool = True) -> list[gr.Component]:
+    """Every run option's control, in declaration order (the endpoint's parameter order), laid out
+    by group: main in a row, the others in accordions. Classification hides sampling (it scores)."""
+    made: dict[str, gr.Component] = {}
     with gr.Row():
-        model = gr.Dropdown(names, value=DEFAULT_MODEL if DEFAULT_MODEL in names else names[0], label="Model")
-        precision = gr.Dropdown(list(PRECISIONS), value="auto", label="Precision")
-        attention = gr.Radio(list(ATTENTION_MODES), value="dense", label="Attention")
-    with gr.Accordion("Advanced", open=False):
-        window = gr.Slider(16, 4096, value=512, step=16, label="Sparse window (keys each query sees)")
-        sinks = gr.Slider(0, 64, value=4, step=1, label="Sinks (decoders) / global tokens (encoders)")
-        max_new = gr.Slider(1, 1024, value=128, step=1, label="Max new tokens")
-        truncate = gr.Checkbox(value=False, label="Truncate over-long input (keeps both ends; reported)")
-        pattern = gr.Dropdown(["auto", *PATTERNS], value="auto", label="Sparse pattern")
-    return [model, precision, attention, window, sinks, max_new, truncate, pattern]
+        for option in OPTIONS:
+            if option.group == "main":
+                made[option.name] = control(option, task)
+    for group, title in (("advanced", "Advanced"), ("sampling", "Sampling (temperature 0 = greedy)")):
+        with gr.Accordion(title, open=False, visible=sampling or group != "sampling"):
+            for option in OPTIONS:
+                if option.group == group:
+                    made[option.name] = control(option, task)
+    return [made[option.name] for option in OPTIONS]
 
 
 def _results_panel() -> tuple[gr.JSON, list]:
-    """Metrics panel plus the compare view (hidden unless the last run compared)."""
+    """Metrics line plus the compare view (hidden unless the last run compared)."""
     summary = gr.Markdown(elem_classes="metrics-line")
     with gr.Column(visible=False) as compare:
         with gr.Row():
             dense_out = gr.Textbox(label="Dense output", lines=5, interactive=False)
             sparse_out = gr.Textbox(label="Sparse output", lines=5, interactive=False)
-        table = gr.Dataframe(headers=["metric", "dense", "sparse", "sparse vs dense"], interactive=False)
+        table = gr.Dataframe(headers=COMPARISON_HEADERS, interactive=False)
         plot = gr.BarPlot(
             x="phase", y="ms", color="mode", sort=PHASE_ORDER, title="Milliseconds per phase", x_label_angle=-30
         )
@@ -283,21 +319,37 @@ def _results_panel() -> tuple[gr.JSON, list]:
     return metrics, [summary, compare, dense_out, sparse_out, table, plot]
 
 
-def _wire(triggers, fn, inputs, outputs, api_name, panel=None, progress_on=None):
-    """A model-bound endpoint: one shared queue for every tab, then the results panel."""
-    event = gr.on(
-        triggers,
+def _run_section(task: str, button: str, output: type[gr.Component], **output_args):
+    """Below a tab's inputs: the run options, the action button, the output and the results panel.
+    Classification hides the sampling options (it scores labels)."""
+    shared = _controls(task, sampling=task != "classification")
+    go = gr.Button(button, variant="primary")
+    out = output(**output_args)
+    metrics, panel = _results_panel()
+    return shared, go, out, metrics, panel
+
+
+def _wire(start, fn, inputs, outputs, api_name, panel=None, progress_on=None):
+    """A model-bound event (`start`: gr.on's triggers, or a `.then`): one shared queue for every tab,
+    then the results panel."""
+    start = functools.partial(gr.on, start) if isinstance(start, list) else start
+    event = start(
         fn,
         inputs,
         outputs,
         api_name=api_name,
         concurrency_id="model",
-        concurrency_limit=CONCURRENCY,
+        concurrency_limit=SETTINGS.concurrency,
         show_progress_on=progress_on,
+        api_visibility="public" if api_name else "private",
     )
     if panel:
         event.success(show_results, outputs[-1], panel, api_visibility="private")
     return event
+
+
+def _task_header(info) -> None:
+    gr.Markdown(info.description)
 
 
 with gr.Blocks(title="Transformer Studio") as demo:
@@ -305,29 +357,30 @@ with gr.Blocks(title="Transformer Studio") as demo:
         "# Transformer Studio\nDense vs sparse attention at any precision, measured on every request. "
         f"The default model ({DEFAULT_MODEL}) is tiny and runs offline: fast to measure, often wrong."
     )
-    with gr.Tab("Translation"):
+    with gr.Tab(translation.INFO.label):
+        _task_header(translation.INFO)
         src_text = gr.Textbox(label="Text", lines=4)
         with gr.Row():
             source = gr.Dropdown(list(translation.LANGUAGES), value="en", label="From")
             swap = gr.Button("⇄ Swap", scale=0)
             target = gr.Dropdown(list(translation.LANGUAGES), value="fr", label="To")
-        shared = _controls("translation")
-        go = gr.Button("Translate", variant="primary")
-        out = gr.Textbox(label="Translation", lines=4)
-        metrics, panel = _results_panel()
+        shared, go, out, metrics, panel = _run_section(
+            "translation", "Translate", gr.Textbox, label="Translation", lines=4
+        )
         gr.Examples(translation.INFO.examples, [src_text, source, target])
         swap.click(lambda a, b: (b, a), [source, target], [source, target], api_visibility="private")
         _wire([go.click], translate, [src_text, source, target, *shared], [out, metrics], "translate", panel)
-    with gr.Tab("Summarization"):
+    with gr.Tab(summarization.INFO.label):
+        _task_header(summarization.INFO)
         doc = gr.Textbox(label="Document", lines=8)
         length = gr.Radio(list(summarization.LENGTHS), value="short", label="Length")
-        shared = _controls("summarization")
-        go = gr.Button("Summarize", variant="primary")
-        out = gr.Textbox(label="Summary", lines=4)
-        metrics, panel = _results_panel()
-        gr.Examples([*summarization.INFO.examples, [summarization.long_document(), "short"]], [doc, length])
+        shared, go, out, metrics, panel = _run_section(
+            "summarization", "Summarize", gr.Textbox, label="Summary", lines=4
+        )
+        gr.Examples(summarization.EXAMPLES, [doc, length])
         _wire([go.click], summarize, [doc, length, *shared], [out, metrics], "summarize", panel)
-    with gr.Tab("Dialogue"):
+    with gr.Tab(dialogue.INFO.label):
+        _task_header(dialogue.INFO)
         bot = gr.Chatbot(label="Chat", height=380)
         msg = gr.Textbox(label="Message", placeholder="Type a message and press Enter")
         system = gr.Textbox(value=dialogue.DEFAULT_SYSTEM, label="System prompt")
@@ -337,31 +390,28 @@ with gr.Blocks(title="Transformer Studio") as demo:
             gr.ClearButton([bot, msg], value="Clear")
         metrics, panel = _results_panel()
         gr.Examples(dialogue.INFO.examples, [msg])
-        inputs = [bot, system, *shared]
+        retried = gr.State("")
         # Progress and errors show on the metrics line, so a failed turn never covers the conversation.
         status = [panel[0]]
-        sent = _wire([send.click, msg.submit], chat, [msg, *inputs], [bot, metrics], "chat", panel, status)
+        sent = _wire([send.click, msg.submit], chat, [msg, bot, system, *shared], [bot, metrics], "chat", panel, status)
         sent.success(lambda: "", None, msg, api_visibility="private")  # keep the message if it failed
-        bot.retry(
-            retry, inputs, [bot, metrics], api_visibility="private", concurrency_id="model", show_progress_on=status
-        ).success(show_results, metrics, panel, api_visibility="private")
+        retry = bot.retry(retry_turn, bot, [bot, retried], api_visibility="private")
+        _wire(retry.then, chat, [retried, bot, system, *shared], [bot, metrics], None, panel, status)
         bot.undo(undo, bot, [bot, msg], api_visibility="private")
-    with gr.Tab("Classification"):
+    with gr.Tab(classification.INFO.label):
+        _task_header(classification.INFO)
         cls_text = gr.Textbox(label="Text", lines=3)
         labels = gr.Textbox(value=", ".join(classification.DEFAULT_LABELS), label="Candidate labels")
-        shared = _controls("classification")
-        go = gr.Button("Classify", variant="primary")
-        out = gr.Label(label="Labels")
-        metrics, panel = _results_panel()
+        shared, go, out, metrics, panel = _run_section("classification", "Classify", gr.Label, label="Labels")
         gr.Examples(classification.INFO.examples, [cls_text, labels])
         _wire([go.click], classify, [cls_text, labels, *shared], [out, metrics], "classify", panel)
-    with gr.Tab("Code generation"):
+    with gr.Tab(code.INFO.label):
+        _task_header(code.INFO)
         prompt = gr.Textbox(label="Describe the code", lines=3)
         language = gr.Dropdown(list(code.LANGUAGES), value="python", label="Language")
-        shared = _controls("code")
-        go = gr.Button("Generate", variant="primary")
-        out = gr.Code(label="Code (never executed)", language="python")
-        metrics, panel = _results_panel()
+        shared, go, out, metrics, panel = _run_section(
+            "code", "Generate", gr.Code, label="Code (never executed)", language="python"
+        )
         gr.Examples(code.INFO.examples, [prompt, language])
         language.change(lambda lang: gr.Code(language=code.highlight_language(lang)), language, out,
                         api_visibility="private")  # fmt: skip
@@ -371,36 +421,41 @@ with gr.Blocks(title="Transformer Studio") as demo:
             "Dense vs sparse attention across sequence lengths on the chosen model: the attention op alone "
             "(one layer, model shapes) and the whole model. Long lengths take a while on CPU."
         )
-        with gr.Row():
-            names = [s.name for s in list_models("dialogue")]
-            lab_model = gr.Dropdown(names, value=DEFAULT_MODEL if DEFAULT_MODEL in names else names[0], label="Model")
-            lab_precision = gr.Dropdown(list(PRECISIONS), value="auto", label="Precision")
+        lab_controls = {name: control(OPTION_BY_NAME[name]) for name in LAB_OPTIONS}
         lab_lengths = gr.CheckboxGroup(list(lab.LENGTHS), value=list(lab.DEFAULT_LENGTHS), label="Sequence lengths")
         with gr.Row():
-            lab_window = gr.Slider(16, 4096, value=512, step=16, label="Sparse window")
-            lab_sinks = gr.Slider(0, 64, value=4, step=1, label="Sinks")
             lab_whole = gr.Checkbox(value=True, label="Whole model too (prefill, decode, memory)")
             lab_decode = gr.Slider(1, 64, value=8, step=1, label="Decode tokens")
-            lab_pattern = gr.Dropdown(["auto", *PATTERNS], value="auto", label="Sparse pattern")
         run_lab = gr.Button("Run benchmark", variant="primary")
         with gr.Row():
             op_plot = gr.LinePlot(x="tokens", y="ms", color="mode", title="Attention op, one layer (ms)")
             model_plot = gr.LinePlot(x="tokens", y="ms", color="mode", title="Whole-model prefill (ms)")
         lab_table = gr.Dataframe(label="Results", interactive=False)
+        c = lab_controls
         _wire(
             [run_lab.click],
             benchmark,
-            [lab_model, lab_precision, lab_lengths, lab_window, lab_sinks, lab_whole, lab_decode, lab_pattern],
+            [
+                c["model"],
+                c["precision"],
+                lab_lengths,
+                c["window"],
+                c["sinks"],
+                lab_whole,
+                lab_decode,
+                c["pattern"],
+                c["block_size"],
+            ],
             [op_plot, model_plot, lab_table],
             "benchmark",
         )
 
-demo.queue(max_size=MAX_QUEUE, default_concurrency_limit=CONCURRENCY)
+demo.queue(max_size=SETTINGS.max_queue, default_concurrency_limit=SETTINGS.concurrency)
 
 
 def launch(**kwargs):
     """Serve the app; theme and CSS go to launch() in Gradio 6."""
-    mcp = "--mcp" in sys.argv[1:] or os.environ.get("STUDIO_MCP") == "1"
+    mcp = "--mcp" in sys.argv[1:] or SETTINGS.mcp
     options = {"theme": gr.themes.Soft(), "css": CSS, "mcp_server": mcp or None, **kwargs}
     return demo.launch(**options)
 

@@ -1,5 +1,5 @@
 """Transformer Studio engine: load models at any precision, run requests with dense or sparse
-attention, and measure them. Knows nothing of the UI."""
+attention, and measure them. Knows nothing of the UI or of the tasks."""
 
 from .cache import ModelCache, default_cache
 from .errors import (
@@ -11,23 +11,26 @@ from .errors import (
     StudioError,
     UnknownModelError,
 )
-from .registry import DEFAULT_MODEL, ModelSpec, get_spec, list_models
-from .service import Chunk, compare_results, run, stream_request, validate
-from .types import (
+from .options import (
     ATTENTION_MODES,
+    DEFAULT_MODEL,
+    OPTIONS,
     PRECISIONS,
-    Comparison,
-    GenerationRequest,
-    Message,
-    Metrics,
-    Result,
-    Sampling,
+    Option,
+    RunOptions,
     SparseSettings,
+    options_from,
 )
+from .registry import ModelSpec, get_spec, list_models
+from .service import Chunk, compare_results, run, stream_request
+from .settings import SettingsError
+from .types import Comparison, GenerationRequest, Message, Metrics, Result
+from .validation import check_labels, require_text, validate, validate_options
 
 __all__ = [
     "ATTENTION_MODES",
     "DEFAULT_MODEL",
+    "OPTIONS",
     "PRECISIONS",
     "AttentionConfigError",
     "Chunk",
@@ -40,17 +43,23 @@ __all__ = [
     "ModelCache",
     "ModelLoadError",
     "ModelSpec",
+    "Option",
     "PrecisionError",
     "Result",
-    "Sampling",
+    "RunOptions",
+    "SettingsError",
     "SparseSettings",
     "StudioError",
     "UnknownModelError",
+    "check_labels",
     "compare_results",
     "default_cache",
     "get_spec",
     "list_models",
+    "options_from",
+    "require_text",
     "run",
     "stream_request",
     "validate",
+    "validate_options",
 ]

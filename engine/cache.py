@@ -3,7 +3,6 @@ thread-safe, and loading each key once even when many requests ask at the same t
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 
@@ -12,14 +11,15 @@ import torch
 
 from .embedded import ProgressFn
 from .loader import LoadedModel, load_model
-from .precision import check_supported, resolve_device, resolve_precision
+from .precision import resolve_device, resolve_precision
 from .registry import get_spec
+from .settings import settings
 
 
 def default_budget_mb(device: torch.device) -> float:
     """STUDIO_MEMORY_BUDGET_MB, else 80% of GPU memory or half of system RAM."""
-    if env := os.environ.get("STUDIO_MEMORY_BUDGET_MB"):
-        return float(env)
+    if (budget := settings().memory_budget_mb) is not None:
+        return budget
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory * 0.8 / 2**20
     return psutil.virtual_memory().total * 0.5 / 2**20
@@ -34,8 +34,8 @@ class ModelCache:
         self._key_locks: dict[tuple[str, str], threading.Lock] = {}
 
     def get(self, name: str, precision: str, progress: ProgressFn | None = None) -> LoadedModel:
+        """The model at `precision` (validated by the caller; `auto` resolved here), loaded once."""
         spec = get_spec(name)
-        check_supported(precision, self.device)
         key = (name, resolve_precision(precision, self.device))
         with self._lock:
             if key in self._models:
@@ -47,7 +47,7 @@ class ModelCache:
                 if key in self._models:
                     self._models.move_to_end(key)
                     return self._models[key]
-            loaded = load_model(spec, precision, self.device, progress)
+            loaded = load_model(spec, key[1], self.device, progress)
             with self._lock:
                 self._models[key] = loaded
                 self._evict(keep=key)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from .errors import ModelLoadError
+from .settings import settings
 
 ProgressFn = Callable[[float, str], None]
 MANIFEST = "studio-manifest.json"
@@ -21,8 +21,7 @@ _FORMAT_VERSION = 1  # bump when the cache layout changes
 
 def cache_root() -> Path:
     """Where converted models live; STUDIO_CACHE moves it."""
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "transformer-studio"
-    return Path(os.environ.get("STUDIO_CACHE", default))
+    return settings().cache
 
 
 def locate_packaged_file(relative: str) -> Path:
@@ -45,11 +44,8 @@ def locate_packaged_file(relative: str) -> Path:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _cache_dir_for(gguf: Path) -> Path:

@@ -12,50 +12,51 @@ from collections.abc import Iterator
 
 import torch
 from transformers import DynamicCache, EncoderDecoderCache
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    SuppressTokensLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from .attention import AttentionStats, use_attention
 from .errors import InputError
 from .loader import LoadedModel
 from .metrics import PeakMemory, now
+from .options import RunOptions
 from .prompt import encode
 from .types import GenerationRequest, Metrics, Result
+from .validation import check_labels
 
 
 class TokenPicker:
-    """Greedy or sampled choice of the next token, with repetition penalty and banned tokens."""
+    """The next token: transformers' logits processors (banned tokens, repetition penalty, then
+    temperature and top-p when sampling), then argmax or a draw (seeded: reproducible)."""
 
-    def __init__(self, loaded: LoadedModel, request: GenerationRequest):
-        self.request = request
+    def __init__(self, loaded: LoadedModel, options: RunOptions):
         gen_config = getattr(loaded.model, "generation_config", None)
-        bad = getattr(gen_config, "bad_words_ids", None) or []
-        self.banned = [ids[0] for ids in bad if len(ids) == 1]
+        banned = [ids[0] for ids in getattr(gen_config, "bad_words_ids", None) or [] if len(ids) == 1]
+        self.greedy = options.greedy
+        self.processors = LogitsProcessorList()
+        if banned:
+            self.processors.append(SuppressTokensLogitsProcessor(banned, device=loaded.device))
+        if options.repetition_penalty != 1.0:
+            self.processors.append(RepetitionPenaltyLogitsProcessor(options.repetition_penalty))
+        if not self.greedy:
+            self.processors.append(TemperatureLogitsWarper(options.temperature))
+            if options.top_p < 1.0:
+                self.processors.append(TopPLogitsWarper(options.top_p))
         self.generator = None
-        if request.sampling is not None and request.sampling.seed is not None:
-            self.generator = torch.Generator(device=loaded.device).manual_seed(request.sampling.seed)
+        if not self.greedy and options.seed is not None:
+            self.generator = torch.Generator(device=loaded.device).manual_seed(options.seed)
 
-    def __call__(self, logits: torch.Tensor, seen: list[int]) -> int:
-        logits = logits.float().clone()  # (vocab,)
-        if self.banned:
-            logits[self.banned] = float("-inf")
-        penalty = self.request.repetition_penalty
-        if penalty != 1.0 and seen:
-            idx = torch.tensor(sorted(set(seen)), device=logits.device)
-            picked = logits[idx]
-            logits[idx] = torch.where(picked > 0, picked / penalty, picked * penalty)
-        sampling = self.request.sampling
-        if sampling is None:
-            return int(logits.argmax())
-        logits = logits / max(sampling.temperature, 1e-5)
-        if sampling.top_k > 0:
-            kth = torch.topk(logits, min(sampling.top_k, logits.numel())).values[-1]
-            logits[logits < kth] = float("-inf")
-        probs = torch.softmax(logits, -1)
-        if sampling.top_p < 1.0:
-            sorted_probs, order = probs.sort(descending=True)
-            drop = sorted_probs.cumsum(-1) - sorted_probs > sampling.top_p
-            sorted_probs[drop] = 0
-            probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+    def __call__(self, logits: torch.Tensor, seen: torch.Tensor) -> int:
+        """`logits`: (vocab,) for the next position; `seen`: (1, n) every token so far, prompt included."""
+        scores = self.processors(seen, logits.float()[None])  # (1, vocab)
+        if self.greedy:
+            return int(scores.argmax())
+        return int(torch.multinomial(torch.softmax(scores[0], -1), 1, generator=self.generator))
 
 
 def _stop_ids(loaded: LoadedModel) -> set[int]:
@@ -117,16 +118,15 @@ def _metrics(loaded, request, *, prefill_s, ttft_s, total_s, gen_s, n_in, n_new,
         model_memory_mb=loaded.footprint_mb,
         device=str(loaded.device),
         precision=loaded.precision,
-        attention=request.attention,
+        attention=request.options.attention,
         density=density,
     )
 
 
 def stream(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Result]:
-    """Yield text deltas as tokens arrive, then the final Result. `request.attention` is dense or sparse."""
+    """Yield text deltas as tokens arrive, then the final Result. The attention option is dense or sparse."""
     family = loaded.spec.family
-    if family == "classifier":
-        raise InputError(f"{loaded.spec.name} is a classifier: it can only score labels, not generate text.")
+    options = request.options
     device = loaded.device
     stats = AttentionStats()
     model = loaded.model
@@ -134,15 +134,15 @@ def stream(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Re
     def forward(**inputs):
         # Mode and grad state are entered per forward, never held across a `yield`: a consumer
         # (e.g. Gradio) may resume this generator in another thread and context.
-        with torch.inference_mode(), use_attention(request.attention, request.sparse, stats):
+        with torch.inference_mode(), use_attention(options.attention, options.sparse, stats):
             return model(**inputs)
 
     with PeakMemory(device) as memory:
         t_start = time.perf_counter()
-        reserve = request.max_new_tokens if family == "causal" else 0
+        reserve = options.max_new_tokens if family == "causal" else 0
         encoded = encode(loaded, request, reserve)
         ids = encoded.input_ids
-        pick = TokenPicker(loaded, request)
+        pick = TokenPicker(loaded, options)
         stop_ids = _stop_ids(loaded)
         streamer = TextStreamer(loaded.tokenizer, request.stop)
 
@@ -152,7 +152,7 @@ def stream(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Re
             out = forward(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
             step_inputs = {}
         else:
-            with torch.inference_mode(), use_attention(request.attention, request.sparse, stats):
+            with torch.inference_mode(), use_attention(options.attention, options.sparse, stats):
                 encoder_out = model.get_encoder()(input_ids=ids)
             cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
             start_id = model.generation_config.decoder_start_token_id
@@ -162,7 +162,7 @@ def stream(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Re
             step_inputs = {"encoder_outputs": encoder_out}
             out = forward(decoder_input_ids=decoder_ids, past_key_values=cache, use_cache=True, **step_inputs)
         new_ids: list[int] = []
-        seen = ids[0].tolist()
+        seen = ids
         token = pick(out.logits[0, -1], seen)
         prefill_s = now(device) - t_prefill
         prefill_density = stats.density
@@ -173,7 +173,7 @@ def stream(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Re
                 finish = "stop"
                 break
             new_ids.append(token)
-            seen.append(token)
+            seen = torch.cat([seen, seen.new_tensor([[token]])], dim=1)
             delta = streamer.update(new_ids)
             if ttft_s is None:
                 ttft_s = time.perf_counter() - t_start
@@ -182,7 +182,7 @@ def stream(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Re
             if streamer.stopped:
                 finish = "stop"
                 break
-            if len(new_ids) >= request.max_new_tokens:
+            if len(new_ids) >= options.max_new_tokens:
                 break
             if request.time_limit_s is not None and time.perf_counter() - t_start > request.time_limit_s:
                 finish = "time_limit"
@@ -219,22 +219,21 @@ def stream(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Re
 def score_labels(loaded: LoadedModel, request: GenerationRequest) -> Result:
     """Classification: P(label | input) from a classifier head, or from a causal LM's
     log-likelihood of each label as the answer (no free-text parsing)."""
-    labels = [c.strip() for c in request.candidates or () if c.strip()]
+    labels = list(check_labels(request.candidates))
     device = loaded.device
     stats = AttentionStats()
-    with PeakMemory(device) as memory, torch.inference_mode(), use_attention(request.attention, request.sparse, stats):
+    options = request.options
+    with PeakMemory(device) as memory, torch.inference_mode(), use_attention(options.attention, options.sparse, stats):
         t_start = time.perf_counter()
         if loaded.spec.family == "classifier":
             encoded = encode(loaded, request, 0)
             t_prefill = now(device)
             logits = loaded.model(input_ids=encoded.input_ids).logits[0].float()
             scores = _head_scores(loaded, logits, labels)
-        elif loaded.spec.family == "causal":
+        else:  # causal (validation.check_family lets only these two families score labels)
             encoded = encode(loaded, request, max(len(loaded.tokenizer(" " + lab)["input_ids"]) for lab in labels))
             t_prefill = now(device)
             scores = _likelihood_scores(loaded, encoded.input_ids, labels)
-        else:
-            raise InputError(f"{loaded.spec.name} is a seq2seq model; classify with a causal LM or a classifier.")
         prefill_s = now(device) - t_prefill
     total_s = time.perf_counter() - t_start
     metrics = _metrics(

@@ -12,7 +12,7 @@ import torch
 from . import attention
 from .embedded import ProgressFn, ensure_converted, locate_packaged_file
 from .errors import ModelLoadError, PrecisionError
-from .precision import load_kwargs, resolve_precision
+from .precision import load_kwargs
 from .registry import ModelSpec, with_family
 
 _AUTO_CLASSES = {
@@ -85,13 +85,14 @@ def _hub_error(spec: ModelSpec, exc: Exception) -> ModelLoadError:
 def load_model(
     spec: ModelSpec, precision: str, device: torch.device, progress: ProgressFn | None = None
 ) -> LoadedModel:
+    """Load at a resolved precision (never `auto`); the model cache is the caller."""
     import transformers
 
     attention.register()
     start = time.perf_counter()
     location = resolve_location(spec, progress)
     if progress:
-        progress(0.0, f"Loading {spec.name} at {resolve_precision(precision, device)}")
+        progress(0.0, f"Loading {spec.name} at {precision}")
     try:
         config = transformers.AutoConfig.from_pretrained(location)
         tokenizer = transformers.AutoTokenizer.from_pretrained(location)
@@ -132,7 +133,7 @@ def load_model(
         spec=spec,
         model=model,
         tokenizer=tokenizer,
-        precision=resolve_precision(precision, device),
+        precision=precision,
         device=device,
         footprint_bytes=model.get_memory_footprint(),
         load_seconds=time.perf_counter() - start,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import torch
 
 from .errors import PrecisionError
+from .settings import settings
 
 # `auto` on CPU is fp32: measured with `python -m engine.bench precision` on the embedded model
 # (2-core AMD EPYC, avx512_bf16; tables in assets/bench/). fp32 and fp16 reproduce the reference
@@ -24,11 +24,12 @@ QUANTIZED = ("int8", "nf4", "fp4")
 
 def resolve_device() -> torch.device:
     """CUDA when present, else CPU; STUDIO_DEVICE overrides (e.g. "cpu" on a GPU machine)."""
-    name = os.environ.get("STUDIO_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    name = settings().device or ("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
+    """The concrete precision `auto` stands for on this device (the model cache calls this, once per request)."""
     if precision == "auto":
         return CUDA_AUTO if device.type == "cuda" else CPU_AUTO
     return precision
@@ -52,6 +53,7 @@ def _bitsandbytes_available() -> bool:
 
 
 def check_supported(precision: str, device: torch.device) -> None:
+    """Part of the engine's front-door validation (service.validate_options)."""
     available = supported_precisions(device)
     if precision not in (*available, "auto"):
         raise PrecisionError(
@@ -61,10 +63,7 @@ def check_supported(precision: str, device: torch.device) -> None:
 
 def compute_dtype(device: torch.device) -> torch.dtype:
     """dtype of the non-quantized parts and of 4-bit matmuls (STUDIO_4BIT_COMPUTE overrides)."""
-    override = os.environ.get("STUDIO_4BIT_COMPUTE")
-    if override:
-        if override not in FLOAT_DTYPES:
-            raise PrecisionError(f"STUDIO_4BIT_COMPUTE={override!r}: use one of {', '.join(FLOAT_DTYPES)}.")
+    if override := settings().four_bit_compute:
         return FLOAT_DTYPES[override]
     return torch.float16 if device.type == "cuda" else torch.float32
 
@@ -83,9 +82,7 @@ class _DropInt8Cast(logging.Filter):
 
 
 def load_kwargs(precision: str, device: torch.device) -> dict[str, Any]:
-    """Keyword arguments for `from_pretrained` that realise `precision` on `device`."""
-    check_supported(precision, device)
-    precision = resolve_precision(precision, device)
+    """Keyword arguments for `from_pretrained` that realise the (resolved, checked) `precision` on `device`."""
     if precision in FLOAT_DTYPES:
         return {"dtype": FLOAT_DTYPES[precision]}
     from transformers import BitsAndBytesConfig

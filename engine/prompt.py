@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import ContextLengthError, InputError
+from .errors import ContextLengthError
 from .loader import LoadedModel
 from .types import GenerationRequest, Message
 
@@ -27,21 +27,6 @@ def _chat_ids(tokenizer, messages: tuple[Message, ...]) -> list[int]:
     return tokenizer(text)["input_ids"]
 
 
-def validate_inputs(request: GenerationRequest) -> None:
-    if (request.text is None) == (request.messages is None):
-        raise InputError("Give either text or chat messages (exactly one).")
-    if request.text is not None and not request.text.strip():
-        raise InputError("The input is empty: type some text first.")
-    if request.messages is not None and not any(m.content.strip() for m in request.messages if m.role == "user"):
-        raise InputError("The conversation has no user message: type a message first.")
-    if request.max_new_tokens < 1 and request.candidates is None:
-        raise InputError(f"max_new_tokens must be at least 1 (got {request.max_new_tokens}).")
-    if request.time_limit_s is not None and request.time_limit_s <= 0:
-        raise InputError(f"time_limit_s must be positive (got {request.time_limit_s}).")
-    if request.candidates is not None and len([c for c in request.candidates if c.strip()]) < 2:
-        raise InputError("Classification needs at least two non-empty candidate labels.")
-
-
 def encode(loaded: LoadedModel, request: GenerationRequest, reserve: int) -> Encoded:
     """Tokenize; if input + `reserve` (tokens still to come) exceed the context, fail or cut the middle."""
     tokenizer = loaded.tokenizer
@@ -52,7 +37,7 @@ def encode(loaded: LoadedModel, request: GenerationRequest, reserve: int) -> Enc
     limit = loaded.spec.context_length - reserve
     cut = 0
     if len(ids) > limit:
-        if not request.truncate or limit < 8:
+        if not request.options.truncate or limit < 8:
             raise ContextLengthError(
                 f"The input is {len(ids)} tokens but {loaded.spec.name} fits {loaded.spec.context_length} "
                 f"(with {reserve} reserved for the output, at most {max(limit, 0)}): shorten it, lower max new "

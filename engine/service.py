@@ -1,4 +1,4 @@
-"""The engine's front door: validate a request once, get the model from the cache, run it
+"""The engine's front door: validate a request once (engine.validation), get the model from the cache, run it
 dense, sparse, or both (compare), streaming or not."""
 
 from __future__ import annotations
@@ -6,14 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from . import attention
 from .cache import ModelCache, default_cache
 from .embedded import ProgressFn
-from .errors import InputError, PrecisionError
 from .generate import score_labels, stream
 from .loader import LoadedModel
-from .prompt import validate_inputs
-from .types import ATTENTION_MODES, PRECISIONS, Comparison, GenerationRequest, Result
+from .types import Comparison, GenerationRequest, Result
+from .validation import check_family, validate
 
 
 @dataclass(frozen=True)
@@ -27,21 +25,12 @@ class Chunk:
 Event = Chunk | Result | Comparison
 
 
-def validate(request: GenerationRequest) -> None:
-    validate_inputs(request)
-    if request.attention not in ATTENTION_MODES:
-        raise InputError(f"Unknown attention mode {request.attention!r}; choose one of {', '.join(ATTENTION_MODES)}.")
-    if request.precision not in PRECISIONS:
-        raise PrecisionError(f"Unknown precision {request.precision!r}; choose one of {', '.join(PRECISIONS)}.")
-    attention.validate(request.sparse)
-
-
 def _single(loaded: LoadedModel, request: GenerationRequest) -> Iterator[Chunk | Result]:
     if request.candidates is not None:
         yield score_labels(loaded, request)
         return
     for item in stream(loaded, request):
-        yield item if isinstance(item, Result) else Chunk(item, request.attention)
+        yield item if isinstance(item, Result) else Chunk(item, request.options.attention)
 
 
 def compare_results(dense: Result, sparse: Result) -> Comparison:
@@ -76,14 +65,17 @@ def stream_request(
     request: GenerationRequest, cache: ModelCache | None = None, progress: ProgressFn | None = None
 ) -> Iterator[Event]:
     """Yield Chunks as text arrives, then one Result (dense/sparse) or Comparison (compare)."""
-    validate(request)
-    loaded = (cache or default_cache()).get(request.model, request.precision, progress)
-    if request.attention != "compare":
+    cache = cache or default_cache()
+    validate(request, cache.device)
+    loaded = cache.get(request.options.model, request.options.precision, progress)
+    check_family(loaded.spec, request)  # the family of an unregistered model is known only now
+    if request.options.attention != "compare":
         yield from _single(loaded, request)
         return
     results = {}
     for mode in ("dense", "sparse"):  # same model, precision and inputs; greedy so runs are comparable
-        for item in _single(loaded, replace(request, attention=mode, sampling=None)):
+        options = replace(request.options, attention=mode, temperature=0.0)
+        for item in _single(loaded, replace(request, options=options)):
             if isinstance(item, Result):
                 results[mode] = item
             else:

@@ -5,32 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-Precision = Literal["auto", "fp32", "fp16", "bf16", "int8", "nf4", "fp4"]
-AttentionMode = Literal["dense", "sparse", "compare"]
-Family = Literal["causal", "seq2seq", "classifier"]
-
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16", "int8", "nf4", "fp4")
-ATTENTION_MODES: tuple[str, ...] = ("dense", "sparse", "compare")
-
-
-@dataclass(frozen=True)
-class SparseSettings:
-    """Parameters of the sparse pattern; defaults follow StreamingLLM / Longformer practice."""
-
-    window: int = 512  # keys each query sees around itself (causal: behind it)
-    sinks: int = 4  # causal: attention-sink tokens; encoders: global tokens
-    block_size: int = 64  # query block of the kernel (a speed knob, not a semantic one)
-    pattern: str = "auto"  # "auto" picks by attention kind; or a name from engine.attention.PATTERNS
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Sampling instead of greedy decoding; `seed` makes it reproducible."""
-
-    temperature: float = 0.7
-    top_p: float = 0.95
-    top_k: int = 50
-    seed: int | None = None
+from .options import RunOptions
 
 
 @dataclass(frozen=True)
@@ -41,25 +16,18 @@ class Message:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One request for any task and model family.
+    """One request for any task and model family: inputs plus how to run them.
 
     Exactly one of `text` and `messages` is set. With `candidates`, the engine scores each
     candidate label instead of generating (classification).
     """
 
-    model: str
+    options: RunOptions = field(default_factory=RunOptions)
     text: str | None = None
     messages: tuple[Message, ...] | None = None
     candidates: tuple[str, ...] | None = None
-    max_new_tokens: int = 128
-    sampling: Sampling | None = None  # None = greedy (deterministic)
-    repetition_penalty: float = 1.0
     stop: tuple[str, ...] = ()
-    precision: Precision = "auto"
-    attention: AttentionMode = "dense"
-    sparse: SparseSettings = field(default_factory=SparseSettings)
-    truncate: bool = False  # False: over-long input is an error; True: cut and report it
-    time_limit_s: float | None = None  # stop decoding after this long (finish_reason "time_limit")
+    time_limit_s: float | None = None  # the operator's limit: decoding stops after this long ("time_limit")
 
 
 @dataclass

@@ -3,9 +3,10 @@ model's likelihood of each label as its answer."""
 
 from __future__ import annotations
 
-from engine import Comparison, GenerationRequest, InputError, Result
+from engine import Comparison, GenerationRequest, Result, RunOptions, check_labels, get_spec, require_text
+from engine.frontends import CliFlag, CliTask
 
-from .base import RunOptions, TaskInfo, instruct, request_for, require_text, spec_of
+from .base import TaskInfo, instruct
 
 DEFAULT_LABELS = ("positive", "negative", "neutral")
 
@@ -21,11 +22,7 @@ INFO = TaskInfo(
 
 
 def parse_labels(labels: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    items = labels.split(",") if isinstance(labels, str) else labels
-    parsed = tuple(dict.fromkeys(item.strip() for item in items if item.strip()))
-    if len(parsed) < 2:
-        raise InputError("Give at least two different candidate labels, separated by commas.")
-    return parsed
+    return check_labels(labels.split(",") if isinstance(labels, str) else labels)
 
 
 def scores_of(final: Result | Comparison) -> dict[str, float]:
@@ -36,15 +33,19 @@ def scores_of(final: Result | Comparison) -> dict[str, float]:
 def build_request(text: str, labels: str | list[str] | tuple[str, ...], options: RunOptions) -> GenerationRequest:
     require_text(text)
     candidates = parse_labels(labels)
-    spec = spec_of(options)
-    if spec.family == "classifier":
-        return request_for(options, text=text, candidates=candidates)
-    if spec.family != "causal":
-        raise InputError(f"{spec.name} cannot classify; pick a chat model or a classifier.")
+    if get_spec(options.model).family == "classifier":
+        return GenerationRequest(options, text=text, candidates=candidates)
     # Measured on the embedded 135M model: asking the question after the text scored best
     # (5 of 7 hand-labelled sentiment examples; the label-list-first wording scored 2 of 7).
     messages = instruct(
         "You are a precise sentiment classifier.",
         f"Text: {text}\n\nIs this text {', '.join(candidates[:-1])} or {candidates[-1]}? Answer with one word.",
     )
-    return request_for(options, messages=messages, candidates=candidates)
+    return GenerationRequest(options, messages=messages, candidates=candidates)
+
+
+CLI = CliTask(
+    INFO.name,
+    (CliFlag("labels", ", ".join(DEFAULT_LABELS), "classification: comma-separated candidate labels"),),
+    lambda text, options, labels: build_request(text, labels, options),
+)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 
-from engine import GenerationRequest, InputError
+from engine import GenerationRequest, InputError, RunOptions, require_text
+from engine.frontends import CliFlag, CliTask
 
-from .base import RunOptions, TaskInfo, instruct, request_for, require_text, spec_of
+from .base import TaskInfo, instruct
 
 LANGUAGES = ("python", "javascript", "typescript", "rust", "go", "c", "cpp", "java", "bash", "sql")
 
@@ -32,13 +33,18 @@ def build_request(prompt: str, language: str, options: RunOptions) -> Generation
     require_text(prompt, "description")
     if language not in LANGUAGES:
         raise InputError(f"Unknown language {language!r}; choose one of {', '.join(LANGUAGES)}.")
-    if spec_of(options).family != "causal":
-        raise InputError(f"{options.model} cannot write code; pick a causal (chat) model.")
     messages = instruct(
         f"You are an expert {language} programmer. Reply with one {language} code block and nothing else.",
         prompt,
     )
-    return request_for(options, messages=messages)
+    return GenerationRequest(options, messages=messages)
+
+
+CLI = CliTask(
+    INFO.name,
+    (CliFlag("language", "python", "code: programming language"),),
+    lambda text, options, language: build_request(text, language, options),
+)
 
 
 def extract_code(text: str) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from engine import GenerationRequest, InputError, Message
+from engine import GenerationRequest, Message, RunOptions, require_text
+from engine.frontends import CliFlag, CliTask
 
-from .base import RunOptions, TaskInfo, request_for, spec_of
+from .base import TaskInfo
 
 DEFAULT_SYSTEM = "You are a helpful assistant. Answer briefly."
 
@@ -35,14 +36,18 @@ def split_at(history: list[dict], index: int | tuple[int, int]) -> tuple[list[di
 
 
 def build_request(history: list[dict], message: str, system: str, options: RunOptions) -> GenerationRequest:
-    if spec_of(options).family != "causal":
-        raise InputError(f"{options.model} is not a chat model; pick a causal (chat) model for dialogue.")
-    if not message.strip():
-        raise InputError("The message is empty: type something first.")
+    require_text(message, "message")
     messages = [Message("system", system.strip())] if system.strip() else []
     for turn in history:
         text = message_text(turn.get("content"))
         if turn.get("role") in ("user", "assistant") and text:
             messages.append(Message(turn["role"], text))
     messages.append(Message("user", message))
-    return request_for(options, messages=messages)
+    return GenerationRequest(options, messages=tuple(messages))
+
+
+CLI = CliTask(
+    INFO.name,
+    (CliFlag("system", DEFAULT_SYSTEM, "dialogue: system prompt"),),
+    lambda text, options, system: build_request([], text, system, options),
+)

@@ -6,10 +6,8 @@ from dataclasses import asdict
 
 import pandas as pd
 
-from engine import InputError, default_cache
+from engine import InputError, RunOptions, default_cache, get_spec, validate_options
 from engine.bench import SWEEP_COLUMNS, SweepConfig, SweepRow, sweep
-
-from .base import RunOptions, spec_of
 
 LENGTHS = (256, 512, 1024, 2048, 4096, 8192)
 DEFAULT_LENGTHS = (512, 1024, 2048)
@@ -19,7 +17,9 @@ def build_config(lengths: list, whole_model: bool, decode_tokens: int, options: 
     chosen = tuple(sorted({int(n) for n in lengths or ()}))
     if not chosen:
         raise InputError("Pick at least one sequence length.")
-    spec = spec_of(options)
+    cache = default_cache()
+    validate_options(options, cache.device)
+    spec = get_spec(options.model)
     if spec.family != "causal":
         raise InputError(f"The Lab benchmarks decoder models; {spec.name} is a {spec.family} model.")
     if spec.context_length and chosen[-1] > spec.context_length:
@@ -28,7 +28,7 @@ def build_config(lengths: list, whole_model: bool, decode_tokens: int, options: 
         model=options.model,
         lengths=chosen,
         precisions=(options.precision,),
-        settings=options.sparse_settings(),
+        settings=options.sparse,
         decode_tokens=max(1, int(decode_tokens)),
         repeats=2,
         whole_model=whole_model,

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import replace
 
-from engine import GenerationRequest, InputError
+from engine import GenerationRequest, InputError, RunOptions, get_spec, require_text
+from engine.data import long_document
+from engine.frontends import CliFlag, CliTask
 
-from .base import RunOptions, TaskInfo, instruct, request_for, require_text, spec_of
+from .base import TaskInfo, instruct
 
 LENGTHS = {"short": (1, 48), "medium": (3, 120), "long": (6, 240)}  # sentences asked for, token cap
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-
-
-def long_document() -> str:
-    return (ASSETS / "long_document.txt").read_text()
-
 
 INFO = TaskInfo(
     name="summarization",
@@ -36,15 +32,22 @@ def build_request(text: str, length: str, options: RunOptions) -> GenerationRequ
         raise InputError(f"Unknown summary length {length!r}; choose one of {', '.join(LENGTHS)}.")
     require_text(text, "document")
     sentences, cap = LENGTHS[length]
-    spec = spec_of(options)
-    max_new = min(options.max_new_tokens, cap)
+    spec = get_spec(options.model)
+    options = replace(options, max_new_tokens=min(options.max_new_tokens, cap))
     if spec.family == "seq2seq":
-        prefixed = f"summarize: {text}" if spec.text_prefixes else text
-        return request_for(options, text=prefixed, max_new_tokens=max_new)
+        return GenerationRequest(options, text=f"summarize: {text}" if spec.text_prefixes else text)
     noun = "sentence" if sentences == 1 else "sentences"
     # The instruction goes after the document: a sliding window (sparse mode) then still sees it.
     messages = instruct(
         "You are a careful assistant who summarizes documents faithfully.",
         f"{text}\n\nSummarize the text above in {sentences} {noun}.",
     )
-    return request_for(options, messages=messages, max_new_tokens=max_new)
+    return GenerationRequest(options, messages=messages)
+
+
+EXAMPLES = [*INFO.examples, [long_document(), "short"]]  # the UI's; the long one shows sparse attention at work
+CLI = CliTask(
+    INFO.name,
+    (CliFlag("length", "medium", "summarization: short, medium or long"),),
+    lambda text, options, length: build_request(text, length, options),
+)

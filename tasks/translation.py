@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from engine import GenerationRequest, InputError
+from engine import GenerationRequest, InputError, RunOptions, get_spec, require_text
+from engine.frontends import CliFlag, CliTask
 
-from .base import RunOptions, TaskInfo, instruct, request_for, require_text, spec_of
+from .base import TaskInfo, instruct
 
 LANGUAGES = {
     "en": "English",
@@ -34,20 +35,30 @@ def build_request(text: str, source: str, target: str, options: RunOptions) -> G
             raise InputError(f"Unknown language {code!r}; choose one of {', '.join(LANGUAGES)}.")
     if source == target:
         raise InputError(f"Source and target are both {LANGUAGES[source]}: pick two different languages.")
-    spec = spec_of(options)
+    spec = get_spec(options.model)
     src, tgt = LANGUAGES[source], LANGUAGES[target]
     if spec.family == "seq2seq" and not spec.text_prefixes:
         pair = f"{source}-{target}"
         if pair not in spec.languages:
             offered = ", ".join(spec.languages) or "none listed"
             raise InputError(f"{spec.name} cannot translate {src} to {tgt} (pairs: {offered}); pick another model.")
-        return request_for(options, text=text)
+        return GenerationRequest(options, text=text)
     if spec.text_prefixes:
-        return request_for(options, text=f"translate {src} to {tgt}: {text}")
+        return GenerationRequest(options, text=f"translate {src} to {tgt}: {text}")
     messages = instruct(
         f"You are a professional translator from {src} to {tgt}.",
         f"Translate this {src} text to {tgt}. Reply with the translation only.\n\n{text}",
     )
     # Small chat models keep going after the translation; a paragraph break they add ends it.
     stop = () if "\n\n" in text.strip() else ("\n\n",)
-    return request_for(options, messages=messages, stop=stop)
+    return GenerationRequest(options, messages=messages, stop=stop)
+
+
+CLI = CliTask(
+    INFO.name,
+    (
+        CliFlag("source", "en", "translation: source language code"),
+        CliFlag("target", "fr", "translation: target language code"),
+    ),
+    lambda text, options, source, target: build_request(text, source, target, options),
+)

@@ -142,7 +142,30 @@ def tiny_registry(tiny_dirs, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def fresh_settings():
+    """Settings are read once per process; a test that changes STUDIO_* variables (`studio_env`) gets
+    them re-read, and the next test starts from the restored environment (this runs after monkeypatch's undo)."""
+    from engine.settings import settings
+
+    settings.cache_clear()
+    yield
+    settings.cache_clear()
+
+
 @pytest.fixture
-def tiny_env(tiny_registry, monkeypatch):
-    monkeypatch.setenv("STUDIO_MODELS", str(tiny_registry))
+def studio_env(monkeypatch):
+    """Set a STUDIO_* variable for this test and re-read the settings."""
+    from engine.settings import settings
+
+    def set_variable(name: str, value: str) -> None:
+        monkeypatch.setenv(name, value)
+        settings.cache_clear()
+
+    return set_variable
+
+
+@pytest.fixture
+def tiny_env(tiny_registry, studio_env):
+    studio_env("STUDIO_MODELS", str(tiny_registry))
     return tiny_registry

@@ -8,7 +8,6 @@ attention_mask=None and lose causal masking.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -26,8 +25,9 @@ from transformers.masking_utils import (
     sdpa_mask,
 )
 
-from ..types import SparseSettings
-from .kernels import SparsePlan, blocked_attention, build_plan, dense_pairs, flex_block_mask, flex_sparse_attention
+from ..options import SparseSettings
+from ..settings import settings
+from .kernels import MaskShape, SparsePlan, blocked_attention, build_plan, flex_block_mask, flex_sparse_attention
 from .patterns import pattern_for
 
 IMPLEMENTATION = "studio"
@@ -67,7 +67,7 @@ def use_attention(mode: str, settings: SparseSettings, stats: AttentionStats | N
 
 def sparse_kernel_name(device: torch.device) -> str:
     """FlexAttention on CUDA; the blocked kernel on CPU (measured faster there). STUDIO_SPARSE_KERNEL overrides."""
-    return os.environ.get("STUDIO_SPARSE_KERNEL") or ("flex" if device.type == "cuda" else "blocked")
+    return settings().sparse_kernel or ("flex" if device.type == "cuda" else "blocked")
 
 
 class StudioMask:
@@ -75,8 +75,7 @@ class StudioMask:
     materialised lazily (dense) or as a sparse plan, once per forward and shared by all layers."""
 
     def __init__(self, *, batch_size, q_length, kv_length, q_offset, kv_offset, mask_function, attention_mask, **rest):
-        self.batch_size, self.q_length, self.kv_length = batch_size, q_length, kv_length
-        self.q_offset, self.kv_offset = q_offset, kv_offset
+        self.shape = MaskShape(batch_size, q_length, kv_length, q_offset, kv_offset)
         self.attention_mask = attention_mask
         self.mask_function = mask_function
         self._sdpa_kwargs = {
@@ -100,25 +99,16 @@ class StudioMask:
 
     def model_mask(self):
         """The model's own mask rule (causal / bidirectional / overlays) with padding folded in."""
-        padding = prepare_padding_mask(self.attention_mask, self.kv_length, self.kv_offset)
+        padding = prepare_padding_mask(self.attention_mask, self.shape.kv_length, self.shape.kv_offset)
         if padding is None:
             return self.mask_function
         return and_masks(self.mask_function, padding_mask_function(padding))
-
-    def _shape(self) -> dict[str, int]:
-        return {
-            "batch_size": self.batch_size,
-            "q_length": self.q_length,
-            "kv_length": self.kv_length,
-            "q_offset": self.q_offset,
-            "kv_offset": self.kv_offset,
-        }
 
     def plan(self, pattern, settings: SparseSettings, groups: int, device: torch.device) -> SparsePlan:
         key = (pattern.name, settings, groups)
         if key not in self._plans:
             self._plans[key] = build_plan(
-                pattern, settings, **self._shape(), model_mask=self.model_mask(), groups=groups, device=device
+                pattern, settings, self.shape, model_mask=self.model_mask(), groups=groups, device=device
             )
         return self._plans[key]
 
@@ -130,7 +120,7 @@ class StudioMask:
             self._block_masks[key] = flex_block_mask(
                 pattern,
                 settings,
-                **self._shape(),
+                self.shape,
                 model_mask=self.mask_function if no_padding else self.model_mask(),
                 device=device,
                 cacheable=no_padding,
@@ -181,10 +171,10 @@ def studio_attention(
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     cross_attention = getattr(module, "is_decoder", False) and not causal
     pattern = pattern_for(choice.settings, causal) if choice.mode == "sparse" and not cross_attention else None
-    if pattern is None or pattern.keeps_all(mask.kv_offset + mask.kv_length, choice.settings):
+    if pattern is None or pattern.keeps_all(mask.shape.kv_offset + mask.shape.kv_length, choice.settings):
         # Dense SDPA: asked for, cross-attention, or a sparse pattern that would keep every pair anyway.
         if choice.stats is not None and not cross_attention:
-            pairs = dense_pairs(causal, mask.q_length, mask.kv_length, mask.q_offset, mask.kv_offset)
+            pairs = mask.shape.dense_pairs(causal)
             choice.stats.computed_pairs += pairs
             choice.stats.dense_pairs += pairs
         return sdpa_attention_forward(
@@ -193,7 +183,7 @@ def studio_attention(
 
     if sparse_kernel_name(query.device) == "flex":
         block_mask, computed = mask.block_mask(pattern, choice.settings, query.device)
-        dense = dense_pairs(causal, mask.q_length, mask.kv_length, mask.q_offset, mask.kv_offset)
+        dense = mask.shape.dense_pairs(causal)
         out = flex_sparse_attention(query, key, value, block_mask, scaling, position_bias)
     else:
         plan = mask.plan(pattern, choice.settings, query.shape[1] // key.shape[1], query.device)

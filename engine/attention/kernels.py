@@ -8,7 +8,8 @@ Cost of both grows with n * window, not n^2.
 
 from __future__ import annotations
 
-import os
+import functools
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,10 +17,30 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..types import SparseSettings
+from ..options import SparseSettings
+from ..settings import settings
 from .patterns import Pattern
 
 MaskFn = Callable[..., torch.Tensor]  # transformers mask function: (batch, head, q_idx, kv_idx) -> bool
+
+
+@dataclass(frozen=True)
+class MaskShape:
+    """One forward's attention geometry. Positions are absolute: the queries sit at q_offset ..
+    q_offset + q_length - 1 and the KV cache holds keys kv_offset .. kv_offset + kv_length - 1."""
+
+    batch_size: int
+    q_length: int
+    kv_length: int
+    q_offset: int = 0
+    kv_offset: int = 0
+
+    def dense_pairs(self, causal: bool) -> int:
+        """(query, key) pairs dense attention computes; a causal query at position p sees keys up to p."""
+        if not causal:
+            return self.q_length * self.kv_length
+        first = self.q_offset - self.kv_offset + 1
+        return self.q_length * first + self.q_length * (self.q_length - 1) // 2
 
 
 @dataclass
@@ -47,26 +68,20 @@ def _positions(ranges: list[tuple[int, int]], device) -> torch.Tensor:
 def build_plan(
     pattern: Pattern,
     settings: SparseSettings,
+    shape: MaskShape,
     *,
-    batch_size: int,
-    q_length: int,
-    kv_length: int,
-    q_offset: int,
-    kv_offset: int,
     model_mask: MaskFn,
     groups: int,
     device: torch.device,
 ) -> SparsePlan:
-    """Lay out query blocks and their key ranges; evaluate the exact mask only inside them.
-
-    Positions are absolute (the KV cache holds keys kv_offset .. kv_offset + kv_length - 1).
-    """
-    kv_end = kv_offset + kv_length
-    batch = torch.arange(batch_size, device=device)[:, None, None, None]
+    """Lay out query blocks and their key ranges; evaluate the exact mask only inside them."""
+    q_offset, kv_offset = shape.q_offset, shape.kv_offset
+    kv_end = kv_offset + shape.kv_length
+    batch = torch.arange(shape.batch_size, device=device)[:, None, None, None]
     head = torch.zeros(1, dtype=torch.long, device=device)[None, :, None, None]
     blocks, computed = [], 0
-    for start in range(0, q_length, settings.block_size):
-        stop = min(start + settings.block_size, q_length)
+    for start in range(0, shape.q_length, settings.block_size):
+        stop = min(start + settings.block_size, shape.q_length)
         q0_abs, q1_abs = q_offset + start, q_offset + stop
         ranges = [
             (max(lo, kv_offset) - kv_offset, min(hi, kv_end) - kv_offset)
@@ -84,15 +99,7 @@ def build_plan(
             empty = ~mask.any(-1, keepdim=True)
             blocks.append(QueryBlock(start, stop, ranges, mask, empty if bool(empty.any()) else None))
         computed += (stop - start) * k_pos.numel()
-    return SparsePlan(blocks, computed, dense_pairs(pattern.causal, q_length, kv_length, q_offset, kv_offset))
-
-
-def dense_pairs(causal: bool, q_length: int, kv_length: int, q_offset: int, kv_offset: int) -> int:
-    """(query, key) pairs dense attention computes; a causal query at position p sees keys up to p."""
-    if not causal:
-        return q_length * kv_length
-    first = q_offset - kv_offset + 1
-    return q_length * first + q_length * (q_length - 1) // 2
+    return SparsePlan(blocks, computed, shape.dense_pairs(pattern.causal))
 
 
 def _gather(tensor: torch.Tensor, ranges: list[tuple[int, int]]) -> torch.Tensor:
@@ -134,20 +141,16 @@ def blocked_attention(
     return out.view(b, h, lq, d)
 
 
-_compiled_flex = None
 _BLOCK_MASKS: OrderedDict[tuple, tuple] = OrderedDict()  # shape-keyed BlockMasks, reused across forwards
+_BLOCK_MASKS_LOCK = threading.Lock()  # requests run in several threads (STUDIO_CONCURRENCY > 1)
 _BLOCK_MASK_CACHE_SIZE = 64
 
 
 def flex_block_mask(
     pattern: Pattern,
     settings: SparseSettings,
+    shape: MaskShape,
     *,
-    batch_size: int,
-    q_length: int,
-    kv_length: int,
-    q_offset: int,
-    kv_offset: int,
     model_mask: MaskFn,
     device: torch.device,
     cacheable: bool,
@@ -157,26 +160,36 @@ def flex_block_mask(
     on GPU and seconds on CPU at long lengths."""
     from torch.nn.attention.flex_attention import create_block_mask
 
-    key = (pattern, settings, model_mask, batch_size, q_length, kv_length, q_offset, kv_offset, str(device))
-    if cacheable and key in _BLOCK_MASKS:
-        _BLOCK_MASKS.move_to_end(key)
-        return _BLOCK_MASKS[key]
+    key = (pattern, settings, model_mask, shape, str(device))
+    if cacheable:
+        with _BLOCK_MASKS_LOCK:
+            if key in _BLOCK_MASKS:
+                _BLOCK_MASKS.move_to_end(key)
+                return _BLOCK_MASKS[key]
 
     def mask_mod(batch, head, q_idx, kv_idx):
-        q_abs, k_abs = q_idx + q_offset, kv_idx + kv_offset
+        q_abs, k_abs = q_idx + shape.q_offset, kv_idx + shape.kv_offset
         return pattern.rule(q_abs, k_abs, settings) & model_mask(batch, head, q_abs, k_abs)
 
-    block_mask = create_block_mask(mask_mod, batch_size, None, q_length, kv_length, device=device)
+    block_mask = create_block_mask(mask_mod, shape.batch_size, None, shape.q_length, shape.kv_length, device=device)
     q_block, kv_block = block_mask.BLOCK_SIZE
     kept = block_mask.kv_num_blocks.sum()
     if block_mask.full_kv_num_blocks is not None:
         kept = kept + block_mask.full_kv_num_blocks.sum()
-    pairs = min(int(kept) * q_block * kv_block // batch_size, q_length * kv_length)
-    if cacheable:
-        _BLOCK_MASKS[key] = (block_mask, pairs)
-        while len(_BLOCK_MASKS) > _BLOCK_MASK_CACHE_SIZE:
-            _BLOCK_MASKS.popitem(last=False)
+    pairs = min(int(kept) * q_block * kv_block // shape.batch_size, shape.q_length * shape.kv_length)
+    if cacheable:  # two threads may both build the same mask; the second simply replaces the first
+        with _BLOCK_MASKS_LOCK:
+            _BLOCK_MASKS[key] = (block_mask, pairs)
+            while len(_BLOCK_MASKS) > _BLOCK_MASK_CACHE_SIZE:
+                _BLOCK_MASKS.popitem(last=False)
     return block_mask, pairs
+
+
+@functools.cache  # one compiled wrapper per process, made on first use (thread-safe enough: at worst made twice)
+def _compiled_flex():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
 
 
 def flex_sparse_attention(
@@ -191,11 +204,7 @@ def flex_sparse_attention(
     Compiled on CUDA (STUDIO_FLEX_COMPILE=1 compiles on CPU too); eager elsewhere."""
     from torch.nn.attention.flex_attention import flex_attention
 
-    global _compiled_flex
-    compile_it = query.is_cuda or os.environ.get("STUDIO_FLEX_COMPILE") == "1"
-    if compile_it and _compiled_flex is None:
-        _compiled_flex = torch.compile(flex_attention, dynamic=False)
-    attend = _compiled_flex if compile_it else flex_attention
+    attend = _compiled_flex() if query.is_cuda or settings().flex_compile else flex_attention
     score_mod = None
     if position_bias is not None:
 

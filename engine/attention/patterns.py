@@ -14,7 +14,7 @@ from typing import Protocol
 import torch
 
 from ..errors import AttentionConfigError
-from ..types import SparseSettings
+from ..options import SparseSettings
 
 
 class Pattern(Protocol):
@@ -116,30 +116,14 @@ PATTERNS: dict[str, Pattern] = {p.name: p for p in (SlidingWindowSinks(), LocalG
 
 
 def pattern_for(settings: SparseSettings, causal: bool) -> Pattern:
+    """The pattern the settings name (validated by the run options' choices) for this attention kind."""
     if settings.pattern == "auto":
         return PATTERNS["sliding_sinks" if causal else "local_global"]
-    try:
-        pattern = PATTERNS[settings.pattern]
-    except KeyError:
-        raise AttentionConfigError(
-            f"Unknown sparse pattern {settings.pattern!r}; choose auto or one of {sorted(PATTERNS)}."
-        ) from None
+    pattern = PATTERNS[settings.pattern]
     if pattern.causal != causal:
         kind = "causal (decoder)" if causal else "bidirectional (encoder)"
         raise AttentionConfigError(f"Pattern {pattern.name!r} cannot serve {kind} attention; use pattern 'auto'.")
     return pattern
-
-
-def validate(settings: SparseSettings) -> None:
-    if settings.window < 1 or settings.sinks < 0 or settings.block_size < 1:
-        raise AttentionConfigError(
-            f"Sparse settings need window >= 1, sinks >= 0, block size >= 1 (got window={settings.window}, "
-            f"sinks={settings.sinks}, block size={settings.block_size})."
-        )
-    if settings.pattern != "auto" and settings.pattern not in PATTERNS:
-        raise AttentionConfigError(
-            f"Unknown sparse pattern {settings.pattern!r}; choose auto or one of {sorted(PATTERNS)}."
-        )
 
 
 def explicit_mask(pattern: Pattern, settings: SparseSettings, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:

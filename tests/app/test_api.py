@@ -48,6 +48,37 @@ def test_api_lists_the_stable_endpoints(client):
     assert names == {"/translate", "/summarize", "/chat", "/classify", "/generate_code", "/benchmark"}
 
 
+TASK_INPUTS = {
+    "/translate": ["text", "source", "target"],
+    "/summarize": ["text", "length"],
+    "/chat": ["message", "history", "system"],
+    "/classify": ["text", "labels"],
+    "/generate_code": ["prompt", "language"],
+}
+
+
+@pytest.mark.parametrize("endpoint", TASK_INPUTS)
+def test_every_task_endpoint_offers_every_run_option_after_its_own_inputs(client, endpoint):
+    from engine import OPTIONS
+
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"][endpoint]
+    parameters = {p["parameter_name"]: p for p in info["parameters"]}
+    assert list(parameters) == TASK_INPUTS[endpoint] + [o.name for o in OPTIONS]  # today's order, then new ones
+    for option in OPTIONS:
+        assert parameters[option.name]["parameter_default"] == option.default, option.name
+
+
+def test_seeded_sampling_is_reproducible_through_the_api(client):
+    def answer(**options) -> str:
+        history, _ = call(client, "/chat", "Tell me a story about a cat.", [], "", max_new_tokens=16, **options)
+        return str(history[-1]["content"])
+
+    sampled = {"temperature": 1.0, "top_p": 0.9, "seed": 1234}
+    first = answer(**sampled)
+    assert answer(**sampled) == first  # same seed, same sample
+    assert any(answer(**{**sampled, "seed": seed}) != first for seed in (1, 2))  # the seed decides, not greedy
+
+
 def test_translate(client):
     text, metrics = call(client, "/translate", "The weather is nice today.", "en", "fr", max_new_tokens=48)
     assert text.strip() and text.strip() != "The weather is nice today."

@@ -37,4 +37,5 @@ def test_mcp_flag_serves_every_endpoint_as_a_tool(unused_port):
     assert set(tools) == {"translate", "summarize", "chat", "classify", "generate_code", "benchmark"}
     properties = tools["summarize"]["inputSchema"]["properties"]
     assert properties["attention"]["enum"] == ["dense", "sparse", "compare"]
+    assert {"temperature", "top_p", "seed", "repetition_penalty", "block_size"} <= set(properties)
     assert "never executed" in tools["generate_code"]["description"]

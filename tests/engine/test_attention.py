@@ -9,13 +9,14 @@ from transformers.masking_utils import bidirectional_mask_function, causal_mask_
 
 from engine.attention import (
     PATTERNS,
+    MaskShape,
     blocked_attention,
     build_plan,
     explicit_mask,
     flex_block_mask,
     flex_sparse_attention,
 )
-from engine.types import SparseSettings
+from engine.options import SparseSettings
 
 
 def reference(q, k, v, allowed, bias=None):
@@ -48,11 +49,7 @@ def run_case(
     plan = build_plan(
         pattern,
         settings,
-        batch_size=b,
-        q_length=lq,
-        kv_length=lk,
-        q_offset=q_offset,
-        kv_offset=0,
+        MaskShape(batch_size=b, q_length=lq, kv_length=lk, q_offset=q_offset),
         model_mask=mask_fn,
         groups=heads // kv_heads,
         device=q.device,
@@ -135,11 +132,7 @@ def test_full_window_equals_dense_causal_attention():
     plan = build_plan(
         PATTERNS["sliding_sinks"],
         settings,
-        batch_size=1,
-        q_length=150,
-        kv_length=150,
-        q_offset=0,
-        kv_offset=0,
+        MaskShape(batch_size=1, q_length=150, kv_length=150),
         model_mask=causal_mask_function,
         groups=2,
         device=q.device,
@@ -178,13 +171,11 @@ def test_flex_kernel_matches_explicit_mask():
     settings = SparseSettings(window=40, sinks=4)
     q, k, v = torch.randn(1, 4, 256, 64), torch.randn(1, 2, 256, 64), torch.randn(1, 2, 256, 64)
     pattern = PATTERNS["sliding_sinks"]
-    shapes = {"batch_size": 1, "q_length": 256, "kv_length": 256, "q_offset": 0, "kv_offset": 0}
+    shape = MaskShape(batch_size=1, q_length=256, kv_length=256)
     block_mask, pairs = flex_block_mask(
-        pattern, settings, **shapes, model_mask=causal_mask_function, device=q.device, cacheable=True
+        pattern, settings, shape, model_mask=causal_mask_function, device=q.device, cacheable=True
     )
-    again = flex_block_mask(
-        pattern, settings, **shapes, model_mask=causal_mask_function, device=q.device, cacheable=True
-    )
+    again = flex_block_mask(pattern, settings, shape, model_mask=causal_mask_function, device=q.device, cacheable=True)
     assert again[0] is block_mask  # cached per shape, reused across forwards
     assert pairs == 3 * 128 * 128  # the kept 128x128 tiles of the 2x2 grid (tiles, not elements)
     out = flex_sparse_attention(q, k, v, block_mask, scaling=None)
@@ -193,7 +184,7 @@ def test_flex_kernel_matches_explicit_mask():
     assert rel_err(out, ref) < 1e-5
 
 
-def test_flex_and_blocked_kernels_agree_inside_a_model(monkeypatch):
+def test_flex_and_blocked_kernels_agree_inside_a_model(studio_env):
     """The CUDA path (FlexAttention, eager here) and the CPU path give the same logits through the
     attention hook, for prefill and decode steps against the cache. head_dim 64: FlexAttention on
     CPU returned NaN for head_dim 16."""
@@ -210,7 +201,7 @@ def test_flex_and_blocked_kernels_agree_inside_a_model(monkeypatch):
     settings = SparseSettings(window=64, sinks=4)
 
     def run(kernel: str):
-        monkeypatch.setenv("STUDIO_SPARSE_KERNEL", kernel)
+        studio_env("STUDIO_SPARSE_KERNEL", kernel)
         stats, cache, logits = AttentionStats(), DynamicCache(config=config), []
         with torch.inference_mode(), use_attention("sparse", settings, stats):
             out = model(input_ids=ids, past_key_values=cache, use_cache=True)

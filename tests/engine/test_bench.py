@@ -5,22 +5,31 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import fields
 
+import pandas as pd
 import pytest
 import torch
 
 from engine import ModelCache, SparseSettings
 from engine.attention import PATTERNS, explicit_mask
 from engine.bench import (
+    PRECISION_COLUMNS,
     SWEEP_COLUMNS,
+    PrecisionRow,
     SweepConfig,
-    _allowed_pairs,
+    SweepRow,
+    corpus_ids,
     format_table,
     main,
     plot_sweep,
     sweep,
     write_outputs,
 )
+from engine.bench.__main__ import _parser
+from engine.bench.sweep import _allowed_pairs
+from engine.data import long_document
+from engine.options import OPTION_BY_NAME
 
 
 @pytest.mark.parametrize(("length", "window", "sinks"), [(10, 4, 2), (100, 16, 4), (64, 64, 4), (7, 512, 4)])
@@ -28,6 +37,26 @@ def test_allowed_pairs_counts_the_explicit_mask(length, window, sinks):
     settings = SparseSettings(window=window, sinks=sinks)
     pos = torch.arange(length)
     assert _allowed_pairs(settings, length) == int(explicit_mask(PATTERNS["sliding_sinks"], settings, pos, pos).sum())
+
+
+def test_corpus_is_the_packaged_long_document_repeated():
+    text = long_document()
+    assert text.startswith(" " * 20 + "GNU GENERAL PUBLIC LICENSE") and len(text) > 10_000
+
+    def tokenizer(value):  # one id per character: the corpus is the document, repeated
+        return {"input_ids": [ord(c) for c in value]}
+
+    ids = corpus_ids(tokenizer, 2 * len(text) + 5)[0].tolist()
+    assert "".join(map(chr, ids)) == text + text + text[:5]
+
+
+def test_sparse_flags_come_from_the_run_options():
+    args = _parser().parse_args([])
+    for name in ("window", "sinks", "block_size", "pattern"):
+        assert getattr(args, name) == OPTION_BY_NAME[name].default
+    actions = {a.dest: a for a in _parser()._actions}
+    assert OPTION_BY_NAME["window"].help in actions["window"].help
+    assert tuple(actions["pattern"].choices) == OPTION_BY_NAME["pattern"].choices
 
 
 def test_sweep_rows_speedups_and_outputs(tiny_env, tmp_path):
@@ -48,12 +77,60 @@ def test_sweep_rows_speedups_and_outputs(tiny_env, tmp_path):
     assert 0 < sparse.density < 0.5 and sparse.flop_limit > 2
     assert sparse.op_speedup == pytest.approx(dense.op_prefill_ms / sparse.op_prefill_ms)
     assert sparse.model_prefill_ms > 0 and sparse.model_decode_tokens_per_s > 0 and sparse.model_peak_memory_mb > 0
-    assert "op_speedup" in format_table(rows, SWEEP_COLUMNS).splitlines()[0]
+    table = format_table(rows, SWEEP_COLUMNS).splitlines()
+    assert table[0].split() == SWEEP_COLUMNS and len(table) == 5
+    assert table[1].split()[SWEEP_COLUMNS.index("op_speedup")] == "-"  # None shows as "-"
 
     paths = write_outputs(rows, tmp_path, "attention", plot_sweep, {"model": "tiny-llama"})
-    assert json.loads(paths[0].read_text())["rows"][3]["mode"] == "sparse"
+    saved = json.loads(paths[0].read_text())
+    assert saved["meta"] == {"model": "tiny-llama"} and saved["rows"][3]["mode"] == "sparse"
+    assert saved["rows"][2]["op_speedup"] is None and saved["rows"][3]["op_speedup"] == sparse.op_speedup
     assert len(list(csv.DictReader(paths[1].open()))) == 4
     assert paths[2].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_table_format_matches_the_hand_made_one():
+    rows = [
+        PrecisionRow("fp32", 0.8841, 513.123, 713.04, None, 968.2, 1.0, "a"),
+        PrecisionRow("nf4", 12.5, 9.99949, 1.0, 23.46, 7.0, 0.171875, "b"),
+    ]
+    assert format_table(rows, PRECISION_COLUMNS) == "\n".join(
+        [
+            "precision  load_s  footprint_mb  prefill_ms  decode_tokens_per_s  peak_memory_mb  agreement_with_fp32",
+            "     fp32   0.884         513.1       713.0                    -           968.2                1.000",
+            "      nf4    12.5         9.999       1.000                 23.5           7.000                0.172",
+        ]
+    )
+    assert format_table([]) == "(no rows)"
+    assert format_table(rows).splitlines()[0].split() == [f.name for f in fields(PrecisionRow)]
+
+
+def test_cli_table_and_csv_come_from_pandas(tiny_env, tmp_path, capsys, monkeypatch):
+    made = []  # (method, columns) of every DataFrame the CLI rendered
+
+    def spy(method):
+        original = getattr(pd.DataFrame, method)
+
+        def wrapper(self, *args, **kwargs):
+            made.append((method, list(self.columns)))
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    for method in ("to_string", "to_csv"):
+        monkeypatch.setattr(pd.DataFrame, method, spy(method))
+    argv = ["--model", "tiny-llama", "--lengths", "32,64", "--window", "16", "--repeats", "1", "--op-only"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    every_field = [f.name for f in fields(SweepRow)]
+    assert made == [("to_string", SWEEP_COLUMNS), ("to_csv", every_field)]
+
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split() == SWEEP_COLUMNS and len(lines) == 4
+    assert all(line.split()[SWEEP_COLUMNS.index("model_prefill_ms")] == "-" for line in lines)  # --op-only
+    frame = pd.read_csv(tmp_path / "attention.csv")
+    assert list(frame.columns) == every_field
+    assert frame["mode"].tolist() == ["dense", "sparse"] * 2 and frame["length"].tolist() == [32, 32, 64, 64]
+    assert frame["model_prefill_ms"].isna().all() and (frame["op_prefill_ms"] > 0).all()
 
 
 def test_cli_writes_files_and_rejects_unknown_model(tiny_env, tmp_path, capsys):
@@ -62,3 +139,15 @@ def test_cli_writes_files_and_rejects_unknown_model(tiny_env, tmp_path, capsys):
     assert "flop_limit" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["attention.csv", "attention.json", "attention.png"]
     assert main(["--model", "no-such-model", "--lengths", "32"]) == 2
+    assert main([*argv, "--precisions", "fp8"]) == 2  # validated before anything is loaded
+
+
+def test_cli_precision_suite(tiny_env, tmp_path, capsys):
+    argv = ["precision", "--model", "tiny-llama", "--precisions", "fp32,bf16", "--input-tokens", "32"]
+    assert main([*argv, "--new-tokens", "4", "--out", str(tmp_path)]) == 0
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split() == PRECISION_COLUMNS and [line.split()[0] for line in lines] == ["fp32", "bf16"]
+    assert lines[0].split()[-1] == "1.000"  # fp32 agrees with itself
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precision.csv", "precision.json", "precision.png"]
+    rows = json.loads((tmp_path / "precision.json").read_text())["rows"]
+    assert [r["precision"] for r in rows] == ["fp32", "bf16"] and all(r["load_s"] > 0 for r in rows)

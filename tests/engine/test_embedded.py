@@ -11,9 +11,9 @@ import time
 import pytest
 import torch
 
-from engine import GenerationRequest, Message, ModelCache, run
+from engine import DEFAULT_MODEL, GenerationRequest, Message, ModelCache, RunOptions, run
 from engine.embedded import MANIFEST, ensure_converted, locate_packaged_file, verify_cache
-from engine.registry import DEFAULT_MODEL, get_spec
+from engine.registry import get_spec
 
 pytestmark = pytest.mark.integration
 
@@ -33,8 +33,8 @@ def cache(converted):
     return ModelCache(budget_mb=20_000, device=torch.device("cpu"))
 
 
-def chat(text: str, **kw) -> GenerationRequest:
-    return GenerationRequest(model=DEFAULT_MODEL, messages=(Message("user", text),), **kw)
+def chat(text: str, **options) -> GenerationRequest:
+    return GenerationRequest(RunOptions(model=DEFAULT_MODEL, **options), messages=(Message("user", text),))
 
 
 def test_cache_is_complete_and_reloads_fast(converted, cache):
@@ -72,7 +72,7 @@ def test_greedy_answer_is_real_and_reproducible(cache, precision):
 
 
 def test_sentiment_labels_by_likelihood(cache):
-    from tasks import RunOptions, classification
+    from tasks import classification
 
     for text, label in [
         ("Great service, friendly staff, I will come back!", "positive"),

@@ -20,13 +20,14 @@ from engine import (
     ModelLoadError,
     PrecisionError,
     Result,
-    Sampling,
+    RunOptions,
     SparseSettings,
     UnknownModelError,
     run,
     stream_request,
 )
 from engine.attention import use_attention
+from engine.options import OPTION_BY_NAME
 
 GENERATORS = ("tiny-llama", "tiny-marian", "tiny-bart", "tiny-t5")
 CPU_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "nf4", "fp4")
@@ -37,9 +38,11 @@ def cache(tiny_env):
     return ModelCache(budget_mb=10_000, device=torch.device("cpu"))
 
 
-def ask(model, **kw) -> GenerationRequest:
-    defaults = {"text": "hello world the quick brown fox", "max_new_tokens": 6}
-    return GenerationRequest(model=model, **{**defaults, **kw})
+def ask(model, sparse: SparseSettings | None = None, **kw) -> GenerationRequest:
+    """A request; keyword arguments that name a run option (and `sparse`, spelled out) go to its options."""
+    kw = {"text": "hello world the quick brown fox", "max_new_tokens": 6, **kw, **(vars(sparse) if sparse else {})}
+    options = RunOptions(model=model, **{k: v for k, v in kw.items() if k in OPTION_BY_NAME})
+    return GenerationRequest(options, **{k: v for k, v in kw.items() if k not in OPTION_BY_NAME})
 
 
 @pytest.mark.parametrize("model", GENERATORS)
@@ -71,8 +74,10 @@ def test_streaming_chunks_add_up_to_the_result(cache):
 
 def test_greedy_is_reproducible_and_seeded_sampling_too(cache):
     assert run(ask("tiny-llama"), cache).token_ids == run(ask("tiny-llama"), cache).token_ids
-    sampled = ask("tiny-llama", sampling=Sampling(temperature=1.0, seed=7), max_new_tokens=10)
+    sampled = ask("tiny-llama", temperature=1.0, seed=7, max_new_tokens=10)
     assert run(sampled, cache).token_ids == run(sampled, cache).token_ids
+    other_seed = [run(ask("tiny-llama", temperature=1.0, seed=s, max_new_tokens=10), cache).token_ids for s in (8, 9)]
+    assert any(ids != run(sampled, cache).token_ids for ids in other_seed)  # the seed, not greedy, decides
 
 
 def test_chat_messages_use_the_template(cache):
@@ -212,11 +217,18 @@ def test_model_cache_evicts_least_recently_used(tiny_env):
     [
         ({"text": "   "}, InputError, "empty"),
         ({"text": None}, InputError, "exactly one"),
-        ({"max_new_tokens": 0}, InputError, "at least 1"),
+        ({"max_new_tokens": 0}, InputError, "max_new_tokens must be between 1 and"),
         ({"model": "no-such-model"}, UnknownModelError, "Unknown model"),
         ({"precision": "fp8"}, PrecisionError, "Unknown precision"),
+        ({"max_new_tokens": 5000}, InputError, "max_new_tokens must be between 1 and 4096"),
         ({"attention": "magic"}, InputError, "Unknown attention"),
-        ({"sparse": SparseSettings(window=0)}, Exception, "window >= 1"),
+        ({"sparse": SparseSettings(window=0)}, AttentionConfigError, "window must be between 1"),
+        ({"temperature": -0.5}, InputError, "temperature must be between 0"),
+        ({"top_p": 0.0}, InputError, "top_p must be between"),
+        ({"seed": 1.5}, InputError, "seed must be a whole number"),
+        ({"pattern": "nope"}, AttentionConfigError, "Unknown pattern"),
+        ({"candidates": ("a", "b"), "model": "tiny-marian"}, InputError, "cannot score labels"),
+        ({"model": "tiny-llama-classifier"}, InputError, "only score labels"),
         ({"text": "hello " * 600}, ContextLengthError, "fits 512"),
         ({"candidates": ("only-one",)}, InputError, "two"),
         ({"time_limit_s": 0}, InputError, "positive"),

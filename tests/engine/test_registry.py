@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import UnknownModelError, get_spec, list_models
-from engine.registry import DEFAULT_MODEL
+from engine import DEFAULT_MODEL, UnknownModelError, get_spec, list_models
 
 
 def test_default_is_the_embedded_model():
@@ -11,21 +10,21 @@ def test_default_is_the_embedded_model():
     assert spec.source == "embedded" and spec.family == "causal" and spec.context_length == 8192
 
 
-def test_user_file_adds_and_replaces_models(tmp_path, monkeypatch):
+def test_user_file_adds_and_replaces_models(tmp_path, studio_env):
     path = tmp_path / "models.toml"
     path.write_text(
         '[[model]]\nname = "mine"\nsource = "local"\nlocation = "/x"\nfamily = "seq2seq"\ntasks = ["translation"]\n'
     )
-    monkeypatch.setenv("STUDIO_MODELS", str(path))
+    studio_env("STUDIO_MODELS", str(path))
     assert get_spec("mine").tasks == ("translation",)
     assert "mine" in [s.name for s in list_models("translation")]
     assert "mine" not in [s.name for s in list_models("dialogue")]
 
 
-def test_bad_user_file_is_a_clear_error(tmp_path, monkeypatch):
+def test_bad_user_file_is_a_clear_error(tmp_path, studio_env):
     path = tmp_path / "models.toml"
     path.write_text('[[model]]\nname = "x"\nsource = "ftp"\n')
-    monkeypatch.setenv("STUDIO_MODELS", str(path))
+    studio_env("STUDIO_MODELS", str(path))
     with pytest.raises(UnknownModelError, match="Bad entry"):
         list_models()
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine import InputError, Message, ModelCache, run
-from tasks import RunOptions, classification, code, dialogue, lab, summarization, translation
-from tasks.render import comparison_frame, comparison_table, metrics_dict, metrics_summary, streamed_text
+from engine import Comparison, InputError, Message, ModelCache, Result, RunOptions, run
+from engine.report import comparison_line, comparison_rows, from_payload, labelled, metrics_line, to_payload
+from tasks import classification, code, dialogue, lab, summarization, translation
+from tasks.render import comparison_frame
 
 CHAT = RunOptions(model="tiny-llama", max_new_tokens=4)
 
@@ -43,7 +44,7 @@ def test_summary_instruction_follows_the_document(tiny_env):
     request = summarization.build_request("DOC " * 50, "medium", CHAT)
     user = request.messages[-1].content
     assert user.startswith("DOC") and user.rstrip().endswith("3 sentences.")
-    assert summarization.build_request("x", "long", RunOptions(model="tiny-llama")).max_new_tokens == 128
+    assert summarization.build_request("x", "long", RunOptions(model="tiny-llama")).options.max_new_tokens == 128
     with pytest.raises(InputError, match="length"):
         summarization.build_request("x", "huge", CHAT)
 
@@ -76,16 +77,31 @@ def test_compare_render_from_metrics_json(tiny_env):
     cache = ModelCache(budget_mb=10_000)
     final = run(translation.build_request("hello world", "en", "fr", RunOptions(model="tiny-marian",
                 attention="compare", window=2, sinks=1, max_new_tokens=5)), cache)  # fmt: skip
-    metrics = metrics_dict(final)
-    assert set(metrics) == {"dense", "sparse", "outputs", "comparison"}
-    rows = comparison_table(metrics)
+    payload = to_payload(final)
+    assert set(payload) == {"dense", "sparse", "outputs", "comparison"}
+    typed = from_payload(payload)  # what the UI renders from: typed, equal to the engine's result but token ids
+    assert isinstance(typed, Comparison) and typed.dense.metrics == final.dense.metrics
+    assert typed.prefill_speedup == final.prefill_speedup and typed.sparse.text == final.sparse.text
+    rows = comparison_rows(typed)
     assert [r[0] for r in rows][:4] == ["prefill (ms)", "time to first token (ms)", "decode (tokens/s)", "total (ms)"]
     assert rows[-1][0] == "output agreement" and "identical" in rows[-1][3]
-    frame = comparison_frame(metrics)
+    assert rows == comparison_rows(final)
+    frame = comparison_frame(typed)
     assert set(frame["mode"]) == {"dense", "sparse"} and (frame["ms"] > 0).all()
-    assert "sparse vs dense" in metrics_summary(metrics)
-    assert streamed_text({"dense": "a", "sparse": "b"}) == "--- dense ---\na\n\n--- sparse ---\nb"
-    assert streamed_text({"sparse": "b"}) == "b"
+    assert "sparse vs dense" in comparison_line(typed)
+    assert labelled({"dense": "a", "sparse": "b"}) == "--- dense ---\na\n\n--- sparse ---\nb"
+    assert labelled({"sparse": "b"}) == "b"
+
+
+def test_single_run_payload_round_trips_and_renames_fail_loudly(tiny_env):
+    final = run(translation.build_request("hello world", "en", "fr", RunOptions(model="tiny-marian", max_new_tokens=3)),
+                ModelCache(budget_mb=10_000))  # fmt: skip
+    typed = from_payload(to_payload(final))
+    assert isinstance(typed, Result) and typed.metrics == final.metrics
+    assert metrics_line(typed) == metrics_line(final) and "prefill" in metrics_line(typed)
+    renamed = {("prefill" if k == "prefill_ms" else k): v for k, v in to_payload(final).items()}
+    with pytest.raises(ValueError, match="prefill_ms"):
+        from_payload(renamed)
 
 
 def test_lab_config_validation(tiny_env):

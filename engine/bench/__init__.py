@@ -1,0 +1,66 @@
+"""Benchmarks (not tests): `python -m engine.bench`.
+
+Two suites, each printing a table and, with `--out DIR`, writing JSON, CSV and a PNG plot:
+- `attention` (default, `sweep.py`): sequence length x attention mode x precision. For each point the
+  attention op alone at the model's shapes (one layer, prefill and one decode step) and the whole
+  model (prefill ms, decode tokens/s, peak memory). Next to each sparse speedup: the theoretical
+  limit, dense (query, key) pairs over the pairs the pattern allows.
+- `precision` (`precision.py`): per precision, cold load time, footprint, prefill, decode tokens/s,
+  and greedy agreement with fp32 (what `auto` on CPU is chosen from).
+
+Tables and files are made in `report.py`, the command line is `__main__.py`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .precision import PRECISION_COLUMNS, PrecisionRow, precision_table
+from .report import format_table, machine, plot_precisions, plot_sweep, to_frame, write_outputs
+from .sweep import (
+    DEFAULT_LENGTHS,
+    QUICK_LENGTHS,
+    SWEEP_COLUMNS,
+    SweepConfig,
+    SweepRow,
+    corpus_ids,
+    sweep,
+    time_attention_op,
+    time_model,
+)
+
+if TYPE_CHECKING:
+    from .__main__ import main
+
+
+def __getattr__(name: str):
+    # `main` is imported on first use: importing `__main__` here would make `python -m engine.bench`
+    # find it already imported and warn (runpy's "found in sys.modules ... prior to execution").
+    if name == "main":
+        from .__main__ import main
+
+        return main
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "DEFAULT_LENGTHS",
+    "PRECISION_COLUMNS",
+    "QUICK_LENGTHS",
+    "SWEEP_COLUMNS",
+    "PrecisionRow",
+    "SweepConfig",
+    "SweepRow",
+    "corpus_ids",
+    "format_table",
+    "machine",
+    "main",
+    "plot_precisions",
+    "plot_sweep",
+    "precision_table",
+    "sweep",
+    "time_attention_op",
+    "time_model",
+    "to_frame",
+    "write_outputs",
+]

@@ -1,0 +1,87 @@
+"""The benchmark command line: `python -m engine.bench [attention|precision] [flags]` (see the package docstring).
+
+Prints the suite's table; with `--out DIR` also writes `<suite>.json`, `.csv` and `.png` there
+(`attention.*` or `precision.*`). Errors become one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+
+from ..errors import StudioError
+from ..frontends import add_option_flags
+from ..options import DEFAULT_MODEL, SparseSettings
+from . import __doc__ as _package_doc
+from .precision import PRECISION_COLUMNS, precision_table
+from .report import format_table, machine, plot_precisions, plot_sweep, write_outputs
+from .sweep import QUICK_LENGTHS, SWEEP_COLUMNS, Progress, SweepConfig, sweep
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine.bench", description=_package_doc.splitlines()[0])
+    parser.add_argument("suite", nargs="?", default="attention", choices=("attention", "precision"))
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--quick", action="store_true", help="a short sweep (about a minute on a laptop CPU)")
+    parser.add_argument("--lengths", help="comma-separated sequence lengths (default 512..8192)")
+    parser.add_argument("--precisions", help="comma-separated precisions (attention default fp32; precision: all)")
+    add_option_flags(parser, (f.name for f in fields(SparseSettings)))  # --window, --sinks, --block-size, --pattern
+    parser.add_argument("--decode-tokens", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--input-tokens", type=int, default=256, help="precision: prompt length")
+    parser.add_argument("--new-tokens", type=int, default=64, help="precision: tokens generated")
+    parser.add_argument("--op-only", action="store_true", help="attention op only, no whole-model runs")
+    parser.add_argument("--out", type=Path, help="write JSON, CSV and PNG here")
+    return parser
+
+
+def _csv(text: str | None, cast=str) -> tuple | None:
+    return tuple(cast(x.strip()) for x in text.split(",") if x.strip()) if text else None
+
+
+def _report(message: str) -> Progress:
+    return lambda fraction, what: print(f"[{fraction:4.0%}] {message}: {what}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.suite == "precision":
+            rows = precision_table(
+                args.model, _csv(args.precisions), args.input_tokens, args.new_tokens, _report("precision")
+            )
+            columns, stem, plot = PRECISION_COLUMNS, "precision", plot_precisions
+            meta = {"model": args.model, "input_tokens": args.input_tokens, "new_tokens": args.new_tokens}
+            meta["machine"] = machine()
+        else:
+            config = SweepConfig(
+                model=args.model,
+                settings=SparseSettings(**{f.name: getattr(args, f.name) for f in fields(SparseSettings)}),
+                decode_tokens=args.decode_tokens,
+                repeats=args.repeats,
+                whole_model=not args.op_only,
+            )
+            if args.quick:
+                config = replace(config, lengths=QUICK_LENGTHS, repeats=2, decode_tokens=8, max_model_length=2048)
+            config = replace(
+                config,
+                lengths=_csv(args.lengths, int) or config.lengths,
+                precisions=_csv(args.precisions) or config.precisions,
+            )
+            rows = sweep(config, progress=_report("sweep"))
+            columns, stem, plot = SWEEP_COLUMNS, "attention", plot_sweep
+            meta = {"config": asdict(config), "machine": machine()}
+    except StudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(rows, columns))
+    if args.out:
+        for path in write_outputs(rows, args.out, stem, plot, meta):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
