@@ -17,6 +17,7 @@ from transformers.generation.logits_process import (
     RepetitionPenaltyLogitsProcessor,
     SuppressTokensLogitsProcessor,
     TemperatureLogitsWarper,
+    TopKLogitsWarper,
     TopPLogitsWarper,
 )
 
@@ -32,7 +33,7 @@ from .validation import check_labels
 
 class TokenPicker:
     """The next token: transformers' logits processors (banned tokens, repetition penalty, then
-    temperature and top-p when sampling), then argmax or a draw (seeded: reproducible)."""
+    temperature, top-k and top-p when sampling), then argmax or a draw (seeded: reproducible)."""
 
     def __init__(self, loaded: LoadedModel, options: RunOptions):
         gen_config = getattr(loaded.model, "generation_config", None)
@@ -45,6 +46,8 @@ class TokenPicker:
             self.processors.append(RepetitionPenaltyLogitsProcessor(options.repetition_penalty))
         if not self.greedy:
             self.processors.append(TemperatureLogitsWarper(options.temperature))
+            if options.top_k > 0:
+                self.processors.append(TopKLogitsWarper(options.top_k))
             if options.top_p < 1.0:
                 self.processors.append(TopPLogitsWarper(options.top_p))
         self.generator = None

@@ -123,6 +123,8 @@ class RunOptions:
         64, "sparse: query block of the kernel (a speed knob, not a semantic one)",
         minimum=1, maximum=1024, step=1, error=AttentionConfigError,
     )  # fmt: skip
+    top_k: int = option(0, "sampling: keep only this many most likely tokens (0 keeps all)", "sampling",
+                        minimum=0, maximum=1000, step=1)  # fmt: skip
 
     @property
     def sparse(self) -> SparseSettings:

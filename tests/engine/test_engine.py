@@ -78,6 +78,10 @@ def test_greedy_is_reproducible_and_seeded_sampling_too(cache):
     assert run(sampled, cache).token_ids == run(sampled, cache).token_ids
     other_seed = [run(ask("tiny-llama", temperature=1.0, seed=s, max_new_tokens=10), cache).token_ids for s in (8, 9)]
     assert any(ids != run(sampled, cache).token_ids for ids in other_seed)  # the seed, not greedy, decides
+    top_1 = [
+        run(ask("tiny-llama", temperature=1.0, seed=s, top_k=1, max_new_tokens=10), cache).token_ids for s in (7, 8)
+    ]
+    assert top_1[0] == top_1[1] == run(ask("tiny-llama", max_new_tokens=10), cache).token_ids  # top-1 is greedy
 
 
 def test_chat_messages_use_the_template(cache):
