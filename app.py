@@ -30,18 +30,10 @@ from engine import (
     stream_request,
 )
 from engine.options import OPTION_BY_NAME
-from engine.report import (
-    COMPARISON_HEADERS,
-    comparison_line,
-    comparison_rows,
-    from_payload,
-    labelled,
-    metrics_line,
-    to_payload,
-)
+from engine.report import comparison_line, from_payload, labelled, metrics_line, to_payload
 from engine.settings import settings
 from tasks import classification, code, dialogue, lab, summarization, translation
-from tasks.render import PHASE_ORDER, comparison_frame, reference_text
+from tasks.render import comparison_figure, comparison_table, reference_text
 
 try:
     SETTINGS = settings()
@@ -260,10 +252,10 @@ def show_results(metrics: dict | None):
     return (
         comparison_line(final),
         gr.Column(visible=True),
-        final.dense.text,
-        final.sparse.text,
-        comparison_rows(final),
-        comparison_frame(final),
+        gr.Textbox(value=final.a.text, label=f"A: {final.a_label} output"),
+        gr.Textbox(value=final.b.text, label=f"B: {final.b_label} output"),
+        comparison_table(final),
+        comparison_figure(final),
     )
 
 
@@ -278,10 +270,12 @@ def control(option: Option, task: str = "dialogue", visible: bool = True) -> gr.
         names = [s.name for s in list_models(task)]
         return gr.Dropdown(names, value=DEFAULT_MODEL if DEFAULT_MODEL in names else names[0], **common)
     if option.choices is not None:
-        component = gr.Radio if len(option.choices) <= 3 else gr.Dropdown
+        component = gr.Radio if len(option.choices) <= 4 else gr.Dropdown
         return component(list(option.choices), value=option.default, **common)
     if option.type is bool:
         return gr.Checkbox(value=option.default, **common)
+    if option.type is str:
+        return gr.Textbox(value=option.default, **common)
     if option.nullable:
         return gr.Number(value=option.default, minimum=option.minimum, maximum=option.maximum, precision=0, **common)
     return gr.Slider(option.minimum, option.maximum, value=option.default, step=option.step, **common)
@@ -295,7 +289,12 @@ def _controls(task: str, sampling: bool = True) -> list[gr.Component]:
         for option in OPTIONS:
             if option.group == "main":
                 made[option.name] = control(option, task)
-    for group, title in (("advanced", "Advanced"), ("sampling", "Sampling (temperature 0 = greedy)")):
+    accordions = (
+        ("advanced", "Advanced"),
+        ("sampling", "Sampling (temperature 0 = greedy)"),
+        ("compare", "Compare A vs B (an experiment: interleaved trials, intervals, quality cost)"),
+    )
+    for group, title in accordions:
         with gr.Accordion(title, open=False, visible=sampling or group != "sampling"):
             for option in OPTIONS:
                 if option.group == group:
@@ -308,15 +307,13 @@ def _results_panel() -> tuple[gr.JSON, list]:
     summary = gr.Markdown(elem_classes="metrics-line")
     with gr.Column(visible=False) as compare:
         with gr.Row():
-            dense_out = gr.Textbox(label="Dense output", lines=5, interactive=False)
-            sparse_out = gr.Textbox(label="Sparse output", lines=5, interactive=False)
-        table = gr.Dataframe(headers=COMPARISON_HEADERS, interactive=False)
-        plot = gr.BarPlot(
-            x="phase", y="ms", color="mode", sort=PHASE_ORDER, title="Milliseconds per phase", x_label_angle=-30
-        )
+            a_out = gr.Textbox(label="A output", lines=5, interactive=False)
+            b_out = gr.Textbox(label="B output", lines=5, interactive=False)
+        table = gr.Dataframe(interactive=False, wrap=True)
+        plot = gr.Plot(label="Milliseconds per phase")
     with gr.Accordion("Metrics (JSON)", open=False):
         metrics = gr.JSON(label="Metrics")
-    return metrics, [summary, compare, dense_out, sparse_out, table, plot]
+    return metrics, [summary, compare, a_out, b_out, table, plot]
 
 
 def _run_section(task: str, button: str, output: type[gr.Component], **output_args):

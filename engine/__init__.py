@@ -22,9 +22,9 @@ from .options import (
     options_from,
 )
 from .registry import ModelSpec, get_spec, list_models
-from .service import Chunk, compare_results, run, stream_request
+from .service import Chunk, run, stream_request
 from .settings import SettingsError
-from .types import Comparison, GenerationRequest, Message, Metrics, Result
+from .types import Comparison, GenerationRequest, Message, Metrics, Quality, Result, Timing
 from .validation import check_labels, require_text, validate, validate_options
 
 __all__ = [
@@ -45,14 +45,15 @@ __all__ = [
     "ModelSpec",
     "Option",
     "PrecisionError",
+    "Quality",
     "Result",
     "RunOptions",
     "SettingsError",
     "SparseSettings",
     "StudioError",
+    "Timing",
     "UnknownModelError",
     "check_labels",
-    "compare_results",
     "default_cache",
     "get_spec",
     "list_models",

@@ -15,7 +15,7 @@ from . import Chunk, Result, StudioError, list_models, stream_request
 from .frontends import add_option_flags, build_request, installed_tasks
 from .options import OPTIONS, options_from
 from .report import (
-    COMPARISON_HEADERS,
+    comparison_headers,
     comparison_line,
     comparison_rows,
     labelled,
@@ -50,15 +50,20 @@ def _read_text(arg: str) -> str:
     return arg
 
 
+def _progress(fraction: float, message: str) -> None:
+    print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
+
+
 def _run(args: argparse.Namespace, tasks: dict) -> int:
     options = options_from({o.name: getattr(args, o.name) for o in OPTIONS})
     request = build_request(tasks, args.task, _read_text(args.text), options, vars(args))
+    comparing = options.compares
     texts: dict[str, str] = {}
     final = None
-    for event in stream_request(request):
+    for event in stream_request(request, progress=_progress if comparing and not args.json else None):
         if isinstance(event, Chunk):
             texts[event.run] = texts.get(event.run, "") + event.text
-            if not args.json and options.attention != "compare":
+            if not args.json and not comparing:
                 print(event.text, end="", flush=True)
         else:
             final = event
@@ -69,10 +74,10 @@ def _run(args: argparse.Namespace, tasks: dict) -> int:
         print(scores_text(final.scores) if final.scores else "")
         print(metrics_line(final), file=sys.stderr)
         return 0
-    for run in (final.dense, final.sparse):
-        print(f"--- {run.metrics.attention} ---\n{scores_text(run.scores) if run.scores else run.text}")
+    for label, run in ((final.a_label, final.a), (final.b_label, final.b)):
+        print(f"--- {label} ---\n{scores_text(run.scores) if run.scores else run.text}")
         print(metrics_line(run), file=sys.stderr)
-    print(text_table(COMPARISON_HEADERS, comparison_rows(final)), file=sys.stderr)
+    print(text_table(comparison_headers(final), comparison_rows(final)), file=sys.stderr)
     print(comparison_line(final), file=sys.stderr)
     return 0
 

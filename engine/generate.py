@@ -26,7 +26,7 @@ from .errors import InputError
 from .loader import LoadedModel
 from .metrics import PeakMemory, now
 from .options import RunOptions
-from .prompt import encode
+from .prompt import Encoded, encode
 from .types import GenerationRequest, Metrics, Result
 from .validation import check_labels
 
@@ -126,6 +126,35 @@ def _metrics(loaded, request, *, prefill_s, ttft_s, total_s, gen_s, n_in, n_new,
     )
 
 
+def _encode_prompt(loaded: LoadedModel, request: GenerationRequest) -> Encoded:
+    """The prompt's ids; a causal model keeps room for max_new_tokens in its context."""
+    reserve = request.options.max_new_tokens if loaded.spec.family == "causal" else 0
+    return encode(loaded, request, reserve)
+
+
+def _decoder_start(loaded: LoadedModel) -> int:
+    start_id = loaded.model.generation_config.decoder_start_token_id
+    return start_id if start_id is not None else loaded.model.config.decoder_start_token_id
+
+
+def teacher_forced_logprobs(loaded: LoadedModel, request: GenerationRequest, continuation: list[int]) -> torch.Tensor:
+    """(len(continuation), vocab) log-probabilities of the next token at each position of
+    `continuation` after the request's prompt, in one forward under the request's attention:
+    row i is the distribution that token continuation[i] was drawn from."""
+    options, model, device = request.options, loaded.model, loaded.device
+    prompt = _encode_prompt(loaded, request).input_ids
+    follow = torch.tensor([continuation[:-1]], dtype=torch.long, device=device)
+    with torch.inference_mode(), use_attention(options.attention, options.sparse):
+        if loaded.spec.family == "causal":
+            ids = torch.cat([prompt, follow], dim=1)
+            logits = model(input_ids=ids, use_cache=False, logits_to_keep=len(continuation)).logits[0]
+        else:
+            start = torch.tensor([[_decoder_start(loaded)]], device=device)
+            decoder_ids = torch.cat([start, follow], dim=1)
+            logits = model(input_ids=prompt, decoder_input_ids=decoder_ids, use_cache=False).logits[0]
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
 def stream(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Result]:
     """Yield text deltas as tokens arrive, then the final Result. The attention option is dense or sparse."""
     family = loaded.spec.family
@@ -142,8 +171,7 @@ def stream(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Re
 
     with PeakMemory(device) as memory:
         t_start = time.perf_counter()
-        reserve = options.max_new_tokens if family == "causal" else 0
-        encoded = encode(loaded, request, reserve)
+        encoded = _encode_prompt(loaded, request)
         ids = encoded.input_ids
         pick = TokenPicker(loaded, options)
         stop_ids = _stop_ids(loaded)
@@ -158,10 +186,7 @@ def stream(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Re
             with torch.inference_mode(), use_attention(options.attention, options.sparse, stats):
                 encoder_out = model.get_encoder()(input_ids=ids)
             cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-            start_id = model.generation_config.decoder_start_token_id
-            if start_id is None:
-                start_id = model.config.decoder_start_token_id
-            decoder_ids = torch.tensor([[start_id]], device=device)
+            decoder_ids = torch.tensor([[_decoder_start(loaded)]], device=device)
             step_inputs = {"encoder_outputs": encoder_out}
             out = forward(decoder_input_ids=decoder_ids, past_key_values=cache, use_cache=True, **step_inputs)
         new_ids: list[int] = []
@@ -294,3 +319,11 @@ def _likelihood_scores(loaded: LoadedModel, prompt_ids: torch.Tensor, labels: li
                 totals[row] += float(logp[row, pos - 1, ids[pos]])
     probs = torch.softmax(torch.tensor(totals), -1).tolist()
     return dict(zip(labels, probs, strict=True))
+
+
+def events(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Result]:
+    """Any request on a loaded model: text deltas as they arrive (generation), then the Result."""
+    if request.candidates is not None:
+        yield score_labels(loaded, request)
+    else:
+        yield from stream(loaded, request)

@@ -17,8 +17,9 @@ from .errors import AttentionConfigError, InputError, PrecisionError, StudioErro
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16", "int8", "nf4", "fp4")
-ATTENTION_MODES: tuple[str, ...] = ("dense", "sparse", "compare")
-Group = Literal["main", "advanced", "sampling"]
+ATTENTION_MODES: tuple[str, ...] = ("dense", "sparse", "compare")  # compare = dense (A) vs sparse (B)
+COMPARE_AXES: tuple[str, ...] = ("none", "attention", "precision", "model")
+Group = Literal["main", "advanced", "sampling", "compare"]
 
 
 def _pattern_choices() -> tuple[str, ...]:
@@ -125,6 +126,17 @@ class RunOptions:
     )  # fmt: skip
     top_k: int = option(0, "sampling: keep only this many most likely tokens (0 keeps all)", "sampling",
                         minimum=0, maximum=1000, step=1)  # fmt: skip
+    compare: str = option(
+        "none", "A/B experiment: the one setting B changes (A is this request as set)", "compare",
+        choices=COMPARE_AXES,
+    )  # fmt: skip
+    compare_with: str = option(
+        "", "B's value of the compared setting: dense, sparse or a pattern; a precision; or a model name", "compare"
+    )
+    trials: int = option(
+        0, "compare: timed A/B trial pairs after the warm-up (0: as many as fit about 20 s, at least 3)", "compare",
+        minimum=0, maximum=50, step=1,
+    )  # fmt: skip
 
     @property
     def sparse(self) -> SparseSettings:
@@ -133,6 +145,11 @@ class RunOptions:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    @property
+    def compares(self) -> bool:
+        """An A/B experiment rather than one run (engine.validation.compare_sides makes its two sides)."""
+        return self.attention == "compare" or self.compare != "none"
 
 
 def _num(value: float | None) -> str:

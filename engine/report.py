@@ -3,17 +3,18 @@ the comparison table, and the JSON payload the API returns (which the UI reads b
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+import statistics
+from dataclasses import asdict, fields, is_dataclass
 from typing import Any
 
 from pydantic import TypeAdapter
 
-from .types import Comparison, Metrics, Result
+from .types import Comparison, Metrics, Result, Timing
 
 Final = Result | Comparison
 _METRICS = TypeAdapter(Metrics)
 _COMPARISON = TypeAdapter(Comparison)
-_COMPARISON_FIELDS = [f.name for f in fields(Comparison) if f.name not in ("dense", "sparse")]
+_COMPARISON_FIELDS = [f.name for f in fields(Comparison) if f.name not in ("axis", "a_label", "b_label", "a", "b")]
 
 
 def scores_text(scores: dict[str, float]) -> str:
@@ -48,33 +49,65 @@ def metrics_line(result: Result) -> str:
     )
 
 
+def timing_text(t: Timing) -> str:
+    """A timing's verdict in words with its interval; `same` never says faster or slower."""
+    if t.verdict == "same":
+        return f"same ({t.low:.2f}–{t.high:.2f}x, {t.trials} trials)"
+    if t.verdict == "faster":
+        return f"{t.ratio:.2f}x faster ({t.low:.2f}–{t.high:.2f}x, {t.trials} trials)"
+    return f"{1 / t.ratio:.2f}x slower ({1 / t.high:.2f}–{1 / t.low:.2f}x, {t.trials} trials)"
+
+
+def _quality_text(c: Comparison) -> str:
+    q = c.quality
+    if q is None:
+        return f"quality not measured: {c.quality_note}"
+    return f"KL {q.kl_mean:.4f}, top-1 {q.top1_agreement:.0%}"
+
+
 def comparison_line(c: Comparison) -> str:
     return (
-        f"sparse vs dense: prefill {c.prefill_speedup:.2f}x, total {c.total_speedup:.2f}x, "
-        f"token agreement {c.token_agreement:.0%}, density {c.density:.3f}"
+        f"{c.b_label} vs {c.a_label}: prefill {timing_text(c.prefill)}, total {timing_text(c.total)}, "
+        f"{_quality_text(c)}, token agreement {c.token_agreement:.0%}, density {c.density:.3f}"
     )
 
 
-def _speedup(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x faster" if value >= 1 else f"{1 / value:.2f}x slower"
-
-
-COMPARISON_HEADERS = ["metric", "dense", "sparse", "sparse vs dense"]
+def comparison_headers(c: Comparison) -> list[str]:
+    return ["metric", f"A: {c.a_label}", f"B: {c.b_label}", "B vs A"]
 
 
 def comparison_rows(c: Comparison) -> list[list[str]]:
-    """Rows of (metric, dense, sparse, sparse vs dense)."""
-    d, s = c.dense.metrics, c.sparse.metrics
-    first = "no divergence" if c.first_divergence is None else f"first at {c.first_divergence}"
-    return [
-        ["prefill (ms)", _num(d.prefill_ms), _num(s.prefill_ms), _speedup(c.prefill_speedup)],
-        ["time to first token (ms)", _num(d.ttft_ms), _num(s.ttft_ms), _speedup(d.ttft_ms / s.ttft_ms)],
-        ["decode (tokens/s)", _num(d.decode_tokens_per_s), _num(s.decode_tokens_per_s), _speedup(c.decode_speedup)],
-        ["total (ms)", _num(d.total_ms), _num(s.total_ms), _speedup(c.total_speedup)],
+    """Rows of (metric, A, B, B vs A): medians over the trials with the verdict, then the quality cost."""
+    d, s = c.a.metrics, c.b.metrics
+    rows = []
+    for title, timing in (
+        ("prefill (ms)", c.prefill),
+        ("time to first token (ms)", c.ttft),
+        ("decode (tokens/s)", c.decode),
+        ("total (ms)", c.total),
+    ):
+        if timing is not None:
+            rows.append(
+                [title, _num(statistics.median(timing.a)), _num(statistics.median(timing.b)), timing_text(timing)]
+            )
+    rows += [
         ["peak memory (MB)", _num(d.peak_memory_mb), _num(s.peak_memory_mb), ""],
         ["attention density", _num(d.density, 3), _num(s.density, 3), f"{1 - s.density:.0%} of pairs skipped"],
-        ["output agreement", "", "", f"{c.token_agreement:.0%} identical, {first}"],
     ]
+    q = c.quality
+    if q is None:
+        rows.append(["quality (teacher-forced)", "", "", c.quality_note])
+    else:
+        scored = "labels" if q.tv_distance is not None else "A's tokens"
+        rows.append([f"KL(A‖B), mean over {q.tokens} {scored}", "", "", f"{q.kl_mean:.4f}"])
+        rows.append(["top-1 agreement (teacher-forced)", "", "", f"{q.top1_agreement:.0%}"])
+        if q.perplexity_a is not None:
+            rows.append(["perplexity of A's text", _num(q.perplexity_a, 2), _num(q.perplexity_b, 2), ""])
+        if q.tv_distance is not None:
+            rows.append(["label distributions: total variation", "", "", f"{q.tv_distance:.3f}"])
+    first = "no divergence" if c.first_divergence is None else f"first at {c.first_divergence}"
+    rows.append(["output agreement (free-running)", "", "", f"{c.token_agreement:.0%} identical, {first}"])
+    return rows
 
 
 def text_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -84,20 +117,35 @@ def text_table(headers: list[str], rows: list[list[str]]) -> str:
     )
 
 
+_ALIASES = {"dense", "sparse"}  # dense vs sparse payloads keep their old keys next to a / b
+
+
 def to_payload(final: Final) -> dict[str, Any]:
-    """The metrics JSON of the API: one run's metrics (flat), or both runs' metrics, outputs and the comparison."""
+    """The metrics JSON of the API: one run's metrics (flat); or, for a comparison, each side's
+    metrics (`a`, `b`), labels, outputs and the comparison (timings with intervals, quality)."""
     if isinstance(final, Result):
         return {
             **asdict(final.metrics),
             "truncated_tokens": final.truncated_tokens,
             "finish_reason": final.finish_reason,
         }
-    return {
-        "dense": asdict(final.dense.metrics),
-        "sparse": asdict(final.sparse.metrics),
-        "outputs": {"dense": answer(final.dense), "sparse": answer(final.sparse)},
-        "comparison": {name: getattr(final, name) for name in _COMPARISON_FIELDS},
+    payload = {
+        "axis": final.axis,
+        "labels": {"a": final.a_label, "b": final.b_label},
+        "a": asdict(final.a.metrics),
+        "b": asdict(final.b.metrics),
+        "outputs": {"a": answer(final.a), "b": answer(final.b)},
+        "comparison": {name: _plain(getattr(final, name)) for name in _COMPARISON_FIELDS},
     }
+    if {final.a_label, final.b_label} == _ALIASES:
+        for side, label in (("a", final.a_label), ("b", final.b_label)):
+            payload[label] = payload[side]
+            payload["outputs"][label] = payload["outputs"][side]
+    return payload
+
+
+def _plain(value: Any) -> Any:
+    return asdict(value) if is_dataclass(value) else value
 
 
 def from_payload(payload: dict[str, Any]) -> Final:
@@ -111,8 +159,9 @@ def from_payload(payload: dict[str, Any]) -> Final:
             truncated_tokens=payload["truncated_tokens"],
             finish_reason=payload["finish_reason"],
         )
-    runs = {run: {"text": payload["outputs"][run], "metrics": payload[run]} for run in ("dense", "sparse")}
-    return _COMPARISON.validate_python({**runs, **payload["comparison"]})
+    sides = {side: {"text": payload["outputs"][side], "metrics": payload[side]} for side in ("a", "b")}
+    labels = {"a_label": payload["labels"]["a"], "b_label": payload["labels"]["b"]}
+    return _COMPARISON.validate_python({"axis": payload["axis"], **labels, **sides, **payload["comparison"]})
 
 
 def to_json(final: Final, text: str) -> dict[str, Any]:

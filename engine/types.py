@@ -61,19 +61,58 @@ class Result:
         return asdict(self)
 
 
+Verdict = Literal["faster", "slower", "same"]
+
+
+@dataclass
+class Timing:
+    """One timing of a comparison over interleaved trials: B vs A, above 1 = B faster."""
+
+    ratio: float  # median of the per-trial paired ratios
+    low: float  # interval of that median (bootstrap, 95%); equal to `ratio` with one trial
+    high: float
+    verdict: Verdict  # "same" when the interval, widened by the measured noise, includes 1
+    trials: int
+    noise: float  # relative run-to-run spread of each side on its own (the noise floor)
+    a: list[float]  # the per-trial values, A then B (ms, or tokens/s for decode)
+    b: list[float]
+
+
+@dataclass
+class Quality:
+    """What B costs in quality, teacher-forced on A's output: B scores A's tokens in one forward.
+
+    Generation: per-token KL(A || B) of the next-token distributions, the share of positions where
+    both pick the same top token, and each side's perplexity of A's text. Classification: the same
+    measures over the two label distributions (perplexities are None), plus their total variation."""
+
+    kl_mean: float
+    top1_agreement: float
+    perplexity_a: float | None
+    perplexity_b: float | None
+    tokens: int  # positions scored (labels, for classification)
+    tv_distance: float | None = None
+
+
 @dataclass
 class Comparison:
-    """Compare mode: the same request run dense then sparse, and how they differ."""
+    """An A/B experiment on one request: A and B differ in one setting (`axis`); the outputs come
+    from the first (warm-up) trial, the timings from the interleaved trials after it."""
 
-    dense: Result
-    sparse: Result
-    prefill_speedup: float
-    decode_speedup: float | None
-    total_speedup: float
-    token_agreement: float  # share of positions with identical tokens
+    axis: str  # attention | precision | model
+    a_label: str
+    b_label: str
+    a: Result
+    b: Result
+    prefill: Timing
+    ttft: Timing
+    decode: Timing | None  # None when a side generated fewer than two tokens
+    total: Timing
+    quality: Quality | None  # None when the two sides cannot score each other's tokens (other tokenizer)
+    token_agreement: float  # free-running: share of positions with identical tokens
     first_divergence: int | None  # index of the first differing new token, None if identical
-    density: float  # share of (query, key) pairs the sparse run computed in prefill
-    score_agreement: float | None = None  # classification: 1 - total variation distance
+    density: float  # share of (query, key) pairs B's attention computed in prefill
+    quality_note: str = ""  # why quality is missing, when it is
 
     def to_dict(self) -> dict:
         return asdict(self)

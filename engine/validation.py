@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 
 from .errors import InputError
-from .options import RunOptions, check_options
-from .precision import check_supported
+from .options import OPTION_BY_NAME, RunOptions, check_options
+from .precision import check_supported, resolve_precision
 from .registry import ModelSpec, get_spec
 from .types import GenerationRequest
 
@@ -44,9 +46,71 @@ def check_family(spec: ModelSpec, request: GenerationRequest) -> None:
         raise InputError(f"{spec.name} is a seq2seq model: it takes text, not a chat; pick a causal (chat) model.")
 
 
+@dataclass(frozen=True)
+class Sides:
+    """The two settings of an A/B comparison: identical but for `axis`, both greedy."""
+
+    axis: str  # attention | precision | model
+    a: RunOptions
+    b: RunOptions
+    a_label: str
+    b_label: str
+
+
+def _attention_label(options: RunOptions) -> str:
+    if options.attention == "dense":
+        return "dense"
+    return "sparse" if options.pattern == "auto" else options.pattern
+
+
+def compare_sides(options: RunOptions, device: torch.device) -> Sides | None:
+    """A and B of the experiment the options ask for (None: a single run). `attention=compare` is
+    dense vs sparse; otherwise `compare` names the axis and `compare_with` B's value. Both run greedy
+    at a resolved precision, so the labels say what ran ("fp32", not "auto")."""
+    if not options.compares:
+        return None
+    base = replace(
+        options,
+        temperature=0.0,
+        compare="none",
+        compare_with="",
+        precision=resolve_precision(options.precision, device),
+    )
+    if options.attention == "compare":
+        if options.compare != "none":
+            raise InputError("attention=compare already compares dense with sparse: set compare to none.")
+        return Sides(
+            "attention", replace(base, attention="dense"), replace(base, attention="sparse"), "dense", "sparse"
+        )
+    value = options.compare_with.strip()
+    if not value:
+        raise InputError(f"compare={options.compare} needs compare_with: B's {options.compare}.")
+    if options.compare == "attention":
+        patterns = [p for p in OPTION_BY_NAME["pattern"].choices if p != "auto"]
+        if value not in ("dense", "sparse", *patterns):
+            raise InputError(f"compare_with for attention is dense, sparse or a pattern ({', '.join(patterns)}).")
+        b = (
+            replace(base, attention=value)
+            if value in ("dense", "sparse")
+            else replace(base, attention="sparse", pattern=value)
+        )
+        labels = (_attention_label(base), value)
+    else:
+        if options.compare == "precision":
+            value = resolve_precision(value, device)
+        b = replace(base, **{options.compare: value})
+        labels = (getattr(base, options.compare), value)
+    if labels[0] == labels[1]:  # an A/A test: the same settings twice
+        labels = (f"{labels[0]} (A)", f"{labels[1]} (B)")
+    return Sides(options.compare, base, b, *labels)
+
+
 def validate(request: GenerationRequest, device: torch.device) -> None:
     """The engine's front door: every rule about a request, checked once."""
     validate_options(request.options, device)
+    if (sides := compare_sides(request.options, device)) is not None:
+        validate_options(sides.b, device)
+        check_family(get_spec(sides.b.model), request)
     if (request.text is None) == (request.messages is None):
         raise InputError("Give either text or chat messages (exactly one).")
     if request.text is not None:

@@ -26,8 +26,8 @@ def parse_labels(labels: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
 
 
 def scores_of(final: Result | Comparison) -> dict[str, float]:
-    """Label probabilities of the reference run (the dense one in compare mode)."""
-    return (final if isinstance(final, Result) else final.dense).scores or {}
+    """Label probabilities of the run, or of A in a comparison."""
+    return (final if isinstance(final, Result) else final.a).scores or {}
 
 
 def build_request(text: str, labels: str | list[str] | tuple[str, ...], options: RunOptions) -> GenerationRequest:

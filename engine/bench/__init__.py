@@ -7,6 +7,11 @@ Two suites, each printing a table and, with `--out DIR`, writing JSON, CSV and a
   limit, dense (query, key) pairs over the pairs the pattern allows.
 - `precision` (`precision.py`): per precision, cold load time, footprint, prefill, decode tokens/s,
   and greedy agreement with fp32 (what `auto` on CPU is chosen from).
+- `compare` (`experiments.py`): the comparison statistics on real requests: identical settings
+  (every verdict should be `same`), dense vs sparse on the long document, fp32 vs nf4 on a chat.
+
+Dense and sparse (and any A and B) are timed in interleaved, paired trials and compared with the
+product's own statistics (engine.compare): median ratio, 95% interval, verdict, noise floor.
 
 Tables and files are made in `report.py`, the command line is `__main__.py`.
 """

@@ -15,6 +15,7 @@ from ..errors import StudioError
 from ..frontends import add_option_flags
 from ..options import DEFAULT_MODEL, SparseSettings
 from . import __doc__ as _package_doc
+from .experiments import EXPERIMENT_COLUMNS, plot_experiments, run_experiments
 from .precision import PRECISION_COLUMNS, precision_table
 from .report import format_table, machine, plot_precisions, plot_sweep, write_outputs
 from .sweep import QUICK_LENGTHS, SWEEP_COLUMNS, Progress, SweepConfig, sweep
@@ -22,17 +23,21 @@ from .sweep import QUICK_LENGTHS, SWEEP_COLUMNS, Progress, SweepConfig, sweep
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine.bench", description=_package_doc.splitlines()[0])
-    parser.add_argument("suite", nargs="?", default="attention", choices=("attention", "precision"))
+    parser.add_argument("suite", nargs="?", default="attention", choices=("attention", "precision", "compare"))
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--quick", action="store_true", help="a short sweep (about a minute on a laptop CPU)")
     parser.add_argument("--lengths", help="comma-separated sequence lengths (default 512..8192)")
     parser.add_argument("--precisions", help="comma-separated precisions (attention default fp32; precision: all)")
     add_option_flags(parser, (f.name for f in fields(SparseSettings)))  # --window, --sinks, --block-size, --pattern
     parser.add_argument("--decode-tokens", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="attention op: paired dense/sparse trials")
+    parser.add_argument("--model-repeats", type=int, default=2, help="whole model: paired dense/sparse trials")
     parser.add_argument("--input-tokens", type=int, default=256, help="precision: prompt length")
     parser.add_argument("--new-tokens", type=int, default=64, help="precision: tokens generated")
     parser.add_argument("--op-only", action="store_true", help="attention op only, no whole-model runs")
+    parser.add_argument(
+        "--runs", help="compare: comparisons per scenario, e.g. identical=10,long=3,precision=1 (the default)"
+    )
     parser.add_argument("--out", type=Path, help="write JSON, CSV and PNG here")
     return parser
 
@@ -55,16 +60,24 @@ def main(argv: list[str] | None = None) -> int:
             columns, stem, plot = PRECISION_COLUMNS, "precision", plot_precisions
             meta = {"model": args.model, "input_tokens": args.input_tokens, "new_tokens": args.new_tokens}
             meta["machine"] = machine()
+        elif args.suite == "compare":
+            runs = dict((k, int(v)) for k, v in (item.split("=") for item in _csv(args.runs))) if args.runs else None
+            rows = run_experiments(args.model, runs, _report("compare"))
+            columns, stem, plot = EXPERIMENT_COLUMNS, "compare", plot_experiments
+            meta = {"model": args.model, "machine": machine()}
         else:
             config = SweepConfig(
                 model=args.model,
                 settings=SparseSettings(**{f.name: getattr(args, f.name) for f in fields(SparseSettings)}),
                 decode_tokens=args.decode_tokens,
                 repeats=args.repeats,
+                model_repeats=args.model_repeats,
                 whole_model=not args.op_only,
             )
             if args.quick:
-                config = replace(config, lengths=QUICK_LENGTHS, repeats=2, decode_tokens=8, max_model_length=2048)
+                config = replace(
+                    config, lengths=QUICK_LENGTHS, repeats=2, model_repeats=1, decode_tokens=8, max_model_length=2048
+                )
             config = replace(
                 config,
                 lengths=_csv(args.lengths, int) or config.lengths,

@@ -19,9 +19,13 @@ from .sweep import SweepRow
 Panel = tuple[str, str]  # (row field, subplot title)
 
 
-def to_frame(rows: list) -> pd.DataFrame:
-    """One row per dataclass, one column per field (None becomes NaN in numeric columns)."""
-    return pd.DataFrame([asdict(r) for r in rows])
+def to_frame(rows: list, columns: list[str] | None = None) -> pd.DataFrame:
+    """One row per dataclass, one column per field, or per name in `columns` (fields or properties);
+    None becomes NaN in numeric columns."""
+    frame = pd.DataFrame([asdict(r) for r in rows])
+    if columns is None:
+        return frame
+    return pd.DataFrame({c: frame[c] if c in frame else [getattr(r, c) for r in rows] for c in columns})
 
 
 def _cell(value: Any) -> str:
@@ -36,8 +40,7 @@ def format_table(rows: list, columns: list[str] | None = None) -> str:
     """A plain-text table of dataclass rows (all fields, or `columns`), right-aligned, two spaces apart."""
     if not rows:
         return "(no rows)"
-    frame = to_frame(rows)
-    cells = frame[columns or list(frame.columns)].astype(object).map(_cell)
+    cells = to_frame(rows, columns).astype(object).map(_cell)
     # pandas puts one space between columns; one more character of width for all but the first makes it two.
     widths = {c: max(len(c), cells[c].str.len().max()) + (i > 0) for i, c in enumerate(cells.columns)}
     return cells.to_string(index=False, col_space=widths)

@@ -1,8 +1,11 @@
 """The attention sweep: sequence length x attention mode x precision.
 
 For each point the attention op alone at the model's shapes (one layer, prefill and one decode step)
-and the whole model (prefill ms, decode tokens/s, peak memory). Next to each sparse speedup: the
-theoretical limit, dense (query, key) pairs over the pairs the pattern allows.
+and the whole model (prefill ms, decode tokens/s, peak memory). Dense and sparse run interleaved
+(dense sparse, sparse dense, ...) in paired trials and are compared as every comparison in the
+product is (`engine.compare.compare_timing`): the median paired speedup, its 95% interval, a verdict,
+and the noise floor. Next to each sparse speedup: the theoretical limit, dense (query, key) pairs
+over the pairs the pattern allows.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import torch
 from transformers.masking_utils import causal_mask_function
@@ -17,16 +21,19 @@ from transformers.masking_utils import causal_mask_function
 from ..attention import AttentionStats, pattern_for, use_attention
 from ..attention.hook import StudioMask, studio_attention
 from ..cache import ModelCache
+from ..compare import compare_timing, interleaved
 from ..data import long_document
 from ..loader import LoadedModel
 from ..metrics import PeakMemory, now
 from ..options import DEFAULT_MODEL, RunOptions, SparseSettings
+from ..types import Timing, Verdict
 from ..validation import validate_options
 
 Progress = Callable[[float, str], None]
 
 DEFAULT_LENGTHS = (512, 1024, 2048, 4096, 8192)
 QUICK_LENGTHS = (512, 2048, 8192)
+MODES = ("dense", "sparse")
 
 
 @dataclass(frozen=True)
@@ -36,13 +43,23 @@ class SweepConfig:
     precisions: tuple[str, ...] = ("fp32",)
     settings: SparseSettings = field(default_factory=SparseSettings)
     decode_tokens: int = 16  # decode steps timed after each whole-model prefill
-    repeats: int = 3  # op timings: median of this many runs
+    repeats: int = 3  # op prefill: paired dense/sparse trials (the op decode step: 5x as many)
     whole_model: bool = True
     max_model_length: int = 8192  # whole-model points stop here (prefill time grows fast on CPU)
+    model_repeats: int = 2  # whole model: paired dense/sparse trials
+
+
+def _interval_column(speedup: str) -> property:
+    """A read-only "low-high" text of the `<speedup>_low` / `<speedup>_high` fields (None on dense rows)."""
+    return property(lambda row: _interval(getattr(row, f"{speedup}_low"), getattr(row, f"{speedup}_high")))
 
 
 @dataclass
 class SweepRow:
+    """One (precision, length, mode) point; timings are medians of the mode's trials. Sparse rows
+    also carry the comparison with dense: speedup (median paired ratio, above 1 = sparse faster),
+    its 95% interval, the verdict ("faster" | "slower" | "same") and the op's noise floor."""
+
     precision: str
     length: int
     mode: str  # dense | sparse
@@ -57,23 +74,58 @@ class SweepRow:
     op_speedup: float | None = None  # sparse rows: dense / sparse, measured
     model_prefill_speedup: float | None = None
     model_decode_speedup: float | None = None
+    op_speedup_low: float | None = None
+    op_speedup_high: float | None = None
+    op_verdict: Verdict | None = None
+    noise: float | None = None  # the op prefill timing's relative run-to-run spread (0.10 = unmeasured)
+    op_decode_speedup: float | None = None
+    op_decode_speedup_low: float | None = None
+    op_decode_speedup_high: float | None = None
+    op_decode_verdict: Verdict | None = None
+    model_prefill_speedup_low: float | None = None
+    model_prefill_speedup_high: float | None = None
+    model_prefill_verdict: Verdict | None = None
+    model_decode_speedup_low: float | None = None
+    model_decode_speedup_high: float | None = None
+    model_decode_verdict: Verdict | None = None
+
+    # The intervals as one printed column each ("low-high"); the files hold the numbers.
+    op_interval = _interval_column("op_speedup")
+    op_decode_interval = _interval_column("op_decode_speedup")
+    model_prefill_interval = _interval_column("model_prefill_speedup")
+    model_decode_interval = _interval_column("model_decode_speedup")
 
 
-# The printed table's columns, in reading order (the files hold every field).
+def _interval(low: float | None, high: float | None) -> str | None:
+    return None if low is None or high is None else f"{low:.3f}-{high:.3f}"
+
+
+# The printed table's columns, in reading order (the files hold every field; the `*_interval`
+# columns are SweepRow properties formatting the `*_low` / `*_high` fields).
 SWEEP_COLUMNS = [
     "precision",
     "length",
     "mode",
     "op_prefill_ms",
     "op_speedup",
+    "op_interval",
+    "op_verdict",
     "flop_limit",
+    "noise",
     "op_plan_ms",
     "density",
     "op_decode_ms",
+    "op_decode_speedup",
+    "op_decode_interval",
+    "op_decode_verdict",
     "model_prefill_ms",
     "model_prefill_speedup",
+    "model_prefill_interval",
+    "model_prefill_verdict",
     "model_decode_tokens_per_s",
     "model_decode_speedup",
+    "model_decode_interval",
+    "model_decode_verdict",
     "model_peak_memory_mb",
 ]
 
@@ -93,14 +145,15 @@ class _AttentionShape(torch.nn.Module):
         self.is_causal, self.num_key_value_groups, self.layer_idx = True, groups, 0
 
 
-def _median_ms(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
+def _timed(fn: Callable[[], object], device: torch.device) -> Callable[[], float]:
+    """`fn` as a function returning its run time in ms (the device synchronised around it)."""
+
+    def run() -> float:
         start = now(device)
         fn()
-        times.append((now(device) - start) * 1000)
-    return statistics.median(times)
+        return (now(device) - start) * 1000
+
+    return run
 
 
 def _allowed_pairs(settings: SparseSettings, length: int, rows: int = 512) -> int:
@@ -114,11 +167,19 @@ def _allowed_pairs(settings: SparseSettings, length: int, rows: int = 512) -> in
     return total
 
 
-def time_attention_op(
-    loaded: LoadedModel, length: int, mode: str, settings: SparseSettings, repeats: int
-) -> tuple[float, float, float, float]:
-    """(prefill ms, mask/plan ms, decode-step ms, density) of one attention layer at the model's shapes, through
-    the same function the model calls."""
+@dataclass
+class OpTimings:
+    """One attention layer at one length, dense vs sparse over interleaved trials (ms)."""
+
+    prefill: Timing
+    decode: Timing  # one decode step
+    plan_ms: tuple[float, float]  # (dense, sparse): building the mask / sparse plan
+    density: tuple[float, float]  # (dense, sparse)
+
+
+def time_attention_op(loaded: LoadedModel, length: int, settings: SparseSettings, repeats: int) -> OpTimings:
+    """Dense vs sparse attention for one layer at the model's shapes, through the same function the
+    model calls: prefill over `repeats` paired trials, a decode step over 5x as many."""
     config = loaded.model.config
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", heads)
@@ -132,7 +193,7 @@ def time_attention_op(
         return torch.randn(1, h, n, head_dim, generator=gen).to(device, dtype)
 
     q, k, v = rand(heads, length), rand(kv_heads, length), rand(kv_heads, length)
-    stats = AttentionStats()
+    stats = {mode: AttentionStats() for mode in MODES}
 
     def mask_for(query: torch.Tensor, q_offset: int) -> StudioMask:
         return StudioMask(
@@ -147,22 +208,29 @@ def time_attention_op(
             device=device,
         )
 
-    def attend(query: torch.Tensor, mask: StudioMask) -> None:
-        with torch.inference_mode(), use_attention(mode, settings, stats):
+    def both(call: Callable[[str], object], trials: int) -> tuple[list[float], list[float]]:
+        """`call(mode)` timed for dense and sparse, interleaved."""
+        return interleaved(*(_timed(partial(call, mode), device) for mode in MODES), trials)
+
+    def attend(mode: str, query: torch.Tensor, mask: StudioMask) -> None:
+        with torch.inference_mode(), use_attention(mode, settings, stats[mode]):
             studio_attention(module, query, k, v, mask, scaling=head_dim**-0.5)
 
     # A model builds the mask (and the sparse plan) once per forward and shares it across its
-    # layers, so the per-layer time excludes it; the plan is timed on its own.
+    # layers, so the per-layer time excludes it; the plan is timed on its own (a fresh mask each run).
     prefill_mask, decode_mask = mask_for(q, 0), mask_for(q[:, :, -1:], length - 1)
-    plan = _median_ms(lambda: attend(q, mask_for(q, 0)), device, 1)
-    prefill = _median_ms(lambda: attend(q, prefill_mask), device, repeats)
-    density = stats.density
-    decode = _median_ms(lambda: attend(q[:, :, -1:], decode_mask), device, repeats * 5)
-    return prefill, plan - prefill, decode, density
+    fresh = both(lambda mode: attend(mode, q, mask_for(q, 0)), 1)
+    prefill = both(lambda mode: attend(mode, q, prefill_mask), repeats)
+    density = (stats["dense"].density, stats["sparse"].density)
+    decode = both(lambda mode: attend(mode, q[:, :, -1:], decode_mask), repeats * 5)
+    plan = tuple(max(0.0, f[0] - statistics.median(p)) for f, p in zip(fresh, prefill, strict=True))
+    return OpTimings(compare_timing(*prefill), compare_timing(*decode), plan, density)
 
 
-def time_model(loaded: LoadedModel, length: int, mode: str, settings: SparseSettings, decode_tokens: int):
-    """Whole-model (prefill ms, decode tokens/s, peak MB) on `length` tokens of real text, greedy."""
+def time_model(
+    loaded: LoadedModel, length: int, mode: str, settings: SparseSettings, decode_tokens: int
+) -> tuple[float, float, float]:
+    """One whole-model run: (prefill ms, decode tokens/s, peak MB) on `length` tokens of real text, greedy."""
     from transformers import DynamicCache
 
     model, device = loaded.model, loaded.device
@@ -180,38 +248,65 @@ def time_model(loaded: LoadedModel, length: int, mode: str, settings: SparseSett
     return prefill_s * 1000, decode_tokens / decode_s, memory.peak_mb()
 
 
+def _record(row: SweepRow, speedup: str, timing: Timing) -> None:
+    """A comparison into a sparse row: `speedup` (e.g. "op_speedup"), its `_low` / `_high`, and the
+    verdict ("op_verdict")."""
+    setattr(row, speedup, timing.ratio)
+    setattr(row, f"{speedup}_low", timing.low)
+    setattr(row, f"{speedup}_high", timing.high)
+    setattr(row, speedup.removesuffix("_speedup") + "_verdict", timing.verdict)
+
+
+def _point(loaded: LoadedModel, config: SweepConfig, length: int, progress: Progress) -> list[SweepRow]:
+    """The dense and the sparse row of one length; `progress(share of the point done, part)`."""
+    progress(0.0, "attention op")
+    op = time_attention_op(loaded, length, config.settings, config.repeats)
+    rows = [
+        SweepRow(loaded.precision, length, mode, statistics.median(prefill), plan, statistics.median(decode), density=d)
+        for mode, prefill, decode, plan, d in zip(
+            MODES, (op.prefill.a, op.prefill.b), (op.decode.a, op.decode.b), op.plan_ms, op.density, strict=True
+        )
+    ]
+    sparse = rows[1]
+    dense_pairs = length * (length + 1) // 2
+    sparse.flop_limit = dense_pairs / _allowed_pairs(config.settings, length)
+    sparse.noise = op.prefill.noise
+    _record(sparse, "op_speedup", op.prefill)
+    _record(sparse, "op_decode_speedup", op.decode)
+    if config.whole_model and length <= min(config.max_model_length, loaded.spec.context_length):
+        progress(0.5, "whole model")
+        # No untimed warm-up here: a whole-model run at long lengths costs seconds to minutes, and
+        # the alternating order already spreads any first-run cost over both modes.
+        runs = interleaved(
+            *(partial(time_model, loaded, length, mode, config.settings, config.decode_tokens) for mode in MODES),
+            config.model_repeats,
+            warmup=False,
+        )
+        per_mode = [tuple(zip(*trials, strict=True)) for trials in runs]  # (prefill ms, tokens/s, peak MB) lists
+        for row, (prefill_ms, tokens_per_s, peak_mb) in zip(rows, per_mode, strict=True):
+            row.model_prefill_ms = statistics.median(prefill_ms)
+            row.model_decode_tokens_per_s = statistics.median(tokens_per_s)
+            row.model_peak_memory_mb = statistics.median(peak_mb)
+        (dense_prefill, dense_decode, _), (sparse_prefill, sparse_decode, _) = per_mode
+        _record(sparse, "model_prefill_speedup", compare_timing(dense_prefill, sparse_prefill))
+        _record(sparse, "model_decode_speedup", compare_timing(dense_decode, sparse_decode, higher_is_better=True))
+    return rows
+
+
 def sweep(config: SweepConfig, cache: ModelCache | None = None, progress: Progress | None = None) -> list[SweepRow]:
-    """Run the attention sweep; `progress(fraction, message)` is called before each point."""
+    """Run the attention sweep; `progress(fraction, message)` is called before each part of each point."""
     cache = cache or ModelCache()
     for precision in config.precisions:  # the run options' validation, before anything is loaded
         options = RunOptions(model=config.model, precision=precision, **asdict(config.settings))
         validate_options(options, cache.device)
+    report = progress or (lambda fraction, message: None)
     rows: list[SweepRow] = []
-    points = [(p, n, m) for p in config.precisions for n in config.lengths for m in ("dense", "sparse")]
-    for i, (precision, length, mode) in enumerate(points):
-        if progress:
-            progress(i / len(points), f"{precision}, {length} tokens, {mode}")
-        loaded = cache.get(config.model, precision)
-        op_prefill, plan, op_decode, density = time_attention_op(loaded, length, mode, config.settings, config.repeats)
-        row = SweepRow(loaded.precision, length, mode, op_prefill, max(plan, 0.0), op_decode, density=density)
-        if mode == "sparse":
-            dense_pairs = length * (length + 1) // 2
-            row.flop_limit = dense_pairs / _allowed_pairs(config.settings, length)
-        if config.whole_model and length <= min(config.max_model_length, loaded.spec.context_length):
-            row.model_prefill_ms, row.model_decode_tokens_per_s, row.model_peak_memory_mb = time_model(
-                loaded, length, mode, config.settings, config.decode_tokens
-            )
-        if mode == "sparse":
-            _fill_speedups(row, rows[-1])
-        rows.append(row)
-    if progress:
-        progress(1.0, "done")
+    points = [(p, n) for p in config.precisions for n in config.lengths]
+    for i, (precision, length) in enumerate(points):
+
+        def point_progress(share: float, part: str, i=i, precision=precision, length=length) -> None:
+            report((i + share) / len(points), f"{precision}, {length} tokens, {part}")
+
+        rows += _point(cache.get(config.model, precision), config, length, point_progress)
+    report(1.0, "done")
     return rows
-
-
-def _fill_speedups(sparse: SweepRow, dense: SweepRow) -> None:
-    sparse.op_speedup = dense.op_prefill_ms / sparse.op_prefill_ms
-    if sparse.model_prefill_ms and dense.model_prefill_ms:
-        sparse.model_prefill_speedup = dense.model_prefill_ms / sparse.model_prefill_ms
-    if sparse.model_decode_tokens_per_s and dense.model_decode_tokens_per_s:
-        sparse.model_decode_speedup = sparse.model_decode_tokens_per_s / dense.model_decode_tokens_per_s

@@ -131,13 +131,27 @@ def test_compare_mode_returns_both_runs(client):
     # ~350 tokens against a 32-token window: sparse skips real work (on a few dozen tokens the
     # kernel's block overhead would compute more pairs than dense, and the density says so).
     document = " ".join([PARK] * 4)
-    text, metrics = call(client, "/summarize", document, "short", attention="compare", window=32, sinks=4)
+    text, metrics = call(client, "/summarize", document, "short", attention="compare", window=32, sinks=4, trials=3)
     assert "--- dense ---" in text and "--- sparse ---" in text
     assert_metrics(metrics["dense"], "dense")
     assert_metrics(metrics["sparse"], "sparse")
+    assert metrics["a"] == metrics["dense"] and metrics["labels"] == {"a": "dense", "b": "sparse"}
     comparison = metrics["comparison"]
-    assert comparison["prefill_speedup"] > 0 and 0 <= comparison["token_agreement"] <= 1
+    for timing in ("prefill", "ttft", "decode", "total"):
+        t = comparison[timing]
+        assert t["low"] <= t["ratio"] <= t["high"] and t["verdict"] in ("faster", "slower", "same") and t["trials"] == 3
+    assert 0 <= comparison["token_agreement"] <= 1 and comparison["quality"]["kl_mean"] >= 0
     assert 0 < metrics["sparse"]["density"] < 1 and metrics["outputs"]["dense"] and metrics["outputs"]["sparse"]
+
+
+def test_any_two_settings_compare_through_the_api(client):
+    """compare / compare_with on a task endpoint: here the same precision twice (an A/A test)."""
+    text = "Great service, friendly staff, I will come back!"
+    scores, metrics = call(client, "/classify", text, "positive, negative, neutral", compare="precision",
+                           compare_with="fp32", trials=2)  # fmt: skip
+    assert metrics["axis"] == "precision" and metrics["labels"] == {"a": "fp32 (A)", "b": "fp32 (B)"}
+    quality = metrics["comparison"]["quality"]
+    assert quality["kl_mean"] == 0 and quality["tv_distance"] == 0 and scores["label"] == "positive"
 
 
 def test_benchmark_sweep(client):

@@ -97,13 +97,26 @@ def test_tab_runs_its_example(page, name):
 def test_summarization_tab_in_compare_mode(page):
     panel = open_tab(page, "Summarization")
     use_example(panel, summarization.INFO.examples[0][0], "Document")
-    panel.get_by_label("compare").check()
+    panel.get_by_label("compare", exact=True).check()
     line = run_and_wait(panel, "Summarize")
-    assert "sparse vs dense" in line
-    assert panel.get_by_label("Dense output").input_value().strip()
-    assert panel.get_by_label("Sparse output").input_value().strip()
+    assert "sparse vs dense" in line and "prefill" in line
+    assert panel.get_by_label("A: dense output").input_value().strip()
+    assert panel.get_by_label("B: sparse output").input_value().strip()
     assert panel.get_by_text("output agreement").is_visible()
+    panel.get_by_text("top-1 agreement (teacher-forced)").filter(visible=True).first.wait_for()
     shoot(page, "summarization-compare")
+
+
+def test_classification_compares_two_precisions(page):
+    """Any two settings from the page: the Compare accordion, B's precision typed in."""
+    panel = open_tab(page, "Classification")
+    use_example(panel, classification.INFO.examples[0][0], "Text")
+    panel.get_by_text("Compare A vs B").click()
+    panel.get_by_label("precision", exact=True).check()
+    panel.get_by_role("textbox", name="Compare with").fill("fp32")
+    line = run_and_wait(panel, "Classify")
+    assert "fp32 (B) vs fp32 (A)" in line and "KL 0.0000" in line
+    panel.get_by_text("label distributions: total variation").filter(visible=True).first.wait_for()
 
 
 def test_dialogue_tab_keeps_history_after_an_error(page):

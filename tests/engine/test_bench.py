@@ -24,12 +24,16 @@ from engine.bench import (
     main,
     plot_sweep,
     sweep,
+    time_attention_op,
     write_outputs,
 )
 from engine.bench.__main__ import _parser
 from engine.bench.sweep import _allowed_pairs
+from engine.compare import UNMEASURED_NOISE, interleaved
 from engine.data import long_document
 from engine.options import OPTION_BY_NAME
+
+VERDICTS = ("faster", "slower", "same")
 
 
 @pytest.mark.parametrize(("length", "window", "sinks"), [(10, 4, 2), (100, 16, 4), (64, 64, 4), (7, 512, 4)])
@@ -59,6 +63,33 @@ def test_sparse_flags_come_from_the_run_options():
     assert tuple(actions["pattern"].choices) == OPTION_BY_NAME["pattern"].choices
 
 
+def test_dense_and_sparse_run_interleaved_after_a_warm_up():
+    calls = []
+
+    def run(mode):
+        def call():
+            calls.append(mode)
+            return f"{mode}{len(calls)}"
+
+        return call
+
+    assert interleaved(run("d"), run("s"), 3) == (["d3", "d6", "d7"], ["s4", "s5", "s8"])
+    assert calls == ["d", "s", "d", "s", "s", "d", "d", "s"]  # warm-up, then D S, S D, D S
+    calls.clear()
+    assert interleaved(run("d"), run("s"), 2, warmup=False) == (["d1", "d4"], ["s2", "s3"])
+
+
+def test_op_timings_are_paired_trials(tiny_env):
+    loaded = ModelCache(budget_mb=10_000, device=torch.device("cpu")).get("tiny-llama", "fp32")
+    op = time_attention_op(loaded, 64, SparseSettings(window=16, sinks=2, block_size=16), repeats=2)
+    assert (op.prefill.trials, op.decode.trials) == (2, 10)  # the decode step: 5x the repeats
+    assert len(op.prefill.a) == len(op.prefill.b) == 2 and all(t > 0 for t in op.prefill.a + op.prefill.b)
+    assert op.prefill.noise >= 0.01 and op.prefill.noise != UNMEASURED_NOISE  # measured with 2 trials
+    for timing in (op.prefill, op.decode):
+        assert timing.low <= timing.ratio <= timing.high and timing.verdict in VERDICTS
+    assert op.density[0] == 1.0 and 0 < op.density[1] < 1 and all(p >= 0 for p in op.plan_ms)
+
+
 def test_sweep_rows_speedups_and_outputs(tiny_env, tmp_path):
     cache = ModelCache(budget_mb=10_000, device=torch.device("cpu"))
     config = SweepConfig(
@@ -74,17 +105,36 @@ def test_sweep_rows_speedups_and_outputs(tiny_env, tmp_path):
     assert seen[0] == 0.0 and seen[-1] == 1.0
     dense, sparse = rows[2], rows[3]
     assert dense.density == 1.0 and dense.op_speedup is None
+    names = [f.name for f in fields(SweepRow)]
+    assert all(getattr(dense, name) is None for name in names[names.index("op_speedup") :])  # sparse rows only
     assert 0 < sparse.density < 0.5 and sparse.flop_limit > 2
-    assert sparse.op_speedup == pytest.approx(dense.op_prefill_ms / sparse.op_prefill_ms)
+    assert sparse.op_speedup == pytest.approx(dense.op_prefill_ms / sparse.op_prefill_ms)  # one paired trial
     assert sparse.model_prefill_ms > 0 and sparse.model_decode_tokens_per_s > 0 and sparse.model_peak_memory_mb > 0
+    # Each speedup is a comparison: an interval holding it and a verdict; one op trial measures no noise.
+    for speedup in ("op", "op_decode", "model_prefill", "model_decode"):
+        ratio, low, high = (getattr(sparse, f"{speedup}_speedup{end}") for end in ("", "_low", "_high"))
+        assert low <= ratio <= high and getattr(sparse, f"{speedup}_verdict") in VERDICTS
+    assert sparse.op_speedup_low == sparse.op_speedup == sparse.op_speedup_high  # one trial: no interval
+    assert sparse.noise == UNMEASURED_NOISE
+    ratio = sparse.op_speedup  # the verdict allows the unmeasured noise: within 10% of 1 is "same"
+    assert sparse.op_verdict == ("faster" if ratio > 1.1 else "slower" if ratio * 1.1 < 1 else "same")
+    assert sparse.model_prefill_speedup_low <= sparse.model_prefill_speedup_high  # model_repeats=2 by default
     table = format_table(rows, SWEEP_COLUMNS).splitlines()
     assert table[0].split() == SWEEP_COLUMNS and len(table) == 5
     assert table[1].split()[SWEEP_COLUMNS.index("op_speedup")] == "-"  # None shows as "-"
+    assert table[1].split()[SWEEP_COLUMNS.index("op_interval")] == "-"
+    cells = table[4].split()
+    assert cells[SWEEP_COLUMNS.index("op_interval")] == f"{sparse.op_speedup_low:.3f}-{sparse.op_speedup_high:.3f}"
+    assert cells[SWEEP_COLUMNS.index("op_verdict")] == sparse.op_verdict
+    assert cells[SWEEP_COLUMNS.index("noise")] == "0.100"
+    assert SWEEP_COLUMNS.index("noise") == SWEEP_COLUMNS.index("flop_limit") + 1
 
     paths = write_outputs(rows, tmp_path, "attention", plot_sweep, {"model": "tiny-llama"})
     saved = json.loads(paths[0].read_text())
     assert saved["meta"] == {"model": "tiny-llama"} and saved["rows"][3]["mode"] == "sparse"
     assert saved["rows"][2]["op_speedup"] is None and saved["rows"][3]["op_speedup"] == sparse.op_speedup
+    assert saved["rows"][3]["op_speedup_low"] == sparse.op_speedup_low and saved["rows"][3]["noise"] == 0.1
+    assert "op_interval" not in saved["rows"][3]  # the files hold the numbers, not the printed interval
     assert len(list(csv.DictReader(paths[1].open()))) == 4
     assert paths[2].read_bytes()[:4] == b"\x89PNG"
 
@@ -151,3 +201,16 @@ def test_cli_precision_suite(tiny_env, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["precision.csv", "precision.json", "precision.png"]
     rows = json.loads((tmp_path / "precision.json").read_text())["rows"]
     assert [r["precision"] for r in rows] == ["fp32", "bf16"] and all(r["load_s"] > 0 for r in rows)
+
+
+def test_cli_compare_suite_runs_real_comparisons(tiny_env, tmp_path, capsys):
+    """`python -m engine.bench compare` on a tiny model: one row per comparison, the files written."""
+    argv = ["compare", "--model", "tiny-llama", "--runs", "precision=1", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "prefill_verdict" in table.splitlines()[0] and "fp32" in table and "nf4" in table
+    rows = json.loads((tmp_path / "compare.json").read_text())["rows"]
+    assert len(rows) == 1 and rows[0]["a"] == "fp32" and rows[0]["b"] == "nf4"
+    assert rows[0]["prefill_low"] <= rows[0]["prefill_ratio"] <= rows[0]["prefill_high"]
+    assert rows[0]["kl_mean"] is not None and rows[0]["trials"] >= 3
+    assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"

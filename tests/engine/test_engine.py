@@ -22,6 +22,7 @@ from engine import (
     Result,
     RunOptions,
     SparseSettings,
+    StudioError,
     UnknownModelError,
     run,
     stream_request,
@@ -114,11 +115,64 @@ def test_compare_mode_returns_both_runs(cache, model):
     text = " ".join(["the quick brown fox jumps over the lazy dog"] * 12)
     req = ask(model, text=text, attention="compare", sparse=SparseSettings(window=16, sinks=2, block_size=16))
     comparison = run(req, cache)
-    assert isinstance(comparison, Comparison)
-    assert comparison.dense.metrics.attention == "dense" and comparison.sparse.metrics.attention == "sparse"
+    assert isinstance(comparison, Comparison) and comparison.axis == "attention"
+    assert comparison.a.metrics.attention == "dense" and comparison.b.metrics.attention == "sparse"
+    assert (comparison.a_label, comparison.b_label) == ("dense", "sparse")
     assert 0.0 <= comparison.token_agreement <= 1.0
-    assert comparison.prefill_speedup > 0 and comparison.total_speedup > 0
+    for timing in (comparison.prefill, comparison.ttft, comparison.total):
+        assert timing.low <= timing.ratio <= timing.high and timing.verdict in ("faster", "slower", "same")
+        assert timing.trials >= 3 and len(timing.a) == len(timing.b) == timing.trials
     assert comparison.density < 1.0  # the sparse run computed fewer query-key pairs
+    q = comparison.quality
+    if not comparison.a.token_ids:  # a random tiny model may stop at once: nothing to score
+        assert q is None and "no tokens" in comparison.quality_note
+        return
+    assert q.tokens == len(comparison.a.token_ids) and q.kl_mean >= 0 and 0 <= q.top1_agreement <= 1
+    assert q.perplexity_a > 0 and q.perplexity_b > 0
+
+
+@pytest.mark.parametrize(
+    ("compare", "compare_with"), [("attention", "dense"), ("precision", "fp32"), ("model", "tiny-llama")]
+)
+def test_identical_settings_cost_no_quality(cache, compare, compare_with):
+    """An A/A experiment: B scores A's tokens exactly as A does."""
+    req = ask("tiny-llama", max_new_tokens=8, precision="fp32", compare=compare, compare_with=compare_with, trials=2)
+    comparison = run(req, cache)
+    assert comparison.quality.kl_mean == 0 and comparison.quality.top1_agreement == 1
+    assert comparison.quality.perplexity_a == comparison.quality.perplexity_b
+    assert comparison.token_agreement == 1 and comparison.first_divergence is None
+    assert comparison.a_label.endswith("(A)") and comparison.b_label.endswith("(B)")
+    assert comparison.total.trials == 2
+
+
+def test_precision_comparison_measures_a_quality_cost(cache):
+    text = " ".join(["the quick brown fox jumps over the lazy dog"] * 4)
+    comparison = run(ask("tiny-llama", text=text, max_new_tokens=8, compare="precision", compare_with="bf16", trials=1),
+                     cache)  # fmt: skip
+    assert (comparison.a.metrics.precision, comparison.b.metrics.precision) == ("fp32", "bf16")
+    assert comparison.quality.kl_mean > 0 and comparison.total.noise == 0.10  # one trial measures no noise
+
+
+def test_seq2seq_quality_is_teacher_forced_too(cache):
+    comparison = run(ask("tiny-t5", max_new_tokens=5, compare="precision", compare_with="fp32", trials=1), cache)
+    assert comparison.quality.kl_mean == 0 and comparison.quality.tokens == len(comparison.a.token_ids)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"compare": "precision"}, "needs compare_with"),
+        ({"compare": "precision", "compare_with": "fp8"}, "Unknown precision 'fp8'"),
+        ({"compare": "attention", "compare_with": "local_global"}, "cannot serve causal"),
+        ({"compare": "attention", "compare_with": "fast"}, "dense, sparse or a pattern"),
+        ({"attention": "compare", "compare": "precision", "compare_with": "bf16"}, "already compares"),
+        ({"compare": "model", "compare_with": "tiny-llama-classifier"}, "only score labels"),
+        ({"compare": "model", "compare_with": "nope"}, "Unknown model"),
+    ],
+)
+def test_comparison_settings_are_checked_up_front(cache, options, message):
+    with pytest.raises(StudioError, match=message):
+        run(ask("tiny-llama", **options), cache)
 
 
 def test_sparse_changes_what_a_small_window_sees(cache):
@@ -190,8 +244,9 @@ def test_causal_lm_scores_labels_by_likelihood(cache):
     req = ask("tiny-llama", candidates=("positive", "negative", "neutral code"))
     result = run(req, cache)
     assert sum(result.scores.values()) == pytest.approx(1.0) and result.finish_reason == "scored"
-    compare = run(ask("tiny-llama", candidates=("positive", "negative"), attention="compare"), cache)
-    assert compare.score_agreement is not None
+    compare = run(ask("tiny-llama", candidates=("positive", "negative"), attention="compare", trials=2), cache)
+    assert compare.quality.tv_distance is not None and compare.quality.perplexity_a is None
+    assert compare.quality.tokens == 2 and compare.decode is None  # scoring generates nothing
 
 
 def test_model_cache_loads_once_under_concurrency(cache):

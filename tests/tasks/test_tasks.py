@@ -7,7 +7,7 @@ import pytest
 from engine import Comparison, InputError, Message, ModelCache, Result, RunOptions, run
 from engine.report import comparison_line, comparison_rows, from_payload, labelled, metrics_line, to_payload
 from tasks import classification, code, dialogue, lab, summarization, translation
-from tasks.render import comparison_frame
+from tasks.render import comparison_figure, comparison_table
 
 CHAT = RunOptions(model="tiny-llama", max_new_tokens=4)
 
@@ -76,21 +76,37 @@ def test_labels_and_code_helpers():
 def test_compare_render_from_metrics_json(tiny_env):
     cache = ModelCache(budget_mb=10_000)
     final = run(translation.build_request("hello world", "en", "fr", RunOptions(model="tiny-marian",
-                attention="compare", window=2, sinks=1, max_new_tokens=5)), cache)  # fmt: skip
+                attention="compare", window=2, sinks=1, max_new_tokens=5, trials=3)), cache)  # fmt: skip
     payload = to_payload(final)
-    assert set(payload) == {"dense", "sparse", "outputs", "comparison"}
+    assert set(payload) == {"axis", "labels", "a", "b", "dense", "sparse", "outputs", "comparison"}
+    assert payload["dense"] == payload["a"] and payload["outputs"]["sparse"] == payload["outputs"]["b"]
+    for timing in ("prefill", "ttft", "decode", "total"):
+        assert set(payload["comparison"][timing]) >= {"ratio", "low", "high", "verdict", "trials"}
+    assert set(payload["comparison"]["quality"]) >= {"kl_mean", "top1_agreement", "perplexity_a", "perplexity_b"}
     typed = from_payload(payload)  # what the UI renders from: typed, equal to the engine's result but token ids
-    assert isinstance(typed, Comparison) and typed.dense.metrics == final.dense.metrics
-    assert typed.prefill_speedup == final.prefill_speedup and typed.sparse.text == final.sparse.text
+    assert isinstance(typed, Comparison) and typed.a.metrics == final.a.metrics
+    assert typed.prefill == final.prefill and typed.quality == final.quality and typed.b.text == final.b.text
     rows = comparison_rows(typed)
     assert [r[0] for r in rows][:4] == ["prefill (ms)", "time to first token (ms)", "decode (tokens/s)", "total (ms)"]
-    assert rows[-1][0] == "output agreement" and "identical" in rows[-1][3]
+    assert rows[-1][0].startswith("output agreement") and "identical" in rows[-1][3]
     assert rows == comparison_rows(final)
-    frame = comparison_frame(typed)
-    assert set(frame["mode"]) == {"dense", "sparse"} and (frame["ms"] > 0).all()
+    table = comparison_table(typed)
+    assert list(table.columns) == ["metric", "A: dense", "B: sparse", "B vs A"]
+    figure = comparison_figure(typed)
+    bars = figure.axes[0].patches
+    assert len(bars) == 8 and all(bar.get_height() > 0 for bar in bars)  # 4 phases x (A, B)
     assert "sparse vs dense" in comparison_line(typed)
     assert labelled({"dense": "a", "sparse": "b"}) == "--- dense ---\na\n\n--- sparse ---\nb"
     assert labelled({"sparse": "b"}) == "b"
+
+
+def test_a_same_verdict_never_reads_faster():
+    from engine.compare import compare_timing
+    from engine.report import timing_text
+
+    same = compare_timing([100, 101, 99], [80, 120, 99])
+    assert same.verdict == "same" and "faster" not in timing_text(same) and "slower" not in timing_text(same)
+    assert timing_text(compare_timing([200, 201, 199], [100, 101, 99])).startswith("2.00x faster")
 
 
 def test_single_run_payload_round_trips_and_renames_fail_loudly(tiny_env):

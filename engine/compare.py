@@ -1,0 +1,212 @@
+"""Comparisons as experiments: A and B (differing in one setting) run interleaved over several
+trials after a warm-up; each timing gets a median ratio, an interval and a verdict, and B's quality
+cost is measured teacher-forced on A's output.
+
+Why this shape: one dense run followed by one sparse run reported 0.82x-1.55x "speedups" for
+identical kernels on this project's CPU. Alternating the order (A B, then B A, ...) cancels drift
+and order effects, pairing each A with the B next to it cancels slow load changes, and a verdict
+of `same` is given whenever the interval, widened by each side's own run-to-run noise, holds 1.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+from .cache import ModelCache
+from .embedded import ProgressFn
+from .generate import events, teacher_forced_logprobs
+from .loader import LoadedModel
+from .types import Comparison, GenerationRequest, Quality, Result, Timing, Verdict
+from .validation import Sides, check_family
+
+T = TypeVar("T")
+BUDGET_S = 20.0  # timed trials fill about this long...
+MIN_TRIALS = 3  # ...but at least this many, unless one run alone outlasts the budget (then one)
+MAX_TRIALS = 20
+UNMEASURED_NOISE = 0.10  # one trial measures no noise: differences under 10% are called `same`
+MIN_NOISE = 0.01  # no measurement is steadier than 1%
+BOOTSTRAP = 2000
+
+
+def _run(loaded: LoadedModel, request: GenerationRequest, label: str) -> Iterator[tuple[str, str] | Result]:
+    """One run: (label, text delta) pairs as text arrives, then the Result."""
+    for item in events(loaded, request):
+        yield item if isinstance(item, Result) else (label, item)
+
+
+def _last(items: Iterator) -> Result:
+    *_, result = items
+    return result
+
+
+def interleaved(
+    a: Callable[[], T],
+    b: Callable[[], T],
+    trials: int,
+    warmup: bool = True,
+    on_trial: Callable[[int], None] | None = None,
+) -> tuple[list[T], list[T]]:
+    """(A results, B results) of `trials` paired runs whose order alternates (A B, B A, ...) so drift
+    and order effects cancel; after one untimed run of each if `warmup`."""
+    if warmup:
+        a(), b()
+    results: tuple[list[T], list[T]] = ([], [])
+    order = [(a, results[0]), (b, results[1])]
+    for trial in range(trials):
+        if on_trial:
+            on_trial(trial)
+        for run, into in order if trial % 2 == 0 else order[::-1]:
+            into.append(run())
+    return results
+
+
+def trial_count(requested: int, first_a: Result, first_b: Result) -> int:
+    if requested > 0:
+        return requested
+    longest = max(first_a.metrics.total_ms, first_b.metrics.total_ms) / 1000
+    if longest > BUDGET_S:
+        return 1
+    pair = (first_a.metrics.total_ms + first_b.metrics.total_ms) / 1000
+    return min(MAX_TRIALS, max(MIN_TRIALS, math.floor(BUDGET_S / pair)))
+
+
+def _spread(values: list[float]) -> float:
+    """Relative run-to-run spread of one side: median absolute deviation over the median."""
+    middle = statistics.median(values)
+    return statistics.median(abs(v - middle) for v in values) / middle if middle else 0.0
+
+
+def compare_timing(a: list[float], b: list[float], higher_is_better: bool = False) -> Timing:
+    """B vs A over paired trials (a[i] and b[i] ran next to each other); above 1 = B faster."""
+    pairs = np.array([(y / x) if higher_is_better else (x / y) for x, y in zip(a, b, strict=True)])
+    ratio = float(np.median(pairs))
+    if len(pairs) == 1:
+        low = high = ratio
+        noise = UNMEASURED_NOISE
+    else:
+        rng = np.random.default_rng(0)  # a fixed seed: the same trials always give the same interval
+        medians = np.median(rng.choice(pairs, size=(BOOTSTRAP, len(pairs)), replace=True), axis=1)
+        low, high = (float(x) for x in np.percentile(medians, [2.5, 97.5]))
+        noise = max(MIN_NOISE, _spread(a), _spread(b))
+    verdict: Verdict = "same"
+    if low / (1 + noise) > 1:
+        verdict = "faster"
+    elif high * (1 + noise) < 1:
+        verdict = "slower"
+    return Timing(ratio, low, high, verdict, len(pairs), noise, list(a), list(b))
+
+
+def _timings(a_runs: list[Result], b_runs: list[Result]) -> dict[str, Timing | None]:
+    def values(runs: list[Result], name: str) -> list[float | None]:
+        return [getattr(r.metrics, name) for r in runs]
+
+    timings: dict[str, Timing | None] = {}
+    for key, name in (("prefill", "prefill_ms"), ("ttft", "ttft_ms"), ("total", "total_ms")):
+        timings[key] = compare_timing(values(a_runs, name), values(b_runs, name))
+    decode_a, decode_b = values(a_runs, "decode_tokens_per_s"), values(b_runs, "decode_tokens_per_s")
+    measured = None not in decode_a and None not in decode_b
+    timings["decode"] = compare_timing(decode_a, decode_b, higher_is_better=True) if measured else None
+    return timings
+
+
+def _agreement(a: Result, b: Result) -> tuple[float, int | None]:
+    """Free-running agreement: share of identical tokens, and where they first differ."""
+    if a.scores is not None:
+        return float(a.text == b.text), None if a.text == b.text else 0
+    x, y = a.token_ids, b.token_ids
+    first = next((i for i, (p, q) in enumerate(zip(x, y, strict=False)) if p != q), None)
+    if first is None and len(x) != len(y):
+        first = min(len(x), len(y))
+    longest = max(len(x), len(y))
+    return (sum(p == q for p, q in zip(x, y, strict=False)) / longest if longest else 1.0), first
+
+
+def _distribution_quality(logp_a: torch.Tensor, logp_b: torch.Tensor, targets: torch.Tensor | None) -> Quality:
+    """KL(A || B) per row, top-1 agreement, and (given the tokens A emitted) each side's perplexity."""
+    kl = (logp_a.exp() * (logp_a - logp_b)).sum(-1).clamp_min(0)  # (rows,); clamp: rounding can go below 0
+    top1 = (logp_a.argmax(-1) == logp_b.argmax(-1)).float()
+    perplexity = [None, None]
+    if targets is not None:
+        perplexity = [float(torch.exp(-lp.gather(-1, targets[:, None]).mean())) for lp in (logp_a, logp_b)]
+    return Quality(float(kl.mean()), float(top1.mean()), *perplexity, tokens=logp_a.shape[0])
+
+
+def teacher_forced_quality(
+    loaded_a: LoadedModel,
+    loaded_b: LoadedModel,
+    sides: tuple[GenerationRequest, GenerationRequest],
+    a: Result,
+    b: Result,
+) -> tuple[Quality | None, str]:
+    """B's quality cost on A's output (None and the reason when it cannot be measured)."""
+    if a.scores is not None:  # classification: the two label distributions
+        labels = list(a.scores)
+        p = torch.tensor([[a.scores[k] for k in labels]]).clamp_min(1e-12).log()
+        q = torch.tensor([[b.scores.get(k, 0.0) for k in labels]]).clamp_min(1e-12).log()
+        tv = 0.5 * sum(abs(a.scores[k] - b.scores.get(k, 0.0)) for k in labels)
+        return replace(_distribution_quality(p, q, None), tokens=len(labels), tv_distance=tv), ""
+    if not a.token_ids:
+        return None, "A generated no tokens to score."
+    if loaded_a.tokenizer.get_vocab() != loaded_b.tokenizer.get_vocab():
+        return None, "A and B use different tokenizers, so B cannot score A's tokens."
+    logp_a = teacher_forced_logprobs(loaded_a, sides[0], a.token_ids)
+    logp_b = teacher_forced_logprobs(loaded_b, sides[1], a.token_ids)
+    vocab = min(logp_a.shape[-1], logp_b.shape[-1])  # embedding tables may be padded differently
+    targets = torch.tensor(a.token_ids, device=logp_a.device)
+    return _distribution_quality(logp_a[:, :vocab], logp_b[:, :vocab].to(logp_a.device), targets), ""
+
+
+def run_comparison(
+    request: GenerationRequest, sides: Sides, cache: ModelCache, progress: ProgressFn | None = None
+) -> Iterator[tuple[str, str] | Comparison]:
+    """Yield (label, text delta) while the warm-up trial streams (A, then B), then the Comparison."""
+    report = progress or (lambda fraction, message: None)
+    loaded_a = cache.get(sides.a.model, sides.a.precision, progress)
+    loaded_b = cache.get(sides.b.model, sides.b.precision, progress)
+    check_family(loaded_b.spec, request)  # an unregistered B's family is known only now
+    req_a, req_b = replace(request, options=sides.a), replace(request, options=sides.b)
+    first: dict[str, Result] = {}
+    for fraction, (loaded, req, label) in (
+        (0.0, (loaded_a, req_a, sides.a_label)),
+        (0.05, (loaded_b, req_b, sides.b_label)),
+    ):
+        # The warm-up run streams its text (the outputs shown come from it); its timings are not used.
+        report(fraction, f"warm-up: {label}")
+        for item in _run(loaded, req, label):
+            if isinstance(item, Result):
+                first[label] = item
+            else:
+                yield item
+    first_a, first_b = first[sides.a_label], first[sides.b_label]
+    trials = trial_count(request.options.trials, first_a, first_b)
+    a_runs, b_runs = interleaved(
+        lambda: _last(events(loaded_a, req_a)),
+        lambda: _last(events(loaded_b, req_b)),
+        trials,
+        warmup=False,  # the streamed runs above were the warm-up
+        on_trial=lambda trial: report(0.1 + 0.8 * trial / trials, f"trial {trial + 1} of {trials}"),
+    )
+    report(0.9, "quality: B scores A's output")
+    quality, note = teacher_forced_quality(loaded_a, loaded_b, (req_a, req_b), first_a, first_b)
+    agreement, divergence = _agreement(first_a, first_b)
+    report(1.0, "done")
+    yield Comparison(
+        axis=sides.axis,
+        a_label=sides.a_label,
+        b_label=sides.b_label,
+        a=first_a,
+        b=first_b,
+        **_timings(a_runs, b_runs),
+        quality=quality,
+        token_agreement=agreement,
+        first_divergence=divergence,
+        density=first_b.metrics.density,
+        quality_note=note,
+    )
