@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 
 import torch
 from transformers import DynamicCache, EncoderDecoderCache
@@ -108,7 +109,9 @@ class TextStreamer:
         return delta
 
 
-def _metrics(loaded, request, *, prefill_s, ttft_s, total_s, gen_s, n_in, n_new, peak, density) -> Metrics:
+def _metrics(
+    loaded, request, *, prefill_s, ttft_s, total_s, gen_s, n_in, n_new, peak, density, decode_path="eager"
+) -> Metrics:
     decode = (n_new - 1) / (gen_s - prefill_s) if n_new > 1 and gen_s > prefill_s else None
     return Metrics(
         prefill_ms=prefill_s * 1000,
@@ -123,7 +126,16 @@ def _metrics(loaded, request, *, prefill_s, ttft_s, total_s, gen_s, n_in, n_new,
         precision=loaded.precision,
         attention=request.options.attention,
         density=density,
+        decode_path=decode_path,
     )
+
+
+def _decode_slot(loaded: LoadedModel, request: GenerationRequest, prompt_tokens: int):
+    """The compiled decode step (engine.decode) this request may use, held for the request: causal
+    models with dense attention; None (eager) otherwise, or while it compiles or serves another request."""
+    if loaded.compiled is None or request.options.attention != "dense":
+        return nullcontext(None)
+    return loaded.compiled.slot(prompt_tokens + request.options.max_new_tokens)
 
 
 def _encode_prompt(loaded: LoadedModel, request: GenerationRequest) -> Encoded:
@@ -169,19 +181,25 @@ def stream(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Re
         with torch.inference_mode(), use_attention(options.attention, options.sparse, stats):
             return model(**inputs)
 
-    with PeakMemory(device) as memory:
-        t_start = time.perf_counter()
-        encoded = _encode_prompt(loaded, request)
-        ids = encoded.input_ids
+    t_start = time.perf_counter()
+    encoded = _encode_prompt(loaded, request)
+    ids = encoded.input_ids
+    with PeakMemory(device) as memory, _decode_slot(loaded, request, ids.shape[1]) as slot:
         pick = TokenPicker(loaded, options)
         stop_ids = _stop_ids(loaded)
         streamer = TextStreamer(loaded.tokenizer, request.stop)
 
         t_prefill = now(device)
-        if family == "causal":
+        step_inputs = {}
+        if slot is not None:  # static cache: the prefill runs eagerly into it, the decode steps compiled
+            cache = slot.cache
+            positions = torch.arange(ids.shape[1], device=device)
+            out = forward(
+                input_ids=ids, past_key_values=cache, cache_position=positions, use_cache=True, logits_to_keep=1
+            )
+        elif family == "causal":
             cache = DynamicCache(config=model.config)
             out = forward(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            step_inputs = {}
         else:
             with torch.inference_mode(), use_attention(options.attention, options.sparse, stats):
                 encoder_out = model.get_encoder()(input_ids=ids)
@@ -189,9 +207,10 @@ def stream(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Re
             decoder_ids = torch.tensor([[_decoder_start(loaded)]], device=device)
             step_inputs = {"encoder_outputs": encoder_out}
             out = forward(decoder_input_ids=decoder_ids, past_key_values=cache, use_cache=True, **step_inputs)
+        logits = out.logits[0, -1]
         new_ids: list[int] = []
         seen = ids
-        token = pick(out.logits[0, -1], seen)
+        token = pick(logits, seen)
         prefill_s = now(device) - t_prefill
         prefill_density = stats.density
         ttft_s = None
@@ -216,9 +235,13 @@ def stream(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Re
                 finish = "time_limit"
                 break
             step = torch.tensor([[token]], device=device)
-            key = "input_ids" if family == "causal" else "decoder_input_ids"
-            out = forward(**{key: step}, past_key_values=cache, use_cache=True, **step_inputs)
-            token = pick(out.logits[0, -1], seen)
+            if slot is not None:
+                with torch.inference_mode():
+                    logits = slot.step(step, torch.tensor([seen.shape[1] - 1], device=device))[0]
+            else:
+                key = "input_ids" if family == "causal" else "decoder_input_ids"
+                logits = forward(**{key: step}, past_key_values=cache, use_cache=True, **step_inputs).logits[0, -1]
+            token = pick(logits, seen)
         t_end = now(device)
         if tail := streamer.flush():
             yield tail
@@ -234,6 +257,7 @@ def stream(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Re
         n_new=len(new_ids),
         peak=memory.peak_mb(),
         density=prefill_density,
+        decode_path="eager" if slot is None else "compiled",
     )
     yield Result(
         text=streamer.text,

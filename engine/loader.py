@@ -10,10 +10,12 @@ from typing import Any
 import torch
 
 from . import attention
+from .decode import CompiledDecode
 from .embedded import ProgressFn, ensure_converted, locate_packaged_file
 from .errors import ModelLoadError, PrecisionError
-from .precision import load_kwargs
+from .precision import FLOAT_DTYPES, load_kwargs
 from .registry import ModelSpec, with_family
+from .settings import settings
 
 _AUTO_CLASSES = {
     "causal": "AutoModelForCausalLM",
@@ -31,6 +33,7 @@ class LoadedModel:
     device: torch.device
     footprint_bytes: int
     load_seconds: float
+    compiled: CompiledDecode | None = None  # causal models: compiled decode steps (engine.decode)
 
     @property
     def footprint_mb(self) -> float:
@@ -137,4 +140,8 @@ def load_model(
         device=device,
         footprint_bytes=model.get_memory_footprint(),
         load_seconds=time.perf_counter() - start,
+        # bitsandbytes' layers do not compile: quantized models decode eagerly
+        compiled=CompiledDecode(model, settings().compile_decode and precision in FLOAT_DTYPES)
+        if spec.family == "causal"
+        else None,
     )

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
         60, ge=1, alias="STUDIO_GPU_SECONDS", description="app on ZeroGPU: declared (and charged) duration per request"
     )
     mcp: bool = Field(False, alias="STUDIO_MCP", description="app: also serve every endpoint as an MCP tool")
+    compile_decode: bool = Field(
+        True,
+        alias="STUDIO_COMPILE_DECODE",
+        description="decode causal models with a static cache and a compiled step, compiled in the background",
+    )
 
     @classmethod
     def from_environment(cls) -> Settings:

@@ -46,6 +46,7 @@ class Metrics:
     precision: str
     attention: str
     density: float = 1.0  # share of (query, key) pairs the attention computed during prefill
+    decode_path: str = "eager"  # "compiled": a static cache and the compiled one-token step (engine.decode)
 
 
 @dataclass

@@ -8,6 +8,9 @@ from pathlib import Path
 # Tests never fetch anything: hub lookups fail fast (set before transformers is imported).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# No background compiles while the suite runs (they would compete for the CPU with every timed
+# test); the compiled decode path has its own tests, which compile on purpose.
+os.environ.setdefault("STUDIO_COMPILE_DECODE", "0")
 
 import pytest
 import torch

@@ -75,6 +75,9 @@ class StudioMask:
     materialised lazily (dense) or as a sparse plan, once per forward and shared by all layers."""
 
     def __init__(self, *, batch_size, q_length, kv_length, q_offset, kv_offset, mask_function, attention_mask, **rest):
+        # A static cache hands its position counter itself as q_offset, and layer 0's cache update
+        # advances it in place before this (lazy) mask is built: keep the value of this forward.
+        q_offset, kv_offset = (x.clone() if isinstance(x, torch.Tensor) else x for x in (q_offset, kv_offset))
         self.shape = MaskShape(batch_size, q_length, kv_length, q_offset, kv_offset)
         self.attention_mask = attention_mask
         self.mask_function = mask_function
@@ -160,9 +163,10 @@ def studio_attention(
     scaling: float | None = None,
     is_causal: bool | None = None,
     position_bias: torch.Tensor | None = None,
+    studio_choice: AttentionChoice | None = None,  # given by a compiled step (engine.decode), else the ContextVar
     **kwargs,
 ):
-    choice = _current.get() or _DENSE
+    choice = studio_choice or _current.get() or _DENSE
     if not isinstance(attention_mask, StudioMask):  # a caller-made 4D mask or None: plain SDPA
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout, scaling, is_causal, position_bias, **kwargs

@@ -15,6 +15,7 @@ from ..errors import StudioError
 from ..frontends import add_option_flags
 from ..options import DEFAULT_MODEL, SparseSettings
 from . import __doc__ as _package_doc
+from .decode import DECODE_COLUMNS, decode_table, plot_decode
 from .experiments import EXPERIMENT_COLUMNS, plot_experiments, run_experiments
 from .precision import PRECISION_COLUMNS, precision_table
 from .report import format_table, machine, plot_precisions, plot_sweep, write_outputs
@@ -23,7 +24,9 @@ from .sweep import QUICK_LENGTHS, SWEEP_COLUMNS, Progress, SweepConfig, sweep
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine.bench", description=_package_doc.splitlines()[0])
-    parser.add_argument("suite", nargs="?", default="attention", choices=("attention", "precision", "compare"))
+    parser.add_argument(
+        "suite", nargs="?", default="attention", choices=("attention", "precision", "compare", "decode")
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--quick", action="store_true", help="a short sweep (about a minute on a laptop CPU)")
     parser.add_argument("--lengths", help="comma-separated sequence lengths (default 512..8192)")
@@ -33,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=3, help="attention op: paired dense/sparse trials")
     parser.add_argument("--model-repeats", type=int, default=2, help="whole model: paired dense/sparse trials")
     parser.add_argument("--input-tokens", type=int, default=256, help="precision: prompt length")
-    parser.add_argument("--new-tokens", type=int, default=64, help="precision: tokens generated")
+    parser.add_argument("--new-tokens", type=int, help="precision (default 64) and decode (128): tokens generated")
     parser.add_argument("--op-only", action="store_true", help="attention op only, no whole-model runs")
     parser.add_argument(
         "--runs", help="compare: comparisons per scenario, e.g. identical=10,long=3,precision=1 (the default)"
@@ -55,11 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.suite == "precision":
             rows = precision_table(
-                args.model, _csv(args.precisions), args.input_tokens, args.new_tokens, _report("precision")
+                args.model, _csv(args.precisions), args.input_tokens, args.new_tokens or 64, _report("precision")
             )
             columns, stem, plot = PRECISION_COLUMNS, "precision", plot_precisions
-            meta = {"model": args.model, "input_tokens": args.input_tokens, "new_tokens": args.new_tokens}
+            meta = {"model": args.model, "input_tokens": args.input_tokens, "new_tokens": args.new_tokens or 64}
             meta["machine"] = machine()
+        elif args.suite == "decode":
+            precisions = _csv(args.precisions) or ("fp32", "bf16", "fp16", "int8", "nf4")
+            rows = decode_table(args.model, precisions, args.new_tokens or 128, progress=_report("decode"))
+            columns, stem, plot = DECODE_COLUMNS, "decode", plot_decode
+            meta = {"model": args.model, "new_tokens": args.new_tokens or 128, "machine": machine()}
         elif args.suite == "compare":
             runs = dict((k, int(v)) for k, v in (item.split("=") for item in _csv(args.runs))) if args.runs else None
             rows = run_experiments(args.model, runs, _report("compare"))

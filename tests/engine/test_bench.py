@@ -214,3 +214,14 @@ def test_cli_compare_suite_runs_real_comparisons(tiny_env, tmp_path, capsys):
     assert rows[0]["prefill_low"] <= rows[0]["prefill_ratio"] <= rows[0]["prefill_high"]
     assert rows[0]["kl_mean"] is not None and rows[0]["trials"] >= 3
     assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_decode_suite_times_each_precision_eager_and_compiled(tiny_env):
+    from engine.bench.decode import decode_table
+
+    rows = decode_table("tiny-llama", ("fp32", "nf4"), new_tokens=8, repeats=1)
+    assert [(r.precision, r.path) for r in rows] == [("fp32", "eager"), ("fp32", "compiled"), ("nf4", "eager")]
+    eager, compiled, _ = rows
+    assert compiled.compile_cold_s > 0 and compiled.compile_warm_s > 0 and eager.compile_cold_s is None
+    assert all(r.decode_tokens_per_s > 0 and r.gb_per_s > 0 for r in rows)
+    assert all(r.vs_llama_cpp is None for r in rows)  # a local model has no GGUF for llama.cpp to run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -332,3 +333,41 @@ def test_stream_can_be_resumed_in_other_threads_and_contexts(cache):
             events.append(event)
     assert events[-1].token_ids == expected.token_ids
     assert events[-1].metrics.density == expected.metrics.density
+
+
+def test_decode_compiles_in_the_background_and_gives_the_same_tokens(cache):
+    """The first request of a length bucket decodes eagerly and starts the compile; once it is ready
+    the same greedy request runs compiled (static cache) and gives the same tokens."""
+    text = " ".join(["the quick brown fox jumps over the lazy dog"] * 6)
+    request = ask("tiny-llama", text=text, max_new_tokens=12)
+    compiled_decode = cache.get("tiny-llama", "fp32").compiled
+    compiled_decode.enabled = True  # the suite runs with STUDIO_COMPILE_DECODE=0
+    eager = run(request, cache)
+    assert eager.metrics.decode_path == "eager"
+    deadline = time.monotonic() + 300
+    while not compiled_decode.compile_seconds and not compiled_decode.failures and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not compiled_decode.failures and compiled_decode.compile_seconds
+    compiled = run(request, cache)
+    assert compiled.metrics.decode_path == "compiled" and compiled.token_ids == eager.token_ids
+    sparse = run(ask("tiny-llama", text=text, max_new_tokens=12, attention="sparse", window=16), cache)
+    assert sparse.metrics.decode_path == "eager"  # the sparse plan branches on data: not compiled
+    assert run(ask("tiny-marian", max_new_tokens=4), cache).metrics.decode_path == "eager"
+
+
+def test_static_cache_decode_matches_the_dynamic_cache(cache):
+    """A static cache passes its (mutable) position counter as the mask offset: the lazily built
+    mask must use this forward's value, not the one after layer 0's cache update."""
+    from transformers import DynamicCache, StaticCache
+
+    loaded = cache.get("tiny-llama", "fp32")
+    model = loaded.model
+    ids = torch.tensor([[5, 9, 17, 33, 41, 7, 12]])
+    with torch.inference_mode():
+        dynamic, static = DynamicCache(config=model.config), StaticCache(config=model.config, max_cache_len=64)
+        model(input_ids=ids, past_key_values=dynamic, use_cache=True)
+        model(input_ids=ids, past_key_values=static, cache_position=torch.arange(7), use_cache=True)
+        token = torch.tensor([[21]])
+        a = model(input_ids=token, past_key_values=dynamic, use_cache=True).logits
+        b = model(input_ids=token, past_key_values=static, cache_position=torch.tensor([7]), use_cache=True).logits
+    assert torch.allclose(a, b, atol=1e-5)
