@@ -90,7 +90,7 @@ class RunOptions:
         choices=PRECISIONS, error=PrecisionError,
     )  # fmt: skip
     attention: str = option(
-        "dense", "dense, sparse, or compare (runs both and reports speedups and agreement)", "main",
+        "dense", "dense, sparse, or compare: dense (A) vs sparse (B) as an experiment, with intervals and the quality cost", "main",
         choices=ATTENTION_MODES,
     )  # fmt: skip
     window: int = option(
