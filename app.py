@@ -138,7 +138,7 @@ def translate(text: str, source: str, target: str, options: RunOptions, progress
         source: source language code (en, fr, de, es, it, pt)
         target: target language code, different from the source
     Returns:
-        the translation (both runs, labelled, in compare mode) and the measured metrics as JSON
+        the translation (A and B labelled, in a comparison) and the measured metrics as JSON
     """
     for texts, metrics in _stream(lambda: translation.build_request(text, source, target, options), progress):
         yield labelled(texts), metrics
@@ -153,7 +153,7 @@ def summarize(text: str, length: str, options: RunOptions, progress: gr.Progress
         text: the document
         length: short (1 sentence), medium (3) or long (6)
     Returns:
-        the summary (both runs, labelled, in compare mode) and the measured metrics as JSON
+        the summary (A and B labelled, in a comparison) and the measured metrics as JSON
     """
     for texts, metrics in _stream(lambda: summarization.build_request(text, length, options), progress):
         yield labelled(texts), metrics
@@ -169,7 +169,7 @@ def chat(message: str, history: list, system: str, options: RunOptions, progress
         history: earlier turns, a list of {"role": "user" | "assistant", "content": text} messages
         system: the system prompt
     Returns:
-        the history with this exchange appended (the dense answer in compare mode) and the metrics as JSON
+        the history with this exchange appended (A's answer in a comparison) and the metrics as JSON
     """
     history = list(history or [])
     turn = [*history, {"role": "user", "content": message}]
@@ -212,7 +212,7 @@ def generate_code(prompt: str, language: str, options: RunOptions, progress: gr.
         prompt: what the code should do
         language: programming language (python, javascript, typescript, rust, go, c, cpp, java, bash, sql)
     Returns:
-        the code (the dense run's in compare mode) and the measured metrics as JSON
+        the code (A's, in a comparison) and the measured metrics as JSON
     """
     for texts, metrics in _stream(lambda: code.build_request(prompt, language, options), progress):
         yield code.extract_code(reference_text(texts)), metrics
@@ -243,7 +243,7 @@ benchmark = on_gpu(benchmark)
 
 
 def show_results(metrics: dict | None):
-    """Metrics line and, in compare mode, the side-by-side view, from the typed result."""
+    """Metrics line and, for a comparison, the side-by-side view, from the typed result."""
     if not metrics:
         return "", gr.Column(visible=False), "", "", None, None
     final = from_payload(metrics)

@@ -27,7 +27,7 @@ def answer(result: Result) -> str:
 
 
 def labelled(texts: dict[str, str]) -> str:
-    """One run's text as is; in compare mode each run's text under its name."""
+    """One run's text as is; in a comparison each side's text under its label."""
     if len(texts) == 1:
         return next(iter(texts.values()))
     return "\n\n".join(f"--- {run} ---\n{text}" for run, text in texts.items())
