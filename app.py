@@ -32,7 +32,7 @@ from engine import (
 from engine.options import OPTION_BY_NAME
 from engine.report import comparison_line, from_payload, labelled, metrics_line, to_payload
 from engine.settings import settings
-from tasks import classification, code, dialogue, lab, summarization, translation
+from tasks import TaskInfo, classification, code, dialogue, lab, summarization, translation
 from tasks.render import comparison_figure, comparison_table, reference_text
 
 try:
@@ -263,9 +263,9 @@ def _label(option: Option) -> str:
     return option.name.replace("_", " ").capitalize()
 
 
-def control(option: Option, task: str = "dialogue", visible: bool = True) -> gr.Component:
+def control(option: Option, task: str = "dialogue") -> gr.Component:
     """The UI control of one run option, from its declaration."""
-    common = {"label": _label(option), "info": option.help, "visible": visible}
+    common = {"label": _label(option), "info": option.help}
     if option.name == "model":
         names = [s.name for s in list_models(task)]
         return gr.Dropdown(names, value=DEFAULT_MODEL if DEFAULT_MODEL in names else names[0], **common)
@@ -281,9 +281,10 @@ def control(option: Option, task: str = "dialogue", visible: bool = True) -> gr.
     return gr.Slider(option.minimum, option.maximum, value=option.default, step=option.step, **common)
 
 
-def _controls(task: str, sampling: bool = True) -> list[gr.Component]:
+def _controls(info: TaskInfo) -> list[gr.Component]:
     """Every run option's control, in declaration order (the endpoint's parameter order), laid out
-    by group: main in a row, the others in accordions. Classification hides sampling (it scores)."""
+    by group: main in a row, the others in accordions; sampling hidden for a task that only scores."""
+    task = info.name
     made: dict[str, gr.Component] = {}
     with gr.Row():
         for option in OPTIONS:
@@ -295,7 +296,7 @@ def _controls(task: str, sampling: bool = True) -> list[gr.Component]:
         ("compare", "Compare A vs B (an experiment: interleaved trials, intervals, quality cost)"),
     )
     for group, title in accordions:
-        with gr.Accordion(title, open=False, visible=sampling or group != "sampling"):
+        with gr.Accordion(title, open=False, visible=info.generates or group != "sampling"):
             for option in OPTIONS:
                 if option.group == group:
                     made[option.name] = control(option, task)
@@ -316,10 +317,9 @@ def _results_panel() -> tuple[gr.JSON, list]:
     return metrics, [summary, compare, a_out, b_out, table, plot]
 
 
-def _run_section(task: str, button: str, output: type[gr.Component], **output_args):
-    """Below a tab's inputs: the run options, the action button, the output and the results panel.
-    Classification hides the sampling options (it scores labels)."""
-    shared = _controls(task, sampling=task != "classification")
+def _run_section(info: TaskInfo, button: str, output: type[gr.Component], **output_args):
+    """Below a tab's inputs: the run options, the action button, the output and the results panel."""
+    shared = _controls(info)
     go = gr.Button(button, variant="primary")
     out = output(**output_args)
     metrics, panel = _results_panel()
@@ -362,7 +362,7 @@ with gr.Blocks(title="Transformer Studio") as demo:
             swap = gr.Button("⇄ Swap", scale=0)
             target = gr.Dropdown(list(translation.LANGUAGES), value="fr", label="To")
         shared, go, out, metrics, panel = _run_section(
-            "translation", "Translate", gr.Textbox, label="Translation", lines=4
+            translation.INFO, "Translate", gr.Textbox, label="Translation", lines=4
         )
         gr.Examples(translation.INFO.examples, [src_text, source, target])
         swap.click(lambda a, b: (b, a), [source, target], [source, target], api_visibility="private")
@@ -372,7 +372,7 @@ with gr.Blocks(title="Transformer Studio") as demo:
         doc = gr.Textbox(label="Document", lines=8)
         length = gr.Radio(list(summarization.LENGTHS), value="short", label="Length")
         shared, go, out, metrics, panel = _run_section(
-            "summarization", "Summarize", gr.Textbox, label="Summary", lines=4
+            summarization.INFO, "Summarize", gr.Textbox, label="Summary", lines=4
         )
         gr.Examples(summarization.EXAMPLES, [doc, length])
         _wire([go.click], summarize, [doc, length, *shared], [out, metrics], "summarize", panel)
@@ -381,7 +381,7 @@ with gr.Blocks(title="Transformer Studio") as demo:
         bot = gr.Chatbot(label="Chat", height=380)
         msg = gr.Textbox(label="Message", placeholder="Type a message and press Enter")
         system = gr.Textbox(value=dialogue.DEFAULT_SYSTEM, label="System prompt")
-        shared = _controls("dialogue")
+        shared = _controls(dialogue.INFO)
         with gr.Row():
             send = gr.Button("Send", variant="primary")
             gr.ClearButton([bot, msg], value="Clear")
@@ -399,7 +399,7 @@ with gr.Blocks(title="Transformer Studio") as demo:
         _task_header(classification.INFO)
         cls_text = gr.Textbox(label="Text", lines=3)
         labels = gr.Textbox(value=", ".join(classification.DEFAULT_LABELS), label="Candidate labels")
-        shared, go, out, metrics, panel = _run_section("classification", "Classify", gr.Label, label="Labels")
+        shared, go, out, metrics, panel = _run_section(classification.INFO, "Classify", gr.Label, label="Labels")
         gr.Examples(classification.INFO.examples, [cls_text, labels])
         _wire([go.click], classify, [cls_text, labels, *shared], [out, metrics], "classify", panel)
     with gr.Tab(code.INFO.label):
@@ -407,7 +407,7 @@ with gr.Blocks(title="Transformer Studio") as demo:
         prompt = gr.Textbox(label="Describe the code", lines=3)
         language = gr.Dropdown(list(code.LANGUAGES), value="python", label="Language")
         shared, go, out, metrics, panel = _run_section(
-            "code", "Generate", gr.Code, label="Code (never executed)", language="python"
+            code.INFO, "Generate", gr.Code, label="Code (never executed)", language="python"
         )
         gr.Examples(code.INFO.examples, [prompt, language])
         language.change(lambda lang: gr.Code(language=code.highlight_language(lang)), language, out,

@@ -154,7 +154,8 @@ def teacher_forced_quality(
         return replace(_distribution_quality(p, q, None), tokens=len(labels), tv_distance=tv), ""
     if not a.token_ids:
         return None, "A generated no tokens to score."
-    if loaded_a.tokenizer.get_vocab() != loaded_b.tokenizer.get_vocab():
+    same_tokenizer = loaded_a.tokenizer is loaded_b.tokenizer  # one model: no need to compare vocabularies
+    if not same_tokenizer and loaded_a.tokenizer.get_vocab() != loaded_b.tokenizer.get_vocab():
         return None, "A and B use different tokenizers, so B cannot score A's tokens."
     logp_a = teacher_forced_logprobs(loaded_a, sides[0], a.token_ids)
     logp_b = teacher_forced_logprobs(loaded_b, sides[1], a.token_ids)

@@ -11,7 +11,7 @@ from .compare import run_comparison
 from .embedded import ProgressFn
 from .generate import events
 from .types import Comparison, GenerationRequest, Result
-from .validation import check_family, compare_sides, validate
+from .validation import check_family, validate
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,7 @@ def stream_request(
 ) -> Iterator[Event]:
     """Yield Chunks as text arrives, then one Result, or a Comparison when the options ask for one."""
     cache = cache or default_cache()
-    validate(request, cache.device)
-    if (sides := compare_sides(request.options, cache.device)) is not None:
+    if (sides := validate(request, cache.device)) is not None:
         for item in run_comparison(request, sides, cache, progress):
             yield Chunk(item[1], item[0]) if isinstance(item, tuple) else item
         return

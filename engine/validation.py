@@ -105,8 +105,9 @@ def compare_sides(options: RunOptions, device: torch.device) -> Sides | None:
     return Sides(options.compare, base, b, *labels)
 
 
-def validate(request: GenerationRequest, device: torch.device) -> None:
-    """The engine's front door: every rule about a request, checked once."""
+def validate(request: GenerationRequest, device: torch.device) -> Sides | None:
+    """The engine's front door: every rule about a request, checked once. Returns the two sides
+    when the request is a comparison (None: a single run)."""
     validate_options(request.options, device)
     if (sides := compare_sides(request.options, device)) is not None:
         validate_options(sides.b, device)
@@ -122,3 +123,4 @@ def validate(request: GenerationRequest, device: torch.device) -> None:
     if request.candidates is not None:
         check_labels(request.candidates)
     check_family(get_spec(request.options.model), request)
+    return sides

@@ -13,6 +13,7 @@ class TaskInfo:
     label: str  # the tab's title
     description: str  # one line under the tab's title
     examples: list[list] = field(default_factory=list)
+    generates: bool = True  # False: it scores instead, so the sampling options do not apply
 
 
 def instruct(system: str, user: str) -> tuple[Message, ...]:

@@ -14,6 +14,7 @@ INFO = TaskInfo(
     name="classification",
     label="Classification",
     description="Score candidate labels (default: sentiment).",
+    generates=False,
     examples=[
         ["Great service, friendly staff, I will come back!", "positive, negative, neutral"],
         ["This was the worst meal I have ever had. Terrible.", "positive, negative, neutral"],

@@ -22,6 +22,7 @@ from ..precision import FLOAT_DTYPES
 from ..registry import get_spec
 from ..service import run
 from ..types import GenerationRequest, Message, Result
+from .report import figure_panels
 
 Progress = Callable[[float, str], None]
 PROMPT = "Tell me about the history of Paris in a few paragraphs."
@@ -144,13 +145,8 @@ def decode_table(
 
 
 def plot_decode(rows: list[DecodeRow], path: Path) -> None:
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(7, 3.4), layout="constrained")
-    axes = figure.add_subplot()
-    labels = [f"{r.precision}\n{r.path}" for r in rows]
-    axes.bar(
-        labels, [r.decode_tokens_per_s for r in rows], color=["C1" if r.engine != "studio" else "C0" for r in rows]
-    )
-    axes.set(ylabel="decode tokens/s", title="Decode speed (greedy, 128 new tokens)")
-    figure.savefig(path, dpi=110)
+    with figure_panels(path, [("decode_tokens_per_s", "Decode speed (greedy)")], (7, 3.6)) as [(axes, (_, title))]:
+        labels = [f"{r.precision}\n{r.path}" for r in rows]
+        colors = ["C1" if r.engine != "studio" else "C0" for r in rows]
+        axes.bar(labels, [r.decode_tokens_per_s for r in rows], color=colors)
+        axes.set(ylabel="decode tokens/s", title=title)

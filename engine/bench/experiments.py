@@ -19,6 +19,7 @@ from ..data import long_document
 from ..options import DEFAULT_MODEL, RunOptions
 from ..service import run
 from ..types import Comparison, GenerationRequest, Message, Timing
+from .report import figure_panels
 
 Progress = Callable[[float, str], None]
 SUMMARIZE = "Summarize the text above in 1 sentence."
@@ -107,18 +108,15 @@ def run_experiments(
 
 def plot_experiments(rows: list[ExperimentRow], path: Path) -> None:
     """Prefill and total ratio (B vs A) per comparison with its interval; 1 = no difference."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(max(6, 0.5 * len(rows)), 3.6), layout="constrained")
-    axes = figure.add_subplot()
-    for offset, timing in ((-0.15, "prefill"), (0.15, "total")):
-        ratios = [getattr(r, f"{timing}_ratio") for r in rows]
-        below = [ratio - getattr(r, f"{timing}_low") for ratio, r in zip(ratios, rows, strict=True)]
-        above = [getattr(r, f"{timing}_high") - ratio for ratio, r in zip(ratios, rows, strict=True)]
-        positions = [i + offset for i in range(len(rows))]
-        axes.errorbar(positions, ratios, yerr=[below, above], fmt="o", capsize=3, label=timing)
-    axes.axhline(1.0, color="grey", linewidth=1)
-    axes.set_xticks(range(len(rows)), [f"{r.scenario} {r.run}" for r in rows], rotation=60, ha="right")
-    axes.set(ylabel="B vs A (above 1: B faster)", title="Comparisons: median ratio and 95% interval")
-    axes.legend()
-    figure.savefig(path, dpi=110)
+    panel = ("ratio", "Comparisons: median ratio and 95% interval")
+    with figure_panels(path, [panel], (max(6, 0.5 * len(rows)), 4)) as [(axes, (_, title))]:
+        for offset, timing in ((-0.15, "prefill"), (0.15, "total")):
+            ratios = [getattr(r, f"{timing}_ratio") for r in rows]
+            below = [ratio - getattr(r, f"{timing}_low") for ratio, r in zip(ratios, rows, strict=True)]
+            above = [getattr(r, f"{timing}_high") - ratio for ratio, r in zip(ratios, rows, strict=True)]
+            positions = [i + offset for i in range(len(rows))]
+            axes.errorbar(positions, ratios, yerr=[below, above], fmt="o", capsize=3, label=timing)
+        axes.axhline(1.0, color="grey", linewidth=1)
+        axes.set_xticks(range(len(rows)), [f"{r.scenario} {r.run}" for r in rows], rotation=60, ha="right")
+        axes.set(ylabel="B vs A (above 1: B faster)", title=title)
+        axes.legend()

@@ -47,7 +47,9 @@ def format_table(rows: list, columns: list[str] | None = None) -> str:
 
 
 @contextmanager
-def _panels(path: Path, panels: list[Panel], panel_size: tuple[float, float]) -> Iterator[list[tuple[Any, Panel]]]:
+def figure_panels(
+    path: Path, panels: list[Panel], panel_size: tuple[float, float]
+) -> Iterator[list[tuple[Any, Panel]]]:
     """A row of subplots, one (axes, panel) pair per panel, saved to `path` as a PNG when the block ends."""
     import matplotlib
 
@@ -72,7 +74,7 @@ def plot_sweep(rows: list[SweepRow], path: Path) -> None:
         ("model_decode_tokens_per_s", "whole-model decode (tokens/s)"),
     ]
     lengths = sorted({r.length for r in rows})
-    with _panels(path, panels, (5, 4)) as pairs:
+    with figure_panels(path, panels, (5, 4)) as pairs:
         for ax, (column, title) in pairs:
             for precision in dict.fromkeys(r.precision for r in rows):
                 for mode, style in (("dense", "o-"), ("sparse", "s--")):
@@ -95,7 +97,7 @@ def plot_sweep(rows: list[SweepRow], path: Path) -> None:
 def plot_precisions(rows: list[PrecisionRow], path: Path) -> None:
     names = [r.precision for r in rows]
     panels = [("decode_tokens_per_s", "decode tokens/s"), ("prefill_ms", "prefill ms"), ("footprint_mb", "MB")]
-    with _panels(path, panels, (4.5, 3.5)) as pairs:
+    with figure_panels(path, panels, (4.5, 3.5)) as pairs:
         for ax, (column, title) in pairs:
             ax.bar(names, [getattr(r, column) or 0 for r in rows])
             ax.set_title(title)
