@@ -270,8 +270,11 @@ def control(option: Option, task: str = "dialogue") -> gr.Component:
         names = [s.name for s in list_models(task)]
         return gr.Dropdown(names, value=DEFAULT_MODEL if DEFAULT_MODEL in names else names[0], **common)
     if option.choices is not None:
-        component = gr.Radio if len(option.choices) <= 4 else gr.Dropdown
-        return component(list(option.choices), value=option.default, **common)
+        notes = option.choice_notes or {}
+        # (label, value) pairs: the menu says what runs each choice, the API still takes the bare name
+        choices = [(f"{c} · {notes[c]}", c) if c in notes else c for c in option.choices]
+        component = gr.Radio if len(choices) <= 4 else gr.Dropdown
+        return component(choices, value=option.default, **common)
     if option.type is bool:
         return gr.Checkbox(value=option.default, **common)
     if option.type is str:

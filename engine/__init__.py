@@ -1,6 +1,7 @@
 """Transformer Studio engine: load models at any precision, run requests with dense or sparse
 attention, and measure them. Knows nothing of the UI or of the tasks."""
 
+from . import quiet_logs  # noqa: F401  (first: before transformers loads the libraries it quiets)
 from .cache import ModelCache, default_cache
 from .errors import (
     AttentionConfigError,

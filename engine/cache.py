@@ -36,7 +36,7 @@ class ModelCache:
     def get(self, name: str, precision: str, progress: ProgressFn | None = None) -> LoadedModel:
         """The model at `precision` (validated by the caller; `auto` resolved here), loaded once."""
         spec = get_spec(name)
-        key = (name, resolve_precision(precision, self.device))
+        key = (name, resolve_precision(precision, self.device, spec.family))
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)

@@ -1,19 +1,26 @@
 """A static KV cache and a compiled one-token decode step (gpt-fast's recipe), per loaded causal model.
 
-One compiled step and one preallocated cache per length bucket (powers of two from 256), so a few
-shapes cover every request. Compiling takes over a minute on a small CPU, so it never happens on a
-request: the first request of a new bucket starts a background compile and decodes eagerly; later
-ones use the compiled step when it is ready and free. Dense attention only: the sparse decode's
-plan branches on data, which the compiler cannot trace, so sparse decodes eagerly. Any failure to
-compile is recorded once and that bucket stays eager; the metrics always say which path ran.
+One compiled step and one preallocated cache per length bucket (powers of two from 256) and
+attention choice, so a few shapes cover every request. A sparse step reads its pattern's fixed-size
+key set (sinks + window) from the static cache, so it compiles like the dense one (attention/hook.py).
+
+Compiling takes up to a minute on a small CPU, so it never happens on a request: the first request
+of a new bucket starts a background compile and decodes eagerly; later ones use the compiled step
+when it is ready and free. The compiler is Python holding the GIL (and, the first time, the import
+machinery), and an eager decode hands the GIL back at every op: the first request of a fresh process,
+with the compile starting beside it, decoded at 0.7 instead of 15.5 tokens/s (int8-wo, measured). So
+the compiling thread pauses while any request is in flight and works in the gaps between requests. Any failure to compile is
+recorded once and that step stays eager; the metrics always say which path ran.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +29,7 @@ import torch
 from transformers import StaticCache
 
 from .attention.hook import AttentionChoice
+from .settings import settings
 
 log = logging.getLogger(__name__)
 MIN_BUCKET = 256
@@ -37,16 +45,57 @@ def _lower_priority() -> None:
         pass
 
 
+class InFlight:
+    """How many requests are being served; background compiles give way while there are any."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+        self.idle = threading.Event()
+        self.idle.set()
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        with self._lock:
+            self._count += 1
+            self.idle.clear()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._count -= 1
+                if self._count == 0:
+                    self.idle.set()
+
+
+IN_FLIGHT = InFlight()
+PAUSE_S = 0.5  # longest single pause: should a request ever wait on a lock the compiler holds, it is not stuck
+
+
+def _give_way(frame, event, arg) -> None:
+    """Profile hook of a compiling thread: at each Python call, wait while requests are served."""
+    if event == "call" and not IN_FLIGHT.idle.is_set():
+        IN_FLIGHT.idle.wait(PAUSE_S)
+
+
 def bucket_for(tokens: int) -> int:
     """The cache length for a request of `tokens` (input + new): the next power of two, at least 256."""
     return max(MIN_BUCKET, 1 << (tokens - 1).bit_length())
 
 
-def _one_token(model, token: torch.Tensor, position: torch.Tensor, cache: StaticCache) -> torch.Tensor:
+def _one_token(model, token: torch.Tensor, position: torch.Tensor, cache: StaticCache, choice) -> torch.Tensor:
     # The attention choice goes in as an argument (not the ContextVar the eager path reads): the
     # compiler traces it as a constant, so the whole step is one graph.
-    out = model(input_ids=token, past_key_values=cache, cache_position=position, use_cache=True, studio_choice=DENSE)
+    out = model(input_ids=token, past_key_values=cache, cache_position=position, use_cache=True, studio_choice=choice)
     return out.logits[:, -1]
+
+
+def _own_copy(function: Callable, name: str) -> Callable:
+    """`function` with a code object of its own. The compiler keeps its compiled versions and their
+    guards per code object: one per slot means a step checks only its own guards, and many slots
+    never reach the compiler's limit on versions of one function."""
+    code = function.__code__.replace(co_name=name)
+    return types.FunctionType(code, function.__globals__, name)
 
 
 @dataclass
@@ -55,32 +104,36 @@ class Slot:
 
     step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (token (1, 1), position (1,)) -> logits (1, vocab)
     cache: StaticCache
+    compile_s: float  # how long compiling it took (in the background)
     busy: threading.Lock = field(default_factory=threading.Lock)
 
 
+SlotKey = tuple[int, AttentionChoice]  # (bucket, attention choice without stats)
+
+
 class CompiledDecode:
-    """The compiled decode steps of one loaded causal model, by bucket."""
+    """The compiled decode steps of one loaded causal model, by bucket and attention choice."""
 
     def __init__(self, model, enabled: bool):
         self.model, self.enabled = model, enabled
-        self.compile_seconds: dict[int, float] = {}
-        self.failures: dict[int, str] = {}
-        self._slots: dict[int, Slot] = {}
-        self._started: set[int] = set()
+        self.compile_seconds: dict[SlotKey, float] = {}
+        self.failures: dict[SlotKey, str] = {}
+        self._slots: dict[SlotKey, Slot] = {}
+        self._started: set[SlotKey] = set()
         self._lock = threading.Lock()
 
     @contextmanager
-    def slot(self, tokens: int) -> Iterator[Slot | None]:
+    def slot(self, tokens: int, choice: AttentionChoice = DENSE) -> Iterator[Slot | None]:
         """A ready, free slot for a request of `tokens`, held for the block; None means decode eagerly
-        (and, the first time a bucket is asked for, its compile starts in the background)."""
-        bucket = bucket_for(tokens)
+        (and, the first time a bucket and choice are asked for, their compile starts in the background)."""
+        key = (bucket_for(tokens), choice)
         with self._lock:
-            ready = self._slots.get(bucket)
-            start = self.enabled and bucket not in self._started
-            self._started.add(bucket)
+            ready = self._slots.get(key)
+            start = self.enabled and key not in self._started
+            self._started.add(key)
         if start:
             threading.Thread(
-                target=self._compile_in_background, args=(bucket,), name=f"compile-{bucket}", daemon=True
+                target=self._compile_in_background, args=(key,), name=f"compile-{key[0]}", daemon=True
             ).start()
         if ready is None or not ready.busy.acquire(blocking=False):
             yield None
@@ -92,19 +145,28 @@ class CompiledDecode:
         finally:
             ready.busy.release()
 
-    def compile_now(self, tokens: int) -> None:
-        """Compile the bucket for `tokens` in this thread (benchmarks and tests; requests never wait)."""
-        bucket = bucket_for(tokens)
+    def compile_now(self, tokens: int, choice: AttentionChoice = DENSE) -> None:
+        """Compile the step for `tokens` in this thread (benchmarks and tests; requests never wait)."""
+        key = (bucket_for(tokens), choice)
         with self._lock:
-            self._started.add(bucket)
-        self._compile(bucket)
+            self._started.add(key)
+        self._compile(key)
 
-    def _compile_in_background(self, bucket: int) -> None:
+    def _compile_in_background(self, key: SlotKey) -> None:
         _lower_priority()
-        self._compile(bucket)
+        IN_FLIGHT.idle.wait()  # start between requests
+        sys.setprofile(_give_way)  # this thread only
+        try:
+            self._compile(key)
+        finally:
+            sys.setprofile(None)
 
-    def _compile(self, bucket: int) -> None:
+    def _compile(self, key: SlotKey) -> None:
+        bucket, choice = key
         model = self.model
+        # Inductor keeps its compiled kernels on disk: next to the model cache they outlive a restart
+        # (a later process compiles the same step in seconds), unless TORCHINDUCTOR_CACHE_DIR says otherwise.
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(settings().cache / "inductor"))
         try:
             start = time.perf_counter()
             cache = StaticCache(config=model.config, max_cache_len=bucket)
@@ -112,21 +174,23 @@ class CompiledDecode:
             # CUDA: also capture the step as a CUDA graph (static cache addresses allow it). Not yet
             # run on a GPU here: no GPU has been lent to this project.
             mode = "reduce-overhead" if device.type == "cuda" else None
-            compiled = torch.compile(_one_token, dynamic=False, fullgraph=True, mode=mode)
+            one_token = _own_copy(_one_token, f"_one_token_{bucket}_{choice.mode}_{len(self._started)}")
+            compiled = torch.compile(one_token, dynamic=False, fullgraph=True, mode=mode)
 
             def step(token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-                return compiled(model, token, position, cache)
+                return compiled(model, token, position, cache, choice)
 
             token = torch.zeros((1, 1), dtype=torch.long, device=device)
             with torch.inference_mode():
                 model(input_ids=token, past_key_values=cache, cache_position=torch.arange(1, device=device))
                 for position in (1, 2):  # the first call compiles; the second checks it is reused
                     step(token, torch.tensor([position], device=device))
-            slot = Slot(step, cache)
+            slot = Slot(step, cache, compile_s=time.perf_counter() - start)
             with self._lock:
-                self._slots[bucket] = slot
-                self.compile_seconds[bucket] = time.perf_counter() - start
-            log.info("compiled the decode step for %d tokens in %.1f s", bucket, self.compile_seconds[bucket])
+                self._slots[key] = slot
+                self.compile_seconds[key] = slot.compile_s
+            log.info("compiled the %s decode step for %d tokens in %.1f s", choice.mode, bucket, slot.compile_s)
         except Exception as exc:  # any compiler failure: this bucket decodes eagerly, and says why
-            self.failures[bucket] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            log.warning("decode step for %d tokens not compiled (%s); decoding eagerly", bucket, self.failures[bucket])
+            self.failures[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            log.warning("%s decode step for %d tokens not compiled (%s); decoding eagerly", choice.mode, bucket,
+                        self.failures[key])  # fmt: skip

@@ -23,6 +23,8 @@ from transformers.generation.logits_process import (
 )
 
 from .attention import AttentionStats, use_attention
+from .attention.hook import AttentionChoice
+from .decode import DENSE
 from .errors import InputError
 from .loader import LoadedModel
 from .metrics import PeakMemory, now
@@ -110,7 +112,19 @@ class TextStreamer:
 
 
 def _metrics(
-    loaded, request, *, prefill_s, ttft_s, total_s, gen_s, n_in, n_new, peak, density, decode_path="eager"
+    loaded,
+    request,
+    *,
+    prefill_s,
+    ttft_s,
+    total_s,
+    gen_s,
+    n_in,
+    n_new,
+    peak,
+    density,
+    decode_path="eager",
+    compile_s=None,
 ) -> Metrics:
     decode = (n_new - 1) / (gen_s - prefill_s) if n_new > 1 and gen_s > prefill_s else None
     return Metrics(
@@ -127,15 +141,19 @@ def _metrics(
         attention=request.options.attention,
         density=density,
         decode_path=decode_path,
+        compile_s=compile_s,
     )
 
 
 def _decode_slot(loaded: LoadedModel, request: GenerationRequest, prompt_tokens: int):
     """The compiled decode step (engine.decode) this request may use, held for the request: causal
-    models with dense attention; None (eager) otherwise, or while it compiles or serves another request."""
-    if loaded.compiled is None or request.options.attention != "dense":
+    models; None (eager) otherwise, or while it compiles or serves another request."""
+    options = request.options
+    if loaded.compiled is None:
         return nullcontext(None)
-    return loaded.compiled.slot(prompt_tokens + request.options.max_new_tokens)
+    # dense ignores the sparse settings: all dense requests share one step
+    choice = DENSE if options.attention == "dense" else AttentionChoice(options.attention, options.sparse)
+    return loaded.compiled.slot(prompt_tokens + options.max_new_tokens, choice)
 
 
 def _encode_prompt(loaded: LoadedModel, request: GenerationRequest) -> Encoded:
@@ -258,6 +276,7 @@ def stream(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Re
         peak=memory.peak_mb(),
         density=prefill_density,
         decode_path="eager" if slot is None else "compiled",
+        compile_s=None if slot is None else slot.compile_s,
     )
     yield Result(
         text=streamer.text,

@@ -13,7 +13,8 @@ from . import attention
 from .decode import CompiledDecode
 from .embedded import ProgressFn, ensure_converted, locate_packaged_file
 from .errors import ModelLoadError, PrecisionError
-from .precision import FLOAT_DTYPES, load_kwargs
+from .precision import load_kwargs, quantize_after_load, weight_bytes
+from .precision_menu import PRECISION_BY_NAME
 from .registry import ModelSpec, with_family
 from .settings import settings
 
@@ -126,6 +127,7 @@ def load_model(
         raise ModelLoadError(f"Cannot load {spec.name!r} from {location}: {exc}") from exc
     if "device_map" not in kwargs:
         model.to(device)
+    quantize_after_load(model, precision, device)
     model.eval()
     if getattr(tokenizer, "pad_token_id", None) is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -138,10 +140,9 @@ def load_model(
         tokenizer=tokenizer,
         precision=precision,
         device=device,
-        footprint_bytes=model.get_memory_footprint(),
+        footprint_bytes=weight_bytes(model),
         load_seconds=time.perf_counter() - start,
-        # bitsandbytes' layers do not compile: quantized models decode eagerly
-        compiled=CompiledDecode(model, settings().compile_decode and precision in FLOAT_DTYPES)
+        compiled=CompiledDecode(model, settings().compile_decode and PRECISION_BY_NAME[precision].compiles)
         if spec.family == "causal"
         else None,
     )

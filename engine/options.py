@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from .errors import AttentionConfigError, InputError, PrecisionError, StudioError
+from .precision_menu import PRECISION_CHOICES, PRECISIONS
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16", "int8", "nf4", "fp4")
 ATTENTION_MODES: tuple[str, ...] = ("dense", "sparse", "compare")  # compare = dense (A) vs sparse (B)
 COMPARE_AXES: tuple[str, ...] = ("none", "attention", "precision", "model")
 Group = Literal["main", "advanced", "sampling", "compare"]
@@ -40,6 +40,7 @@ class Option:
     maximum: float | None = None
     step: float | None = None  # UI slider step
     error: type[StudioError] = InputError  # what a bad value raises
+    choice_notes: Mapping[str, str] | None = None  # a line per choice for menus (e.g. what runs a precision)
     name: str = ""
     type: type = str  # int, float, bool or str
     nullable: bool = False
@@ -86,8 +87,8 @@ class RunOptions:
 
     model: str = option(DEFAULT_MODEL, "a model name from the registry (`python -m engine models`)", "main")
     precision: str = option(
-        "auto", "weights and compute: auto, fp32, fp16, bf16, int8, nf4 or fp4", "main",
-        choices=PRECISIONS, error=PrecisionError,
+        "auto", f"weights and compute: {', '.join(PRECISIONS)} (int8/nf4/fp4: bitsandbytes; -wo: torchao weight-only)",
+        "main", choices=PRECISIONS, error=PrecisionError, choice_notes={c.name: c.runs_on for c in PRECISION_CHOICES},
     )  # fmt: skip
     attention: str = option(
         "dense", "dense, sparse, or compare: dense (A) vs sparse (B) as an experiment, with intervals and the quality cost", "main",

@@ -42,6 +42,10 @@ def metrics_line(result: Result) -> str:
     decode = f"{m.decode_tokens_per_s:.1f} tok/s" if m.decode_tokens_per_s else "n/a"
     cut = f" · input truncated by {result.truncated_tokens} tokens" if result.truncated_tokens else ""
     stopped = " · stopped at the time limit" if result.finish_reason == "time_limit" else ""
+    if m.decode_path == "compiled" and m.compile_s is not None:
+        decode += f" (compiled step; its compile took {m.compile_s:.0f} s once, in the background)"
+    elif m.decode_path == "eager" and m.new_tokens > 1:
+        decode += " (eager)"
     return (
         f"{m.attention} · {m.precision} · {m.device} — prefill {m.prefill_ms:.0f} ms · TTFT {m.ttft_ms:.0f} ms · "
         f"decode {decode} · total {m.total_ms:.0f} ms · {m.input_tokens} in / {m.new_tokens} new · "

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from .cache import ModelCache, default_cache
 from .compare import run_comparison
+from .decode import IN_FLIGHT
 from .embedded import ProgressFn
 from .generate import events
 from .types import Comparison, GenerationRequest, Result
@@ -30,14 +31,15 @@ def stream_request(
 ) -> Iterator[Event]:
     """Yield Chunks as text arrives, then one Result, or a Comparison when the options ask for one."""
     cache = cache or default_cache()
-    if (sides := validate(request, cache.device)) is not None:
-        for item in run_comparison(request, sides, cache, progress):
-            yield Chunk(item[1], item[0]) if isinstance(item, tuple) else item
-        return
-    loaded = cache.get(request.options.model, request.options.precision, progress)
-    check_family(loaded.spec, request)  # the family of an unregistered model is known only now
-    for item in events(loaded, request):
-        yield item if isinstance(item, Result) else Chunk(item, request.options.attention)
+    with IN_FLIGHT.serving():  # background compiles pause meanwhile (engine.decode)
+        if (sides := validate(request, cache.device)) is not None:
+            for item in run_comparison(request, sides, cache, progress):
+                yield Chunk(item[1], item[0]) if isinstance(item, tuple) else item
+            return
+        loaded = cache.get(request.options.model, request.options.precision, progress)
+        check_family(loaded.spec, request)  # the family of an unregistered model is known only now
+        for item in events(loaded, request):
+            yield item if isinstance(item, Result) else Chunk(item, request.options.attention)
 
 
 def run(

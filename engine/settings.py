@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     cache: Path = Field(
         default_factory=_default_cache,
         alias="STUDIO_CACHE",
-        description="where the embedded model's converted cache lives (default ~/.cache/transformer-studio)",
+        description="where the embedded model's converted cache and the compiled decode steps live (default ~/.cache/transformer-studio)",
     )
     device: str | None = Field(None, alias="STUDIO_DEVICE", description="cpu or cuda[:N]; default: CUDA when present")
     memory_budget_mb: float | None = Field(

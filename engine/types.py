@@ -47,6 +47,7 @@ class Metrics:
     attention: str
     density: float = 1.0  # share of (query, key) pairs the attention computed during prefill
     decode_path: str = "eager"  # "compiled": a static cache and the compiled one-token step (engine.decode)
+    compile_s: float | None = None  # compiled: how long that step took to compile, once, off any request's time
 
 
 @dataclass

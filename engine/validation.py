@@ -74,7 +74,7 @@ def compare_sides(options: RunOptions, device: torch.device) -> Sides | None:
         temperature=0.0,
         compare="none",
         compare_with="",
-        precision=resolve_precision(options.precision, device),
+        precision=resolve_precision(options.precision, device, get_spec(options.model).family),
     )
     if options.attention == "compare":
         if options.compare != "none":
@@ -97,7 +97,7 @@ def compare_sides(options: RunOptions, device: torch.device) -> Sides | None:
         labels = (_attention_label(base), value)
     else:
         if options.compare == "precision":
-            value = resolve_precision(value, device)
+            value = resolve_precision(value, device, get_spec(options.model).family)
         b = replace(base, **{options.compare: value})
         labels = (getattr(base, options.compare), value)
     if labels[0] == labels[1]:  # an A/A test: the same settings twice

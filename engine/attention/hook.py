@@ -28,6 +28,7 @@ from transformers.masking_utils import (
 from ..options import SparseSettings
 from ..settings import settings
 from .kernels import MaskShape, SparsePlan, blocked_attention, build_plan, flex_block_mask, flex_sparse_attention
+from .one_query import one_query_attention
 from .patterns import pattern_for
 
 IMPLEMENTATION = "studio"
@@ -70,14 +71,21 @@ def sparse_kernel_name(device: torch.device) -> str:
     return settings().sparse_kernel or ("flex" if device.type == "cuda" else "blocked")
 
 
+def _snapshot(offset):
+    if not isinstance(offset, torch.Tensor):
+        return offset
+    return offset.clone() if torch.compiler.is_compiling() else int(offset)
+
+
 class StudioMask:
     """What the mask interface hands to every layer of one forward: the arguments of the mask,
     materialised lazily (dense) or as a sparse plan, once per forward and shared by all layers."""
 
     def __init__(self, *, batch_size, q_length, kv_length, q_offset, kv_offset, mask_function, attention_mask, **rest):
         # A static cache hands its position counter itself as q_offset, and layer 0's cache update
-        # advances it in place before this (lazy) mask is built: keep the value of this forward.
-        q_offset, kv_offset = (x.clone() if isinstance(x, torch.Tensor) else x for x in (q_offset, kv_offset))
+        # advances it in place before this (lazy) mask is built: keep the value of this forward. Eagerly
+        # as an int, which the sparse plan computes with; a compiled step keeps the tensor.
+        q_offset, kv_offset = (_snapshot(x) for x in (q_offset, kv_offset))
         self.shape = MaskShape(batch_size, q_length, kv_length, q_offset, kv_offset)
         self.attention_mask = attention_mask
         self.mask_function = mask_function
@@ -181,9 +189,20 @@ def studio_attention(
             pairs = mask.shape.dense_pairs(causal)
             choice.stats.computed_pairs += pairs
             choice.stats.dense_pairs += pairs
+        if query.shape[2] == 1 and torch.compiler.is_compiling():  # a compiled decode step (eagerly SDPA is faster)
+            return one_query_attention(query, key, value, mask.dense(), scaling, position_bias), None
         return sdpa_attention_forward(
             module, query, key, value, mask.dense(), dropout, scaling, is_causal, position_bias, **kwargs
         )
+
+    if query.shape[2] == 1 and not module.training:  # a sparse decode step, compiled or not
+        if choice.stats is not None:  # eager only (a compiled step carries no stats): positions are ints here
+            q0, kv_len = mask.shape.q_offset, mask.shape.kv_offset + mask.shape.kv_length
+            choice.stats.computed_pairs += sum(
+                hi - lo for lo, hi in pattern.key_ranges(q0, q0 + 1, kv_len, choice.settings)
+            )
+            choice.stats.dense_pairs += mask.shape.dense_pairs(causal)
+        return _sparse_one_query(query, key, value, mask, pattern, choice.settings, scaling, position_bias), None
 
     if sparse_kernel_name(query.device) == "flex":
         block_mask, computed = mask.block_mask(pattern, choice.settings, query.device)
@@ -197,6 +216,28 @@ def studio_attention(
         choice.stats.computed_pairs += computed
         choice.stats.dense_pairs += dense
     return out.transpose(1, 2).contiguous(), None  # (B, Lq, H, D), as transformers expects
+
+
+def _sparse_one_query(query, key, value, mask: StudioMask, pattern, settings: SparseSettings, scaling, position_bias):
+    """One query under a pattern with static shapes (a compiled step traces it once per bucket): the
+    pattern's fixed-size key set gathered from the cache, or, for a pattern without one, the whole
+    cache masked by the pattern's rule."""
+    device, kv_len, kv_offset = query.device, key.shape[2], mask.shape.kv_offset
+    position = torch.as_tensor(mask.shape.q_offset, device=device).reshape(-1)[:1]
+    allowed = mask.dense()  # the model's own mask (causality, padding): (B or 1, 1, 1, kv_len) bool, or None
+    picked = pattern.decode_keys(position, kv_offset + kv_len, settings)
+    if picked is None:
+        keep = pattern.rule(position, kv_offset + torch.arange(kv_len, device=device), settings).view(1, 1, 1, kv_len)
+        return one_query_attention(
+            query, key, value, keep if allowed is None else allowed & keep, scaling, position_bias
+        )
+    absolute, valid = picked
+    rows = (absolute - kv_offset).clamp(0, kv_len - 1)
+    keep = (valid & (absolute >= kv_offset)).view(1, 1, 1, -1)
+    if allowed is not None:
+        keep = keep & allowed.index_select(-1, rows)
+    bias = position_bias.index_select(-1, rows) if position_bias is not None else None
+    return one_query_attention(query, key.index_select(2, rows), value.index_select(2, rows), keep, scaling, bias)
 
 
 def register() -> None:

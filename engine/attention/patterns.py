@@ -29,6 +29,13 @@ class Pattern(Protocol):
         """True when, over `kv_len` keys, the pattern drops nothing: sparse is then exactly dense."""
         ...
 
+    def decode_keys(
+        self, position: torch.Tensor, kv_len: int, s: SparseSettings
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """For one query at `position` (a tensor: a compiled step cannot branch on it), a fixed number
+        of key indices to read and which of them count; None: no fixed-size set, mask the whole cache."""
+        ...
+
 
 def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     merged: list[tuple[int, int]] = []
@@ -57,6 +64,14 @@ class SlidingWindowSinks:
     def keeps_all(self, kv_len, s):
         return kv_len <= s.window
 
+    def decode_keys(self, position, kv_len, s):
+        # sinks + window indices whatever the position, so the shape is static; early on the window
+        # overlaps the sinks or starts before 0, and those entries do not count
+        sinks = torch.arange(s.sinks, device=position.device)
+        recent = position.reshape(-1)[:1] - s.window + 1 + torch.arange(s.window, device=position.device)
+        valid = torch.cat([sinks <= position.reshape(-1)[:1], recent >= s.sinks])
+        return torch.cat([sinks, recent]).clamp(0, kv_len - 1), valid
+
 
 @dataclass(frozen=True)
 class LocalGlobal:
@@ -77,6 +92,9 @@ class LocalGlobal:
 
     def keeps_all(self, kv_len, s):
         return kv_len - 1 <= s.window // 2
+
+    def decode_keys(self, position, kv_len, s):
+        return None  # encoders do not decode
 
 
 @dataclass(frozen=True)
@@ -110,6 +128,9 @@ class RandomBlocks:
 
     def keeps_all(self, kv_len, s):
         return kv_len <= s.window
+
+    def decode_keys(self, position, kv_len, s):
+        return None  # how many blocks are picked depends on the position
 
 
 PATTERNS: dict[str, Pattern] = {p.name: p for p in (SlidingWindowSinks(), LocalGlobal(), RandomBlocks())}

@@ -15,7 +15,7 @@ from ..errors import StudioError
 from ..frontends import add_option_flags
 from ..options import DEFAULT_MODEL, SparseSettings
 from . import __doc__ as _package_doc
-from .decode import DECODE_COLUMNS, decode_table, plot_decode
+from .decode import DECODE_COLUMNS, auto_choice, decode_table, plot_decode
 from .experiments import EXPERIMENT_COLUMNS, plot_experiments, run_experiments
 from .precision import PRECISION_COLUMNS, precision_table
 from .report import format_table, machine, plot_precisions, plot_sweep, write_outputs
@@ -64,10 +64,13 @@ def main(argv: list[str] | None = None) -> int:
             meta = {"model": args.model, "input_tokens": args.input_tokens, "new_tokens": args.new_tokens or 64}
             meta["machine"] = machine()
         elif args.suite == "decode":
-            precisions = _csv(args.precisions) or ("fp32", "bf16", "fp16", "int8", "nf4")
-            rows = decode_table(args.model, precisions, args.new_tokens or 128, progress=_report("decode"))
+            chosen = {"precisions": _csv(args.precisions)} if args.precisions else {}
+            new_tokens = args.new_tokens or 128
+            rows = decode_table(args.model, new_tokens=new_tokens, progress=_report("decode"), **chosen)
             columns, stem, plot = DECODE_COLUMNS, "decode", plot_decode
-            meta = {"model": args.model, "new_tokens": args.new_tokens or 128, "machine": machine()}
+            auto, why = auto_choice(rows, new_tokens)
+            print("\n".join(why))
+            meta = {"model": args.model, "new_tokens": new_tokens, "machine": machine(), "auto": auto, "auto_why": why}
         elif args.suite == "compare":
             runs = dict((k, int(v)) for k, v in (item.split("=") for item in _csv(args.runs))) if args.runs else None
             rows = run_experiments(args.model, runs, _report("compare"))

@@ -2,27 +2,35 @@
 llama.cpp on the same GGUF in the same run when `llama_cpp` is importable (an optional extra).
 
 Decode on these CPUs is bound by the weight bytes read per token, so each row also gives the
-achieved bandwidth: footprint x tokens/s.
+achieved bandwidth: footprint x tokens/s. Each precision also gets what `auto` is chosen from: its
+quality cost against the first precision (fp32), teacher-forced on that one's answer, and its
+prefill speed on a long input.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..cache import ModelCache
-from ..decode import CompiledDecode
+from ..compare import teacher_forced_quality
 from ..embedded import locate_packaged_file
+from ..loader import LoadedModel
 from ..options import DEFAULT_MODEL, RunOptions
-from ..precision import FLOAT_DTYPES
+from ..precision_menu import PRECISION_BY_NAME
 from ..registry import get_spec
 from ..service import run
 from ..types import GenerationRequest, Message, Result
 from .report import figure_panels
+from .sweep import corpus_ids
 
 Progress = Callable[[float, str], None]
 PROMPT = "Tell me about the history of Paris in a few paragraphs."
@@ -38,15 +46,20 @@ class DecodeRow:
     new_tokens: int
     footprint_mb: float
     gb_per_s: float  # weight bytes streamed per second while decoding
-    compile_cold_s: float | None = None  # first compile of this length bucket in this process
-    compile_warm_s: float | None = None  # the same again with a fresh compiler (its on-disk caches warm)
+    compile_cold_s: float | None = None  # compiling the step in a fresh process, empty compiler cache
+    compile_warm_s: float | None = None  # the same in another fresh process, the compiler cache on disk warm
     vs_llama_cpp: float | None = None  # decode tokens/s over llama.cpp's in this run
+    kl_vs_reference: float | None = None  # mean KL(reference || this) per token of the reference's answer
+    top1_vs_reference: float | None = None  # share of those positions where both pick the same token
+    long_prefill_tokens_per_s: float | None = None  # a LONG_INPUT-token prompt (prefill is always eager)
 
 
 DECODE_COLUMNS = [
     "engine", "precision", "path", "decode_tokens_per_s", "vs_llama_cpp", "gb_per_s", "prefill_ms", "new_tokens",
-    "footprint_mb", "compile_cold_s", "compile_warm_s",
+    "footprint_mb", "compile_cold_s", "compile_warm_s", "kl_vs_reference", "top1_vs_reference",
+    "long_prefill_tokens_per_s",
 ]  # fmt: skip
+LONG_INPUT = 2048
 
 
 def _median_run(request: GenerationRequest, cache: ModelCache, repeats: int) -> tuple[Result, float, float]:
@@ -62,12 +75,21 @@ def _row(precision: str, path: str, result: Result, rate: float, prefill_ms: flo
                      m.model_memory_mb * rate / 1024, **extra)  # fmt: skip
 
 
+def _long_prefill_rate(loaded: LoadedModel, cache: ModelCache, model: str, precision: str) -> float:
+    length = min(LONG_INPUT, loaded.spec.context_length // 2)  # tiny test models have short contexts
+    text = loaded.tokenizer.decode(corpus_ids(loaded.tokenizer, length)[0])
+    request = GenerationRequest(RunOptions(model=model, precision=precision, max_new_tokens=1), text=text)
+    result, _, prefill_ms = _median_run(request, cache, repeats=1)
+    return result.metrics.input_tokens / (prefill_ms / 1000)
+
+
 def studio_rows(
     model: str, precisions: tuple[str, ...], new_tokens: int, repeats: int, progress: Progress | None
 ) -> list[DecodeRow]:
     cache = ModelCache()
     rows = []
     messages = (Message("user", PROMPT),)
+    reference: tuple[LoadedModel, GenerationRequest, Result] | None = None
     for i, precision in enumerate(precisions):
         if progress:
             progress(i / len(precisions), precision)
@@ -78,22 +100,55 @@ def studio_rows(
         compiled = loaded.compiled
         compiled.enabled = False  # eager first: no background compile may run during these timings
         result, rate, prefill = _median_run(request, cache, repeats)
+        reference = reference or (loaded, request, result)
+        quality, _ = teacher_forced_quality(reference[0], loaded, (reference[1], request), reference[2], result)
+        first = len(rows)
         rows.append(_row(precision, "eager", result, rate, prefill))
-        if precision not in FLOAT_DTYPES:
-            continue  # bitsandbytes' layers do not compile
-        tokens = result.metrics.input_tokens + new_tokens
-        compiled.compile_now(tokens)
-        if compiled.failures:
-            print(f"{precision}: not compiled ({next(iter(compiled.failures.values()))})")
-            continue
-        cold = next(iter(compiled.compile_seconds.values()))
-        again = CompiledDecode(loaded.model, enabled=False)
-        again.compile_now(tokens)
-        result, rate, prefill = _median_run(request, cache, repeats)
-        assert result.metrics.decode_path == "compiled", result.metrics.decode_path
-        rows.append(_row(precision, "compiled", result, rate, prefill, compile_cold_s=cold,
-                         compile_warm_s=next(iter(again.compile_seconds.values()))))  # fmt: skip
+        if PRECISION_BY_NAME[precision].compiles:
+            rows.extend(_compiled_row(precision, loaded, request, cache, result, repeats))
+        long_rate = _long_prefill_rate(loaded, cache, model, precision)
+        for row in rows[first:]:
+            row.kl_vs_reference, row.top1_vs_reference = quality.kl_mean, quality.top1_agreement
+            row.long_prefill_tokens_per_s = long_rate
     return rows
+
+
+def _compiled_row(
+    precision: str, loaded: LoadedModel, request: GenerationRequest, cache: ModelCache, eager: Result, repeats: int
+) -> list[DecodeRow]:
+    compiled = loaded.compiled
+    tokens = eager.metrics.input_tokens + request.options.max_new_tokens
+    compiled.compile_now(tokens)
+    if compiled.failures:
+        print(f"{precision}: not compiled ({next(iter(compiled.failures.values()))})")
+        return []
+    result, rate, prefill = _median_run(request, cache, repeats)
+    assert result.metrics.decode_path == "compiled", result.metrics.decode_path
+    cold, warm = compile_times_across_processes(request.options.model, precision, tokens)
+    return [_row(precision, "compiled", result, rate, prefill, compile_cold_s=cold, compile_warm_s=warm)]
+
+
+def compile_times_across_processes(model: str, precision: str, tokens: int) -> tuple[float, float]:
+    """Seconds to compile the decode step in a fresh process with an empty compiler cache (cold), then
+    in another fresh process that finds the on-disk cache the first one left (warm: a restart)."""
+    with tempfile.TemporaryDirectory() as compiler_cache:
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": compiler_cache}
+        code = "import sys; from engine.bench.decode import compile_seconds; print(compile_seconds(*sys.argv[1:]))"
+        times = []
+        for _ in ("cold", "warm"):
+            done = subprocess.run([sys.executable, "-c", code, model, precision, str(tokens)], env=env,
+                                  capture_output=True, text=True, check=True)  # fmt: skip
+            times.append(float(done.stdout.split()[-1]))
+    return times[0], times[1]
+
+
+def compile_seconds(model: str, precision: str, tokens: str) -> float:
+    """In this process: load, compile the decode step for `tokens`, and return how long compiling took."""
+    compiled = ModelCache().get(model, precision).compiled
+    compiled.compile_now(int(tokens))
+    if compiled.failures:
+        raise RuntimeError(next(iter(compiled.failures.values())))
+    return next(iter(compiled.compile_seconds.values()))
 
 
 def llama_cpp_row(model: str, new_tokens: int, repeats: int) -> DecodeRow | None:
@@ -129,7 +184,7 @@ def llama_cpp_row(model: str, new_tokens: int, repeats: int) -> DecodeRow | None
 
 def decode_table(
     model: str = DEFAULT_MODEL,
-    precisions: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8", "nf4"),
+    precisions: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8", "nf4", "int8-wo", "int4-wo"),
     new_tokens: int = 128,
     repeats: int = 2,
     progress: Progress | None = None,
@@ -142,6 +197,43 @@ def decode_table(
         anchor.vs_llama_cpp = 1.0
         rows.append(anchor)
     return rows
+
+
+# `auto` keeps quality when, teacher-forced on the reference's (fp32's) answer, the mean per-token KL
+# is at most AUTO_MAX_KL nats and the top token agrees at AUTO_MIN_TOP1 of the positions.
+AUTO_MAX_KL = 0.05
+AUTO_MIN_TOP1 = 0.90
+
+
+def request_seconds(row: DecodeRow, new_tokens: int) -> float:
+    """A chat request (this table's prompt) and a long-document one (LONG_INPUT tokens), each then
+    decoding `new_tokens`: the geometric mean of their times, so neither workload decides alone."""
+    decode_s = new_tokens / row.decode_tokens_per_s
+    chat = row.prefill_ms / 1000 + decode_s
+    long = LONG_INPUT / row.long_prefill_tokens_per_s + decode_s
+    return math.sqrt(chat * long)
+
+
+def auto_choice(rows: list[DecodeRow], new_tokens: int) -> tuple[str, list[str]]:
+    """What `auto` should be on this machine, from one decode table, and the lines that show why: of
+    the precisions that keep quality, the one whose faster path gives the shortest request_seconds."""
+    best: dict[str, DecodeRow] = {}
+    for row in rows:
+        if row.engine == "studio" and row.decode_tokens_per_s > getattr(
+            best.get(row.precision), "decode_tokens_per_s", 0
+        ):
+            best[row.precision] = row
+    keeps = {p: r.kl_vs_reference <= AUTO_MAX_KL and r.top1_vs_reference >= AUTO_MIN_TOP1 for p, r in best.items()}
+    choice = min((p for p in best if keeps[p]), key=lambda p: request_seconds(best[p], new_tokens))
+    lines = [
+        f"{p:8} {r.path:8} KL {r.kl_vs_reference:.4f} top-1 {r.top1_vs_reference:.0%} "
+        f"{'keeps quality ' if keeps[p] else 'changes output'} request {request_seconds(r, new_tokens):.2f} s"
+        for p, r in best.items()
+    ]
+    return choice, [
+        *lines,
+        f"auto on this machine: {choice} (KL <= {AUTO_MAX_KL}, top-1 >= {AUTO_MIN_TOP1:.0%}, fastest)",
+    ]
 
 
 def plot_decode(rows: list[DecodeRow], path: Path) -> None:

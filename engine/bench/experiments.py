@@ -66,10 +66,10 @@ def _summarize(document: str, **options) -> GenerationRequest:
 def scenario_requests(model: str) -> dict[str, GenerationRequest]:
     short = " ".join(long_document().split()[:200])  # ~300 tokens: a 512-token window covers it
     return {
-        "identical": _summarize(short, model=model, attention="compare", max_new_tokens=32),
-        "long": _summarize(long_document(), model=model, attention="compare", max_new_tokens=32),
+        "identical": _summarize(short, model=model, precision="fp32", attention="compare", max_new_tokens=32),
+        "long": _summarize(long_document(), model=model, precision="fp32", attention="compare", max_new_tokens=32),
         "precision": GenerationRequest(
-            RunOptions(model=model, compare="precision", compare_with="nf4", max_new_tokens=32),
+            RunOptions(model=model, precision="fp32", compare="precision", compare_with="nf4", max_new_tokens=32),
             messages=(Message("user", "What is the capital of France? Answer in one sentence."),),
         ),
     }

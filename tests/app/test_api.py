@@ -6,7 +6,10 @@ import ast
 import time
 
 import pytest
+import torch
 from gradio_client.exceptions import AppError
+
+from engine.precision import resolve_precision
 
 pytestmark = pytest.mark.integration
 
@@ -15,6 +18,7 @@ PARK = (
     "two to fund the project, which will add playgrounds, a pond and walking paths. Construction starts in "
     "spring and should finish within a year."
 )
+AUTO = resolve_precision("auto", torch.device("cpu"), "causal")  # what the app's default stands for here
 METRIC_FIELDS = {
     "prefill_ms",
     "ttft_ms",
@@ -39,7 +43,7 @@ def call(client, api_name: str, *args, **kwargs):
 
 def assert_metrics(metrics: dict, attention: str = "dense") -> None:
     assert METRIC_FIELDS <= set(metrics)
-    assert metrics["attention"] == attention and metrics["device"] == "cpu" and metrics["precision"] == "fp32"
+    assert metrics["attention"] == attention and metrics["device"] == "cpu" and metrics["precision"] == AUTO
     assert metrics["prefill_ms"] > 0 and metrics["input_tokens"] > 0 and metrics["model_memory_mb"] > 100
 
 
@@ -147,8 +151,8 @@ def test_compare_mode_returns_both_runs(client):
 def test_any_two_settings_compare_through_the_api(client):
     """compare / compare_with on a task endpoint: here the same precision twice (an A/A test)."""
     text = "Great service, friendly staff, I will come back!"
-    scores, metrics = call(client, "/classify", text, "positive, negative, neutral", compare="precision",
-                           compare_with="fp32", trials=2)  # fmt: skip
+    scores, metrics = call(client, "/classify", text, "positive, negative, neutral", precision="fp32",
+                           compare="precision", compare_with="fp32", trials=2)  # fmt: skip
     assert metrics["axis"] == "precision" and metrics["labels"] == {"a": "fp32 (A)", "b": "fp32 (B)"}
     quality = metrics["comparison"]["quality"]
     assert quality["kl_mean"] == 0 and quality["tv_distance"] == 0 and scores["label"] == "positive"

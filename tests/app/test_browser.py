@@ -9,7 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
+from engine.precision import resolve_precision
 from tasks import classification, code, summarization, translation
 
 pytestmark = pytest.mark.integration
@@ -18,6 +20,7 @@ CHROMIUM = os.environ.get("STUDIO_CHROMIUM") or shutil.which("chromium") or "/us
 SHOTS = Path(os.environ.get("STUDIO_SCREENSHOTS", Path(__file__).resolve().parents[2] / "build" / "screenshots"))
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 TIMEOUT_MS = 120_000
+AUTO = resolve_precision("auto", torch.device("cpu"), "causal")  # what the app's default stands for here
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +92,7 @@ def test_tab_runs_its_example(page, name):
     panel = open_tab(page, tab)
     use_example(panel, example, field)
     line = run_and_wait(panel, button)
-    assert "fp32" in line and "cpu" in line
+    assert AUTO in line and "cpu" in line
     assert OUTPUT_SEEN[name](panel)
     shoot(page, name)
 
@@ -113,9 +116,9 @@ def test_classification_compares_two_precisions(page):
     use_example(panel, classification.INFO.examples[0][0], "Text")
     panel.get_by_text("Compare A vs B").click()
     panel.get_by_label("precision", exact=True).check()
-    panel.get_by_role("textbox", name="Compare with").fill("fp32")
+    panel.get_by_role("textbox", name="Compare with").fill(AUTO)
     line = run_and_wait(panel, "Classify")
-    assert "fp32 (B) vs fp32 (A)" in line and "KL 0.0000" in line
+    assert f"{AUTO} (B) vs {AUTO} (A)" in line and "KL 0.0000" in line
     panel.get_by_text("label distributions: total variation").filter(visible=True).first.wait_for()
 
 

@@ -216,3 +216,45 @@ def test_flex_and_blocked_kernels_agree_inside_a_model(studio_env):
     assert rel_err(flex, blocked) < 1e-4
     # 128x128 tiles are coarse at 300 tokens: flex computes more pairs than dense would here
     assert 0 < blocked_density < 1 < flex_density
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_one_query_attention_matches_sdpa(with_bias):
+    """The decode step's attention (one query, grouped KV heads) equals PyTorch's SDPA."""
+    from engine.attention.one_query import one_query_attention
+
+    torch.manual_seed(0)
+    b, h, hkv, length, d = 2, 6, 2, 37, 16
+    query, key, value = torch.randn(b, h, 1, d), torch.randn(b, hkv, length, d), torch.randn(b, hkv, length, d)
+    mask = torch.rand(b, 1, 1, length) > 0.3
+    mask[..., -1] = True  # a query always sees itself
+    bias = torch.randn(1, h, 1, length) if with_bias else None
+    expected_mask = mask if bias is None else bias.masked_fill(~mask, float("-inf"))
+    expected = F.scaled_dot_product_attention(
+        query, key.repeat_interleave(h // hkv, 1), value.repeat_interleave(h // hkv, 1), attn_mask=expected_mask
+    )
+    got = one_query_attention(query, key, value, mask, None, bias)
+    assert got.shape == (b, 1, h, d)
+    assert torch.allclose(got, expected.transpose(1, 2), atol=1e-5)
+
+
+@pytest.mark.parametrize("pattern_name", ["sliding_sinks", "bigbird_random"])
+@pytest.mark.parametrize("position", [3, 20, 199, 255])
+def test_sparse_decode_step_attends_exactly_to_the_pattern(pattern_name, position):
+    """One query at `position` over a 256-slot static cache (keys past the position are stale):
+    the decode step (gathered key set, or the rule over the whole cache) equals SDPA under the
+    pattern's explicit mask."""
+    from engine.attention.hook import _sparse_one_query, studio_mask
+    from engine.attention.patterns import PATTERNS, explicit_mask
+
+    torch.manual_seed(1)
+    settings = SparseSettings(window=16, sinks=4, pattern=pattern_name)
+    pattern, length, h, hkv, d = PATTERNS[pattern_name], 256, 6, 2, 8
+    query, key, value = torch.randn(1, h, 1, d), torch.randn(1, hkv, length, d), torch.randn(1, hkv, length, d)
+    mask = studio_mask(1, 1, length, q_offset=torch.tensor([position]), kv_offset=0)
+    got = _sparse_one_query(query, key, value, mask, pattern, settings, None, None)
+    allowed = explicit_mask(pattern, settings, torch.tensor([position]), torch.arange(length))
+    expected = F.scaled_dot_product_attention(
+        query, key.repeat_interleave(h // hkv, 1), value.repeat_interleave(h // hkv, 1), attn_mask=allowed
+    )
+    assert torch.allclose(got, expected.transpose(1, 2), atol=1e-5)

@@ -225,3 +225,25 @@ def test_decode_suite_times_each_precision_eager_and_compiled(tiny_env):
     assert compiled.compile_cold_s > 0 and compiled.compile_warm_s > 0 and eager.compile_cold_s is None
     assert all(r.decode_tokens_per_s > 0 and r.gb_per_s > 0 for r in rows)
     assert all(r.vs_llama_cpp is None for r in rows)  # a local model has no GGUF for llama.cpp to run
+    assert (
+        eager.kl_vs_reference == pytest.approx(0, abs=1e-6) and eager.top1_vs_reference == 1.0
+    )  # fp32 is the reference
+    assert rows[2].kl_vs_reference > 0 and all(r.long_prefill_tokens_per_s > 0 for r in rows)
+
+
+def test_auto_is_the_fastest_precision_that_keeps_quality():
+    from engine.bench.decode import DecodeRow, auto_choice
+
+    def row(precision, path, rate, kl, top1, long_rate=1000.0):
+        return DecodeRow("studio", precision, path, rate, 100.0, 128, 100.0, 1.0, kl_vs_reference=kl,
+                         top1_vs_reference=top1, long_prefill_tokens_per_s=long_rate)  # fmt: skip
+
+    rows = [
+        row("fp32", "eager", 15, 0.0, 1.0), row("fp32", "compiled", 18, 0.0, 1.0),
+        row("bf16", "compiled", 30, 0.01, 0.97),
+        row("int4-wo", "compiled", 90, 0.2, 0.8),  # fastest, but changes the output
+        row("fp16", "compiled", 40, 0.0, 1.0, long_rate=50),  # fast decode, very slow long prefill
+    ]  # fmt: skip
+    choice, why = auto_choice(rows, 128)
+    assert choice == "bf16" and why[-1].startswith("auto on this machine: bf16")
+    assert any(line.startswith("int4-wo") and "changes output" in line for line in why)

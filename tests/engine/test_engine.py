@@ -29,10 +29,12 @@ from engine import (
     stream_request,
 )
 from engine.attention import use_attention
+from engine.decode import IN_FLIGHT
 from engine.options import OPTION_BY_NAME
+from engine.report import metrics_line
 
 GENERATORS = ("tiny-llama", "tiny-marian", "tiny-bart", "tiny-t5")
-CPU_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "nf4", "fp4")
+CPU_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "nf4", "fp4", "int8-wo", "int4-wo")
 
 
 @pytest.fixture
@@ -60,9 +62,22 @@ def test_every_family_generates_at_every_cpu_precision(cache, model, precision):
 
 
 def test_quantized_footprints_are_smaller(cache):
-    sizes = {p: cache.get("tiny-llama", p).footprint_bytes for p in ("fp32", "fp16", "int8", "nf4")}
+    sizes = {
+        p: cache.get("tiny-llama", p).footprint_bytes
+        for p in ("fp32", "fp16", "int8", "nf4", "bf16", "int8-wo", "int4-wo")
+    }
     assert sizes["fp16"] < sizes["fp32"]
     assert sizes["nf4"] < sizes["fp32"] and sizes["int8"] < sizes["fp32"]
+    # torchao's tensors are counted by what they store, not by their logical (bf16) size
+    assert sizes["int4-wo"] < sizes["int8-wo"] < sizes["bf16"]
+
+
+def test_every_precision_in_the_menu_says_what_runs_it():
+    from engine.precision_menu import PRECISION_CHOICES
+
+    notes = OPTION_BY_NAME["precision"].choice_notes
+    assert set(notes) == set(OPTION_BY_NAME["precision"].choices) == {c.name for c in PRECISION_CHOICES}
+    assert "bitsandbytes" in notes["nf4"] and "torchao" in notes["int4-wo"]
 
 
 def test_streaming_chunks_add_up_to_the_result(cache):
@@ -148,14 +163,16 @@ def test_identical_settings_cost_no_quality(cache, compare, compare_with):
 
 def test_precision_comparison_measures_a_quality_cost(cache):
     text = " ".join(["the quick brown fox jumps over the lazy dog"] * 4)
-    comparison = run(ask("tiny-llama", text=text, max_new_tokens=8, compare="precision", compare_with="bf16", trials=1),
-                     cache)  # fmt: skip
+    comparison = run(ask("tiny-llama", text=text, max_new_tokens=8, precision="fp32", compare="precision",
+                         compare_with="bf16", trials=1), cache)  # fmt: skip
     assert (comparison.a.metrics.precision, comparison.b.metrics.precision) == ("fp32", "bf16")
     assert comparison.quality.kl_mean > 0 and comparison.total.noise == 0.10  # one trial measures no noise
 
 
 def test_seq2seq_quality_is_teacher_forced_too(cache):
-    comparison = run(ask("tiny-t5", max_new_tokens=5, compare="precision", compare_with="fp32", trials=1), cache)
+    comparison = run(
+        ask("tiny-t5", max_new_tokens=5, precision="fp32", compare="precision", compare_with="fp32", trials=1), cache
+    )
     assert comparison.quality.kl_mean == 0 and comparison.quality.tokens == len(comparison.a.token_ids)
 
 
@@ -335,23 +352,33 @@ def test_stream_can_be_resumed_in_other_threads_and_contexts(cache):
     assert events[-1].metrics.density == expected.metrics.density
 
 
-def test_decode_compiles_in_the_background_and_gives_the_same_tokens(cache):
-    """The first request of a length bucket decodes eagerly and starts the compile; once it is ready
-    the same greedy request runs compiled (static cache) and gives the same tokens."""
+@pytest.mark.parametrize(("precision", "attention"), [("fp32", "dense"), ("int4-wo", "dense"), ("fp32", "sparse")])
+def test_decode_compiles_in_the_background_and_gives_the_same_tokens(cache, precision, attention):
+    """The first request of a length bucket decodes eagerly and starts the compile, which waits while
+    any request is served; once it is ready the same greedy request runs compiled (static cache)
+    and gives the same tokens. Sparse (a 16-key window, well inside the 256-token bucket) too."""
     text = " ".join(["the quick brown fox jumps over the lazy dog"] * 6)
-    request = ask("tiny-llama", text=text, max_new_tokens=12)
-    compiled_decode = cache.get("tiny-llama", "fp32").compiled
+    request = ask("tiny-llama", text=text, max_new_tokens=12, precision=precision, attention=attention, window=16)
+    compiled_decode = cache.get("tiny-llama", precision).compiled
     compiled_decode.enabled = True  # the suite runs with STUDIO_COMPILE_DECODE=0
     eager = run(request, cache)
     assert eager.metrics.decode_path == "eager"
+    with IN_FLIGHT.serving():  # another request in flight: the compiler gives way
+        time.sleep(3)
+        assert not compiled_decode.compile_seconds and not compiled_decode.failures
     deadline = time.monotonic() + 300
     while not compiled_decode.compile_seconds and not compiled_decode.failures and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not compiled_decode.failures and compiled_decode.compile_seconds
     compiled = run(request, cache)
     assert compiled.metrics.decode_path == "compiled" and compiled.token_ids == eager.token_ids
-    sparse = run(ask("tiny-llama", text=text, max_new_tokens=12, attention="sparse", window=16), cache)
-    assert sparse.metrics.decode_path == "eager"  # the sparse plan branches on data: not compiled
+    # the compile is reported apart from the request's own time
+    assert compiled.metrics.compile_s == next(iter(compiled_decode.compile_seconds.values())) > 0
+    assert "compiled step" in metrics_line(compiled) and "(eager)" in metrics_line(eager)
+    other = "sparse" if attention == "dense" else "dense"  # its own step: this one is not used for it
+    assert (
+        run(replace(request, options=replace(request.options, attention=other)), cache).metrics.decode_path == "eager"
+    )
     assert run(ask("tiny-marian", max_new_tokens=4), cache).metrics.decode_path == "eager"
 
 

@@ -120,3 +120,12 @@ def test_the_engine_imports_nothing_from_the_tasks():
             else:
                 continue
             assert not any(n == "tasks" or n.startswith("tasks.") for n in names), path
+
+
+def test_readme_lists_each_precision_with_what_runs_it():
+    from engine.precision_menu import PRECISION_CHOICES
+
+    readme = (ROOT / "README.md").read_text()
+    for choice in PRECISION_CHOICES:
+        row = f"| `{choice.name}` | {choice.runs_on} |"
+        assert row in readme, f"README precision table is out of date: {row}"
