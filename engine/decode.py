@@ -15,6 +15,7 @@ recorded once and that step stays eager; the metrics always say which path ran.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
@@ -23,16 +24,18 @@ import time
 import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from transformers import StaticCache
 
+from .attention import pattern_for
 from .attention.hook import AttentionChoice
 from .settings import settings
 
 log = logging.getLogger(__name__)
 MIN_BUCKET = 256
+_step_ids = itertools.count()  # names the code object of each compiled step (_own_copy)
 DENSE = AttentionChoice()
 
 
@@ -69,13 +72,19 @@ class InFlight:
 
 
 IN_FLIGHT = InFlight()
-PAUSE_S = 0.5  # longest single pause: should a request ever wait on a lock the compiler holds, it is not stuck
+# A request may wait on a lock the compiler holds (the compiler's own lock, an import): after each
+# pause that ends with requests still in flight, the compiler runs unpaused for RUN_S, so it always
+# advances (at RUN_S / (PAUSE_S + RUN_S) of its speed at worst) and releases what it holds.
+PAUSE_S, RUN_S = 0.5, 0.25
+_unpaused_until = threading.local()
 
 
 def _give_way(frame, event, arg) -> None:
     """Profile hook of a compiling thread: at each Python call, wait while requests are served."""
-    if event == "call" and not IN_FLIGHT.idle.is_set():
-        IN_FLIGHT.idle.wait(PAUSE_S)
+    if event != "call" or IN_FLIGHT.idle.is_set() or time.monotonic() < getattr(_unpaused_until, "t", 0.0):
+        return
+    if not IN_FLIGHT.idle.wait(PAUSE_S):
+        _unpaused_until.t = time.monotonic() + RUN_S
 
 
 def bucket_for(tokens: int) -> int:
@@ -95,7 +104,7 @@ def _own_copy(function: Callable, name: str) -> Callable:
     guards per code object: one per slot means a step checks only its own guards, and many slots
     never reach the compiler's limit on versions of one function."""
     code = function.__code__.replace(co_name=name)
-    return types.FunctionType(code, function.__globals__, name)
+    return types.FunctionType(code, function.__globals__, name, function.__defaults__, function.__closure__)
 
 
 @dataclass
@@ -109,6 +118,18 @@ class Slot:
 
 
 SlotKey = tuple[int, AttentionChoice]  # (bucket, attention choice without stats)
+MAX_STEPS = 8  # per model: each holds a bucket-sized cache; requests beyond decode eagerly
+
+
+def step_key(bucket: int, choice: AttentionChoice) -> SlotKey:
+    """Requests that would run the same step share it: sparse settings the step does not read are
+    reset, and a pattern that keeps every key of the bucket is dense attention."""
+    if choice.mode == "dense":
+        return bucket, DENSE
+    settings = replace(choice.settings, block_size=DENSE.settings.block_size)  # only prefill's kernel reads it
+    if pattern_for(settings, causal=True).keeps_all(bucket, settings):
+        return bucket, DENSE
+    return bucket, AttentionChoice("sparse", settings)
 
 
 class CompiledDecode:
@@ -126,10 +147,10 @@ class CompiledDecode:
     def slot(self, tokens: int, choice: AttentionChoice = DENSE) -> Iterator[Slot | None]:
         """A ready, free slot for a request of `tokens`, held for the block; None means decode eagerly
         (and, the first time a bucket and choice are asked for, their compile starts in the background)."""
-        key = (bucket_for(tokens), choice)
+        key = step_key(bucket_for(tokens), choice)
         with self._lock:
             ready = self._slots.get(key)
-            start = self.enabled and key not in self._started
+            start = self.enabled and key not in self._started and len(self._started) < MAX_STEPS
             self._started.add(key)
         if start:
             threading.Thread(
@@ -147,7 +168,7 @@ class CompiledDecode:
 
     def compile_now(self, tokens: int, choice: AttentionChoice = DENSE) -> None:
         """Compile the step for `tokens` in this thread (benchmarks and tests; requests never wait)."""
-        key = (bucket_for(tokens), choice)
+        key = step_key(bucket_for(tokens), choice)
         with self._lock:
             self._started.add(key)
         self._compile(key)
@@ -174,7 +195,7 @@ class CompiledDecode:
             # CUDA: also capture the step as a CUDA graph (static cache addresses allow it). Not yet
             # run on a GPU here: no GPU has been lent to this project.
             mode = "reduce-overhead" if device.type == "cuda" else None
-            one_token = _own_copy(_one_token, f"_one_token_{bucket}_{choice.mode}_{len(self._started)}")
+            one_token = _own_copy(_one_token, f"_one_token_{bucket}_{choice.mode}_{next(_step_ids)}")
             compiled = torch.compile(one_token, dynamic=False, fullgraph=True, mode=mode)
 
             def step(token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
@@ -190,7 +211,8 @@ class CompiledDecode:
                 self._slots[key] = slot
                 self.compile_seconds[key] = slot.compile_s
             log.info("compiled the %s decode step for %d tokens in %.1f s", choice.mode, bucket, slot.compile_s)
-        except Exception as exc:  # any compiler failure: this bucket decodes eagerly, and says why
-            self.failures[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        except Exception as exc:  # any compiler failure: this step stays eager, and says why
+            with self._lock:
+                self.failures[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             log.warning("%s decode step for %d tokens not compiled (%s); decoding eagerly", choice.mode, bucket,
                         self.failures[key])  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import shutil
 from typing import Any
 
 import torch
@@ -18,7 +19,7 @@ from .settings import settings
 # request and a 2k-token document request fastest (geometric mean 4.2 s; bf16 5.1, fp32 9.2); without
 # it (eager int8-wo expands its weights at every matmul: 12.8 s) bf16 is (7.5 s; fp32 9.8). Both need a CPU with bf16
 # arithmetic: elsewhere bf16 is emulated, and fp32 stays. Models that decode eagerly (encoder-decoders,
-# classifiers) get bf16 for the same reason.
+# classifiers), or a machine without a C++ compiler for inductor, get bf16 for the same reason.
 COMPILED_CPU_AUTO = "int8-wo"
 EAGER_CPU_AUTO = "bf16"
 CUDA_AUTO = "fp16"
@@ -45,10 +46,22 @@ def resolve_precision(precision: str, device: torch.device, family: str | None) 
         return precision
     if device.type == "cuda":
         return CUDA_AUTO
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if not _native_bf16():
         return "fp32"
-    compiled = family == "causal" and settings().compile_decode and _importable("torchao")
+    compiled = family == "causal" and settings().compile_decode and _importable("torchao") and _cpp_compiler()
     return COMPILED_CPU_AUTO if compiled else EAGER_CPU_AUTO
+
+
+def _native_bf16() -> bool:
+    """The CPU has bf16 arithmetic (oneDNN's check; a private op, so absent means no)."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check and check())
+
+
+@functools.cache
+def _cpp_compiler() -> bool:
+    """Inductor compiles CPU steps with a C++ compiler; without one every step stays eager."""
+    return any(shutil.which(name) for name in ("g++", "c++", "clang++"))
 
 
 def supported_precisions(device: torch.device) -> list[str]:
@@ -140,7 +153,7 @@ def quantize_after_load(model: torch.nn.Module, precision: str, device: torch.de
 
     try:
         quantize_(model, _torchao_config(precision, device), filter_fn=linear)
-    except (RuntimeError, ValueError, AssertionError, NotImplementedError) as exc:
+    except (ImportError, RuntimeError, ValueError, AssertionError, NotImplementedError) as exc:
         raise PrecisionError(f"torchao could not quantize this model to {precision} ({exc}); try bf16.") from exc
 
 

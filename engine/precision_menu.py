@@ -28,7 +28,9 @@ PRECISION_CHOICES: tuple[PrecisionChoice, ...] = (
     PrecisionChoice("fp4", "bitsandbytes FP4: 4-bit weights dequantized at each matmul", compiles=False),
     PrecisionChoice("int8-wo", "torchao int8 weight-only, bf16 activations, fused by torch.compile", torchao=True),
     PrecisionChoice(
-        "int4-wo", "torchao int4 weight-only (groups of 32), bf16 activations, tinygemm kernel", torchao=True
+        "int4-wo",
+        "torchao int4 weight-only (groups of 32), bf16 activations, PyTorch's packed-int4 matmul",
+        torchao=True,
     ),
 )
 PRECISION_BY_NAME = {choice.name: choice for choice in PRECISION_CHOICES}

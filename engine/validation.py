@@ -63,6 +63,16 @@ def _attention_label(options: RunOptions) -> str:
     return "sparse" if options.pattern == "auto" else options.pattern
 
 
+def _shared_family(options: RunOptions) -> str | None:
+    """The family `auto` is resolved for: a model comparison runs both models at one precision, so
+    theirs must agree (None: differ or not known before loading)."""
+    family = get_spec(options.model).family
+    if options.compare == "model" and options.compare_with.strip():
+        other = get_spec(options.compare_with.strip()).family
+        return family if other == family else None
+    return family
+
+
 def compare_sides(options: RunOptions, device: torch.device) -> Sides | None:
     """A and B of the experiment the options ask for (None: a single run). `attention=compare` is
     dense vs sparse; otherwise `compare` names the axis and `compare_with` B's value. Both run greedy
@@ -74,7 +84,7 @@ def compare_sides(options: RunOptions, device: torch.device) -> Sides | None:
         temperature=0.0,
         compare="none",
         compare_with="",
-        precision=resolve_precision(options.precision, device, get_spec(options.model).family),
+        precision=resolve_precision(options.precision, device, _shared_family(options)),
     )
     if options.attention == "compare":
         if options.compare != "none":

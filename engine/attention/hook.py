@@ -195,7 +195,9 @@ def studio_attention(
             module, query, key, value, mask.dense(), dropout, scaling, is_causal, position_bias, **kwargs
         )
 
-    if query.shape[2] == 1 and not module.training:  # a sparse decode step, compiled or not
+    # A sparse decode step: compiled, it needs static shapes; eagerly, a gathered key set is as fast as the
+    # blocked kernel and keeps both paths' tokens equal, while masking the whole cache would be slower.
+    if query.shape[2] == 1 and not module.training and (torch.compiler.is_compiling() or pattern.fixed_decode_keys):
         if choice.stats is not None:  # eager only (a compiled step carries no stats): positions are ints here
             q0, kv_len = mask.shape.q_offset, mask.shape.kv_offset + mask.shape.kv_length
             choice.stats.computed_pairs += sum(

@@ -20,6 +20,7 @@ from ..options import SparseSettings
 class Pattern(Protocol):
     name: str
     causal: bool  # for decoders (True) or encoders (False)
+    fixed_decode_keys: bool  # decode_keys gives a fixed-size key set (else None: the rule masks the whole cache)
 
     def key_ranges(self, q0: int, q1: int, kv_len: int, s: SparseSettings) -> list[tuple[int, int]]: ...
 
@@ -53,6 +54,7 @@ class SlidingWindowSinks:
 
     name: str = "sliding_sinks"
     causal: bool = True
+    fixed_decode_keys: bool = True
 
     def key_ranges(self, q0, q1, kv_len, s):
         lo = max(0, q0 - s.window + 1)
@@ -80,6 +82,7 @@ class LocalGlobal:
 
     name: str = "local_global"
     causal: bool = False
+    fixed_decode_keys: bool = False
 
     def key_ranges(self, q0, q1, kv_len, s):
         if q0 < s.sinks:  # a block holding global queries reads every key
@@ -105,6 +108,7 @@ class RandomBlocks:
 
     name: str = "bigbird_random"
     causal: bool = True
+    fixed_decode_keys: bool = False
     random_blocks: int = 2
     block: int = 64
 

@@ -23,6 +23,7 @@ from ..attention.hook import StudioMask, studio_attention
 from ..cache import ModelCache
 from ..compare import compare_timing, interleaved
 from ..data import long_document
+from ..decode import IN_FLIGHT
 from ..loader import LoadedModel
 from ..metrics import PeakMemory, now
 from ..options import DEFAULT_MODEL, RunOptions, SparseSettings
@@ -294,7 +295,13 @@ def _point(loaded: LoadedModel, config: SweepConfig, length: int, progress: Prog
 
 
 def sweep(config: SweepConfig, cache: ModelCache | None = None, progress: Progress | None = None) -> list[SweepRow]:
-    """Run the attention sweep; `progress(fraction, message)` is called before each part of each point."""
+    """Run the attention sweep; `progress(fraction, message)` is called before each part of each point.
+    Background compiles pause meanwhile, as for a request (their CPU would skew the timings)."""
+    with IN_FLIGHT.serving():
+        return _sweep(config, cache, progress)
+
+
+def _sweep(config: SweepConfig, cache: ModelCache | None, progress: Progress | None) -> list[SweepRow]:
     cache = cache or ModelCache()
     for precision in config.precisions:  # the run options' validation, before anything is loaded
         options = RunOptions(model=config.model, precision=precision, **asdict(config.settings))

@@ -29,6 +29,7 @@ from engine import (
     stream_request,
 )
 from engine.attention import use_attention
+from engine.attention.hook import AttentionChoice
 from engine.decode import IN_FLIGHT
 from engine.options import OPTION_BY_NAME
 from engine.report import metrics_line
@@ -398,3 +399,15 @@ def test_static_cache_decode_matches_the_dynamic_cache(cache):
         a = model(input_ids=token, past_key_values=dynamic, use_cache=True).logits
         b = model(input_ids=token, past_key_values=static, cache_position=torch.tensor([7]), use_cache=True).logits
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_requests_that_would_run_the_same_step_share_it():
+    from engine.decode import DENSE, step_key
+    from engine.options import SparseSettings as Sparse
+
+    sparse = AttentionChoice("sparse", Sparse(window=16, sinks=4))
+    assert step_key(256, AttentionChoice("dense", Sparse(window=16))) == (256, DENSE)
+    assert step_key(256, AttentionChoice("sparse", Sparse(window=512))) == (256, DENSE)  # keeps every key
+    assert step_key(1024, AttentionChoice("sparse", Sparse(window=512))) != (1024, DENSE)
+    assert step_key(256, sparse) == step_key(256, AttentionChoice("sparse", Sparse(window=16, sinks=4, block_size=8)))
+    assert step_key(256, sparse) != step_key(256, AttentionChoice("sparse", Sparse(window=32, sinks=4)))
