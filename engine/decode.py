@@ -30,13 +30,12 @@ import torch
 from transformers import StaticCache
 
 from .attention import pattern_for
-from .attention.hook import AttentionChoice
+from .attention.hook import DENSE, AttentionChoice
 from .settings import settings
 
 log = logging.getLogger(__name__)
 MIN_BUCKET = 256
 _step_ids = itertools.count()  # names the code object of each compiled step (_own_copy)
-DENSE = AttentionChoice()
 
 
 def _lower_priority() -> None:

@@ -23,8 +23,7 @@ from transformers.generation.logits_process import (
 )
 
 from .attention import AttentionStats, use_attention
-from .attention.hook import AttentionChoice
-from .decode import DENSE
+from .attention.hook import DENSE, AttentionChoice
 from .errors import InputError
 from .loader import LoadedModel
 from .metrics import PeakMemory, now

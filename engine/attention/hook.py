@@ -53,7 +53,7 @@ class AttentionChoice:
     stats: AttentionStats | None = None
 
 
-_DENSE = AttentionChoice()
+DENSE = AttentionChoice()
 _current: ContextVar[AttentionChoice | None] = ContextVar("studio_attention", default=None)
 
 
@@ -101,6 +101,7 @@ class StudioMask:
         }
         self._dense: torch.Tensor | str | None = "unset"
         self._plans: dict[tuple, SparsePlan] = {}
+        self._one_query_keys: dict[tuple, tuple] = {}
         self._block_masks: dict[tuple, tuple] = {}
 
     def dense(self) -> torch.Tensor | None:
@@ -114,6 +115,29 @@ class StudioMask:
         if padding is None:
             return self.mask_function
         return and_masks(self.mask_function, padding_mask_function(padding))
+
+    def one_query_keys(
+        self, pattern, settings: SparseSettings, kv_len: int, device: torch.device
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """For a one-query (decode) step, once per forward: the cache rows to read (None: all of them)
+        and which of those the query attends to, (1 or B, 1, 1, rows) bool with the model's own mask
+        (causality, padding) folded in. Static shapes, so a compiled step traces it."""
+        key = (pattern.name, settings, kv_len)
+        if key not in self._one_query_keys:
+            offset = self.shape.kv_offset
+            position = torch.as_tensor(self.shape.q_offset, device=device).reshape(-1)[:1]
+            allowed = self.dense()
+            picked = pattern.decode_keys(position, offset + kv_len, settings)
+            if picked is None:  # no fixed-size set: the pattern's rule over the whole cache
+                rows, keep = None, pattern.rule(position, offset + torch.arange(kv_len, device=device), settings)
+            else:
+                absolute, valid = picked
+                rows, keep = (absolute - offset).clamp(0, kv_len - 1), valid & (absolute >= offset)
+            keep = keep.view(1, 1, 1, -1)
+            if allowed is not None:
+                keep = keep & (allowed if rows is None else allowed.index_select(-1, rows))
+            self._one_query_keys[key] = rows, keep
+        return self._one_query_keys[key]
 
     def plan(self, pattern, settings: SparseSettings, groups: int, device: torch.device) -> SparsePlan:
         key = (pattern.name, settings, groups)
@@ -174,7 +198,7 @@ def studio_attention(
     studio_choice: AttentionChoice | None = None,  # given by a compiled step (engine.decode), else the ContextVar
     **kwargs,
 ):
-    choice = studio_choice or _current.get() or _DENSE
+    choice = studio_choice or _current.get() or DENSE
     if not isinstance(attention_mask, StudioMask):  # a caller-made 4D mask or None: plain SDPA
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout, scaling, is_causal, position_bias, **kwargs
@@ -224,20 +248,9 @@ def _sparse_one_query(query, key, value, mask: StudioMask, pattern, settings: Sp
     """One query under a pattern with static shapes (a compiled step traces it once per bucket): the
     pattern's fixed-size key set gathered from the cache, or, for a pattern without one, the whole
     cache masked by the pattern's rule."""
-    device, kv_len, kv_offset = query.device, key.shape[2], mask.shape.kv_offset
-    position = torch.as_tensor(mask.shape.q_offset, device=device).reshape(-1)[:1]
-    allowed = mask.dense()  # the model's own mask (causality, padding): (B or 1, 1, 1, kv_len) bool, or None
-    picked = pattern.decode_keys(position, kv_offset + kv_len, settings)
-    if picked is None:
-        keep = pattern.rule(position, kv_offset + torch.arange(kv_len, device=device), settings).view(1, 1, 1, kv_len)
-        return one_query_attention(
-            query, key, value, keep if allowed is None else allowed & keep, scaling, position_bias
-        )
-    absolute, valid = picked
-    rows = (absolute - kv_offset).clamp(0, kv_len - 1)
-    keep = (valid & (absolute >= kv_offset)).view(1, 1, 1, -1)
-    if allowed is not None:
-        keep = keep & allowed.index_select(-1, rows)
+    rows, keep = mask.one_query_keys(pattern, settings, key.shape[2], query.device)
+    if rows is None:
+        return one_query_attention(query, key, value, keep, scaling, position_bias)
     bias = position_bias.index_select(-1, rows) if position_bias is not None else None
     return one_query_attention(query, key.index_select(2, rows), value.index_select(2, rows), keep, scaling, bias)
 
