@@ -339,7 +339,7 @@ def _wire(start, fn, inputs, outputs, api_name, panel=None, progress_on=None):
         outputs,
         api_name=api_name,
         concurrency_id="model",
-        concurrency_limit=SETTINGS.concurrency,
+        concurrency_limit=SETTINGS.app_concurrency,
         show_progress_on=progress_on,
         api_visibility="public" if api_name else "private",
     )
@@ -450,7 +450,7 @@ with gr.Blocks(title="Transformer Studio") as demo:
             "benchmark",
         )
 
-demo.queue(max_size=SETTINGS.max_queue, default_concurrency_limit=SETTINGS.concurrency)
+demo.queue(max_size=SETTINGS.app_max_queue, default_concurrency_limit=SETTINGS.app_concurrency)
 
 
 def launch(**kwargs):

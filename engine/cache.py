@@ -1,5 +1,6 @@
-"""The one model cache: keyed by (model, precision), LRU-evicted under a memory budget,
-thread-safe, and loading each key once even when many requests ask at the same time."""
+"""The one model cache: keyed by (model, precision), LRU-evicted under a memory budget (weights and
+the KV caches of running batches), thread-safe, and loading each key once even when many requests
+ask at the same time. It owns the scheduler that runs every forward on its models."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from .embedded import ProgressFn
 from .loader import LoadedModel, load_model
 from .precision import resolve_device, resolve_precision
 from .registry import get_spec
+from .scheduler import Scheduler
 from .settings import settings
 
 
@@ -26,12 +28,16 @@ def default_budget_mb(device: torch.device) -> float:
 
 
 class ModelCache:
-    def __init__(self, budget_mb: float | None = None, device: torch.device | None = None):
+    def __init__(
+        self, budget_mb: float | None = None, device: torch.device | None = None, max_batch: int | None = None
+    ):
         self.device = device or resolve_device()
+        self.max_batch = max_batch or settings().max_batch
         self.budget_mb = budget_mb if budget_mb is not None else default_budget_mb(self.device)
         self._models: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._key_locks: dict[tuple[str, str], threading.Lock] = {}
+        self.scheduler = Scheduler(fits=lambda extra: self.used_mb() + extra / 2**20 <= self.budget_mb)
 
     def get(self, name: str, precision: str, progress: ProgressFn | None = None) -> LoadedModel:
         """The model at `precision` (validated by the caller; `auto` resolved here), loaded once."""
@@ -47,7 +53,7 @@ class ModelCache:
                 if key in self._models:
                     self._models.move_to_end(key)
                     return self._models[key]
-            loaded = load_model(spec, key[1], self.device, progress)
+            loaded = load_model(spec, key[1], self.device, self.max_batch, progress)
             with self._lock:
                 self._models[key] = loaded
                 self._evict(keep=key)
@@ -61,7 +67,9 @@ class ModelCache:
             torch.cuda.empty_cache()
 
     def used_mb(self) -> float:
-        return sum(m.footprint_mb for m in self._models.values())
+        """Weights of the loaded models plus the KV caches of the batches decoding on them."""
+        models = list(self._models.values())  # a snapshot: callers may hold the lock
+        return sum(m.footprint_mb + (m.batches.memory_bytes() / 2**20 if m.batches else 0) for m in models)
 
     def loaded(self) -> list[tuple[str, str]]:
         with self._lock:

@@ -6,6 +6,8 @@ Why this shape: one dense run followed by one sparse run reported 0.82x-1.55x "s
 identical kernels on this project's CPU. Alternating the order (A B, then B A, ...) cancels drift
 and order effects, pairing each A with the B next to it cancels slow load changes, and a verdict
 of `same` is given whenever the interval, widened by each side's own run-to-run noise, holds 1.
+Every run is scheduled `alone` (engine.scheduler): other users' requests wait, rather than share
+its steps and its timings.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 
 from .cache import ModelCache
 from .embedded import ProgressFn
-from .generate import events, teacher_forced_logprobs
+from .generate import teacher_forced_logprobs
 from .loader import LoadedModel
 from .types import Comparison, GenerationRequest, Quality, Result, Timing, Verdict
 from .validation import Sides, check_family
@@ -35,9 +37,11 @@ MIN_NOISE = 0.01  # no measurement is steadier than 1%
 BOOTSTRAP = 2000
 
 
-def _run(loaded: LoadedModel, request: GenerationRequest, label: str) -> Iterator[tuple[str, str] | Result]:
-    """One run: (label, text delta) pairs as text arrives, then the Result."""
-    for item in events(loaded, request):
+def _run(
+    cache: ModelCache, loaded: LoadedModel, request: GenerationRequest, label: str
+) -> Iterator[tuple[str, str] | Result]:
+    """One run, alone: (label, text delta) pairs as text arrives, then the Result."""
+    for item in cache.scheduler.generate(loaded, request, alone=True):
         yield item if isinstance(item, Result) else (label, item)
 
 
@@ -180,7 +184,7 @@ def run_comparison(
     ):
         # The warm-up run streams its text (the outputs shown come from it); its timings are not used.
         report(fraction, f"warm-up: {label}")
-        for item in _run(loaded, req, label):
+        for item in _run(cache, loaded, req, label):
             if isinstance(item, Result):
                 first[label] = item
             else:
@@ -188,14 +192,16 @@ def run_comparison(
     first_a, first_b = first[sides.a_label], first[sides.b_label]
     trials = trial_count(request.options.trials, first_a, first_b)
     a_runs, b_runs = interleaved(
-        lambda: _last(events(loaded_a, req_a)),
-        lambda: _last(events(loaded_b, req_b)),
+        lambda: _last(_run(cache, loaded_a, req_a, sides.a_label)),
+        lambda: _last(_run(cache, loaded_b, req_b, sides.b_label)),
         trials,
         warmup=False,  # the streamed runs above were the warm-up
         on_trial=lambda trial: report(0.1 + 0.8 * trial / trials, f"trial {trial + 1} of {trials}"),
     )
     report(0.9, "quality: B scores A's output")
-    quality, note = teacher_forced_quality(loaded_a, loaded_b, (req_a, req_b), first_a, first_b)
+    quality, note = cache.scheduler.call(
+        lambda: teacher_forced_quality(loaded_a, loaded_b, (req_a, req_b), first_a, first_b)
+    )
     agreement, divergence = _agreement(first_a, first_b)
     report(1.0, "done")
     yield Comparison(

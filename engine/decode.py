@@ -1,16 +1,19 @@
-"""A static KV cache and a compiled one-token decode step (gpt-fast's recipe), per loaded causal model.
+"""The one-token decode step of a batch of sequences (engine.batching), eager or compiled (gpt-fast's
+recipe: static cache shapes, one graph per step), per loaded causal model.
 
-One compiled step and one preallocated cache per length bucket (powers of two from 256) and
-attention choice, so a few shapes cover every request. A sparse step reads its pattern's fixed-size
-key set (sinks + window) from the static cache, so it compiles like the dense one (attention/hook.py).
+A batch's sequences live in a RowCache (engine.row_cache) sized by a length bucket (powers of two
+from 256); one compiled step per bucket, attention choice and row count (powers of two up to the
+batch capacity), so a few shapes cover every request. A sparse step reads each sequence's
+fixed-size key set (sinks + window) from the cache, so it compiles like the dense one
+(attention/hook.py). A compiled step serves every cache of its shape.
 
-Compiling takes up to a minute on a small CPU, so it never happens on a request: the first request
-of a new bucket starts a background compile and decodes eagerly; later ones use the compiled step
-when it is ready and free. The compiler is Python holding the GIL (and, the first time, the import
+Compiling takes up to a minute on a small CPU, so it never happens on a request: the first batch
+to need a step starts its compile in the background and decodes eagerly; later steps use the
+compiled one when it is ready. The compiler is Python holding the GIL (and, the first time, the import
 machinery), and an eager decode hands the GIL back at every op: the first request of a fresh process,
 with the compile starting beside it, decoded at 0.7 instead of 15.5 tokens/s (int8-wo, measured). So
-the compiling thread pauses while any request is in flight and works in the gaps between requests. Any failure to compile is
-recorded once and that step stays eager; the metrics always say which path ran.
+the compiling thread pauses while any request is in flight and works in the gaps between requests.
+Any failure to compile is recorded once and that step stays eager; the metrics say which path ran.
 """
 
 from __future__ import annotations
@@ -24,13 +27,13 @@ import time
 import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
-from transformers import StaticCache
 
 from .attention import pattern_for
 from .attention.hook import DENSE, AttentionChoice
+from .row_cache import RowCache
 from .settings import settings
 
 log = logging.getLogger(__name__)
@@ -91,10 +94,20 @@ def bucket_for(tokens: int) -> int:
     return max(MIN_BUCKET, 1 << (tokens - 1).bit_length())
 
 
-def _one_token(model, token: torch.Tensor, position: torch.Tensor, cache: StaticCache, choice) -> torch.Tensor:
-    # The attention choice goes in as an argument (not the ContextVar the eager path reads): the
+def decode_step(model, tokens: torch.Tensor, positions: torch.Tensor, cache: RowCache, choice) -> torch.Tensor:
+    """Logits (rows, vocab) of one new token per sequence: `tokens` (rows, 1) at `positions` (rows,) of
+    the cache's first rows, each sequence reading its own keys up to its position (cache.decode first)."""
+    # The attention choice goes in as an argument (not the ContextVar the prefill reads): the
     # compiler traces it as a constant, so the whole step is one graph.
-    out = model(input_ids=token, past_key_values=cache, cache_position=position, use_cache=True, studio_choice=choice)
+    reads = torch.arange(cache.view_length, device=tokens.device) <= positions[:, None]
+    out = model(
+        input_ids=tokens,
+        attention_mask=reads,
+        position_ids=positions[:, None],
+        past_key_values=cache,
+        use_cache=True,
+        studio_choice=choice,
+    )
     return out.logits[:, -1]
 
 
@@ -107,17 +120,16 @@ def _own_copy(function: Callable, name: str) -> Callable:
 
 
 @dataclass
-class Slot:
-    """A compiled step with its own static cache; one request uses it at a time."""
+class CompiledStep:
+    """decode_step compiled for `rows` sequences in caches of one shape."""
 
-    step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (token (1, 1), position (1,)) -> logits (1, vocab)
-    cache: StaticCache
+    run: Callable[[torch.Tensor, torch.Tensor, RowCache], torch.Tensor]  # (tokens, positions, cache) -> logits
+    rows: int
     compile_s: float  # how long compiling it took (in the background)
-    busy: threading.Lock = field(default_factory=threading.Lock)
 
 
-SlotKey = tuple[int, AttentionChoice]  # (bucket, attention choice without stats)
-MAX_STEPS = 8  # per model: each holds a bucket-sized cache; requests beyond decode eagerly
+SlotKey = tuple[int, AttentionChoice]  # (bucket, attention choice without stats): one batch of sequences
+MAX_STEPS = 8  # per model: beyond these, steps run eagerly
 
 
 def step_key(bucket: int, choice: AttentionChoice) -> SlotKey:
@@ -131,87 +143,111 @@ def step_key(bucket: int, choice: AttentionChoice) -> SlotKey:
     return bucket, AttentionChoice("sparse", settings)
 
 
-class CompiledDecode:
-    """The compiled decode steps of one loaded causal model, by bucket and attention choice."""
+def step_rows(batch: int, capacity: int) -> int:
+    """The rows a compiled step for `batch` sequences runs: the next power of two, at most the capacity
+    (the extra rows are free ones, computed and ignored)."""
+    return min(capacity, 1 << (batch - 1).bit_length())
 
-    def __init__(self, model, enabled: bool):
-        self.model, self.enabled = model, enabled
-        self.compile_seconds: dict[SlotKey, float] = {}
-        self.failures: dict[SlotKey, str] = {}
-        self._slots: dict[SlotKey, Slot] = {}
-        self._started: set[SlotKey] = set()
+
+StepId = tuple[SlotKey, int]  # (batch key, rows)
+
+
+class CompiledDecode:
+    """The compiled decode steps of one loaded causal model, by batch key and row count."""
+
+    def __init__(self, model, enabled: bool, capacity: int):
+        self.model, self.enabled, self.capacity = model, enabled, capacity
+        self.compile_seconds: dict[StepId, float] = {}
+        self.failures: dict[StepId, str] = {}
+        self._steps: dict[StepId, CompiledStep] = {}
+        self._started: set[StepId] = set()
         self._lock = threading.Lock()
 
-    @contextmanager
-    def slot(self, tokens: int, choice: AttentionChoice = DENSE) -> Iterator[Slot | None]:
-        """A ready, free slot for a request of `tokens`, held for the block; None means decode eagerly
-        (and, the first time a bucket and choice are asked for, their compile starts in the background)."""
-        key = step_key(bucket_for(tokens), choice)
+    def step(self, key: SlotKey, batch: int) -> CompiledStep | None:
+        """The compiled step for `batch` sequences of batch `key`, or None (run eagerly): the first time
+        its row count is asked for, its compile starts in the background. Until it is ready, a
+        compiled step with more rows serves."""
+        rows = step_rows(batch, self.capacity)
         with self._lock:
-            ready = self._slots.get(key)
-            start = self.enabled and key not in self._started and len(self._started) < MAX_STEPS
-            self._started.add(key)
+            start = self.enabled and (key, rows) not in self._started and len(self._started) < MAX_STEPS
+            if start:
+                self._started.add((key, rows))
+            ready = [s for (k, r), s in self._steps.items() if k == key and r >= batch]
         if start:
             threading.Thread(
-                target=self._compile_in_background, args=(key,), name=f"compile-{key[0]}", daemon=True
+                target=self._compile_in_background, args=((key, rows),), name=f"compile-{key[0]}-{rows}", daemon=True
             ).start()
-        if ready is None or not ready.busy.acquire(blocking=False):
-            yield None
-            return
-        try:
-            with torch.inference_mode():  # the cache's tensors were made under inference mode
-                ready.cache.reset()
-            yield ready
-        finally:
-            ready.busy.release()
+        return min(ready, key=lambda s: s.rows, default=None)
 
-    def compile_now(self, tokens: int, choice: AttentionChoice = DENSE) -> None:
-        """Compile the step for `tokens` in this thread (benchmarks and tests; requests never wait)."""
-        key = step_key(bucket_for(tokens), choice)
+    def compile_now(self, tokens: int, choice: AttentionChoice = DENSE, batch: int = 1) -> None:
+        """Compile the step for `batch` sequences of `tokens` in this thread (benchmarks and tests;
+        requests never wait)."""
+        step_id = (step_key(bucket_for(tokens), choice), step_rows(batch, self.capacity))
         with self._lock:
-            self._started.add(key)
-        self._compile(key)
+            self._started.add(step_id)
+        self._compile(step_id)
 
-    def _compile_in_background(self, key: SlotKey) -> None:
+    def _compile_in_background(self, step_id: StepId) -> None:
         _lower_priority()
         IN_FLIGHT.idle.wait()  # start between requests
         sys.setprofile(_give_way)  # this thread only
         try:
-            self._compile(key)
+            self._compile(step_id)
         finally:
             sys.setprofile(None)
 
-    def _compile(self, key: SlotKey) -> None:
-        bucket, choice = key
+    def _compile(self, step_id: StepId) -> None:
+        (bucket, choice), rows = step_id
         model = self.model
         # Inductor keeps its compiled kernels on disk: next to the model cache they outlive a restart
         # (a later process compiles the same step in seconds), unless TORCHINDUCTOR_CACHE_DIR says otherwise.
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(settings().cache / "inductor"))
         try:
             start = time.perf_counter()
-            cache = StaticCache(config=model.config, max_cache_len=bucket)
             device = next(model.parameters()).device
-            # CUDA: also capture the step as a CUDA graph (static cache addresses allow it). Not yet
-            # run on a GPU here: no GPU has been lent to this project.
+            # CUDA: also capture the step as a CUDA graph (static cache shapes allow it). Not yet run
+            # on a GPU here: no GPU has been lent to this project.
             mode = "reduce-overhead" if device.type == "cuda" else None
-            one_token = _own_copy(_one_token, f"_one_token_{bucket}_{choice.mode}_{next(_step_ids)}")
-            compiled = torch.compile(one_token, dynamic=False, fullgraph=True, mode=mode)
+            own = _own_copy(decode_step, f"decode_step_{bucket}_{choice.mode}_{rows}_{next(_step_ids)}")
+            compiled = torch.compile(own, dynamic=False, fullgraph=True, mode=mode)
 
-            def step(token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-                return compiled(model, token, position, cache, choice)
+            def run(tokens: torch.Tensor, positions: torch.Tensor, cache: RowCache) -> torch.Tensor:
+                cache.decode(positions, cache.length)
+                return compiled(model, tokens, positions, cache, choice)
 
-            token = torch.zeros((1, 1), dtype=torch.long, device=device)
-            with torch.inference_mode():
-                model(input_ids=token, past_key_values=cache, cache_position=torch.arange(1, device=device))
+            # A scratch cache of the batches' shape: the step serves any cache of that shape, and
+            # the batches' own caches are in use meanwhile.
+            scratch = RowCache(model.config.num_hidden_layers, self.capacity, bucket)
+            with torch.inference_mode():  # as the batches' steps run: the compiler guards on it
+                token = torch.zeros((rows, 1), dtype=torch.long, device=device)
+                scratch.prefill(0)  # allocates the cache's tensors
+                model(input_ids=token[:1], position_ids=token[:1], past_key_values=scratch, use_cache=True)
                 for position in (1, 2):  # the first call compiles; the second checks it is reused
-                    step(token, torch.tensor([position], device=device))
-            slot = Slot(step, cache, compile_s=time.perf_counter() - start)
+                    run(token, torch.full((rows,), position, device=device), scratch)
+            step = CompiledStep(run, rows, compile_s=time.perf_counter() - start)
             with self._lock:
-                self._slots[key] = slot
-                self.compile_seconds[key] = slot.compile_s
-            log.info("compiled the %s decode step for %d tokens in %.1f s", choice.mode, bucket, slot.compile_s)
+                self._steps[step_id] = step
+                self.compile_seconds[step_id] = step.compile_s
+            log.info("compiled the %s decode step for %d x %d tokens in %.1f s", choice.mode, rows, bucket,
+                     step.compile_s)  # fmt: skip
         except Exception as exc:  # any compiler failure: this step stays eager, and says why
             with self._lock:
-                self.failures[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            log.warning("%s decode step for %d tokens not compiled (%s); decoding eagerly", choice.mode, bucket,
-                        self.failures[key])  # fmt: skip
+                self.failures[step_id] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            log.warning("%s decode step for %d x %d tokens not compiled (%s); decoding eagerly", choice.mode, rows,
+                        bucket, self.failures[step_id])  # fmt: skip
+
+
+class ModelBatches:
+    """The batches of one loaded causal model decoding now, by key (engine.batching makes them)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity  # rows per batch
+        self.by_key: dict[SlotKey, object] = {}
+
+    def room(self, key: SlotKey) -> int:
+        """Rows a request for `key` can take in the batch that exists for it."""
+        batch = self.by_key[key]
+        return self.capacity - len(batch.rows)
+
+    def memory_bytes(self) -> int:
+        return sum(batch.memory_bytes() for batch in list(self.by_key.values()))

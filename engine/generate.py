@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 
 import torch
 from transformers import DynamicCache, EncoderDecoderCache
@@ -23,7 +22,6 @@ from transformers.generation.logits_process import (
 )
 
 from .attention import AttentionStats, use_attention
-from .attention.hook import DENSE, AttentionChoice
 from .errors import InputError
 from .loader import LoadedModel
 from .metrics import PeakMemory, now
@@ -124,6 +122,8 @@ def _metrics(
     density,
     decode_path="eager",
     compile_s=None,
+    batch_size=1.0,
+    queue_s=0.0,
 ) -> Metrics:
     decode = (n_new - 1) / (gen_s - prefill_s) if n_new > 1 and gen_s > prefill_s else None
     return Metrics(
@@ -141,21 +141,12 @@ def _metrics(
         density=density,
         decode_path=decode_path,
         compile_s=compile_s,
+        batch_size=batch_size,
+        queue_ms=queue_s * 1000,
     )
 
 
-def _decode_slot(loaded: LoadedModel, request: GenerationRequest, prompt_tokens: int):
-    """The compiled decode step (engine.decode) this request may use, held for the request: causal
-    models; None (eager) otherwise, or while it compiles or serves another request."""
-    options = request.options
-    if loaded.compiled is None:
-        return nullcontext(None)
-    # dense ignores the sparse settings: all dense requests share one step
-    choice = DENSE if options.attention == "dense" else AttentionChoice(options.attention, options.sparse)
-    return loaded.compiled.slot(prompt_tokens + options.max_new_tokens, choice)
-
-
-def _encode_prompt(loaded: LoadedModel, request: GenerationRequest) -> Encoded:
+def encode_prompt(loaded: LoadedModel, request: GenerationRequest) -> Encoded:
     """The prompt's ids; a causal model keeps room for max_new_tokens in its context."""
     reserve = request.options.max_new_tokens if loaded.spec.family == "causal" else 0
     return encode(loaded, request, reserve)
@@ -171,7 +162,7 @@ def teacher_forced_logprobs(loaded: LoadedModel, request: GenerationRequest, con
     `continuation` after the request's prompt, in one forward under the request's attention:
     row i is the distribution that token continuation[i] was drawn from."""
     options, model, device = request.options, loaded.model, loaded.device
-    prompt = _encode_prompt(loaded, request).input_ids
+    prompt = encode_prompt(loaded, request).input_ids
     follow = torch.tensor([continuation[:-1]], dtype=torch.long, device=device)
     with torch.inference_mode(), use_attention(options.attention, options.sparse):
         if loaded.spec.family == "causal":
@@ -184,106 +175,113 @@ def teacher_forced_logprobs(loaded: LoadedModel, request: GenerationRequest, con
     return torch.log_softmax(logits.float(), dim=-1)
 
 
-def stream(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Result]:
-    """Yield text deltas as tokens arrive, then the final Result. The attention option is dense or sparse."""
-    family = loaded.spec.family
-    options = request.options
-    device = loaded.device
+class Decoding:
+    """One request's output as it grows, whoever runs the forwards (a batch of causal sequences,
+    engine.batching, or the seq2seq loop below): the next token from each step's logits, the stops
+    and limits, the text to stream, and the timings its metrics come from."""
+
+    def __init__(self, loaded: LoadedModel, request: GenerationRequest, encoded: Encoded, started: float):
+        self.loaded, self.request, self.encoded = loaded, request, encoded
+        self.pick = TokenPicker(loaded, request.options)
+        self.stop_ids = _stop_ids(loaded)
+        self.streamer = TextStreamer(loaded.tokenizer, request.stop)
+        self.new_ids: list[int] = []
+        self.seen = encoded.input_ids  # every token so far, prompt included (repetition penalty)
+        self.finish: str | None = None  # set when done: stop | length | time_limit
+        self.started = started  # perf_counter when the engine took it up (queue wait excluded)
+        self.prefill_started = self.ttft_s = self.ended = 0.0
+        self.prefill_s: float | None = None  # known once the first token is picked
+
+    @property
+    def token(self) -> int:
+        """The last token accepted: the next step's input."""
+        return self.new_ids[-1]
+
+    def begin_prefill(self) -> None:
+        self.prefill_started = now(self.loaded.device)
+
+    def accept(self, logits: torch.Tensor) -> str:
+        """Pick the next token from `logits` (vocab,) and return the text it adds (held back near a
+        stop string); sets `finish` when this was the last one."""
+        token = self.pick(logits, self.seen)
+        if self.prefill_s is None:  # the prefill ends with its token picked
+            self.prefill_s = now(self.loaded.device) - self.prefill_started
+        delta = ""
+        if token in self.stop_ids:
+            self.finish = "stop"
+        else:
+            self.new_ids.append(token)
+            self.seen = torch.cat([self.seen, self.seen.new_tensor([[token]])], dim=1)
+            delta = self.streamer.update(self.new_ids)
+            if len(self.new_ids) == 1:
+                self.ttft_s = time.perf_counter() - self.started
+            limit = self.request.time_limit_s
+            if self.streamer.stopped:
+                self.finish = "stop"
+            elif len(self.new_ids) >= self.request.options.max_new_tokens:
+                self.finish = "length"
+            elif limit is not None and time.perf_counter() - self.started > limit:
+                self.finish = "time_limit"
+        if self.finish is not None:
+            self.ended = now(self.loaded.device)
+            delta += self.streamer.flush()
+        return delta
+
+    def result(self, *, peak_mb: float, density: float, queue_s: float = 0.0, **path) -> Result:
+        """The Result once finished; `path`: decode_path, compile_s and batch_size where they apply."""
+        total_s = time.perf_counter() - self.started
+        metrics = _metrics(
+            self.loaded,
+            self.request,
+            prefill_s=self.prefill_s,
+            ttft_s=self.ttft_s or total_s,
+            total_s=total_s,
+            gen_s=self.ended - self.prefill_started,
+            n_in=self.encoded.input_ids.shape[1],
+            n_new=len(self.new_ids),
+            peak=peak_mb,
+            density=density,
+            queue_s=queue_s,
+            **path,
+        )
+        return Result(
+            text=self.streamer.text,
+            metrics=metrics,
+            token_ids=list(self.new_ids),
+            truncated_tokens=self.encoded.truncated_tokens,
+            finish_reason=self.finish,
+        )
+
+
+def stream_seq2seq(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Result]:
+    """An encoder-decoder request, one sequence: text deltas as tokens arrive, then the Result. Each
+    `next` runs one forward, so the scheduler can interleave it with other work."""
+    options, model, device = request.options, loaded.model, loaded.device
     stats = AttentionStats()
-    model = loaded.model
 
     def forward(**inputs):
-        # Mode and grad state are entered per forward, never held across a `yield`: a consumer
-        # (e.g. Gradio) may resume this generator in another thread and context.
+        # Entered per forward, never held across a `yield` (the consumer may resume in another context).
         with torch.inference_mode(), use_attention(options.attention, options.sparse, stats):
             return model(**inputs)
 
-    t_start = time.perf_counter()
-    encoded = _encode_prompt(loaded, request)
-    ids = encoded.input_ids
-    with PeakMemory(device) as memory, _decode_slot(loaded, request, ids.shape[1]) as slot:
-        pick = TokenPicker(loaded, options)
-        stop_ids = _stop_ids(loaded)
-        streamer = TextStreamer(loaded.tokenizer, request.stop)
-
-        t_prefill = now(device)
-        step_inputs = {}
-        if slot is not None:  # static cache: the prefill runs eagerly into it, the decode steps compiled
-            cache = slot.cache
-            positions = torch.arange(ids.shape[1], device=device)
-            out = forward(
-                input_ids=ids, past_key_values=cache, cache_position=positions, use_cache=True, logits_to_keep=1
-            )
-        elif family == "causal":
-            cache = DynamicCache(config=model.config)
-            out = forward(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        else:
-            with torch.inference_mode(), use_attention(options.attention, options.sparse, stats):
-                encoder_out = model.get_encoder()(input_ids=ids)
-            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-            decoder_ids = torch.tensor([[_decoder_start(loaded)]], device=device)
-            step_inputs = {"encoder_outputs": encoder_out}
-            out = forward(decoder_input_ids=decoder_ids, past_key_values=cache, use_cache=True, **step_inputs)
-        logits = out.logits[0, -1]
-        new_ids: list[int] = []
-        seen = ids
-        token = pick(logits, seen)
-        prefill_s = now(device) - t_prefill
-        prefill_density = stats.density
-        ttft_s = None
-        finish = "length"
+    decoding = Decoding(loaded, request, encode_prompt(loaded, request), time.perf_counter())
+    with PeakMemory(device) as memory:
+        decoding.begin_prefill()
+        with torch.inference_mode(), use_attention(options.attention, options.sparse, stats):
+            encoder_out = model.get_encoder()(input_ids=decoding.encoded.input_ids)
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        step = torch.tensor([[_decoder_start(loaded)]], device=device)
+        density = None
         while True:
-            if token in stop_ids:
-                finish = "stop"
-                break
-            new_ids.append(token)
-            seen = torch.cat([seen, seen.new_tensor([[token]])], dim=1)
-            delta = streamer.update(new_ids)
-            if ttft_s is None:
-                ttft_s = time.perf_counter() - t_start
+            out = forward(decoder_input_ids=step, encoder_outputs=encoder_out, past_key_values=cache, use_cache=True)
+            delta = decoding.accept(out.logits[0, -1])
+            density = stats.density if density is None else density  # the prefill's
             if delta:
                 yield delta
-            if streamer.stopped:
-                finish = "stop"
+            if decoding.finish is not None:
                 break
-            if len(new_ids) >= options.max_new_tokens:
-                break
-            if request.time_limit_s is not None and time.perf_counter() - t_start > request.time_limit_s:
-                finish = "time_limit"
-                break
-            step = torch.tensor([[token]], device=device)
-            if slot is not None:
-                with torch.inference_mode():
-                    logits = slot.step(step, torch.tensor([seen.shape[1] - 1], device=device))[0]
-            else:
-                key = "input_ids" if family == "causal" else "decoder_input_ids"
-                logits = forward(**{key: step}, past_key_values=cache, use_cache=True, **step_inputs).logits[0, -1]
-            token = pick(logits, seen)
-        t_end = now(device)
-        if tail := streamer.flush():
-            yield tail
-    total_s = time.perf_counter() - t_start
-    metrics = _metrics(
-        loaded,
-        request,
-        prefill_s=prefill_s,
-        ttft_s=ttft_s if ttft_s is not None else total_s,
-        total_s=total_s,
-        gen_s=t_end - t_prefill,
-        n_in=ids.shape[1],
-        n_new=len(new_ids),
-        peak=memory.peak_mb(),
-        density=prefill_density,
-        decode_path="eager" if slot is None else "compiled",
-        compile_s=None if slot is None else slot.compile_s,
-    )
-    yield Result(
-        text=streamer.text,
-        metrics=metrics,
-        token_ids=new_ids,
-        truncated_tokens=encoded.truncated_tokens,
-        finish_reason=finish,
-    )
+            step = torch.tensor([[decoding.token]], device=device)
+    yield decoding.result(peak_mb=memory.peak_mb(), density=density)
 
 
 def score_labels(loaded: LoadedModel, request: GenerationRequest) -> Result:
@@ -361,11 +359,3 @@ def _likelihood_scores(loaded: LoadedModel, prompt_ids: torch.Tensor, labels: li
                 totals[row] += float(logp[row, pos - 1, ids[pos]])
     probs = torch.softmax(torch.tensor(totals), -1).tolist()
     return dict(zip(labels, probs, strict=True))
-
-
-def events(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Result]:
-    """Any request on a loaded model: text deltas as they arrive (generation), then the Result."""
-    if request.candidates is not None:
-        yield score_labels(loaded, request)
-    else:
-        yield from stream(loaded, request)

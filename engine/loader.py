@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from . import attention
-from .decode import CompiledDecode
+from .decode import CompiledDecode, ModelBatches
 from .embedded import ProgressFn, ensure_converted, locate_packaged_file
 from .errors import ModelLoadError, PrecisionError
 from .precision import load_kwargs, quantize_after_load, weight_bytes
@@ -35,6 +35,7 @@ class LoadedModel:
     footprint_bytes: int
     load_seconds: float
     compiled: CompiledDecode | None = None  # causal models: compiled decode steps (engine.decode)
+    batches: ModelBatches | None = None  # causal models: the batches decoding now (engine.batching)
 
     @property
     def footprint_mb(self) -> float:
@@ -87,9 +88,10 @@ def _hub_error(spec: ModelSpec, exc: Exception) -> ModelLoadError:
 
 
 def load_model(
-    spec: ModelSpec, precision: str, device: torch.device, progress: ProgressFn | None = None
+    spec: ModelSpec, precision: str, device: torch.device, max_batch: int, progress: ProgressFn | None = None
 ) -> LoadedModel:
-    """Load at a resolved precision (never `auto`); the model cache is the caller."""
+    """Load at a resolved precision (never `auto`); the model cache is the caller. A causal model
+    decodes up to `max_batch` sequences per step."""
     import transformers
 
     attention.register()
@@ -142,7 +144,11 @@ def load_model(
         device=device,
         footprint_bytes=weight_bytes(model),
         load_seconds=time.perf_counter() - start,
-        compiled=CompiledDecode(model, settings().compile_decode and PRECISION_BY_NAME[precision].compiles)
-        if spec.family == "causal"
-        else None,
+        **_decode_state(model, precision, max_batch) if spec.family == "causal" else {},
     )
+
+
+def _decode_state(model, precision: str, max_batch: int) -> dict:
+    """A causal model's compiled steps and batches, sized by the batch capacity."""
+    compiles = settings().compile_decode and PRECISION_BY_NAME[precision].compiles
+    return {"compiled": CompiledDecode(model, compiles, max_batch), "batches": ModelBatches(max_batch)}

@@ -29,6 +29,10 @@ class PeakMemory:
         self.device = device
 
     def __enter__(self) -> PeakMemory:
+        return self.start()
+
+    def start(self) -> PeakMemory:
+        """Begin the span (what entering does)."""
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         else:

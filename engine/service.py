@@ -1,5 +1,6 @@
 """The engine's front door: validate a request once (engine.validation), get the model from the cache,
-and run it, or run the A/B experiment it asks for (engine.compare), streaming or not."""
+and hand it to the cache's scheduler (batched with whatever else runs), or run the A/B experiment it
+asks for (engine.compare), streaming or not."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from .cache import ModelCache, default_cache
 from .compare import run_comparison
 from .decode import IN_FLIGHT
 from .embedded import ProgressFn
-from .generate import events
 from .types import Comparison, GenerationRequest, Result
 from .validation import check_family, validate
 
@@ -38,7 +38,7 @@ def stream_request(
             return
         loaded = cache.get(request.options.model, request.options.precision, progress)
         check_family(loaded.spec, request)  # the family of an unregistered model is known only now
-        for item in events(loaded, request):
+        for item in cache.scheduler.generate(loaded, request):
             yield item if isinstance(item, Result) else Chunk(item, request.options.attention)
 
 

@@ -55,9 +55,23 @@ class Settings(BaseSettings):
     flex_compile: bool = Field(
         False, alias="STUDIO_FLEX_COMPILE", description="compile FlexAttention on CPU too (always compiled on CUDA)"
     )
-    concurrency: int = Field(1, ge=1, alias="STUDIO_CONCURRENCY", description="app: model-bound requests at once")
-    max_queue: int = Field(
-        16, ge=1, alias="STUDIO_MAX_QUEUE", description='app: waiting requests; more are told "queue is full"'
+    max_batch: int = Field(
+        8,
+        ge=1,
+        alias="STUDIO_MAX_BATCH",
+        description="sequences of one model that decode together, one step for all (1: one request at a time)",
+    )
+    concurrency: int | None = Field(
+        None,
+        ge=1,
+        alias="STUDIO_CONCURRENCY",
+        description="app: requests handed to the engine at once (default 2 x STUDIO_MAX_BATCH: a full batch decoding, as many waiting for the next step)",
+    )
+    max_queue: int | None = Field(
+        None,
+        ge=1,
+        alias="STUDIO_MAX_QUEUE",
+        description='app: requests waiting beyond those; more are told "queue is full" (default 8 x STUDIO_MAX_BATCH)',
     )
     time_limit_s: float = Field(
         180, gt=0, alias="STUDIO_TIME_LIMIT_S", description="app: decoding stops after this long and says so"
@@ -71,6 +85,14 @@ class Settings(BaseSettings):
         alias="STUDIO_COMPILE_DECODE",
         description="decode causal models with a static cache and a compiled step, compiled in the background",
     )
+
+    @property
+    def app_concurrency(self) -> int:
+        return self.concurrency or 2 * self.max_batch
+
+    @property
+    def app_max_queue(self) -> int:
+        return self.max_queue or 8 * self.max_batch
 
     @classmethod
     def from_environment(cls) -> Settings:

@@ -46,8 +46,10 @@ class Metrics:
     precision: str
     attention: str
     density: float = 1.0  # share of (query, key) pairs the attention computed during prefill
-    decode_path: str = "eager"  # "compiled": a static cache and the compiled one-token step (engine.decode)
+    decode_path: str = "eager"  # eager | compiled | mixed: which decode step ran (engine.decode)
     compile_s: float | None = None  # compiled: how long that step took to compile, once, off any request's time
+    batch_size: float = 1.0  # sequences per decode step it took part in, on average (continuous batching)
+    queue_ms: float = 0.0  # waiting for the engine before its prefill began (not in ttft or total)
 
 
 @dataclass

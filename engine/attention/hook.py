@@ -71,21 +71,11 @@ def sparse_kernel_name(device: torch.device) -> str:
     return settings().sparse_kernel or ("flex" if device.type == "cuda" else "blocked")
 
 
-def _snapshot(offset):
-    if not isinstance(offset, torch.Tensor):
-        return offset
-    return offset.clone() if torch.compiler.is_compiling() else int(offset)
-
-
 class StudioMask:
     """What the mask interface hands to every layer of one forward: the arguments of the mask,
     materialised lazily (dense) or as a sparse plan, once per forward and shared by all layers."""
 
     def __init__(self, *, batch_size, q_length, kv_length, q_offset, kv_offset, mask_function, attention_mask, **rest):
-        # A static cache hands its position counter itself as q_offset, and layer 0's cache update
-        # advances it in place before this (lazy) mask is built: keep the value of this forward. Eagerly
-        # as an int, which the sparse plan computes with; a compiled step keeps the tensor.
-        q_offset, kv_offset = (_snapshot(x) for x in (q_offset, kv_offset))
         self.shape = MaskShape(batch_size, q_length, kv_length, q_offset, kv_offset)
         self.attention_mask = attention_mask
         self.mask_function = mask_function
@@ -117,25 +107,31 @@ class StudioMask:
         return and_masks(self.mask_function, padding_mask_function(padding))
 
     def one_query_keys(
-        self, pattern, settings: SparseSettings, kv_len: int, device: torch.device
+        self, pattern, settings: SparseSettings, kv_len: int, device: torch.device, positions: torch.Tensor | None
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """For a one-query (decode) step, once per forward: the cache rows to read (None: all of them)
-        and which of those the query attends to, (1 or B, 1, 1, rows) bool with the model's own mask
-        (causality, padding) folded in. Static shapes, so a compiled step traces it."""
+        """For a one-query (decode) step, once per forward: per sequence, the cache rows to read ((B, keys);
+        None: all of them) and which of those its query attends to, (B, 1, 1, keys) bool with the model's
+        own mask (causality, padding) folded in. `positions`: each sequence's query position (B, 1), given
+        by a batch whose sequences stand at different positions; else the mask's offset. Static shapes,
+        so a compiled step traces it."""
         key = (pattern.name, settings, kv_len)
         if key not in self._one_query_keys:
             offset = self.shape.kv_offset
-            position = torch.as_tensor(self.shape.q_offset, device=device).reshape(-1)[:1]
+            if positions is None:
+                positions = torch.as_tensor(self.shape.q_offset, device=device).reshape(-1)[:1]
+            positions = positions.reshape(-1, 1)
             allowed = self.dense()
-            picked = pattern.decode_keys(position, offset + kv_len, settings)
+            picked = pattern.decode_keys(positions, offset + kv_len, settings)
             if picked is None:  # no fixed-size set: the pattern's rule over the whole cache
-                rows, keep = None, pattern.rule(position, offset + torch.arange(kv_len, device=device), settings)
+                rows, keep = None, pattern.rule(positions, offset + torch.arange(kv_len, device=device), settings)
             else:
                 absolute, valid = picked
                 rows, keep = (absolute - offset).clamp(0, kv_len - 1), valid & (absolute >= offset)
-            keep = keep.view(1, 1, 1, -1)
+            keep = keep[:, None, None, :]
             if allowed is not None:
-                keep = keep & (allowed if rows is None else allowed.index_select(-1, rows))
+                if rows is not None:
+                    allowed = allowed.expand(len(rows), -1, -1, -1).gather(-1, rows[:, None, None, :])
+                keep = keep & allowed
             self._one_query_keys[key] = rows, keep
         return self._one_query_keys[key]
 
@@ -221,14 +217,10 @@ def studio_attention(
 
     # A sparse decode step: compiled, it needs static shapes; eagerly, a gathered key set is as fast as the
     # blocked kernel and keeps both paths' tokens equal, while masking the whole cache would be slower.
+    # (Decode steps count no pairs: the density reported is the prefill's.)
     if query.shape[2] == 1 and not module.training and (torch.compiler.is_compiling() or pattern.fixed_decode_keys):
-        if choice.stats is not None:  # eager only (a compiled step carries no stats): positions are ints here
-            q0, kv_len = mask.shape.q_offset, mask.shape.kv_offset + mask.shape.kv_length
-            choice.stats.computed_pairs += sum(
-                hi - lo for lo, hi in pattern.key_ranges(q0, q0 + 1, kv_len, choice.settings)
-            )
-            choice.stats.dense_pairs += mask.shape.dense_pairs(causal)
-        return _sparse_one_query(query, key, value, mask, pattern, choice.settings, scaling, position_bias), None
+        positions = kwargs.get("position_ids")
+        return _sparse_one_query(query, key, value, mask, pattern, choice.settings, scaling, position_bias, positions)
 
     if sparse_kernel_name(query.device) == "flex":
         block_mask, computed = mask.block_mask(pattern, choice.settings, query.device)
@@ -244,15 +236,20 @@ def studio_attention(
     return out.transpose(1, 2).contiguous(), None  # (B, Lq, H, D), as transformers expects
 
 
-def _sparse_one_query(query, key, value, mask: StudioMask, pattern, settings: SparseSettings, scaling, position_bias):
-    """One query under a pattern with static shapes (a compiled step traces it once per bucket): the
-    pattern's fixed-size key set gathered from the cache, or, for a pattern without one, the whole
-    cache masked by the pattern's rule."""
-    rows, keep = mask.one_query_keys(pattern, settings, key.shape[2], query.device)
+def _sparse_one_query(query, key, value, mask: StudioMask, pattern, settings, scaling, position_bias, positions):
+    """One query per sequence under a pattern with static shapes (a compiled step traces it once per
+    bucket): each sequence's fixed-size key set gathered from the cache, or, for a pattern without
+    one, the whole cache masked by the pattern's rule."""
+    rows, keep = mask.one_query_keys(pattern, settings, key.shape[2], query.device, positions)
     if rows is None:
-        return one_query_attention(query, key, value, keep, scaling, position_bias)
-    bias = position_bias.index_select(-1, rows) if position_bias is not None else None
-    return one_query_attention(query, key.index_select(2, rows), value.index_select(2, rows), keep, scaling, bias)
+        return one_query_attention(query, key, value, keep, scaling, position_bias), None
+    b, heads, _, dim = key.shape
+    index = rows.expand(b, -1)[:, None, :, None].expand(b, heads, -1, dim)
+    bias = None
+    if position_bias is not None:
+        bias = position_bias.gather(-1, rows.expand(b, -1)[:, None, None, :].expand(-1, position_bias.shape[1], 1, -1))
+    picked = one_query_attention(query, key.gather(2, index), value.gather(2, index), keep, scaling, bias)
+    return picked, None
 
 
 def register() -> None:

@@ -33,8 +33,9 @@ class Pattern(Protocol):
     def decode_keys(
         self, position: torch.Tensor, kv_len: int, s: SparseSettings
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """For one query at `position` (a tensor: a compiled step cannot branch on it), a fixed number
-        of key indices to read and which of them count; None: no fixed-size set, mask the whole cache."""
+        """For one query per sequence at `position` ((B,) tensor: a compiled step cannot branch on it), a
+        fixed number of key indices per sequence to read and which of them count, both (B, keys);
+        None: no fixed-size set, mask the whole cache."""
         ...
 
 
@@ -69,10 +70,11 @@ class SlidingWindowSinks:
     def decode_keys(self, position, kv_len, s):
         # sinks + window indices whatever the position, so the shape is static; early on the window
         # overlaps the sinks or starts before 0, and those entries do not count
-        sinks = torch.arange(s.sinks, device=position.device)
-        recent = position.reshape(-1)[:1] - s.window + 1 + torch.arange(s.window, device=position.device)
-        valid = torch.cat([sinks <= position.reshape(-1)[:1], recent >= s.sinks])
-        return torch.cat([sinks, recent]).clamp(0, kv_len - 1), valid
+        position = position.reshape(-1, 1)
+        sinks = torch.arange(s.sinks, device=position.device).expand(len(position), -1)
+        recent = position - s.window + 1 + torch.arange(s.window, device=position.device)
+        valid = torch.cat([sinks <= position, recent >= s.sinks], dim=1)
+        return torch.cat([sinks, recent], dim=1).clamp(0, kv_len - 1), valid
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,14 @@ from .decode import DECODE_COLUMNS, auto_choice, decode_table, plot_decode
 from .experiments import EXPERIMENT_COLUMNS, plot_experiments, run_experiments
 from .precision import PRECISION_COLUMNS, precision_table
 from .report import format_table, machine, plot_precisions, plot_sweep, write_outputs
+from .serve import SERVE_COLUMNS, plot_serve, serve_table
 from .sweep import QUICK_LENGTHS, SWEEP_COLUMNS, Progress, SweepConfig, sweep
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine.bench", description=_package_doc.splitlines()[0])
     parser.add_argument(
-        "suite", nargs="?", default="attention", choices=("attention", "precision", "compare", "decode")
+        "suite", nargs="?", default="attention", choices=("attention", "precision", "compare", "decode", "serve")
     )
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--quick", action="store_true", help="a short sweep (about a minute on a laptop CPU)")
@@ -36,11 +37,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=3, help="attention op: paired dense/sparse trials")
     parser.add_argument("--model-repeats", type=int, default=2, help="whole model: paired dense/sparse trials")
     parser.add_argument("--input-tokens", type=int, default=256, help="precision: prompt length")
-    parser.add_argument("--new-tokens", type=int, help="precision (default 64) and decode (128): tokens generated")
+    parser.add_argument(
+        "--new-tokens", type=int, help="tokens generated: precision and serve (default 64), decode (128)"
+    )
     parser.add_argument("--op-only", action="store_true", help="attention op only, no whole-model runs")
     parser.add_argument(
         "--runs", help="compare: comparisons per scenario, e.g. identical=10,long=3,precision=1 (the default)"
     )
+    parser.add_argument("--users", default="1,2,4,8,16", help="serve: concurrent user counts")
+    parser.add_argument("--per-user", type=int, default=2, help="serve: requests each user sends, one after another")
     parser.add_argument("--out", type=Path, help="write JSON, CSV and PNG here")
     return parser
 
@@ -71,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
             auto, why = auto_choice(rows, new_tokens)
             print("\n".join(why))
             meta = {"model": args.model, "new_tokens": new_tokens, "machine": machine(), "auto": auto, "auto_why": why}
+        elif args.suite == "serve":
+            precision = (_csv(args.precisions) or ("auto",))[0]
+            new_tokens = args.new_tokens or 64
+            users = _csv(args.users, int)
+            rows = serve_table(args.model, precision, users, args.per_user, new_tokens, _report("serve"))
+            columns, stem, plot = SERVE_COLUMNS, "serve", plot_serve
+            meta = {"model": args.model, "precision": precision, "new_tokens": new_tokens, "machine": machine()}
         elif args.suite == "compare":
             runs = dict((k, int(v)) for k, v in (item.split("=") for item in _csv(args.runs))) if args.runs else None
             rows = run_experiments(args.model, runs, _report("compare"))

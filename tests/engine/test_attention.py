@@ -239,22 +239,28 @@ def test_one_query_attention_matches_sdpa(with_bias):
 
 
 @pytest.mark.parametrize("pattern_name", ["sliding_sinks", "bigbird_random"])
-@pytest.mark.parametrize("position", [3, 20, 199, 255])
-def test_sparse_decode_step_attends_exactly_to_the_pattern(pattern_name, position):
-    """One query at `position` over a 256-slot static cache (keys past the position are stale):
-    the decode step (gathered key set, or the rule over the whole cache) equals SDPA under the
-    pattern's explicit mask."""
+@pytest.mark.parametrize("positions", [(3, 20), (199, 255), (255, 3)])
+def test_sparse_decode_step_attends_exactly_to_the_pattern(pattern_name, positions):
+    """A batch of two sequences, each with one query at its own position, over a 256-slot cache (as
+    a batch's step sees it: keys past each position are stale): the decode step (gathered key sets,
+    or the rule over the whole cache) equals SDPA under each row's explicit pattern mask."""
     from engine.attention.hook import _sparse_one_query, studio_mask
     from engine.attention.patterns import PATTERNS, explicit_mask
 
     torch.manual_seed(1)
     settings = SparseSettings(window=16, sinks=4, pattern=pattern_name)
     pattern, length, h, hkv, d = PATTERNS[pattern_name], 256, 6, 2, 8
-    query, key, value = torch.randn(1, h, 1, d), torch.randn(1, hkv, length, d), torch.randn(1, hkv, length, d)
-    mask = studio_mask(1, 1, length, q_offset=torch.tensor([position]), kv_offset=0)
-    got = _sparse_one_query(query, key, value, mask, pattern, settings, None, None)
-    allowed = explicit_mask(pattern, settings, torch.tensor([position]), torch.arange(length))
-    expected = F.scaled_dot_product_attention(
-        query, key.repeat_interleave(h // hkv, 1), value.repeat_interleave(h // hkv, 1), attn_mask=allowed
-    )
-    assert torch.allclose(got, expected.transpose(1, 2), atol=1e-5)
+    query, key, value = torch.randn(2, h, 1, d), torch.randn(2, hkv, length, d), torch.randn(2, hkv, length, d)
+    at = torch.tensor(positions)[:, None]
+    reads = torch.arange(length) <= at  # each row's own length, as engine.decode.decode_step masks it
+    mask = studio_mask(2, 1, length, q_offset=length - 1, kv_offset=0, attention_mask=reads)
+    got, _ = _sparse_one_query(query, key, value, mask, pattern, settings, None, None, at)
+    for row, position in enumerate(positions):
+        allowed = explicit_mask(pattern, settings, torch.tensor([position]), torch.arange(length))
+        expected = F.scaled_dot_product_attention(
+            query[row : row + 1],
+            key[row : row + 1].repeat_interleave(h // hkv, 1),
+            value[row : row + 1].repeat_interleave(h // hkv, 1),
+            attn_mask=allowed,
+        )
+        assert torch.allclose(got[row : row + 1], expected.transpose(1, 2), atol=1e-5)

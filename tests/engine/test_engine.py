@@ -383,24 +383,6 @@ def test_decode_compiles_in_the_background_and_gives_the_same_tokens(cache, prec
     assert run(ask("tiny-marian", max_new_tokens=4), cache).metrics.decode_path == "eager"
 
 
-def test_static_cache_decode_matches_the_dynamic_cache(cache):
-    """A static cache passes its (mutable) position counter as the mask offset: the lazily built
-    mask must use this forward's value, not the one after layer 0's cache update."""
-    from transformers import DynamicCache, StaticCache
-
-    loaded = cache.get("tiny-llama", "fp32")
-    model = loaded.model
-    ids = torch.tensor([[5, 9, 17, 33, 41, 7, 12]])
-    with torch.inference_mode():
-        dynamic, static = DynamicCache(config=model.config), StaticCache(config=model.config, max_cache_len=64)
-        model(input_ids=ids, past_key_values=dynamic, use_cache=True)
-        model(input_ids=ids, past_key_values=static, cache_position=torch.arange(7), use_cache=True)
-        token = torch.tensor([[21]])
-        a = model(input_ids=token, past_key_values=dynamic, use_cache=True).logits
-        b = model(input_ids=token, past_key_values=static, cache_position=torch.tensor([7]), use_cache=True).logits
-    assert torch.allclose(a, b, atol=1e-5)
-
-
 def test_requests_that_would_run_the_same_step_share_it():
     from engine.decode import DENSE, step_key
     from engine.options import SparseSettings as Sparse

@@ -1,0 +1,169 @@
+"""`python -m engine.bench serve`: N simulated users at once against the engine, continuous batching
+against one request at a time, in the same run.
+
+Each user is a thread that sends its requests one after another through the engine's front door
+(engine.service, as the app does), each a different chat question, greedy. Per user count and mode
+the table gives the aggregate output speed (all new tokens over the wall time), latency and time to
+first token as each user saw them (p50, p95), how many sequences shared each decode step, and the
+decode path. "one-at-a-time" is the same engine with a batch capacity of 1 (STUDIO_MAX_BATCH=1).
+Compiled steps are compiled before the timings (each mode its own), so both run what a warm server runs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+from ..cache import ModelCache
+from ..options import DEFAULT_MODEL, RunOptions
+from ..precision_menu import PRECISION_BY_NAME
+from ..service import Chunk, stream_request
+from ..types import GenerationRequest, Message, Result
+from .report import figure_panels
+
+Progress = Callable[[float, str], None]
+QUESTIONS = [
+    "What is the capital of France, and what is it known for?",
+    "Give me three tips for writing clean Python code.",
+    "Explain what a transformer model is in two sentences.",
+    "Why is the sky blue?",
+    "Write a haiku about the sea.",
+    "What are the health benefits of walking every day?",
+    "How do I make a simple tomato sauce?",
+    "Describe the water cycle briefly.",
+    "What is the difference between a list and a tuple in Python?",
+    "Suggest a name for a small bakery and say why.",
+    "Summarize the plot of Romeo and Juliet in a few lines.",
+    "What should I pack for a weekend hiking trip?",
+    "How does a bicycle stay upright?",
+    "Explain recursion to a ten-year-old.",
+    "What are three good habits for better sleep?",
+    "Why do leaves change colour in autumn?",
+]
+MODES = {"batched": None, "one-at-a-time": 1}  # batch capacity: the settings' default, or 1
+
+
+@dataclass
+class ServeRow:
+    mode: str  # batched | one-at-a-time
+    users: int
+    requests: int
+    failures: int
+    wall_s: float
+    tokens_per_s: float  # all new tokens over the wall time: the aggregate decode throughput
+    vs_one_user: float  # tokens_per_s over the same mode's one-user row
+    latency_p50_s: float  # per request, as its user saw it: submit to Result
+    latency_p95_s: float
+    ttft_p50_s: float  # submit to first text
+    ttft_p95_s: float
+    mean_batch: float  # sequences per decode step the requests took part in, on average
+    decode_path: str  # the most common path (compiled | eager | mixed)
+
+
+SERVE_COLUMNS = list(ServeRow.__dataclass_fields__)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _user(cache: ModelCache, requests: list[GenerationRequest]) -> list[tuple[float, float, Result] | Exception]:
+    """One user: its requests one after another; per request (latency, ttft, Result) or the error."""
+    seen: list[tuple[float, float, Result] | Exception] = []
+    for request in requests:
+        start, first = time.perf_counter(), None
+        try:
+            for event in stream_request(request, cache):
+                if isinstance(event, Chunk) and first is None:
+                    first = time.perf_counter() - start
+                elif isinstance(event, Result):
+                    latency = time.perf_counter() - start
+                    seen.append((latency, first if first is not None else latency, event))
+        except Exception as exc:  # counted as a failure, as a user would see it
+            seen.append(exc)
+    return seen
+
+
+def _round(cache: ModelCache, mode: str, users: int, per_user: int, options: RunOptions) -> ServeRow:
+    plans = [
+        [
+            GenerationRequest(options, messages=(Message("user", QUESTIONS[(u * per_user + i) % len(QUESTIONS)]),))
+            for i in range(per_user)
+        ]
+        for u in range(users)
+    ]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(users) as pool:
+        outcomes = [item for seen in pool.map(lambda plan: _user(cache, plan), plans) for item in seen]
+    wall = time.perf_counter() - start
+    done = [o for o in outcomes if not isinstance(o, Exception)]
+    latencies, ttfts = [o[0] for o in done] or [0.0], [o[1] for o in done] or [0.0]
+    results = [o[2] for o in done]
+    tokens = sum(r.metrics.new_tokens for r in results)
+    return ServeRow(
+        mode=mode,
+        users=users,
+        requests=len(outcomes),
+        failures=len(outcomes) - len(done),
+        wall_s=wall,
+        tokens_per_s=tokens / wall,
+        vs_one_user=1.0,
+        latency_p50_s=statistics.median(latencies),
+        latency_p95_s=_percentile(latencies, 0.95),
+        ttft_p50_s=statistics.median(ttfts),
+        ttft_p95_s=_percentile(ttfts, 0.95),
+        mean_batch=statistics.fmean(r.metrics.batch_size for r in results) if results else 0.0,
+        decode_path=Counter(r.metrics.decode_path for r in results).most_common(1)[0][0] if results else "",
+    )
+
+
+def _warm(cache: ModelCache, options: RunOptions, users: tuple[int, ...]) -> None:
+    """Load, compile every step the rounds will use, and run once (first-call costs are not timed)."""
+    loaded = cache.get(options.model, options.precision)
+    if loaded.compiled is not None and PRECISION_BY_NAME[loaded.precision].compiles:
+        loaded.compiled.enabled = False  # no background compile starts during the timings
+        for batch in sorted({min(u, cache.max_batch) for u in users}):
+            loaded.compiled.compile_now(64 + options.max_new_tokens, batch=batch)
+    _user(cache, [GenerationRequest(options, messages=(Message("user", QUESTIONS[0]),))])
+
+
+def serve_table(
+    model: str = DEFAULT_MODEL,
+    precision: str = "auto",
+    users: tuple[int, ...] = (1, 2, 4, 8, 16),
+    per_user: int = 2,
+    new_tokens: int = 64,
+    progress: Progress | None = None,
+) -> list[ServeRow]:
+    options = RunOptions(model=model, precision=precision, max_new_tokens=new_tokens)
+    rows: list[ServeRow] = []
+    for m, (mode, capacity) in enumerate(MODES.items()):
+        cache = ModelCache(max_batch=capacity)
+        if progress:
+            progress(m / len(MODES), f"{mode}: loading and compiling")
+        _warm(cache, options, users)
+        first = len(rows)
+        for i, count in enumerate(users):
+            if progress:
+                progress((m + i / len(users)) / len(MODES), f"{mode}: {count} users")
+            rows.append(_round(cache, mode, count, per_user, options))
+        one = next((r for r in rows[first:] if r.users == 1), rows[first])
+        rows[first:] = [replace(r, vs_one_user=r.tokens_per_s / one.tokens_per_s) for r in rows[first:]]
+        cache.clear()
+    return rows
+
+
+def plot_serve(rows: list[ServeRow], path) -> None:
+    panels = [("tokens_per_s", "aggregate output (tokens/s)"), ("latency_p95_s", "p95 latency (s)")]
+    with figure_panels(path, panels, (5.5, 3.6)) as pairs:
+        for axes, (column, title) in pairs:
+            for mode in MODES:
+                mine = [r for r in rows if r.mode == mode]
+                axes.plot([r.users for r in mine], [getattr(r, column) for r in mine], marker="o", label=mode)
+            axes.set(xlabel="concurrent users", ylabel=title, title=title, xscale="log")
+            axes.legend()

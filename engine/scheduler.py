@@ -1,0 +1,244 @@
+"""One thread runs every forward of a model cache, so requests share the hardware by design rather
+than by contention: causal generations decode together in batches (engine.batching), one step for
+all of them at a time; other work (a seq2seq generation, label scoring, a comparison's quality
+scoring) runs between those steps, one forward per turn.
+
+A request thread submits its work and reads the events back from its Ticket (text deltas, then the
+Result); closing that iterator cancels the work at the next step. New work joins at the next step
+(continuous batching), in arrival order as far as batches have room; a request that must be
+measured `alone` (a comparison's runs) waits until nothing else runs and holds the engine while it
+does, so its timings are its own.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from .batching import Batch, Row, batch_key, planned_bytes
+from .decode import SlotKey
+from .generate import Decoding, encode_prompt, score_labels, stream_seq2seq
+from .loader import LoadedModel
+from .metrics import PeakMemory
+from .prompt import Encoded
+from .types import GenerationRequest, Result
+
+T = TypeVar("T")
+IDLE_EXIT_S = 30.0  # the thread ends after this long with nothing to do (a later submit starts another)
+_END = object()
+
+
+class Ticket:
+    """A submitted piece of work, seen from the request's side: its events in order, then the end."""
+
+    def __init__(self, alone: bool):
+        self.alone = alone
+        self.submitted = time.perf_counter()
+        self.cancelled = threading.Event()
+        self.ended = threading.Event()
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+
+    def put(self, item: object) -> None:
+        """An event; a Result or an error is the last one."""
+        self._events.put(item)
+        if isinstance(item, Result | BaseException):
+            self.end()
+
+    def end(self) -> None:
+        if not self.ended.is_set():
+            self.ended.set()
+            self._events.put(_END)
+
+    def __iter__(self) -> Iterator:
+        while (item := self._events.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+@dataclass
+class _Generation:
+    """A causal request, decoded in a batch."""
+
+    loaded: LoadedModel
+    request: GenerationRequest
+    encoded: Encoded
+    key: SlotKey
+    ticket: Ticket
+
+
+@dataclass
+class _Job:
+    """Any other work: an iterator of events, advanced one item per turn."""
+
+    start: Callable[[], Iterator]
+    ticket: Ticket
+    items: Iterator | None = field(default=None)
+
+
+def _once(fn: Callable[[], T]) -> Iterator[T]:
+    yield fn()
+
+
+class Scheduler:
+    def __init__(self, fits: Callable[[int], bool]):
+        self._fits = fits  # whether a new batch cache of that many bytes stays inside the memory budget
+        self._cond = threading.Condition()
+        self._waiting: deque[_Generation | _Job] = deque()
+        self._thread: threading.Thread | None = None
+        # Owned by the scheduler's thread:
+        self._batches: list[Batch] = []
+        self._jobs: list[_Job] = []
+        self._alone: Ticket | None = None  # the running `alone` work, if any
+
+    def generate(self, loaded: LoadedModel, request: GenerationRequest, alone: bool = False) -> Iterator[str | Result]:
+        """Text deltas as they come, then the Result, of any request on a loaded model."""
+        ticket = Ticket(alone)
+        if request.candidates is not None:
+            work: _Generation | _Job = _Job(lambda: _once(lambda: score_labels(loaded, request)), ticket)
+        elif loaded.batches is not None:
+            encoded = encode_prompt(loaded, request)  # input errors surface here, before any wait
+            work = _Generation(loaded, request, encoded, batch_key(loaded, request, encoded), ticket)
+        else:
+            work = _Job(lambda: stream_seq2seq(loaded, request), ticket)
+        self._submit(work)
+        try:
+            yield from ticket
+        finally:
+            ticket.cancelled.set()  # a consumer that stops reading stops the work
+
+    def call(self, fn: Callable[[], T], alone: bool = False) -> T:
+        """fn() run by the scheduler's thread, between steps."""
+        ticket = Ticket(alone)
+        self._submit(_Job(lambda: _once(fn), ticket))
+        (value,) = list(ticket)
+        return value
+
+    def waiting(self) -> int:
+        with self._cond:
+            return len(self._waiting)
+
+    def _submit(self, work: _Generation | _Job) -> None:
+        with self._cond:
+            self._waiting.append(work)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="studio-scheduler", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _busy(self) -> bool:
+        return bool(self._batches or self._jobs)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._waiting and not self._busy():
+                    if not self._cond.wait(IDLE_EXIT_S) and not self._waiting:
+                        self._thread = None
+                        return
+                admitted = self._admit()
+            for work in admitted:
+                self._start(work)
+            self._drop_cancelled()
+            for batch in list(self._batches):
+                if batch.rows:
+                    try:
+                        batch.step()
+                    except Exception as exc:  # the step itself failed: every request in it hears why
+                        batch.fail(exc)
+            for job in list(self._jobs):
+                self._advance(job)
+            self._retire_empty()
+
+    def _admit(self) -> list[_Generation | _Job]:
+        """What starts now (called holding the lock): arrival order, as far as batches have room; an
+        `alone` request once nothing runs, and nothing beside it."""
+        if self._alone is not None and not (self._alone.ended.is_set() or self._alone.cancelled.is_set()):
+            return []
+        self._alone = None
+        admitted: list[_Generation | _Job] = []
+        room: dict[tuple[int, SlotKey], int] = {}
+        for work in list(self._waiting):
+            if work.ticket.cancelled.is_set():
+                self._waiting.remove(work)
+                work.ticket.end()
+                continue
+            if work.ticket.alone:
+                if not self._busy() and not admitted:
+                    self._waiting.remove(work)
+                    self._alone = work.ticket
+                    admitted.append(work)
+                break  # nothing overtakes a request waiting to run alone
+            if isinstance(work, _Generation):
+                where = (id(work.loaded), work.key)
+                if where not in room:
+                    room[where] = self._room(work)
+                if room[where] <= 0:
+                    continue
+                room[where] -= 1
+            self._waiting.remove(work)
+            admitted.append(work)
+        return admitted
+
+    def _room(self, work: _Generation) -> int:
+        batches = work.loaded.batches
+        if work.key in batches.by_key:
+            return batches.room(work.key)
+        nothing_runs = not self._busy()  # then a batch that overshoots the budget still runs: nothing to wait for
+        if nothing_runs or self._fits(planned_bytes(work.loaded, work.key[0], batches.capacity)):
+            return batches.capacity
+        return 0
+
+    def _start(self, work: _Generation | _Job) -> None:
+        ticket = work.ticket
+        queue_s = time.perf_counter() - ticket.submitted
+        if isinstance(work, _Job):
+            work.items = work.start()
+            self._jobs.append(work)
+            return
+        loaded = work.loaded
+        row = Row(
+            Decoding(loaded, work.request, work.encoded, time.perf_counter()),
+            deliver=ticket.put,
+            cancelled=ticket.cancelled.is_set,
+            memory=PeakMemory(loaded.device),
+            queue_s=queue_s,
+        )
+        batches = loaded.batches
+        if work.key not in batches.by_key:
+            batches.by_key[work.key] = Batch(loaded, work.key, batches.capacity)
+            self._batches.append(batches.by_key[work.key])
+        batch = batches.by_key[work.key]
+        try:
+            batch.add(row)
+        except Exception as exc:  # its prompt failed: this request hears why, the batch carries on
+            ticket.put(exc)
+
+    def _advance(self, job: _Job) -> None:
+        try:
+            if job.ticket.cancelled.is_set():
+                job.items.close()
+                raise StopIteration
+            job.ticket.put(next(job.items))
+        except StopIteration:
+            self._jobs.remove(job)
+            job.ticket.end()
+        except Exception as exc:
+            self._jobs.remove(job)
+            job.ticket.put(exc)
+
+    def _drop_cancelled(self) -> None:
+        for batch in self._batches:
+            for row in [r for r in batch.rows if r.cancelled()]:
+                batch.remove(row)
+
+    def _retire_empty(self) -> None:
+        """Batches with no rows left free their caches."""
+        for batch in [b for b in self._batches if not b.rows]:
+            self._batches.remove(batch)
+            batch.loaded.batches.by_key.pop(batch.key, None)

@@ -1,0 +1,176 @@
+"""Continuous batching (engine.batching, engine.scheduler) on tiny local models: requests that arrive
+together decode in one batch and each gets what it would get alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import pytest
+import torch
+from test_engine import ask
+
+from engine import Chunk, Comparison, GenerationRequest, ModelCache, Result, run, stream_request
+from engine.batching import Batch, planned_bytes
+from engine.decode import DENSE
+
+TEXTS = [  # prompts of different lengths: each row of the batch stands at its own position
+    "hello",
+    "the quick brown fox jumps over the lazy dog " * 3,
+    "translate summarize classify positive negative neutral code python",
+    "le chat est sur la table das ist gut el perro " * 5,
+]
+
+
+@pytest.fixture
+def cache(tiny_env):
+    return ModelCache(budget_mb=10_000, device=torch.device("cpu"))
+
+
+def wait_until(condition, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+class Held:
+    """Keeps the scheduler's thread busy until released, so every request submitted meanwhile is
+    admitted in the same round: they start in one batch, whatever the timing of the threads."""
+
+    def __init__(self, cache: ModelCache):
+        self.cache, self.release = cache, threading.Event()
+        self.pool = ThreadPoolExecutor(16)
+        self.pool.submit(cache.scheduler.call, self.release.wait)
+
+    def submit(self, requests: list[GenerationRequest], **kw) -> list:
+        futures = [self.pool.submit(run, request, self.cache) for request in requests]
+        deadline = time.monotonic() + 30
+        while self.cache.scheduler.waiting() < len(requests) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.release.set()
+        return [future.result(timeout=120) for future in futures]
+
+
+@pytest.mark.parametrize("attention", ["dense", "sparse"])
+def test_a_request_gives_the_same_tokens_alone_and_in_a_batch(cache, attention):
+    """Greedy, different prompt lengths, dense and sparse (an 8-key window: the rows' own positions
+    decide their keys), plus one seeded sampling request: each row as it was alone. In fp32: a batch
+    multiplies matrices in another order than one row does, and bf16's rounding (~0.002 on these
+    logits) would flip near-ties of this random model."""
+    options = {"max_new_tokens": 10, "attention": attention, "window": 8, "sinks": 2, "precision": "fp32"}
+    requests = [ask("tiny-llama", text=text, **options) for text in TEXTS]
+    requests.append(ask("tiny-llama", text=TEXTS[1], temperature=0.9, seed=7, **options))
+    alone = [run(request, cache) for request in requests]
+    together = Held(cache).submit(requests)
+    for one, batched in zip(alone, together, strict=True):
+        assert batched.token_ids == one.token_ids
+        assert one.metrics.batch_size == 1
+    assert all(r.metrics.batch_size > 1 for r in together if r.metrics.new_tokens > 1)
+    assert max(r.metrics.batch_size for r in together) == len(requests)
+    assert wait_until(lambda: not cache.get("tiny-llama", "fp32").batches.by_key)  # their caches are freed
+
+
+def test_a_compiled_batched_step_gives_the_eager_tokens(cache):
+    requests = [ask("tiny-llama", text=text, max_new_tokens=8, precision="fp32") for text in TEXTS[:2]]
+    eager = Held(cache).submit(requests)
+    compiled_decode = cache.get("tiny-llama", "fp32").compiled
+    compiled_decode.compile_now(64, batch=2)
+    assert not compiled_decode.failures
+    compiled = Held(cache).submit(requests)
+    assert [r.metrics.decode_path for r in compiled] == ["compiled", "compiled"]
+    assert [r.metrics.decode_path for r in eager] == ["eager", "eager"]
+    assert [r.token_ids for r in compiled] == [r.token_ids for r in eager]
+
+
+def test_requests_join_and_leave_a_running_batch(cache):
+    """A long request keeps decoding while short ones join it, finish and leave (their rows reused)."""
+    long = ask("tiny-llama", text=TEXTS[0], max_new_tokens=120, precision="fp32")
+    alone = run(long, cache)
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(run, long, cache)
+        time.sleep(0.05)
+        shorts = [
+            pool.submit(run, ask("tiny-llama", text=t, max_new_tokens=4, precision="fp32"), cache)
+            for t in TEXTS[1:] * 2
+        ]
+        short_results = [f.result(timeout=60) for f in shorts]
+        result = first.result(timeout=60)
+    assert result.token_ids == alone.token_ids
+    assert all(r.metrics.new_tokens <= 4 for r in short_results)
+
+
+def test_a_request_that_stops_reading_leaves_the_batch(cache):
+    long = ask("tiny-llama", text=TEXTS[1], max_new_tokens=400, precision="fp32")
+    events = stream_request(long, cache)
+    assert next(e for e in events if isinstance(e, Chunk)).text
+    batches = cache.get("tiny-llama", "fp32").batches.by_key
+    assert batches  # decoding
+    events.close()  # the user went away: the engine stops decoding it
+    assert wait_until(lambda: not batches)
+
+
+def test_scoring_runs_between_the_steps_of_a_running_batch(cache):
+    """Classification does not wait for a long generation to finish."""
+    long = ask("tiny-llama", text=TEXTS[1], max_new_tokens=400)
+    with ThreadPoolExecutor(2) as pool:
+        generation = pool.submit(run, long, cache)
+        time.sleep(0.2)
+        scored = run(ask("tiny-llama", text="good movie", candidates=("positive", "negative")), cache)
+        assert not generation.done()
+        assert generation.result(timeout=120).metrics.new_tokens > 0
+    assert scored.finish_reason == "scored" and set(scored.scores) == {"positive", "negative"}
+
+
+def test_a_comparison_runs_alone(cache):
+    """A comparison's runs are timed alone: others wait rather than share their steps."""
+    compare = ask("tiny-llama", text=TEXTS[1], max_new_tokens=6, attention="compare", trials=2, window=8)
+    with ThreadPoolExecutor(4) as pool:
+        others = [pool.submit(run, ask("tiny-llama", text=t, max_new_tokens=30), cache) for t in TEXTS]
+        comparison = run(compare, cache)
+        assert all(f.result(timeout=60).metrics.new_tokens > 0 for f in others)
+    assert isinstance(comparison, Comparison)
+    assert comparison.a.metrics.batch_size == comparison.b.metrics.batch_size == 1
+
+
+def test_waiting_is_measured_apart(cache):
+    requests = [ask("tiny-llama", text=text, max_new_tokens=3) for text in TEXTS]
+    results = Held(cache).submit(requests)
+    assert all(r.metrics.queue_ms > 0 for r in results)
+    assert all(r.metrics.ttft_ms <= r.metrics.total_ms for r in results)
+
+
+def test_one_at_a_time_when_the_capacity_is_one(tiny_env):
+    cache = ModelCache(budget_mb=10_000, device=torch.device("cpu"), max_batch=1)
+    results = Held(cache).submit([ask("tiny-llama", text=text, max_new_tokens=5) for text in TEXTS])
+    assert all(r.metrics.batch_size == 1 for r in results)
+
+
+def test_a_batch_cache_takes_what_was_planned_and_counts_in_the_budget(cache):
+    loaded = cache.get("tiny-llama", "fp32")
+    before = cache.used_mb()
+    batch = Batch(loaded, (256, DENSE), capacity=4)
+    loaded.batches.by_key[(256, DENSE)] = batch
+    request = ask("tiny-llama", text=TEXTS[1], max_new_tokens=3)
+    from engine.batching import Row
+    from engine.generate import Decoding, encode_prompt
+    from engine.metrics import PeakMemory
+
+    decoding = Decoding(loaded, request, encode_prompt(loaded, request), time.perf_counter())
+    batch.add(
+        Row(decoding, deliver=lambda item: None, cancelled=lambda: False, memory=PeakMemory(loaded.device), queue_s=0)
+    )
+    assert batch.memory_bytes() == planned_bytes(loaded, 256, 4) > 0
+    assert cache.used_mb() == pytest.approx(before + batch.memory_bytes() / 2**20)
+
+
+def test_many_users_at_once_all_get_answers(cache):
+    """More requests than a batch holds: the rest wait their turn, none fails, each stream is its own."""
+    requests = [ask("tiny-llama", text=TEXTS[i % 4], max_new_tokens=5 + i % 3) for i in range(20)]
+    requests = [replace(r, options=replace(r.options, seed=i)) for i, r in enumerate(requests)]
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(lambda r: run(r, cache), requests))
+    assert all(isinstance(r, Result) and r.metrics.new_tokens >= 1 for r in results)
+    assert max(r.metrics.batch_size for r in results) <= cache.max_batch
