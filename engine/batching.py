@@ -54,7 +54,7 @@ class Row:
     eager_steps: int = 0
     compile_s: float | None = None
 
-    def finish(self) -> None:
+    def send_result(self) -> None:
         steps = self.compiled_steps + self.eager_steps
         path = "eager" if not self.compiled_steps else "compiled" if not self.eager_steps else "mixed"
         self.deliver(
@@ -119,9 +119,10 @@ class Batch:
             else:
                 self.cache.decode(positions, int(positions.max()) + 1)
                 logits = decode_step(self.loaded.model, tokens, positions, self.cache, self.key[1])
-        for i, row in enumerate(list(rows)):
+        stepped = list(rows)  # rows that finish leave the batch as the loop goes
+        for i, row in enumerate(stepped):
             row.position += 1
-            row.rows_summed += len(rows)
+            row.rows_summed += len(stepped)
             if compiled is not None:
                 row.compiled_steps += 1
                 row.compile_s = compiled.compile_s
@@ -134,7 +135,7 @@ class Batch:
             row.deliver(delta)
         if row.decoding.finish is not None:
             self.remove(row)
-            row.finish()
+            row.send_result()
 
     def remove(self, row: Row) -> None:
         """Take a row out (finished or cancelled); the last row moves into its place."""

@@ -1,6 +1,7 @@
 """The one model cache: keyed by (model, precision), LRU-evicted under a memory budget (weights and
 the KV caches of running batches), thread-safe, and loading each key once even when many requests
-ask at the same time. It owns the scheduler that runs every forward on its models."""
+ask at the same time. Loading, like every forward, runs on the process's one engine thread
+(engine.scheduler)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from .embedded import ProgressFn
 from .loader import LoadedModel, load_model
 from .precision import resolve_device, resolve_precision
 from .registry import get_spec
-from .scheduler import Scheduler
+from .scheduler import SCHEDULER
 from .settings import settings
 
 
@@ -37,7 +38,7 @@ class ModelCache:
         self._models: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._key_locks: dict[tuple[str, str], threading.Lock] = {}
-        self.scheduler = Scheduler(fits=lambda extra: self.used_mb() + extra / 2**20 <= self.budget_mb)
+        self.scheduler = SCHEDULER  # the process's one engine thread
 
     def get(self, name: str, precision: str, progress: ProgressFn | None = None) -> LoadedModel:
         """The model at `precision` (validated by the caller; `auto` resolved here), loaded once."""
@@ -53,7 +54,11 @@ class ModelCache:
                 if key in self._models:
                     self._models.move_to_end(key)
                     return self._models[key]
-            loaded = load_model(spec, key[1], self.device, self.max_batch, progress)
+            loaded = self.scheduler.call(  # on the one thread that does torch work (engine.scheduler)
+                lambda report: load_model(spec, key[1], self.device, self.max_batch, report), progress=progress
+            )
+            if loaded.batches is not None:  # a new batch waits while its cache would overshoot the budget
+                loaded.batches.fits = lambda extra: self.used_mb() + extra / 2**20 <= self.budget_mb
             with self._lock:
                 self._models[key] = loaded
                 self._evict(keep=key)

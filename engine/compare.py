@@ -200,7 +200,7 @@ def run_comparison(
     )
     report(0.9, "quality: B scores A's output")
     quality, note = cache.scheduler.call(
-        lambda: teacher_forced_quality(loaded_a, loaded_b, (req_a, req_b), first_a, first_b)
+        lambda _: teacher_forced_quality(loaded_a, loaded_b, (req_a, req_b), first_a, first_b)
     )
     agreement, divergence = _agreement(first_a, first_b)
     report(1.0, "done")

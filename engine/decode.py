@@ -243,6 +243,8 @@ class ModelBatches:
     def __init__(self, capacity: int):
         self.capacity = capacity  # rows per batch
         self.by_key: dict[SlotKey, object] = {}
+        # whether a new batch cache of that many bytes fits the memory budget (the model cache's say)
+        self.fits: Callable[[int], bool] = lambda extra_bytes: True
 
     def room(self, key: SlotKey) -> int:
         """Rows a request for `key` can take in the batch that exists for it."""

@@ -1,4 +1,6 @@
-"""Prefill + decode loops for causal and seq2seq models, and label scoring; all timed.
+"""One request's decoding state (token choice, stops, limits, streamed text, timings), the seq2seq
+loop, label scoring and teacher-forced scoring; all timed. Causal requests decode in batches
+(engine.batching), each row with its own Decoding.
 
 Written as short explicit steps (not `model.generate`) so prefill and each decode step are timed
 on their own, as optimum-benchmark defines them: prefill = the forward over the input up to the

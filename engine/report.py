@@ -44,12 +44,17 @@ def metrics_line(result: Result) -> str:
     stopped = " · stopped at the time limit" if result.finish_reason == "time_limit" else ""
     if m.decode_path == "compiled" and m.compile_s is not None:
         decode += f" (compiled step; its compile took {m.compile_s:.0f} s once, in the background)"
+    elif m.decode_path == "mixed" and m.compile_s is not None:
+        decode += " (eager, then the compiled step once its background compile was ready)"
     elif m.decode_path == "eager" and m.new_tokens > 1:
         decode += " (eager)"
+    if m.batch_size > 1:
+        decode += f", in batches of {m.batch_size:.1f} sequences on average"
+    waited = f" · waited {m.queue_ms:.0f} ms for the engine" if m.queue_ms >= 100 else ""
     return (
         f"{m.attention} · {m.precision} · {m.device} — prefill {m.prefill_ms:.0f} ms · TTFT {m.ttft_ms:.0f} ms · "
         f"decode {decode} · total {m.total_ms:.0f} ms · {m.input_tokens} in / {m.new_tokens} new · "
-        f"peak {m.peak_memory_mb:.0f} MB · model {m.model_memory_mb:.0f} MB · density {m.density:.3f}{cut}{stopped}"
+        f"peak {m.peak_memory_mb:.0f} MB · model {m.model_memory_mb:.0f} MB · density {m.density:.3f}{waited}{cut}{stopped}"
     )
 
 

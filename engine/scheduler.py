@@ -1,7 +1,14 @@
-"""One thread runs every forward of a model cache, so requests share the hardware by design rather
+"""One thread runs every forward in the process, so requests share the hardware by design rather
 than by contention: causal generations decode together in batches (engine.batching), one step for
 all of them at a time; other work (a seq2seq generation, label scoring, a comparison's quality
-scoring) runs between those steps, one forward per turn.
+scoring, loading a model, a benchmark sweep) runs between those steps, one forward per turn.
+
+One thread, also because a second thread doing torch work halves both's speed here: PyTorch's
+OpenMP runtime (libgomp) keeps a team of threads per thread that ran a parallel region, and once
+there are more of them than cores it stops spinning between regions. A compiled decode step ran at
+20 ms on the first thread to use OpenMP and 44-49 ms on any other, while the first one's team lived
+(measured, 2-core EPYC). So there is one such thread per process, whatever the model caches, and
+loading, warm-ups and benchmarks all go through `call`.
 
 A request thread submits its work and reads the events back from its Ticket (text deltas, then the
 Result); closing that iterator cancels the work at the next step. New work joins at the next step
@@ -22,6 +29,7 @@ from typing import TypeVar
 
 from .batching import Batch, Row, batch_key, planned_bytes
 from .decode import SlotKey
+from .embedded import ProgressFn
 from .generate import Decoding, encode_prompt, score_labels, stream_seq2seq
 from .loader import LoadedModel
 from .metrics import PeakMemory
@@ -85,9 +93,22 @@ def _once(fn: Callable[[], T]) -> Iterator[T]:
     yield fn()
 
 
+@dataclass(frozen=True)
+class _Report:
+    """A progress report made on the scheduler's thread, for the caller's."""
+
+    fraction: float
+    message: str
+
+
+def _no_progress(fraction: float, message: str) -> None:
+    return None
+
+
 class Scheduler:
-    def __init__(self, fits: Callable[[int], bool]):
-        self._fits = fits  # whether a new batch cache of that many bytes stays inside the memory budget
+    """The process's one engine thread and what it runs (SCHEDULER; every model cache uses it)."""
+
+    def __init__(self) -> None:
         self._cond = threading.Condition()
         self._waiting: deque[_Generation | _Job] = deque()
         self._thread: threading.Thread | None = None
@@ -112,11 +133,20 @@ class Scheduler:
         finally:
             ticket.cancelled.set()  # a consumer that stops reading stops the work
 
-    def call(self, fn: Callable[[], T], alone: bool = False) -> T:
-        """fn() run by the scheduler's thread, between steps."""
+    def call(self, fn: Callable[[ProgressFn], T], alone: bool = False, progress: ProgressFn | None = None) -> T:
+        """fn(report) run by the scheduler's thread, between steps; each report(fraction, message) it
+        makes reaches `progress` in the caller's thread (a UI's progress belongs to the request's)."""
+        if threading.current_thread() is self._thread:  # already on it (a job that loads a model)
+            return fn(progress or _no_progress)
         ticket = Ticket(alone)
-        self._submit(_Job(lambda: _once(fn), ticket))
-        (value,) = list(ticket)
+        self._submit(_Job(lambda: _once(lambda: fn(lambda *report: ticket.put(_Report(*report)))), ticket))
+        value = None
+        for item in ticket:
+            if isinstance(item, _Report):
+                if progress:
+                    progress(item.fraction, item.message)
+            else:
+                value = item
         return value
 
     def waiting(self) -> int:
@@ -143,7 +173,10 @@ class Scheduler:
                         return
                 admitted = self._admit()
             for work in admitted:
-                self._start(work)
+                try:
+                    self._start(work)
+                except Exception as exc:  # its prompt failed: this request hears why, the rest carry on
+                    work.ticket.put(exc)
             self._drop_cancelled()
             for batch in list(self._batches):
                 if batch.rows:
@@ -190,7 +223,7 @@ class Scheduler:
         if work.key in batches.by_key:
             return batches.room(work.key)
         nothing_runs = not self._busy()  # then a batch that overshoots the budget still runs: nothing to wait for
-        if nothing_runs or self._fits(planned_bytes(work.loaded, work.key[0], batches.capacity)):
+        if nothing_runs or batches.fits(planned_bytes(work.loaded, work.key[0], batches.capacity)):
             return batches.capacity
         return 0
 
@@ -213,11 +246,7 @@ class Scheduler:
         if work.key not in batches.by_key:
             batches.by_key[work.key] = Batch(loaded, work.key, batches.capacity)
             self._batches.append(batches.by_key[work.key])
-        batch = batches.by_key[work.key]
-        try:
-            batch.add(row)
-        except Exception as exc:  # its prompt failed: this request hears why, the batch carries on
-            ticket.put(exc)
+        batches.by_key[work.key].add(row)
 
     def _advance(self, job: _Job) -> None:
         try:
@@ -242,3 +271,6 @@ class Scheduler:
         for batch in [b for b in self._batches if not b.rows]:
             self._batches.remove(batch)
             batch.loaded.batches.by_key.pop(batch.key, None)
+
+
+SCHEDULER = Scheduler()

@@ -4,8 +4,11 @@ Starts the app (the embedded default model, default settings) in a subprocess on
 once per mode: `batched` (the default) and `one-at-a-time` (STUDIO_MAX_BATCH=1, and the queue
 settings the app had before batching: 1 request in the engine, 16 waiting). Then N users, each a
 thread with its own client, send R mixed requests one after another (chat, code, classification,
-summarization, translation). Prints per mode: failures (with the first message), p50 / p95 latency
-and the wall time; the ratio of wall times is the speed-up.
+summarization, translation). Before the timed round, a warm-up: every user once at the same time,
+then a pause for the background compiles that burst asked for (a warm server); `--no-warm-up`
+times a server fresh from its first request instead. Prints per mode: failures (with the first
+message), p50 / p95 latency, the wall time, and which decode path the requests ran; the ratio of
+wall times is the speed-up.
 
     python scripts/load_test.py --users 8 --requests 4
     python scripts/load_test.py --users 24 --requests 2 --modes batched
@@ -20,12 +23,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gradio_client import Client
 
 ROOT = Path(__file__).resolve().parent.parent
+WARM_UP_PAUSE_S = 90  # idle after the warm-up burst: background compiles run only between requests
 MODES = {
     "batched": {},
     "one-at-a-time": {"STUDIO_MAX_BATCH": "1", "STUDIO_CONCURRENCY": "1", "STUDIO_MAX_QUEUE": "16"},
@@ -66,17 +71,19 @@ def _start(env_extra: dict[str, str]) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the app did not answer within 10 minutes")
 
 
-def _user(url: str, user: int, requests: int) -> list[tuple[float, str | None]]:
+def _user(url: str, user: int, requests: int) -> list[tuple[float, str | None, str]]:
+    """(latency, error or None, decode path) per request."""
     client = Client(url, verbose=False)
     outcomes = []
     for i in range(requests):
         endpoint, args = CALLS[(user + i) % len(CALLS)]
         start = time.perf_counter()
         try:
-            client.predict(*args, api_name=endpoint)
-            outcomes.append((time.perf_counter() - start, None))
+            _, metrics = client.predict(*args, api_name=endpoint)
+            path = metrics.get("decode_path", "") if metrics.get("new_tokens", 0) > 1 else "scored"
+            outcomes.append((time.perf_counter() - start, None, path))
         except Exception as exc:  # what the user saw
-            outcomes.append((time.perf_counter() - start, f"{type(exc).__name__}: {exc}"))
+            outcomes.append((time.perf_counter() - start, f"{type(exc).__name__}: {exc}", ""))
     return outcomes
 
 
@@ -85,18 +92,25 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def run_mode(mode: str, users: int, requests: int) -> dict:
+def _round(url: str, users: int, requests: int) -> list[tuple[float, str | None, str]]:
+    with ThreadPoolExecutor(users) as pool:
+        return [o for seen in pool.map(lambda u: _user(url, u, requests), range(users)) for o in seen]
+
+
+def run_mode(mode: str, users: int, requests: int, warm_up: bool) -> dict:
     app, url = _start(MODES[mode])
     try:
+        if warm_up:
+            _round(url, users, 1)
+            time.sleep(WARM_UP_PAUSE_S)
         start = time.perf_counter()
-        with ThreadPoolExecutor(users) as pool:
-            outcomes = [o for seen in pool.map(lambda u: _user(url, u, requests), range(users)) for o in seen]
+        outcomes = _round(url, users, requests)
         wall = time.perf_counter() - start
     finally:
         app.terminate()
         app.wait(30)
-    latencies = [t for t, error in outcomes if error is None] or [0.0]
-    errors = [error for _, error in outcomes if error is not None]
+    latencies = [t for t, error, _ in outcomes if error is None] or [0.0]
+    errors = [error for _, error, _ in outcomes if error is not None]
     return {
         "mode": mode,
         "users": users,
@@ -106,6 +120,7 @@ def run_mode(mode: str, users: int, requests: int) -> dict:
         "p95_s": _percentile(latencies, 0.95),
         "wall_s": wall,
         "first_error": errors[0][:120] if errors else "",
+        "paths": dict(Counter(path for _, error, path in outcomes if error is None)),
     }
 
 
@@ -114,13 +129,14 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--requests", type=int, default=4, help="per user, one after another")
     parser.add_argument("--modes", default=",".join(MODES), help="batched, one-at-a-time")
+    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false")
     args = parser.parse_args()
-    rows = [run_mode(mode, args.users, args.requests) for mode in args.modes.split(",")]
-    print("| mode | users | requests | failures | p50 s | p95 s | wall s |")
-    print("|---|---|---|---|---|---|---|")
+    rows = [run_mode(mode, args.users, args.requests, args.warm_up) for mode in args.modes.split(",")]
+    print("| mode | users | requests | failures | p50 s | p95 s | wall s | decode paths |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['mode']} | {r['users']} | {r['requests']} | {r['failures']} | {r['p50_s']:.1f} | "
-              f"{r['p95_s']:.1f} | {r['wall_s']:.1f} |")  # fmt: skip
+              f"{r['p95_s']:.1f} | {r['wall_s']:.1f} | {r['paths']} |")  # fmt: skip
         if r["first_error"]:
             print(f"  first failure: {r['first_error']}")
     if len(rows) == 2:

@@ -84,9 +84,8 @@ def _long_prefill_rate(loaded: LoadedModel, cache: ModelCache, model: str, preci
 
 
 def studio_rows(
-    model: str, precisions: tuple[str, ...], new_tokens: int, repeats: int, progress: Progress | None
+    cache: ModelCache, model: str, precisions: tuple[str, ...], new_tokens: int, repeats: int, progress: Progress | None
 ) -> list[DecodeRow]:
-    cache = ModelCache()
     rows = []
     messages = (Message("user", PROMPT),)
     reference: tuple[LoadedModel, GenerationRequest, Result] | None = None
@@ -101,7 +100,8 @@ def studio_rows(
         compiled.enabled = False  # eager first: no background compile may run during these timings
         result, rate, prefill = _median_run(request, cache, repeats)
         reference = reference or (loaded, request, result)
-        quality, _ = teacher_forced_quality(reference[0], loaded, (reference[1], request), reference[2], result)
+        sides = (reference[0], loaded, (reference[1], request), reference[2], result)
+        quality, _ = cache.scheduler.call(lambda _, sides=sides: teacher_forced_quality(*sides))  # engine thread
         first = len(rows)
         rows.append(_row(precision, "eager", result, rate, prefill))
         if PRECISION_BY_NAME[precision].compiles:
@@ -118,7 +118,7 @@ def _compiled_row(
 ) -> list[DecodeRow]:
     compiled = loaded.compiled
     tokens = eager.metrics.input_tokens + request.options.max_new_tokens
-    compiled.compile_now(tokens)
+    cache.scheduler.call(lambda _: compiled.compile_now(tokens))  # its warm-up runs on the engine's thread
     if compiled.failures:
         print(f"{precision}: not compiled ({next(iter(compiled.failures.values()))})")
         return []
@@ -189,8 +189,11 @@ def decode_table(
     repeats: int = 2,
     progress: Progress | None = None,
 ) -> list[DecodeRow]:
-    rows = studio_rows(model, precisions, new_tokens, repeats, progress)
-    anchor = llama_cpp_row(model, new_tokens, repeats)
+    cache = ModelCache()
+    rows = studio_rows(cache, model, precisions, new_tokens, repeats, progress)
+    # llama.cpp on the same thread as the engine: both use OpenMP, which slows a second thread's
+    # team (engine.scheduler)
+    anchor = cache.scheduler.call(lambda _: llama_cpp_row(model, new_tokens, repeats))
     if anchor is not None:
         for row in rows:
             row.vs_llama_cpp = row.decode_tokens_per_s / anchor.decode_tokens_per_s

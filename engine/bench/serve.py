@@ -5,7 +5,8 @@ Each user is a thread that sends its requests one after another through the engi
 (engine.service, as the app does), each a different chat question, greedy. Per user count and mode
 the table gives the aggregate output speed (all new tokens over the wall time), latency and time to
 first token as each user saw them (p50, p95), how many sequences shared each decode step, and the
-decode path. "one-at-a-time" is the same engine with a batch capacity of 1 (STUDIO_MAX_BATCH=1).
+decode path. "one-at-a-time" is the same engine with a batch capacity of 1 (STUDIO_MAX_BATCH=1);
+"batched, half sparse" has every other user on sparse attention, which decodes in a batch of its own.
 Compiled steps are compiled before the timings (each mode its own), so both run what a warm server runs.
 """
 
@@ -18,8 +19,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
+from ..attention.hook import DENSE, AttentionChoice
 from ..cache import ModelCache
-from ..options import DEFAULT_MODEL, RunOptions
+from ..options import DEFAULT_MODEL, RunOptions, SparseSettings
 from ..precision_menu import PRECISION_BY_NAME
 from ..service import Chunk, stream_request
 from ..types import GenerationRequest, Message, Result
@@ -45,6 +47,8 @@ QUESTIONS = [
     "Why do leaves change colour in autumn?",
 ]
 MODES = {"batched": None, "one-at-a-time": 1}  # batch capacity: the settings' default, or 1
+MIXED = "batched, half sparse"  # the batched engine, every other user on sparse attention
+SPARSE_WINDOW = 32  # under the 256-token bucket: sparse sequences then need a step (a batch) of their own
 
 
 @dataclass
@@ -89,10 +93,17 @@ def _user(cache: ModelCache, requests: list[GenerationRequest]) -> list[tuple[fl
     return seen
 
 
-def _round(cache: ModelCache, mode: str, users: int, per_user: int, options: RunOptions) -> ServeRow:
+def _round(
+    cache: ModelCache, mode: str, users: int, per_user: int, options: RunOptions, half_sparse: bool = False
+) -> ServeRow:
+    """`half_sparse`: every other user asks for sparse attention (another batch)."""
+    sparse = replace(options, attention="sparse", window=SPARSE_WINDOW, sinks=4)
     plans = [
         [
-            GenerationRequest(options, messages=(Message("user", QUESTIONS[(u * per_user + i) % len(QUESTIONS)]),))
+            GenerationRequest(
+                sparse if half_sparse and u % 2 else options,
+                messages=(Message("user", QUESTIONS[(u * per_user + i) % len(QUESTIONS)]),),
+            )
             for i in range(per_user)
         ]
         for u in range(users)
@@ -122,13 +133,16 @@ def _round(cache: ModelCache, mode: str, users: int, per_user: int, options: Run
     )
 
 
-def _warm(cache: ModelCache, options: RunOptions, users: tuple[int, ...]) -> None:
-    """Load, compile every step the rounds will use, and run once (first-call costs are not timed)."""
+def _warm(cache: ModelCache, options: RunOptions, steps: dict[AttentionChoice, set[int]]) -> None:
+    """Load, compile the steps the rounds will use (per attention choice, the batch sizes), and run
+    once: first-call costs are not timed."""
     loaded = cache.get(options.model, options.precision)
     if loaded.compiled is not None and PRECISION_BY_NAME[loaded.precision].compiles:
         loaded.compiled.enabled = False  # no background compile starts during the timings
-        for batch in sorted({min(u, cache.max_batch) for u in users}):
-            loaded.compiled.compile_now(64 + options.max_new_tokens, batch=batch)
+        tokens = 64 + options.max_new_tokens
+        for choice, batch in [(c, b) for c, batches in steps.items() for b in sorted(batches)]:
+            step = (tokens, choice, batch)
+            cache.scheduler.call(lambda _, step=step: loaded.compiled.compile_now(*step))  # on the engine's thread
     _user(cache, [GenerationRequest(options, messages=(Message("user", QUESTIONS[0]),))])
 
 
@@ -140,18 +154,25 @@ def serve_table(
     new_tokens: int = 64,
     progress: Progress | None = None,
 ) -> list[ServeRow]:
+    """Per mode, a row per user count; the batched mode also runs the largest count that fits one
+    batch with every other user on sparse attention (their own batch): what mixing costs."""
     options = RunOptions(model=model, precision=precision, max_new_tokens=new_tokens)
+    sparse = AttentionChoice("sparse", SparseSettings(window=SPARSE_WINDOW, sinks=4))
     rows: list[ServeRow] = []
     for m, (mode, capacity) in enumerate(MODES.items()):
         cache = ModelCache(max_batch=capacity)
+        sizes = {min(u, cache.max_batch) for u in users}
+        mixed = max((u for u in users if 1 < u <= cache.max_batch), default=0) if capacity is None else 0
         if progress:
             progress(m / len(MODES), f"{mode}: loading and compiling")
-        _warm(cache, options, users)
+        _warm(cache, options, {DENSE: sizes, **({sparse: {(mixed + 1) // 2}} if mixed else {})})
         first = len(rows)
         for i, count in enumerate(users):
             if progress:
                 progress((m + i / len(users)) / len(MODES), f"{mode}: {count} users")
             rows.append(_round(cache, mode, count, per_user, options))
+        if mixed:
+            rows.append(_round(cache, MIXED, mixed, per_user, options, half_sparse=True))
         one = next((r for r in rows[first:] if r.users == 1), rows[first])
         rows[first:] = [replace(r, vs_one_user=r.tokens_per_s / one.tokens_per_s) for r in rows[first:]]
         cache.clear()

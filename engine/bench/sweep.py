@@ -296,17 +296,18 @@ def _point(loaded: LoadedModel, config: SweepConfig, length: int, progress: Prog
 
 def sweep(config: SweepConfig, cache: ModelCache | None = None, progress: Progress | None = None) -> list[SweepRow]:
     """Run the attention sweep; `progress(fraction, message)` is called before each part of each point.
-    Background compiles pause meanwhile, as for a request (their CPU would skew the timings)."""
-    with IN_FLIGHT.serving():
-        return _sweep(config, cache, progress)
-
-
-def _sweep(config: SweepConfig, cache: ModelCache | None, progress: Progress | None) -> list[SweepRow]:
+    It runs alone on the cache's scheduler thread (as every forward does): requests on that cache wait,
+    and background compiles pause, as for a request (their CPU would skew the timings)."""
     cache = cache or ModelCache()
+    with IN_FLIGHT.serving():
+        return cache.scheduler.call(lambda report: _sweep(config, cache, report), alone=True, progress=progress)
+
+
+def _sweep(config: SweepConfig, cache: ModelCache, progress: Progress) -> list[SweepRow]:
     for precision in config.precisions:  # the run options' validation, before anything is loaded
         options = RunOptions(model=config.model, precision=precision, **asdict(config.settings))
         validate_options(options, cache.device)
-    report = progress or (lambda fraction, message: None)
+    report = progress
     rows: list[SweepRow] = []
     points = [(p, n) for p in config.precisions for n in config.lengths]
     for i, (precision, length) in enumerate(points):

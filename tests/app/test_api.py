@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -146,6 +147,23 @@ def test_compare_mode_returns_both_runs(client):
         assert t["low"] <= t["ratio"] <= t["high"] and t["verdict"] in ("faster", "slower", "same") and t["trials"] == 3
     assert 0 <= comparison["token_agreement"] <= 1 and comparison["quality"]["kl_mean"] >= 0
     assert 0 < metrics["sparse"]["density"] < 1 and metrics["outputs"]["dense"] and metrics["outputs"]["sparse"]
+
+
+def test_users_at_once_share_decode_steps(app_url):
+    """Six users at once, each with its own client: every one answered, and their requests decoded
+    together (continuous batching) rather than one after another."""
+    from gradio_client import Client
+
+    questions = ["Why is the sky blue?", "Name a fruit.", "What is 2 + 2?", "Say hello.", "Name a colour.", "Hi!"]
+
+    def ask(question: str) -> dict:
+        _, metrics = Client(app_url, verbose=False).predict(question, [], "", max_new_tokens=24, api_name="/chat")
+        return metrics
+
+    with ThreadPoolExecutor(len(questions)) as pool:
+        answers = list(pool.map(ask, questions))
+    assert all(m["new_tokens"] >= 1 for m in answers)
+    assert max(m["batch_size"] for m in answers) > 1
 
 
 def test_any_two_settings_compare_through_the_api(client):

@@ -36,21 +36,18 @@ def wait_until(condition, timeout: float = 10) -> bool:
     return condition()
 
 
-class Held:
-    """Keeps the scheduler's thread busy until released, so every request submitted meanwhile is
-    admitted in the same round: they start in one batch, whatever the timing of the threads."""
-
-    def __init__(self, cache: ModelCache):
-        self.cache, self.release = cache, threading.Event()
-        self.pool = ThreadPoolExecutor(16)
-        self.pool.submit(cache.scheduler.call, self.release.wait)
-
-    def submit(self, requests: list[GenerationRequest], **kw) -> list:
-        futures = [self.pool.submit(run, request, self.cache) for request in requests]
-        deadline = time.monotonic() + 30
-        while self.cache.scheduler.waiting() < len(requests) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        self.release.set()
+def together(cache: ModelCache, requests: list[GenerationRequest]) -> list[Result]:
+    """Run the requests so that all are admitted in the same round (they start in one batch,
+    whatever the timing of their threads): the engine is held busy until every one is waiting."""
+    for request in requests:  # loading runs on the engine's thread too: load before holding it
+        cache.get(request.options.model, request.options.precision)
+    holding, release = threading.Event(), threading.Event()
+    with ThreadPoolExecutor(len(requests) + 1) as pool:
+        pool.submit(cache.scheduler.call, lambda _: (holding.set(), release.wait()))
+        assert holding.wait(10)
+        futures = [pool.submit(run, request, cache) for request in requests]
+        assert wait_until(lambda: cache.scheduler.waiting() == len(requests))
+        release.set()
         return [future.result(timeout=120) for future in futures]
 
 
@@ -64,22 +61,22 @@ def test_a_request_gives_the_same_tokens_alone_and_in_a_batch(cache, attention):
     requests = [ask("tiny-llama", text=text, **options) for text in TEXTS]
     requests.append(ask("tiny-llama", text=TEXTS[1], temperature=0.9, seed=7, **options))
     alone = [run(request, cache) for request in requests]
-    together = Held(cache).submit(requests)
-    for one, batched in zip(alone, together, strict=True):
+    in_batch = together(cache, requests)
+    for one, batched in zip(alone, in_batch, strict=True):
         assert batched.token_ids == one.token_ids
         assert one.metrics.batch_size == 1
-    assert all(r.metrics.batch_size > 1 for r in together if r.metrics.new_tokens > 1)
-    assert max(r.metrics.batch_size for r in together) == len(requests)
+    assert all(r.metrics.batch_size > 1 for r in in_batch if r.metrics.new_tokens > 1)
+    assert max(r.metrics.batch_size for r in in_batch) == len(requests)
     assert wait_until(lambda: not cache.get("tiny-llama", "fp32").batches.by_key)  # their caches are freed
 
 
 def test_a_compiled_batched_step_gives_the_eager_tokens(cache):
     requests = [ask("tiny-llama", text=text, max_new_tokens=8, precision="fp32") for text in TEXTS[:2]]
-    eager = Held(cache).submit(requests)
+    eager = together(cache, requests)
     compiled_decode = cache.get("tiny-llama", "fp32").compiled
     compiled_decode.compile_now(64, batch=2)
     assert not compiled_decode.failures
-    compiled = Held(cache).submit(requests)
+    compiled = together(cache, requests)
     assert [r.metrics.decode_path for r in compiled] == ["compiled", "compiled"]
     assert [r.metrics.decode_path for r in eager] == ["eager", "eager"]
     assert [r.token_ids for r in compiled] == [r.token_ids for r in eager]
@@ -137,14 +134,14 @@ def test_a_comparison_runs_alone(cache):
 
 def test_waiting_is_measured_apart(cache):
     requests = [ask("tiny-llama", text=text, max_new_tokens=3) for text in TEXTS]
-    results = Held(cache).submit(requests)
+    results = together(cache, requests)
     assert all(r.metrics.queue_ms > 0 for r in results)
     assert all(r.metrics.ttft_ms <= r.metrics.total_ms for r in results)
 
 
 def test_one_at_a_time_when_the_capacity_is_one(tiny_env):
     cache = ModelCache(budget_mb=10_000, device=torch.device("cpu"), max_batch=1)
-    results = Held(cache).submit([ask("tiny-llama", text=text, max_new_tokens=5) for text in TEXTS])
+    results = together(cache, [ask("tiny-llama", text=text, max_new_tokens=5) for text in TEXTS])
     assert all(r.metrics.batch_size == 1 for r in results)
 
 
@@ -174,3 +171,18 @@ def test_many_users_at_once_all_get_answers(cache):
         results = list(pool.map(lambda r: run(r, cache), requests))
     assert all(isinstance(r, Result) and r.metrics.new_tokens >= 1 for r in results)
     assert max(r.metrics.batch_size for r in results) <= cache.max_batch
+
+
+def test_a_measurement_holds_the_engine_alone(cache):
+    """Work run `alone` (the Lab's sweep, a comparison's runs): requests submitted meanwhile wait."""
+    run(ask("tiny-llama", max_new_tokens=1), cache)  # loaded: the request below only waits for the engine
+    release = threading.Event()
+    with ThreadPoolExecutor(2) as pool:
+        held = pool.submit(cache.scheduler.call, lambda _: release.wait(), True)
+        time.sleep(0.2)
+        waiting = pool.submit(run, ask("tiny-llama", max_new_tokens=3), cache)
+        time.sleep(0.5)
+        assert not waiting.done() and cache.scheduler.waiting() == 1
+        release.set()
+        assert held.result(timeout=10) is True
+        assert waiting.result(timeout=30).metrics.queue_ms > 0

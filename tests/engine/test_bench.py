@@ -247,3 +247,23 @@ def test_auto_is_the_fastest_precision_that_keeps_quality():
     choice, why = auto_choice(rows, 128)
     assert choice == "bf16" and why[-1].startswith("auto on this machine: bf16")
     assert any(line.startswith("int4-wo") and "changes output" in line for line in why)
+
+
+def test_serve_suite_runs_users_batched_and_one_at_a_time(tiny_env, tmp_path, capsys):
+    """`python -m engine.bench serve` on a tiny model: a row per mode and user count (and the mixed
+    dense / sparse round), none failed; one at a time never batches, and 4 users at once share steps."""
+    argv = ["serve", "--model", "tiny-llama", "--precisions", "int8", "--users", "1,4", "--per-user", "2"]
+    assert main([*argv, "--new-tokens", "12", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "serve.json").read_text())["rows"]
+    assert [(r["mode"], r["users"]) for r in rows] == [
+        ("batched", 1),
+        ("batched", 4),
+        ("batched, half sparse", 4),
+        ("one-at-a-time", 1),
+        ("one-at-a-time", 4),
+    ]
+    assert all(r["failures"] == 0 and r["requests"] == 2 * r["users"] and r["tokens_per_s"] > 0 for r in rows)
+    assert all(r["mean_batch"] == 1 for r in rows if r["mode"] == "one-at-a-time" or r["users"] == 1)
+    assert rows[1]["mean_batch"] > 1
+    assert rows[0]["vs_one_user"] == 1 and (tmp_path / "serve.png").read_bytes()[:4] == b"\x89PNG"
+    assert "tokens_per_s" in capsys.readouterr().out

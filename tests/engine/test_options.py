@@ -85,6 +85,13 @@ def test_settings_are_validated_with_a_one_line_error(studio_env):
     assert settings().concurrency == 2 and settings().sparse_kernel == "flex"
 
 
+def test_the_app_queue_follows_the_batch_capacity(studio_env):
+    studio_env("STUDIO_MAX_BATCH", "4")
+    assert (settings().app_concurrency, settings().app_max_queue) == (8, 32)
+    studio_env("STUDIO_CONCURRENCY", "3")
+    assert settings().app_concurrency == 3
+
+
 def test_cli_reports_bad_settings_in_one_line(studio_env, capsys):
     studio_env("STUDIO_TIME_LIMIT_S", "-1")
     assert main(["settings"]) == 2
