@@ -1,5 +1,6 @@
-"""Continuous batching of a causal model's requests: sequences that share a batch key (length bucket
-and attention choice, engine.decode.step_key) decode together, one forward per step for all of them.
+"""Continuous batching of a causal model's requests: sequences that share an attention choice decode
+together, one forward per step for all of them, in a batch whose length bucket fits the longest
+(engine.decode.step_key; a request joins a batch of a longer bucket rather than start its own).
 
 A request joins at the next step: its prompt is prefilled alone into a free row of the batch's
 RowCache, its first token comes from that prefill, and from then on each step gives it one token.

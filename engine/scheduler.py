@@ -208,22 +208,40 @@ class Scheduler:
                     admitted.append(work)
                 break  # nothing overtakes a request waiting to run alone
             if isinstance(work, _Generation):
-                where = (id(work.loaded), work.key)
-                if where not in room:
-                    room[where] = self._room(work)
-                if room[where] <= 0:
+                if (key := self._place(work, room)) is None:
                     continue
-                room[where] -= 1
+                work.key = key
+                room[(id(work.loaded), key)] -= 1
             self._waiting.remove(work)
             admitted.append(work)
         return admitted
 
-    def _room(self, work: _Generation) -> int:
-        batches = work.loaded.batches
-        if work.key in batches.by_key:
-            return batches.room(work.key)
+    def _place(self, work: _Generation, room: dict[tuple[int, SlotKey], int]) -> SlotKey | None:
+        """The batch a request joins: of those with its attention choice, a length bucket at least its
+        own and room, the fullest (a sequence shorter than its batch's bucket reads only its own keys);
+        else a new batch of its own bucket, memory permitting. None: it waits. `room` counts what
+        this round has taken so far."""
+        bucket, choice = work.key
+
+        def free(key: SlotKey) -> int:
+            where = (id(work.loaded), key)
+            if where not in room:
+                room[where] = self._room(work.loaded, key)
+            return room[where]
+
+        planned = {key for loaded_id, key in room if loaded_id == id(work.loaded)}  # new batches of this round
+        existing = set(work.loaded.batches.by_key) | planned
+        fitting = [key for key in existing if key[1] == choice and key[0] >= bucket and free(key) > 0]
+        if fitting:
+            return min(fitting, key=lambda key: (free(key), key[0]))
+        return work.key if free(work.key) > 0 else None
+
+    def _room(self, loaded: LoadedModel, key: SlotKey) -> int:
+        batches = loaded.batches
+        if key in batches.by_key:
+            return batches.room(key)
         nothing_runs = not self._busy()  # then a batch that overshoots the budget still runs: nothing to wait for
-        if nothing_runs or batches.fits(planned_bytes(work.loaded, work.key[0], batches.capacity)):
+        if nothing_runs or batches.fits(planned_bytes(loaded, key[0], batches.capacity)):
             return batches.capacity
         return 0
 

@@ -186,3 +186,13 @@ def test_a_measurement_holds_the_engine_alone(cache):
         release.set()
         assert held.result(timeout=10) is True
         assert waiting.result(timeout=30).metrics.queue_ms > 0
+
+
+def test_a_shorter_request_joins_a_batch_of_a_longer_bucket(cache):
+    """Requests of different length buckets share one batch (and its steps) when they can."""
+    short = ask("tiny-llama", text=TEXTS[0], max_new_tokens=10, precision="fp32")  # bucket 256
+    long = ask("tiny-llama", text=TEXTS[3], max_new_tokens=300, precision="fp32")  # bucket 512
+    alone = [run(r, cache) for r in (long, short)]
+    in_batch = together(cache, [long, short])
+    assert [r.token_ids for r in in_batch] == [r.token_ids for r in alone]
+    assert in_batch[1].metrics.batch_size == 2  # the short one decoded beside the long one throughout
