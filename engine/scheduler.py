@@ -19,6 +19,7 @@ does, so its timings are its own.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -37,6 +38,7 @@ from .prompt import Encoded
 from .types import GenerationRequest, Result
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 IDLE_EXIT_S = 30.0  # the thread ends after this long with nothing to do (a later submit starts another)
 _END = object()
 
@@ -165,6 +167,23 @@ class Scheduler:
         return bool(self._batches or self._jobs)
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as exc:  # a fault of the scheduler itself: no request may wait forever on it
+            with self._cond:
+                self._thread = None
+                stranded = [work.ticket for work in self._waiting]
+                self._waiting.clear()
+            stranded += [job.ticket for job in self._jobs]
+            for batch in self._batches:
+                batch.fail(exc)
+            self._batches.clear()
+            self._jobs.clear()
+            for ticket in stranded:
+                ticket.put(exc)
+            log.exception("the scheduler stopped on a fault; the next request starts a new one")
+
+    def _loop(self) -> None:
         while True:
             with self._cond:
                 while not self._waiting and not self._busy():

@@ -196,3 +196,14 @@ def test_a_shorter_request_joins_a_batch_of_a_longer_bucket(cache):
     in_batch = together(cache, [long, short])
     assert [r.token_ids for r in in_batch] == [r.token_ids for r in alone]
     assert in_batch[1].metrics.batch_size == 2  # the short one decoded beside the long one throughout
+
+
+def test_a_fault_in_the_scheduler_fails_requests_instead_of_hanging_them(cache, monkeypatch):
+    from engine.scheduler import Scheduler
+
+    run(ask("tiny-llama", max_new_tokens=1), cache)
+    monkeypatch.setattr(Scheduler, "_admit", lambda self: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        run(ask("tiny-llama", max_new_tokens=3), cache)
+    monkeypatch.undo()
+    assert run(ask("tiny-llama", max_new_tokens=3), cache).metrics.new_tokens >= 1  # a new thread serves
