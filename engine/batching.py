@@ -21,7 +21,7 @@ import torch
 
 from .attention import AttentionStats
 from .attention.hook import DENSE, AttentionChoice
-from .decode import SlotKey, bucket_for, decode_step, step_key
+from .decode import BatchKey, bucket_for, decode_step, step_key
 from .generate import Decoding
 from .loader import LoadedModel
 from .metrics import PeakMemory
@@ -32,7 +32,7 @@ from .types import GenerationRequest
 Deliver = Callable[[object], None]  # hands a text delta, the Result or an exception to the request
 
 
-def batch_key(loaded: LoadedModel, request: GenerationRequest, encoded: Encoded) -> SlotKey:
+def batch_key(loaded: LoadedModel, request: GenerationRequest, encoded: Encoded) -> BatchKey:
     """Which batch a request decodes in: its length bucket (prompt + new tokens) and attention choice."""
     options = request.options
     choice = DENSE if options.attention == "dense" else AttentionChoice(options.attention, options.sparse)
@@ -73,7 +73,7 @@ class Row:
 class Batch:
     """The sequences of one loaded model and batch key: one cache of `capacity` rows, one step."""
 
-    def __init__(self, loaded: LoadedModel, key: SlotKey, capacity: int):
+    def __init__(self, loaded: LoadedModel, key: BatchKey, capacity: int):
         self.loaded, self.key = loaded, key
         self.cache = RowCache(loaded.model.config.num_hidden_layers, capacity, key[0])
         self.rows: list[Row] = []

@@ -113,7 +113,7 @@ def decode_step(model, tokens: torch.Tensor, positions: torch.Tensor, cache: Row
 
 def _own_copy(function: Callable, name: str) -> Callable:
     """`function` with a code object of its own. The compiler keeps its compiled versions and their
-    guards per code object: one per slot means a step checks only its own guards, and many slots
+    guards per code object: one per step means a step checks only its own guards, and many steps
     never reach the compiler's limit on versions of one function."""
     code = function.__code__.replace(co_name=name)
     return types.FunctionType(code, function.__globals__, name, function.__defaults__, function.__closure__)
@@ -128,11 +128,11 @@ class CompiledStep:
     compile_s: float  # how long compiling it took (in the background)
 
 
-SlotKey = tuple[int, AttentionChoice]  # (bucket, attention choice without stats): one batch of sequences
+BatchKey = tuple[int, AttentionChoice]  # (bucket, attention choice without stats): one batch of sequences
 MAX_STEPS = 8  # per model: beyond these, steps run eagerly
 
 
-def step_key(bucket: int, choice: AttentionChoice) -> SlotKey:
+def step_key(bucket: int, choice: AttentionChoice) -> BatchKey:
     """Requests that would run the same step share it: sparse settings the step does not read are
     reset, and a pattern that keeps every key of the bucket is dense attention."""
     if choice.mode == "dense":
@@ -149,7 +149,7 @@ def step_rows(batch: int, capacity: int) -> int:
     return min(capacity, 1 << (batch - 1).bit_length())
 
 
-StepId = tuple[SlotKey, int]  # (batch key, rows)
+StepId = tuple[BatchKey, int]  # (batch key, rows)
 
 
 class CompiledDecode:
@@ -163,7 +163,7 @@ class CompiledDecode:
         self._started: set[StepId] = set()
         self._lock = threading.Lock()
 
-    def step(self, key: SlotKey, batch: int) -> CompiledStep | None:
+    def step(self, key: BatchKey, batch: int) -> CompiledStep | None:
         """The compiled step for `batch` sequences of batch `key`, or None (run eagerly): the first time
         its row count is asked for, its compile starts in the background. Until it is ready, a
         compiled step with more rows serves."""
@@ -242,11 +242,11 @@ class ModelBatches:
 
     def __init__(self, capacity: int):
         self.capacity = capacity  # rows per batch
-        self.by_key: dict[SlotKey, object] = {}
+        self.by_key: dict[BatchKey, object] = {}
         # whether a new batch cache of that many bytes fits the memory budget (the model cache's say)
         self.fits: Callable[[int], bool] = lambda extra_bytes: True
 
-    def room(self, key: SlotKey) -> int:
+    def room(self, key: BatchKey) -> int:
         """Rows a request for `key` can take in the batch that exists for it."""
         batch = self.by_key[key]
         return self.capacity - len(batch.rows)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .batching import Batch, Row, batch_key, planned_bytes
-from .decode import SlotKey
+from .decode import BatchKey
 from .embedded import ProgressFn
 from .generate import Decoding, encode_prompt, score_labels, stream_seq2seq
 from .loader import LoadedModel
@@ -78,7 +78,7 @@ class _Generation:
     loaded: LoadedModel
     request: GenerationRequest
     encoded: Encoded
-    key: SlotKey
+    key: BatchKey
     ticket: Ticket
 
 
@@ -214,7 +214,7 @@ class Scheduler:
             return []
         self._alone = None
         admitted: list[_Generation | _Job] = []
-        room: dict[tuple[int, SlotKey], int] = {}
+        room: dict[tuple[int, BatchKey], int] = {}
         for work in list(self._waiting):
             if work.ticket.cancelled.is_set():
                 self._waiting.remove(work)
@@ -235,14 +235,14 @@ class Scheduler:
             admitted.append(work)
         return admitted
 
-    def _place(self, work: _Generation, room: dict[tuple[int, SlotKey], int]) -> SlotKey | None:
+    def _place(self, work: _Generation, room: dict[tuple[int, BatchKey], int]) -> BatchKey | None:
         """The batch a request joins: of those with its attention choice, a length bucket at least its
         own and room, the fullest (a sequence shorter than its batch's bucket reads only its own keys);
         else a new batch of its own bucket, memory permitting. None: it waits. `room` counts what
         this round has taken so far."""
         bucket, choice = work.key
 
-        def free(key: SlotKey) -> int:
+        def free(key: BatchKey) -> int:
             where = (id(work.loaded), key)
             if where not in room:
                 room[where] = self._room(work.loaded, key)
@@ -255,7 +255,7 @@ class Scheduler:
             return min(fitting, key=lambda key: (free(key), key[0]))
         return work.key if free(work.key) > 0 else None
 
-    def _room(self, loaded: LoadedModel, key: SlotKey) -> int:
+    def _room(self, loaded: LoadedModel, key: BatchKey) -> int:
         batches = loaded.batches
         if key in batches.by_key:
             return batches.room(key)
