@@ -29,6 +29,8 @@ from pathlib import Path
 
 from gradio_client import Client
 
+from engine.bench.report import percentile
+
 ROOT = Path(__file__).resolve().parent.parent
 WARM_UP_PAUSE_S = 90  # idle after the warm-up burst: background compiles run only between requests
 MODES = {
@@ -87,11 +89,6 @@ def _user(url: str, user: int, requests: int) -> list[tuple[float, str | None, s
     return outcomes
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def _round(url: str, users: int, requests: int) -> list[tuple[float, str | None, str]]:
     with ThreadPoolExecutor(users) as pool:
         return [o for seen in pool.map(lambda u: _user(url, u, requests), range(users)) for o in seen]
@@ -117,7 +114,7 @@ def run_mode(mode: str, users: int, requests: int, warm_up: bool) -> dict:
         "requests": len(outcomes),
         "failures": len(errors),
         "p50_s": statistics.median(latencies),
-        "p95_s": _percentile(latencies, 0.95),
+        "p95_s": percentile(latencies, 0.95),
         "wall_s": wall,
         "first_error": errors[0][:120] if errors else "",
         "paths": dict(Counter(path for _, error, path in outcomes if error is None)),

@@ -46,6 +46,12 @@ def format_table(rows: list, columns: list[str] | None = None) -> str:
     return cells.to_string(index=False, col_space=widths)
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank `q` quantile (0..1) of a few latencies: a value that was measured."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
 @contextmanager
 def figure_panels(
     path: Path, panels: list[Panel], panel_size: tuple[float, float]

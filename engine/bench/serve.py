@@ -25,7 +25,7 @@ from ..options import DEFAULT_MODEL, RunOptions, SparseSettings
 from ..precision_menu import PRECISION_BY_NAME
 from ..service import Chunk, stream_request
 from ..types import GenerationRequest, Message, Result
-from .report import figure_panels
+from .report import figure_panels, percentile
 
 Progress = Callable[[float, str], None]
 QUESTIONS = [
@@ -69,11 +69,6 @@ class ServeRow:
 
 
 SERVE_COLUMNS = list(ServeRow.__dataclass_fields__)
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _user(cache: ModelCache, requests: list[GenerationRequest]) -> list[tuple[float, float, Result] | Exception]:
@@ -125,9 +120,9 @@ def _round(
         tokens_per_s=tokens / wall,
         vs_one_user=1.0,
         latency_p50_s=statistics.median(latencies),
-        latency_p95_s=_percentile(latencies, 0.95),
+        latency_p95_s=percentile(latencies, 0.95),
         ttft_p50_s=statistics.median(ttfts),
-        ttft_p95_s=_percentile(ttfts, 0.95),
+        ttft_p95_s=percentile(ttfts, 0.95),
         mean_batch=statistics.fmean(r.metrics.batch_size for r in results) if results else 0.0,
         decode_path=Counter(r.metrics.decode_path for r in results).most_common(1)[0][0] if results else "",
     )
