@@ -79,14 +79,38 @@ IN_FLIGHT = InFlight()
 # advances (at RUN_S / (PAUSE_S + RUN_S) of its speed at worst) and releases what it holds.
 PAUSE_S, RUN_S = 0.5, 0.25
 _unpaused_until = threading.local()
+# At exit, background compiles stop at their next Python call: a daemon thread still compiling when
+# the interpreter finalizes aborts the process, and inductor shuts its compile workers down at exit.
+_STOP = threading.Event()
+_compiling: set[threading.Thread] = set()
+
+
+class _CompileStopped(BaseException):
+    """Unwinds a background compile at exit (a BaseException: the compiler's `except Exception`
+    fallbacks must not catch it)."""
 
 
 def _give_way(frame, event, arg) -> None:
     """Profile hook of a compiling thread: at each Python call, wait while requests are served."""
-    if event != "call" or IN_FLIGHT.idle.is_set() or time.monotonic() < getattr(_unpaused_until, "t", 0.0):
+    if event != "call":
+        return
+    if _STOP.is_set():
+        raise _CompileStopped
+    if IN_FLIGHT.idle.is_set() or time.monotonic() < getattr(_unpaused_until, "t", 0.0):
         return
     if not IN_FLIGHT.idle.wait(PAUSE_S):
         _unpaused_until.t = time.monotonic() + RUN_S
+
+
+def stop_compiles(timeout: float = 10.0) -> None:
+    """Stop the background compiles and wait (up to `timeout`) for their threads to end."""
+    _STOP.set()
+    deadline = time.monotonic() + timeout
+    for thread in list(_compiling):
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
+threading._register_atexit(stop_compiles)  # before finalizing and before other exit handlers
 
 
 def bucket_for(tokens: int) -> int:
@@ -189,12 +213,17 @@ class CompiledDecode:
 
     def _compile_in_background(self, step_id: StepId) -> None:
         _lower_priority()
-        IN_FLIGHT.idle.wait()  # start between requests
+        _compiling.add(threading.current_thread())
         sys.setprofile(_give_way)  # this thread only
         try:
+            while not IN_FLIGHT.idle.wait(PAUSE_S):  # start between requests (each wait a call: stoppable)
+                pass
             self._compile(step_id)
+        except _CompileStopped:
+            log.info("stopped compiling the decode step %s at exit", step_id)
         finally:
             sys.setprofile(None)
+            _compiling.discard(threading.current_thread())
 
     def _compile(self, step_id: StepId) -> None:
         (bucket, choice), rows = step_id

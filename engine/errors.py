@@ -27,3 +27,7 @@ class ContextLengthError(InputError):
 
 class AttentionConfigError(StudioError):
     pass
+
+
+class EngineStoppedError(StudioError):
+    pass

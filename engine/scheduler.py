@@ -31,6 +31,7 @@ from typing import TypeVar
 from .batching import Batch, Row, batch_key, planned_bytes
 from .decode import BatchKey
 from .embedded import ProgressFn
+from .errors import EngineStoppedError
 from .generate import Decoding, encode_prompt, score_labels, stream_seq2seq
 from .loader import LoadedModel
 from .metrics import PeakMemory
@@ -114,6 +115,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._waiting: deque[_Generation | _Job] = deque()
         self._thread: threading.Thread | None = None
+        self._stopping = False
         # Owned by the scheduler's thread:
         self._batches: list[Batch] = []
         self._jobs: list[_Job] = []
@@ -155,8 +157,21 @@ class Scheduler:
         with self._cond:
             return len(self._waiting)
 
+    def stop(self, timeout: float = 10.0) -> None:
+        """End the engine thread after its current step; what it holds or has waiting ends with
+        EngineStoppedError. At exit: a daemon thread still inside a torch op when the interpreter
+        finalizes aborts the process ("terminate called without an active exception", seen here)."""
+        with self._cond:
+            self._stopping = True
+            thread = self._thread
+            self._cond.notify()
+        if thread is not None:
+            thread.join(timeout)
+
     def _submit(self, work: _Generation | _Job) -> None:
         with self._cond:
+            if self._stopping:
+                raise EngineStoppedError("The engine is shutting down; send the request again once it is back.")
             self._waiting.append(work)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="studio-scheduler", daemon=True)
@@ -170,26 +185,32 @@ class Scheduler:
         try:
             self._loop()
         except Exception as exc:  # a fault of the scheduler itself: no request may wait forever on it
-            with self._cond:
-                self._thread = None
-                stranded = [work.ticket for work in self._waiting]
-                self._waiting.clear()
-            stranded += [job.ticket for job in self._jobs]
-            for batch in self._batches:
-                batch.fail(exc)
-            self._batches.clear()
-            self._jobs.clear()
-            for ticket in stranded:
-                ticket.put(exc)
             log.exception("the scheduler stopped on a fault; the next request starts a new one")
+            self._end_all(exc)
+
+    def _end_all(self, error: BaseException) -> None:
+        """This thread ends: every request it holds or has waiting gets `error`."""
+        with self._cond:
+            self._thread = None
+            stranded = [work.ticket for work in self._waiting]
+            self._waiting.clear()
+        stranded += [job.ticket for job in self._jobs]
+        for batch in self._batches:
+            batch.fail(error)
+        self._batches.clear()
+        self._jobs.clear()
+        for ticket in stranded:
+            ticket.put(error)
 
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._waiting and not self._busy():
+                while not self._waiting and not self._busy() and not self._stopping:
                     if not self._cond.wait(IDLE_EXIT_S) and not self._waiting:
                         self._thread = None
                         return
+                if self._stopping:
+                    break
                 admitted = self._admit()
             for work in admitted:
                 try:
@@ -206,6 +227,7 @@ class Scheduler:
             for job in list(self._jobs):
                 self._advance(job)
             self._retire_empty()
+        self._end_all(EngineStoppedError("The engine shut down before this request finished."))
 
     def _admit(self) -> list[_Generation | _Job]:
         """What starts now (called holding the lock): arrival order, as far as batches have room; an
@@ -311,3 +333,6 @@ class Scheduler:
 
 
 SCHEDULER = Scheduler()
+# Before the interpreter starts finalizing, and before other exit handlers (inductor's shuts its
+# compile workers down): the hook concurrent.futures uses for its own worker threads.
+threading._register_atexit(SCHEDULER.stop)

@@ -37,16 +37,19 @@ def wait_until(condition, timeout: float = 10) -> bool:
 
 
 def together(cache: ModelCache, requests: list[GenerationRequest]) -> list[Result]:
-    """Run the requests so that all are admitted in the same round (they start in one batch,
-    whatever the timing of their threads): the engine is held busy until every one is waiting."""
+    """Run the requests so that all are admitted in the same round, in the order given (they start
+    in one batch, whatever the timing of their threads): the engine is held busy until every one
+    is waiting."""
     for request in requests:  # loading runs on the engine's thread too: load before holding it
         cache.get(request.options.model, request.options.precision)
     holding, release = threading.Event(), threading.Event()
     with ThreadPoolExecutor(len(requests) + 1) as pool:
         pool.submit(cache.scheduler.call, lambda _: (holding.set(), release.wait()))
         assert holding.wait(10)
-        futures = [pool.submit(run, request, cache) for request in requests]
-        assert wait_until(lambda: cache.scheduler.waiting() == len(requests))
+        futures = []
+        for request in requests:  # one at a time: they queue (and are placed) in the order given
+            futures.append(pool.submit(run, request, cache))
+            assert wait_until(lambda: cache.scheduler.waiting() == len(futures))
         release.set()
         return [future.result(timeout=120) for future in futures]
 
