@@ -12,6 +12,7 @@ import psutil
 import torch
 
 from .embedded import ProgressFn
+from .errors import ModelLoadError
 from .loader import LoadedModel, load_model
 from .precision import resolve_device, resolve_precision
 from .registry import get_spec
@@ -43,6 +44,10 @@ class ModelCache:
     def get(self, name: str, precision: str, progress: ProgressFn | None = None) -> LoadedModel:
         """The model at `precision` (validated by the caller; `auto` resolved here), loaded once."""
         spec = get_spec(name)
+        if spec.remote:
+            raise ModelLoadError(
+                f"{name} is served by {spec.location}, not loaded here: the Lab and the benchmarks measure local models."
+            )
         key = (name, resolve_precision(precision, self.device, spec.family))
         with self._lock:
             if key in self._models:

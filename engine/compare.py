@@ -7,7 +7,7 @@ identical kernels on this project's CPU. Alternating the order (A B, then B A, .
 and order effects, pairing each A with the B next to it cancels slow load changes, and a verdict
 of `same` is given whenever the interval, widened by each side's own run-to-run noise, holds 1.
 Every run is scheduled `alone` (engine.scheduler): other users' requests wait, rather than share
-its steps and its timings.
+its steps and its timings; a remote server's runs too, so a server on the same machine has its CPU.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ import numpy as np
 import torch
 
 from .cache import ModelCache
+from .dispatch import generate
 from .embedded import ProgressFn
 from .generate import teacher_forced_logprobs
 from .loader import LoadedModel
+from .registry import get_spec
 from .types import Comparison, GenerationRequest, Quality, Result, Timing, Verdict
 from .validation import Sides, check_family
 
@@ -37,11 +39,9 @@ MIN_NOISE = 0.01  # no measurement is steadier than 1%
 BOOTSTRAP = 2000
 
 
-def _run(
-    cache: ModelCache, loaded: LoadedModel, request: GenerationRequest, label: str
-) -> Iterator[tuple[str, str] | Result]:
+def _run(cache: ModelCache, request: GenerationRequest, label: str) -> Iterator[tuple[str, str] | Result]:
     """One run, alone: (label, text delta) pairs as text arrives, then the Result."""
-    for item in cache.scheduler.generate(loaded, request, alone=True):
+    for item in generate(request, cache, alone=True):
         yield item if isinstance(item, Result) else (label, item)
 
 
@@ -112,19 +112,28 @@ def _timings(a_runs: list[Result], b_runs: list[Result]) -> dict[str, Timing | N
         return [getattr(r.metrics, name) for r in runs]
 
     timings: dict[str, Timing | None] = {}
-    for key, name in (("prefill", "prefill_ms"), ("ttft", "ttft_ms"), ("total", "total_ms")):
-        timings[key] = compare_timing(values(a_runs, name), values(b_runs, name))
-    decode_a, decode_b = values(a_runs, "decode_tokens_per_s"), values(b_runs, "decode_tokens_per_s")
-    measured = None not in decode_a and None not in decode_b
-    timings["decode"] = compare_timing(decode_a, decode_b, higher_is_better=True) if measured else None
+    for key, name in (
+        ("prefill", "prefill_ms"), ("ttft", "ttft_ms"), ("total", "total_ms"), ("decode", "decode_tokens_per_s")
+    ):  # fmt: skip
+        a, b = values(a_runs, name), values(b_runs, name)
+        # None when a side lacks the measure: a decode of under two tokens, a server that reports no prefill
+        timings[key] = compare_timing(a, b, higher_is_better=key == "decode") if None not in a + b else None
     return timings
 
 
-def _agreement(a: Result, b: Result) -> tuple[float, int | None]:
-    """Free-running agreement: share of identical tokens, and where they first differ."""
+def _agreement(a: Result, b: Result, tokenizer) -> tuple[float, int | None]:
+    """Free-running agreement: share of identical tokens, and where they first differ. A remote
+    side's text (a server sends no token ids) is tokenized by the local side's `tokenizer`; two
+    remote sides compare words."""
     if a.scores is not None:
         return float(a.text == b.text), None if a.text == b.text else 0
-    x, y = a.token_ids, b.token_ids
+
+    def tokens(r: Result) -> list:
+        if r.token_ids:
+            return r.token_ids
+        return tokenizer(r.text, add_special_tokens=False)["input_ids"] if tokenizer else r.text.split()
+
+    x, y = tokens(a), tokens(b)
     first = next((i for i, (p, q) in enumerate(zip(x, y, strict=False)) if p != q), None)
     if first is None and len(x) != len(y):
         first = min(len(x), len(y))
@@ -168,23 +177,28 @@ def teacher_forced_quality(
     return _distribution_quality(logp_a[:, :vocab], logp_b[:, :vocab].to(logp_a.device), targets), ""
 
 
+def _local(cache: ModelCache, request: GenerationRequest, progress: ProgressFn | None) -> LoadedModel | None:
+    """A side's loaded model (None: a remote server's side)."""
+    options = request.options
+    if get_spec(options.model).remote:
+        return None
+    loaded = cache.get(options.model, options.precision, progress)
+    check_family(loaded.spec, request)  # an unregistered model's family is known only now
+    return loaded
+
+
 def run_comparison(
     request: GenerationRequest, sides: Sides, cache: ModelCache, progress: ProgressFn | None = None
 ) -> Iterator[tuple[str, str] | Comparison]:
     """Yield (label, text delta) while the warm-up trial streams (A, then B), then the Comparison."""
     report = progress or (lambda fraction, message: None)
-    loaded_a = cache.get(sides.a.model, sides.a.precision, progress)
-    loaded_b = cache.get(sides.b.model, sides.b.precision, progress)
-    check_family(loaded_b.spec, request)  # an unregistered B's family is known only now
     req_a, req_b = replace(request, options=sides.a), replace(request, options=sides.b)
+    loaded_a, loaded_b = _local(cache, req_a, progress), _local(cache, req_b, progress)
     first: dict[str, Result] = {}
-    for fraction, (loaded, req, label) in (
-        (0.0, (loaded_a, req_a, sides.a_label)),
-        (0.05, (loaded_b, req_b, sides.b_label)),
-    ):
+    for fraction, (req, label) in ((0.0, (req_a, sides.a_label)), (0.05, (req_b, sides.b_label))):
         # The warm-up run streams its text (the outputs shown come from it); its timings are not used.
         report(fraction, f"warm-up: {label}")
-        for item in _run(cache, loaded, req, label):
+        for item in _run(cache, req, label):
             if isinstance(item, Result):
                 first[label] = item
             else:
@@ -192,17 +206,21 @@ def run_comparison(
     first_a, first_b = first[sides.a_label], first[sides.b_label]
     trials = trial_count(request.options.trials, first_a, first_b)
     a_runs, b_runs = interleaved(
-        lambda: _last(_run(cache, loaded_a, req_a, sides.a_label)),
-        lambda: _last(_run(cache, loaded_b, req_b, sides.b_label)),
+        lambda: _last(_run(cache, req_a, sides.a_label)),
+        lambda: _last(_run(cache, req_b, sides.b_label)),
         trials,
         warmup=False,  # the streamed runs above were the warm-up
         on_trial=lambda trial: report(0.1 + 0.8 * trial / trials, f"trial {trial + 1} of {trials}"),
     )
     report(0.9, "quality: B scores A's output")
-    quality, note = cache.scheduler.call(
-        lambda _: teacher_forced_quality(loaded_a, loaded_b, (req_a, req_b), first_a, first_b)
-    )
-    agreement, divergence = _agreement(first_a, first_b)
+    if loaded_a is None or loaded_b is None:
+        quality, note = None, "a remote server sends text, not the probabilities of A's tokens."
+    else:
+        quality, note = cache.scheduler.call(
+            lambda _: teacher_forced_quality(loaded_a, loaded_b, (req_a, req_b), first_a, first_b)
+        )
+    local = loaded_a or loaded_b
+    agreement, divergence = _agreement(first_a, first_b, local.tokenizer if local else None)
     report(1.0, "done")
     yield Comparison(
         axis=sides.axis,

@@ -31,3 +31,7 @@ class AttentionConfigError(StudioError):
 
 class EngineStoppedError(StudioError):
     pass
+
+
+class RemoteError(StudioError):
+    pass

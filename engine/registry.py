@@ -5,15 +5,24 @@ A user file looks like::
 
     [[model]]
     name = "my-marian"
-    source = "local"              # embedded | local | gguf | hub
+    source = "local"              # embedded | local | gguf | hub | openai
     location = "/models/opus-mt-en-de"
     family = "seq2seq"            # causal | seq2seq | classifier
     tasks = ["translation"]
     context_length = 512
     license = "CC-BY-4.0"
 
+    [[model]]                     # a remote engine (vLLM, SGLang, llama.cpp server): engine.remote
+    name = "llamacpp-smollm2"
+    source = "openai"
+    location = "http://127.0.0.1:8080/v1"   # the server's OpenAI base URL
+    served_name = "smollm2"                 # the model name the server knows
+    family = "causal"
+    api_key_env = "STUDIO_REMOTE_KEY"      # optional: the environment variable holding its key
+
 Names that are not registered still work when prefixed: `hub:org/name`, `local:/dir`,
-`gguf:/path/model.gguf`; their family is read from the model's config at load time.
+`gguf:/path/model.gguf`; their family is read from the model's config at load time. A remote
+server only ever comes from a registry file: no request can point the app at a URL.
 """
 
 from __future__ import annotations
@@ -28,8 +37,8 @@ from typing import Literal
 from .errors import UnknownModelError
 from .settings import settings
 
-Source = Literal["embedded", "local", "gguf", "hub"]
-SOURCES: tuple[str, ...] = ("embedded", "local", "gguf", "hub")
+Source = Literal["embedded", "local", "gguf", "hub", "openai"]
+SOURCES: tuple[str, ...] = ("embedded", "local", "gguf", "hub", "openai")
 FAMILIES: tuple[str, ...] = ("causal", "seq2seq", "classifier")
 TASKS: tuple[str, ...] = ("translation", "summarization", "dialogue", "classification", "code")
 
@@ -38,7 +47,7 @@ TASKS: tuple[str, ...] = ("translation", "summarization", "dialogue", "classific
 class ModelSpec:
     name: str
     source: Source
-    location: str  # hub id, directory, or GGUF path; for "embedded" the GGUF inside the package
+    location: str  # hub id, directory, GGUF path, or a server's base URL; "embedded": the GGUF inside the package
     family: str | None  # None: read from the model's config when loaded
     tasks: tuple[str, ...] = TASKS
     context_length: int | None = None  # None: read from the model's config
@@ -46,9 +55,16 @@ class ModelSpec:
     description: str = ""
     languages: tuple[str, ...] = field(default=())  # translation models: "src-tgt" pairs
     text_prefixes: bool = False  # T5-style: the task is named in the input ("summarize: ...")
+    served_name: str | None = None  # source "openai": the model name the server knows
+    api_key_env: str | None = None  # source "openai": the environment variable holding the server's key
 
     def serves(self, task: str) -> bool:
         return task in self.tasks
+
+    @property
+    def remote(self) -> bool:
+        """Served by another process over the OpenAI protocol (engine.remote), not loaded here."""
+        return self.source == "openai"
 
 
 _PREFIXES = {"hub:": "hub", "local:": "local", "gguf:": "gguf"}
@@ -72,11 +88,26 @@ def _parse(text: str, where: str) -> list[ModelSpec]:
         family = entry.get("family")
         if family is not None and family not in FAMILIES:
             raise UnknownModelError(f"Bad family {family!r} in {where}; use one of {FAMILIES}.")
+        if entry["source"] == "openai":
+            _check_remote(entry, where)
         for key in ("tasks", "languages"):
             if key in entry:
                 entry[key] = tuple(entry[key])
         specs.append(ModelSpec(**{"family": None, **entry}))
     return specs
+
+
+def _check_remote(entry: dict, where: str) -> None:
+    """A remote entry names an http(s) base URL and the server's model name, and is a chat model:
+    every server of the protocol speaks chat completions."""
+    name = entry["name"]
+    if not str(entry.get("location", "")).startswith(("http://", "https://")):
+        raise UnknownModelError(f"{name} in {where}: location must be the server's base URL (http://host:port/v1).")
+    if not entry.get("served_name"):
+        raise UnknownModelError(f"{name} in {where}: served_name (the model name the server knows) is missing.")
+    if entry.get("family", "causal") != "causal":
+        raise UnknownModelError(f'{name} in {where}: remote models are chat (causal) models; set family = "causal".')
+    entry["family"] = "causal"
 
 
 @functools.cache

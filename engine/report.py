@@ -51,10 +51,18 @@ def metrics_line(result: Result) -> str:
     if m.batch_size > 1:
         decode += f", in batches of {m.batch_size:.1f} sequences on average"
     waited = f" · waited {m.queue_ms:.0f} ms for the engine" if m.queue_ms >= 100 else ""
+    prefill = f"prefill {m.prefill_ms:.0f} ms · " if m.prefill_ms is not None else ""
+    inputs = "?" if m.input_tokens is None else m.input_tokens  # a server that sends no usage
+    local = ""
+    if m.peak_memory_mb is not None:  # a remote server's memory and attention are not visible from here
+        local = f" · peak {m.peak_memory_mb:.0f} MB · model {_num(m.model_memory_mb, 0)} MB · density {m.density:.3f}"
+    server = ""
+    if m.server:
+        server = " · the server's own timings: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(m.server.items()))
     return (
-        f"{m.attention} · {m.precision} · {m.device} — prefill {m.prefill_ms:.0f} ms · TTFT {m.ttft_ms:.0f} ms · "
-        f"decode {decode} · total {m.total_ms:.0f} ms · {m.input_tokens} in / {m.new_tokens} new · "
-        f"peak {m.peak_memory_mb:.0f} MB · model {m.model_memory_mb:.0f} MB · density {m.density:.3f}{waited}{cut}{stopped}"
+        f"{m.attention} · {m.precision} · {m.device} — {prefill}TTFT {m.ttft_ms:.0f} ms · "
+        f"decode {decode} · total {m.total_ms:.0f} ms · {inputs} in / {m.new_tokens} new"
+        f"{local}{server}{waited}{cut}{stopped}"
     )
 
 
@@ -75,9 +83,10 @@ def _quality_text(c: Comparison) -> str:
 
 
 def comparison_line(c: Comparison) -> str:
+    first = f"prefill {timing_text(c.prefill)}" if c.prefill else f"time to first token {timing_text(c.ttft)}"
     return (
-        f"{c.b_label} vs {c.a_label}: prefill {timing_text(c.prefill)}, total {timing_text(c.total)}, "
-        f"{_quality_text(c)}, token agreement {c.token_agreement:.0%}, density {c.density:.3f}"
+        f"{c.b_label} vs {c.a_label}: {first}, total {timing_text(c.total)}, "
+        f"{_quality_text(c)}, token agreement {c.token_agreement:.0%}, density {_num(c.density, 3)}"
     )
 
 
@@ -99,9 +108,10 @@ def comparison_rows(c: Comparison) -> list[list[str]]:
             rows.append(
                 [title, _num(statistics.median(timing.a)), _num(statistics.median(timing.b)), timing_text(timing)]
             )
+    skipped = f"{1 - s.density:.0%} of pairs skipped" if s.density is not None else ""
     rows += [
         ["peak memory (MB)", _num(d.peak_memory_mb), _num(s.peak_memory_mb), ""],
-        ["attention density", _num(d.density, 3), _num(s.density, 3), f"{1 - s.density:.0%} of pairs skipped"],
+        ["attention density", _num(d.density, 3), _num(s.density, 3), skipped],
     ]
     q = c.quality
     if q is None:

@@ -131,11 +131,19 @@ class Scheduler:
             work = _Generation(loaded, request, encoded, batch_key(loaded, request, encoded), ticket)
         else:
             work = _Job(lambda: stream_seq2seq(loaded, request), ticket)
+        yield from self._follow(work)
+
+    def stream(self, start: Callable[[], Iterator[T]], alone: bool = False) -> Iterator[T]:
+        """The items of the iterator `start()` makes, each made on the engine thread in its own turn
+        (`alone`: nothing else runs meanwhile, e.g. a remote server measured in a comparison)."""
+        yield from self._follow(_Job(start, Ticket(alone)))
+
+    def _follow(self, work: _Generation | _Job) -> Iterator:
         self._submit(work)
         try:
-            yield from ticket
+            yield from work.ticket
         finally:
-            ticket.cancelled.set()  # a consumer that stops reading stops the work
+            work.ticket.cancelled.set()  # a consumer that stops reading stops the work
 
     def call(self, fn: Callable[[ProgressFn], T], alone: bool = False, progress: ProgressFn | None = None) -> T:
         """fn(report) run by the scheduler's thread, between steps; each report(fraction, message) it

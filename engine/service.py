@@ -1,6 +1,6 @@
-"""The engine's front door: validate a request once (engine.validation), get the model from the cache,
-and hand it to the cache's scheduler (batched with whatever else runs), or run the A/B experiment it
-asks for (engine.compare), streaming or not."""
+"""The engine's front door: validate a request once (engine.validation), then run it (engine.dispatch:
+the local engine, batched with whatever else runs, or a remote server), or run the A/B experiment
+it asks for (engine.compare), streaming or not."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from .cache import ModelCache, default_cache
 from .compare import run_comparison
 from .decode import IN_FLIGHT
+from .dispatch import generate
 from .embedded import ProgressFn
 from .types import Comparison, GenerationRequest, Result
-from .validation import check_family, validate
+from .validation import validate
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,7 @@ def stream_request(
             for item in run_comparison(request, sides, cache, progress):
                 yield Chunk(item[1], item[0]) if isinstance(item, tuple) else item
             return
-        loaded = cache.get(request.options.model, request.options.precision, progress)
-        check_family(loaded.spec, request)  # the family of an unregistered model is known only now
-        for item in cache.scheduler.generate(loaded, request):
+        for item in generate(request, cache, progress=progress):
             yield item if isinstance(item, Result) else Chunk(item, request.options.attention)
 
 

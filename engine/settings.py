@@ -80,6 +80,12 @@ class Settings(BaseSettings):
         60, ge=1, alias="STUDIO_GPU_SECONDS", description="app on ZeroGPU: declared (and charged) duration per request"
     )
     mcp: bool = Field(False, alias="STUDIO_MCP", description="app: also serve every endpoint as an MCP tool")
+    remote_timeout_s: float = Field(
+        30,
+        gt=0,
+        alias="STUDIO_REMOTE_TIMEOUT_S",
+        description="remote models: the longest wait for a server's next bytes before the request fails",
+    )
     compile_decode: bool = Field(
         True,
         alias="STUDIO_COMPILE_DECODE",

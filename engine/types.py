@@ -34,22 +34,23 @@ class GenerationRequest:
 class Metrics:
     """Measured on the request (device synchronised before each clock read), never estimated."""
 
-    prefill_ms: float
+    prefill_ms: float | None  # None: a remote server that does not report it (engine.remote)
     ttft_ms: float
     decode_tokens_per_s: float | None  # None when fewer than two tokens were generated
     total_ms: float
-    input_tokens: int
+    input_tokens: int | None  # None: a remote server that sends no usage
     new_tokens: int
-    peak_memory_mb: float
-    model_memory_mb: float
+    peak_memory_mb: float | None  # None: remote (the server's memory is not visible from here)
+    model_memory_mb: float | None
     device: str
     precision: str
     attention: str
-    density: float = 1.0  # share of (query, key) pairs the attention computed during prefill
-    decode_path: str = "eager"  # eager | compiled | mixed: which decode step ran (engine.decode)
+    density: float | None = 1.0  # share of (query, key) pairs the attention computed during prefill (None: remote)
+    decode_path: str = "eager"  # eager | compiled | mixed: which decode step ran (engine.decode); server: remote
     compile_s: float | None = None  # compiled: how long that step took to compile, once, off any request's time
     batch_size: float = 1.0  # sequences per decode step it took part in, on average (continuous batching)
     queue_ms: float = 0.0  # waiting for the engine before its prefill began (not in ttft or total)
+    server: dict[str, float] | None = None  # remote: the server's own timings when it sends them (llama.cpp)
 
 
 @dataclass
@@ -108,14 +109,14 @@ class Comparison:
     b_label: str
     a: Result
     b: Result
-    prefill: Timing
+    prefill: Timing | None  # None when a side does not measure it (a remote server that reports no prefill)
     ttft: Timing
     decode: Timing | None  # None when a side generated fewer than two tokens
     total: Timing
     quality: Quality | None  # None when the two sides cannot score each other's tokens (other tokenizer)
     token_agreement: float  # free-running: share of positions with identical tokens
     first_divergence: int | None  # index of the first differing new token, None if identical
-    density: float  # share of (query, key) pairs B's attention computed in prefill
+    density: float | None  # share of (query, key) pairs B's attention computed in prefill (None: B is remote)
     quality_note: str = ""  # why quality is missing, when it is
 
     def to_dict(self) -> dict:

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from ports import free_port  # tests/ is on the path (pytest's rootdir conftest)
 
 
 @pytest.fixture
