@@ -21,7 +21,8 @@ import torch
 
 from .attention import AttentionStats
 from .attention.hook import DENSE, AttentionChoice
-from .decode import BatchKey, bucket_for, decode_step, step_key
+from .attention.patterns import PAGE
+from .decode import BatchKey, bucket_for, decode_step, keeps_pages, step_key
 from .generate import Decoding
 from .loader import LoadedModel
 from .metrics import PeakMemory
@@ -75,7 +76,7 @@ class Batch:
 
     def __init__(self, loaded: LoadedModel, key: BatchKey, capacity: int):
         self.loaded, self.key = loaded, key
-        self.cache = RowCache(loaded.model.config.num_hidden_layers, capacity, key[0])
+        self.cache = RowCache(loaded.model.config.num_hidden_layers, capacity, key[0], pages=keeps_pages(key[1]))
         self.rows: list[Row] = []
 
     @property
@@ -157,10 +158,13 @@ class Batch:
         return self.cache.memory_bytes()
 
 
-def planned_bytes(loaded: LoadedModel, bucket: int, capacity: int) -> int:
-    """What a new batch's cache will take, from the model's config (before it exists)."""
+def planned_bytes(loaded: LoadedModel, key: BatchKey, capacity: int) -> int:
+    """What a new batch's cache will take, from the model's config (before it exists): keys and values,
+    plus two bounds per page of keys when it keeps them."""
+    bucket = key[0]
     config = loaded.model.config
     heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     per_value = torch.finfo(loaded.model.dtype).bits // 8
-    return 2 * config.num_hidden_layers * capacity * heads * bucket * head_dim * per_value
+    positions = bucket + (-(-bucket // PAGE) if keeps_pages(key[1]) else 0)
+    return 2 * config.num_hidden_layers * capacity * heads * positions * head_dim * per_value

@@ -141,7 +141,7 @@ def _agreement(a: Result, b: Result, tokenizer) -> tuple[float, int | None]:
     return (sum(p == q for p, q in zip(x, y, strict=False)) / longest if longest else 1.0), first
 
 
-def _distribution_quality(logp_a: torch.Tensor, logp_b: torch.Tensor, targets: torch.Tensor | None) -> Quality:
+def distribution_quality(logp_a: torch.Tensor, logp_b: torch.Tensor, targets: torch.Tensor | None) -> Quality:
     """KL(A || B) per row, top-1 agreement, and (given the tokens A emitted) each side's perplexity."""
     kl = (logp_a.exp() * (logp_a - logp_b)).sum(-1).clamp_min(0)  # (rows,); clamp: rounding can go below 0
     top1 = (logp_a.argmax(-1) == logp_b.argmax(-1)).float()
@@ -164,7 +164,7 @@ def teacher_forced_quality(
         p = torch.tensor([[a.scores[k] for k in labels]]).clamp_min(1e-12).log()
         q = torch.tensor([[b.scores.get(k, 0.0) for k in labels]]).clamp_min(1e-12).log()
         tv = 0.5 * sum(abs(a.scores[k] - b.scores.get(k, 0.0)) for k in labels)
-        return replace(_distribution_quality(p, q, None), tokens=len(labels), tv_distance=tv), ""
+        return replace(distribution_quality(p, q, None), tokens=len(labels), tv_distance=tv), ""
     if not a.token_ids:
         return None, "A generated no tokens to score."
     same_tokenizer = loaded_a.tokenizer is loaded_b.tokenizer  # one model: no need to compare vocabularies
@@ -174,7 +174,7 @@ def teacher_forced_quality(
     logp_b = teacher_forced_logprobs(loaded_b, sides[1], a.token_ids)
     vocab = min(logp_a.shape[-1], logp_b.shape[-1])  # embedding tables may be padded differently
     targets = torch.tensor(a.token_ids, device=logp_a.device)
-    return _distribution_quality(logp_a[:, :vocab], logp_b[:, :vocab].to(logp_a.device), targets), ""
+    return distribution_quality(logp_a[:, :vocab], logp_b[:, :vocab].to(logp_a.device), targets), ""
 
 
 def _local(cache: ModelCache, request: GenerationRequest, progress: ProgressFn | None) -> LoadedModel | None:

@@ -131,6 +131,7 @@ def decode_step(model, tokens: torch.Tensor, positions: torch.Tensor, cache: Row
         past_key_values=cache,
         use_cache=True,
         studio_choice=choice,
+        studio_pages=cache.page_bounds(),
     )
     return out.logits[:, -1]
 
@@ -165,6 +166,11 @@ def step_key(bucket: int, choice: AttentionChoice) -> BatchKey:
     if pattern_for(settings, causal=True).keeps_all(bucket, settings):
         return bucket, DENSE
     return bucket, AttentionChoice("sparse", settings)
+
+
+def keeps_pages(choice: AttentionChoice) -> bool:
+    """Whether a batch's cache keeps per-page key bounds: its steps pick keys by content (Quest)."""
+    return choice.mode == "sparse" and pattern_for(choice.settings, causal=True).query_aware
 
 
 def step_rows(batch: int, capacity: int) -> int:
@@ -246,7 +252,7 @@ class CompiledDecode:
 
             # A scratch cache of the batches' shape: the step serves any cache of that shape, and
             # the batches' own caches are in use meanwhile.
-            scratch = RowCache(model.config.num_hidden_layers, self.capacity, bucket)
+            scratch = RowCache(model.config.num_hidden_layers, self.capacity, bucket, pages=keeps_pages(choice))
             with torch.inference_mode():  # as the batches' steps run: the compiler guards on it
                 token = torch.zeros((rows, 1), dtype=torch.long, device=device)
                 scratch.prefill(0)  # allocates the cache's tensors

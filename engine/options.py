@@ -138,6 +138,10 @@ class RunOptions:
         0, "compare: timed A/B trial pairs after the warm-up (0: as many as fit about 20 s, at least 3)", "compare",
         minimum=0, maximum=50, step=1,
     )  # fmt: skip
+    budget: int = option(
+        256, "sparse, query-aware patterns (quest): keys each decode step picks by content, beyond the sinks and the window",
+        minimum=16, maximum=32768, step=16, error=AttentionConfigError,
+    )  # fmt: skip
 
     @property
     def sparse(self) -> SparseSettings:
@@ -196,3 +200,4 @@ class SparseSettings:
     sinks: int = default("sinks")
     block_size: int = default("block_size")
     pattern: str = default("pattern")
+    budget: int = default("budget")

@@ -8,7 +8,9 @@ of the first `count` rows); the layers then write the new keys where they belong
 a view of the rows and positions that forward reads.
 
 The tensors are allocated once per cache (capacity rows x length positions), so a compiled decode
-step traces it with static shapes, like transformers' StaticCache.
+step traces it with static shapes, like transformers' StaticCache. With `pages`, each layer also
+keeps Quest's per-page key bounds (engine.attention.patterns.QuestPages), set for a row by its
+prefill and updated by each decode step for the one page it writes to.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+from .attention.patterns import PAGE, page_bounds
+
 
 class RowCache(Cache):
-    def __init__(self, layers: int, capacity: int, length: int):
-        self.capacity, self.length = capacity, length
+    def __init__(self, layers: int, capacity: int, length: int, pages: bool = False):
+        self.capacity, self.length, self.keeps_pages = capacity, length, pages
         self.prefill_row: int | None = None
         self.count = 0  # decode: rows this forward reads, from row 0
         self.view_length = length  # decode: positions this forward reads, from 0
@@ -40,11 +44,17 @@ class RowCache(Cache):
         with torch.inference_mode():  # the cache's tensors were made under it
             for layer in self.layers:
                 if layer.is_initialized:
-                    layer.keys[target] = layer.keys[source]
-                    layer.values[target] = layer.values[source]
+                    for tensor in layer.tensors:
+                        tensor[target] = tensor[source]
+
+    def page_bounds(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Per layer, each page's (min, max) key bounds, (capacity, heads, pages, D) each; None unless kept."""
+        if not self.keeps_pages:
+            return None
+        return [(layer.low, layer.high) for layer in self.layers]
 
     def memory_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for layer in self.layers if layer.is_initialized for t in layer.kv)
+        return sum(t.numel() * t.element_size() for layer in self.layers if layer.is_initialized for t in layer.tensors)
 
 
 class RowLayer(CacheLayerMixin):
@@ -56,8 +66,9 @@ class RowLayer(CacheLayerMixin):
         self.rows = rows
 
     @property
-    def kv(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.keys, self.values
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """Everything a row of this layer holds."""
+        return (self.keys, self.values, self.low, self.high) if self.rows.keeps_pages else (self.keys, self.values)
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         rows, heads = self.rows, key_states.shape[1]
@@ -65,6 +76,10 @@ class RowLayer(CacheLayerMixin):
             (rows.capacity, heads, rows.length, dim), dtype=key_states.dtype, device=key_states.device
         )
         self.keys, self.values = make(key_states.shape[-1]), make(value_states.shape[-1])
+        if rows.keeps_pages:
+            self.low, self.high = page_bounds(
+                self.keys, torch.zeros(rows.length, dtype=torch.bool, device=self.keys.device)
+            )
         self.is_initialized = True
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
@@ -75,11 +90,18 @@ class RowLayer(CacheLayerMixin):
             row, n = rows.prefill_row, key_states.shape[2]
             self.keys[row, :, :n] = key_states[0]
             self.values[row, :, :n] = value_states[0]
+            if rows.keeps_pages:  # the row's bounds anew: keys past the prompt are a former sequence's
+                written = torch.arange(rows.length, device=key_states.device) < n
+                self.low[row], self.high[row] = page_bounds(self.keys[row], written)
             return self.keys[row : row + 1, :, :n], self.values[row : row + 1, :, :n]
         # (count, H, 1, D): each row's new key at that row's own position
         batch = torch.arange(rows.count, device=key_states.device)
         self.keys[batch, :, rows.positions] = key_states[:, :, 0]
         self.values[batch, :, rows.positions] = value_states[:, :, 0]
+        if rows.keeps_pages:  # only the page each new key lands in changes
+            page = rows.positions // PAGE
+            self.low[batch, :, page] = torch.minimum(self.low[batch, :, page], key_states[:, :, 0])
+            self.high[batch, :, page] = torch.maximum(self.high[batch, :, page], key_states[:, :, 0])
         return self.keys[: rows.count, :, : rows.view_length], self.values[: rows.count, :, : rows.view_length]
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:

@@ -290,7 +290,7 @@ class Scheduler:
         if key in batches.by_key:
             return batches.room(key)
         nothing_runs = not self._busy()  # then a batch that overshoots the budget still runs: nothing to wait for
-        if nothing_runs or batches.fits(planned_bytes(loaded, key[0], batches.capacity)):
+        if nothing_runs or batches.fits(planned_bytes(loaded, key, batches.capacity)):
             return batches.capacity
         return 0
 

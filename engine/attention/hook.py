@@ -8,7 +8,7 @@ attention_mask=None and lose causal masking.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -29,7 +29,7 @@ from ..options import SparseSettings
 from ..settings import settings
 from .kernels import MaskShape, SparsePlan, blocked_attention, build_plan, flex_block_mask, flex_sparse_attention
 from .one_query import one_query_attention
-from .patterns import pattern_for
+from .patterns import PAGE, page_bounds, pattern_for
 
 IMPLEMENTATION = "studio"
 
@@ -55,6 +55,19 @@ class AttentionChoice:
 
 DENSE = AttentionChoice()
 _current: ContextVar[AttentionChoice | None] = ContextVar("studio_attention", default=None)
+# (layer, query, keys, rows read, which count) of each eager sparse decode step: benchmarks measure
+# what a pattern keeps (engine.bench.frontier); nothing probes a request.
+Probe = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor], None]
+_probe: ContextVar[Probe | None] = ContextVar("studio_attention_probe", default=None)
+
+
+@contextmanager
+def probe_attention(probe: Probe) -> Iterator[None]:
+    token = _probe.set(probe)
+    try:
+        yield
+    finally:
+        _probe.reset(token)
 
 
 @contextmanager
@@ -106,20 +119,23 @@ class StudioMask:
             return self.mask_function
         return and_masks(self.mask_function, padding_mask_function(padding))
 
+    def query_positions(self, positions: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+        """Each sequence's query position (B, 1) in a one-query step: given by a batch whose sequences
+        stand at different positions; else the mask's offset."""
+        if positions is None:
+            positions = torch.as_tensor(self.shape.q_offset, device=device).reshape(-1)[:1]
+        return positions.reshape(-1, 1)
+
     def one_query_keys(
         self, pattern, settings: SparseSettings, kv_len: int, device: torch.device, positions: torch.Tensor | None
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """For a one-query (decode) step, once per forward: per sequence, the cache rows to read ((B, keys);
         None: all of them) and which of those its query attends to, (B, 1, 1, keys) bool with the model's
-        own mask (causality, padding) folded in. `positions`: each sequence's query position (B, 1), given
-        by a batch whose sequences stand at different positions; else the mask's offset. Static shapes,
-        so a compiled step traces it."""
+        own mask (causality, padding) folded in. Static shapes, so a compiled step traces it."""
         key = (pattern.name, settings, kv_len)
         if key not in self._one_query_keys:
             offset = self.shape.kv_offset
-            if positions is None:
-                positions = torch.as_tensor(self.shape.q_offset, device=device).reshape(-1)[:1]
-            positions = positions.reshape(-1, 1)
+            positions = self.query_positions(positions, device)
             allowed = self.dense()
             picked = pattern.decode_keys(positions, offset + kv_len, settings)
             if picked is None:  # no fixed-size set: the pattern's rule over the whole cache
@@ -192,6 +208,7 @@ def studio_attention(
     is_causal: bool | None = None,
     position_bias: torch.Tensor | None = None,
     studio_choice: AttentionChoice | None = None,  # given by a compiled step (engine.decode), else the ContextVar
+    studio_pages: list | None = None,  # per layer, (min, max) key bounds per page (engine.row_cache), for Quest
     **kwargs,
 ):
     choice = studio_choice or _current.get() or DENSE
@@ -203,8 +220,14 @@ def studio_attention(
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     cross_attention = getattr(module, "is_decoder", False) and not causal
     pattern = pattern_for(choice.settings, causal) if choice.mode == "sparse" and not cross_attention else None
-    if pattern is None or pattern.keeps_all(mask.shape.kv_offset + mask.shape.kv_length, choice.settings):
-        # Dense SDPA: asked for, cross-attention, or a sparse pattern that would keep every pair anyway.
+    dense_prefill = pattern is not None and pattern.query_aware and query.shape[2] > 1  # Quest prefills densely
+    if (
+        pattern is None
+        or dense_prefill
+        or pattern.keeps_all(mask.shape.kv_offset + mask.shape.kv_length, choice.settings)
+    ):
+        # Dense SDPA: asked for, cross-attention, a query-aware pattern's prefill, or a sparse pattern
+        # that would keep every pair anyway.
         if choice.stats is not None and not cross_attention:
             pairs = mask.shape.dense_pairs(causal)
             choice.stats.computed_pairs += pairs
@@ -220,7 +243,11 @@ def studio_attention(
     # (Decode steps count no pairs: the density reported is the prefill's.)
     if query.shape[2] == 1 and not module.training and (torch.compiler.is_compiling() or pattern.fixed_decode_keys):
         positions = kwargs.get("position_ids")
-        return _sparse_one_query(query, key, value, mask, pattern, choice.settings, scaling, position_bias, positions)
+        pages = studio_pages[module.layer_idx] if studio_pages is not None else None
+        return _sparse_one_query(
+            query, key, value, mask, pattern, choice.settings, scaling, position_bias, positions, pages,
+            module.layer_idx,
+        )  # fmt: skip
 
     if sparse_kernel_name(query.device) == "flex":
         block_mask, computed = mask.block_mask(pattern, choice.settings, query.device)
@@ -236,18 +263,39 @@ def studio_attention(
     return out.transpose(1, 2).contiguous(), None  # (B, Lq, H, D), as transformers expects
 
 
-def _sparse_one_query(query, key, value, mask: StudioMask, pattern, settings, scaling, position_bias, positions):
+def _sparse_one_query(
+    query, key, value, mask: StudioMask, pattern, settings, scaling, position_bias, positions, pages=None, layer=0
+):
     """One query per sequence under a pattern with static shapes (a compiled step traces it once per
     bucket): each sequence's fixed-size key set gathered from the cache, or, for a pattern without
-    one, the whole cache masked by the pattern's rule."""
+    one, the whole cache masked by the pattern's rule. A query-aware pattern adds, per KV head, the
+    keys it picks by content from the page bounds (`pages`: kept by the cache; else computed here)."""
     rows, keep = mask.one_query_keys(pattern, settings, key.shape[2], query.device, positions)
+    probe = None if torch.compiler.is_compiling() else _probe.get()
     if rows is None:
+        if probe is not None:
+            probe(layer, query, key, None, keep)
         return one_query_attention(query, key, value, keep, scaling, position_bias), None
-    b, heads, _, dim = key.shape
-    index = rows.expand(b, -1)[:, None, :, None].expand(b, heads, -1, dim)
+    b, kv_heads, length, dim = key.shape
+    rows, keep = rows.expand(b, -1)[:, None, :].expand(-1, kv_heads, -1), keep.expand(b, kv_heads, -1, -1)
+    if pattern.query_aware:
+        at = mask.query_positions(positions, query.device)
+        if pages is None:  # no cache keeps them (a plain forward): from this step's keys up to each query
+            pages = page_bounds(key, (torch.arange(length, device=key.device) <= at)[:, None, :])
+        low, high = pages
+        read = -(-length // PAGE)  # the pages of the keys this step reads (a cache keeps more)
+        picked, valid = pattern.select(query, low[:b, :, :read], high[:b, :, :read], at, settings)
+        picked = picked.clamp(max=length - 1)
+        if (allowed := mask.dense()) is not None:  # the model's own mask (the batch's row lengths, padding)
+            valid = valid & allowed.expand(b, kv_heads, -1, -1)[:, :, 0, :].gather(-1, picked)
+        rows, keep = torch.cat([rows, picked], -1), torch.cat([keep, valid[:, :, None, :]], -1)
+    if probe is not None:
+        probe(layer, query, key, rows, keep)
+    index = rows[..., None].expand(-1, -1, -1, dim)
     bias = None
-    if position_bias is not None:
-        bias = position_bias.gather(-1, rows.expand(b, -1)[:, None, None, :].expand(-1, position_bias.shape[1], 1, -1))
+    if position_bias is not None:  # per query head: its KV head's rows
+        per_head = rows.repeat_interleave(query.shape[1] // kv_heads, 1)[:, :, None, :]
+        bias = position_bias.expand(b, -1, -1, -1).gather(-1, per_head)
     picked = one_query_attention(query, key.gather(2, index), value.gather(2, index), keep, scaling, bias)
     return picked, None
 

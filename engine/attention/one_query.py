@@ -15,7 +15,7 @@ def one_query_attention(
     query: torch.Tensor,  # (B, H, 1, D)
     key: torch.Tensor,  # (B, Hkv, Lk, D)
     value: torch.Tensor,  # (B, Hkv, Lk, D)
-    mask: torch.Tensor | None,  # (B or 1, 1, 1, Lk): bool (True = attend) or additive
+    mask: torch.Tensor | None,  # (B or 1, Hkv or 1, 1, Lk): bool (True = attend) or additive
     scaling: float | None,
     position_bias: torch.Tensor | None = None,  # (B or 1, H, 1, Lk) additive, e.g. T5
 ) -> torch.Tensor:
@@ -32,7 +32,7 @@ def one_query_attention(
     if position_bias is not None:
         scores = scores + position_bias.reshape(position_bias.shape[0], hkv, groups, length).float()
     if mask is not None:
-        mask = mask.reshape(mask.shape[0], 1, 1, length)
+        mask = mask.reshape(mask.shape[0], -1, 1, length)  # per KV head when keys were picked per head
         scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
     weights = torch.softmax(scores, dim=-1)
     out = (weights.unsqueeze(-1) * value.unsqueeze(2).float()).sum(3)  # (B, Hkv, G, D)

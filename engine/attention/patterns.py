@@ -3,7 +3,9 @@
 A pattern answers two questions for a block of queries at absolute positions [q0, q1):
 - `key_ranges`: which contiguous key ranges the kernel must read (the block layout);
 - `rule`: which (query, key) pairs inside those ranges are allowed (the exact mask).
-Kernels never special-case a pattern, so a new pattern is a new entry in PATTERNS.
+A query-aware pattern (Quest) also picks keys by content at each decode step: `select` scores key
+pages from their per-channel bounds against the query. Kernels never special-case a pattern, so a
+new pattern is a new entry in PATTERNS.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class Pattern(Protocol):
     name: str
     causal: bool  # for decoders (True) or encoders (False)
     fixed_decode_keys: bool  # decode_keys gives a fixed-size key set (else None: the rule masks the whole cache)
+    query_aware: bool  # decode also reads keys `select` picks by content (prefill is then dense)
 
     def key_ranges(self, q0: int, q1: int, kv_len: int, s: SparseSettings) -> list[tuple[int, int]]: ...
 
@@ -56,6 +59,7 @@ class SlidingWindowSinks:
     name: str = "sliding_sinks"
     causal: bool = True
     fixed_decode_keys: bool = True
+    query_aware: bool = False
 
     def key_ranges(self, q0, q1, kv_len, s):
         lo = max(0, q0 - s.window + 1)
@@ -85,6 +89,7 @@ class LocalGlobal:
     name: str = "local_global"
     causal: bool = False
     fixed_decode_keys: bool = False
+    query_aware: bool = False
 
     def key_ranges(self, q0, q1, kv_len, s):
         if q0 < s.sinks:  # a block holding global queries reads every key
@@ -111,6 +116,7 @@ class RandomBlocks:
     name: str = "bigbird_random"
     causal: bool = True
     fixed_decode_keys: bool = False
+    query_aware: bool = False
     random_blocks: int = 2
     block: int = 64
 
@@ -139,7 +145,80 @@ class RandomBlocks:
         return None  # how many blocks are picked depends on the position
 
 
-PATTERNS: dict[str, Pattern] = {p.name: p for p in (SlidingWindowSinks(), LocalGlobal(), RandomBlocks())}
+PAGE = 16  # Quest's page: keys summarised, scored and read together
+
+
+def page_bounds(keys: torch.Tensor, written: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (min, max) of each page of `keys` (..., length, D) -> (..., pages, D) each, over the
+    keys `written` says hold data (bool, broadcastable to (..., length); None: all). A page with
+    none is (+inf, -inf): it can promise nothing."""
+    length = keys.shape[-2]
+    pages = -(-length // PAGE)
+    pad = pages * PAGE - length
+    empty = torch.zeros(length, dtype=torch.bool, device=keys.device) if written is None else ~written
+    empty = torch.nn.functional.pad(empty, (0, pad), value=True)[..., None]
+    padded = torch.nn.functional.pad(keys, (0, 0, 0, pad))
+    low = padded.masked_fill(empty, float("inf")).unflatten(-2, (pages, PAGE)).amin(-2)
+    high = padded.masked_fill(empty, float("-inf")).unflatten(-2, (pages, PAGE)).amax(-2)
+    return low, high
+
+
+@dataclass(frozen=True)
+class QuestPages:
+    """Quest (Tang et al., 2024): at each decode step, for each KV head, the pages of PAGE keys whose
+    per-channel key bounds promise this query the highest score, `budget` keys of them, plus the
+    sinks and the window. Prefill is dense, as in the paper: the choice is made per generated token."""
+
+    name: str = "quest"
+    causal: bool = True
+    fixed_decode_keys: bool = True
+    query_aware: bool = True
+
+    def key_ranges(self, q0, q1, kv_len, s):
+        return [(0, min(q1, kv_len))]
+
+    def rule(self, q, k, s):
+        return k <= q
+
+    def keeps_all(self, kv_len, s):
+        # the keys between the sinks and the last query's window lie in few enough pages for the budget
+        last = kv_len - 1 - s.window
+        return last < s.sinks or last // PAGE - s.sinks // PAGE + 1 <= s.budget // PAGE
+
+    def decode_keys(self, position, kv_len, s):
+        return SlidingWindowSinks().decode_keys(position, kv_len, s)  # the positional part; `select` adds pages
+
+    def select(
+        self,
+        query: torch.Tensor,  # (B, H, 1, D)
+        low: torch.Tensor,  # (B, Hkv, pages, D): each page's per-channel key minimum
+        high: torch.Tensor,
+        position: torch.Tensor,  # (B, 1): each sequence's query position
+        s: SparseSettings,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per sequence and KV head, the keys of the `budget // PAGE` best pages outside the sinks and
+        the window, and which of them count: both (B, Hkv, budget // PAGE * PAGE). A page's score is
+        Quest's upper bound of q.k over its keys, sum_d max(q_d min_d, q_d max_d), the largest over the
+        query heads that share the KV head."""
+        b, heads, _, dim = query.shape
+        kv_heads, pages = low.shape[1], low.shape[2]
+        q = query.reshape(b, kv_heads, heads // kv_heads, 1, dim).float()
+        bound = torch.maximum(q * low[:, :, None].float(), q * high[:, :, None].float()).sum(-1).amax(2)
+        start = torch.arange(pages, device=query.device) * PAGE
+        window_start = position - s.window + 1  # (B, 1)
+        # a page counts if it holds a key that neither the sinks nor the window read, at or before the query
+        outside = (start + PAGE > s.sinks) & (start < window_start) & (start <= position)
+        bound = bound.masked_fill(~outside[:, None, :], float("-inf"))
+        picked = min(s.budget // PAGE, pages)
+        scores, best = bound.topk(picked, dim=-1)  # (B, Hkv, picked)
+        keys = (best[..., None] * PAGE + torch.arange(PAGE, device=query.device)).flatten(-2)
+        near = window_start[:, :, None]
+        valid = (scores > float("-inf"))[..., None].expand(-1, -1, -1, PAGE).flatten(-2)
+        valid = valid & (keys >= s.sinks) & (keys < near) & (keys <= position[:, :, None])
+        return keys, valid  # keys of a last, partial page may lie past the cache: never valid, clamp to read
+
+
+PATTERNS: dict[str, Pattern] = {p.name: p for p in (SlidingWindowSinks(), LocalGlobal(), RandomBlocks(), QuestPages())}
 
 
 def pattern_for(settings: SparseSettings, causal: bool) -> Pattern:

@@ -17,6 +17,8 @@ from ..options import DEFAULT_MODEL, SparseSettings
 from . import __doc__ as _package_doc
 from .decode import DECODE_COLUMNS, auto_choice, decode_table, plot_decode
 from .experiments import EXPERIMENT_COLUMNS, plot_experiments, run_experiments
+from .frontier import DENSITIES, FRONTIER_COLUMNS, LENGTHS, STEPS, frontier, plot_frontier
+from .frontier import QUICK_LENGTHS as FRONTIER_QUICK_LENGTHS
 from .precision import PRECISION_COLUMNS, precision_table
 from .report import format_table, machine, plot_precisions, plot_sweep, write_outputs
 from .serve import SERVE_COLUMNS, plot_serve, serve_table
@@ -26,7 +28,10 @@ from .sweep import QUICK_LENGTHS, SWEEP_COLUMNS, Progress, SweepConfig, sweep
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine.bench", description=_package_doc.splitlines()[0])
     parser.add_argument(
-        "suite", nargs="?", default="attention", choices=("attention", "precision", "compare", "decode", "serve")
+        "suite",
+        nargs="?",
+        default="attention",
+        choices=("attention", "precision", "compare", "decode", "serve", "frontier"),
     )
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--quick", action="store_true", help="a short sweep (about a minute on a laptop CPU)")
@@ -46,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--users", default="1,2,4,8,16", help="serve: concurrent user counts")
     parser.add_argument("--per-user", type=int, default=2, help="serve: requests each user sends, one after another")
+    parser.add_argument("--densities", help="frontier: budgets as shares of the length (default 0.06,0.12)")
     parser.add_argument("--out", type=Path, help="write JSON, CSV and PNG here")
     return parser
 
@@ -83,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
             rows = serve_table(args.model, precision, users, args.per_user, new_tokens, _report("serve"))
             columns, stem, plot = SERVE_COLUMNS, "serve", plot_serve
             meta = {"model": args.model, "precision": precision, "new_tokens": new_tokens, "machine": machine()}
+        elif args.suite == "frontier":
+            precision = (_csv(args.precisions) or ("auto",))[0]
+            lengths = _csv(args.lengths, int) or (FRONTIER_QUICK_LENGTHS if args.quick else LENGTHS)
+            densities = _csv(args.densities, float) or DENSITIES
+            rows = frontier(args.model, precision, lengths, densities, progress=_report("frontier"))
+            columns, stem, plot = FRONTIER_COLUMNS, "frontier", plot_frontier
+            meta = {"model": args.model, "precision": precision, "steps": STEPS, "machine": machine()}
         elif args.suite == "compare":
             runs = dict((k, int(v)) for k, v in (item.split("=") for item in _csv(args.runs))) if args.runs else None
             rows = run_experiments(args.model, runs, _report("compare"))

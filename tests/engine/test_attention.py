@@ -264,3 +264,89 @@ def test_sparse_decode_step_attends_exactly_to_the_pattern(pattern_name, positio
             attn_mask=allowed,
         )
         assert torch.allclose(got[row : row + 1], expected.transpose(1, 2), atol=1e-5)
+
+
+def quest_reference_mask(query, key, position: int, settings: SparseSettings, written) -> torch.Tensor:
+    """Quest written out for one sequence, loop by loop: per KV head, each page's bound over its
+    written keys up to the query, the best `budget // 16` pages outside the sinks and the window,
+    then the keys the query attends to, (H, length) bool, one row per query head."""
+    heads, kv_heads, length = query.shape[0], key.shape[0], key.shape[1]
+    groups, page, pages = heads // kv_heads, 16, -(-length // 16)
+    window_start = position - settings.window + 1
+    allowed = torch.zeros(heads, length, dtype=torch.bool)
+    for kv in range(kv_heads):
+        scores = {}
+        for p in range(pages):
+            start = p * page
+            members = [i for i in range(start, min(start + page, length)) if i <= position and written[i]]
+            if not (start + page > settings.sinks and start < window_start and start <= position) or not members:
+                continue
+            keys = key[kv, members]
+            lo, hi = keys.amin(0), keys.amax(0)
+            qs = query[kv * groups : (kv + 1) * groups]
+            scores[p] = max(float(torch.maximum(q * lo, q * hi).sum()) for q in qs)
+        chosen = sorted(scores, key=scores.get, reverse=True)[: settings.budget // page]
+        for i in range(length):
+            near = i < settings.sinks or i >= window_start or i // page in chosen
+            allowed[kv * groups : (kv + 1) * groups, i] = near and i <= position and bool(written[i])
+    return allowed
+
+
+@pytest.mark.parametrize("positions", [(150, 60), (202, 17), (30, 202)])
+@pytest.mark.parametrize(("window", "budget"), [(16, 32), (40, 64)])
+def test_quest_decode_step_attends_exactly_to_its_pages(positions, window, budget):
+    """The Quest decode step (pages scored against each query, per KV head, then the gathered keys)
+    equals SDPA under Quest's mask written out by hand: a 203-slot cache (not a page multiple), GQA
+    (6 query heads on 2 KV heads), stale keys past each position, and padding in the first row."""
+    from engine.attention.hook import _sparse_one_query, studio_mask
+
+    torch.manual_seed(2)
+    settings = SparseSettings(window=window, sinks=4, pattern="quest", budget=budget)
+    length, h, hkv, d = 203, 6, 2, 8
+    query, key, value = torch.randn(2, h, 1, d), torch.randn(2, hkv, length, d), torch.randn(2, hkv, length, d)
+    at = torch.tensor(positions)[:, None]
+    reads = torch.arange(length) <= at
+    reads[0, 5:9] = False  # padding inside the first sequence
+    mask = studio_mask(2, 1, length, q_offset=length - 1, kv_offset=0, attention_mask=reads)
+    got, _ = _sparse_one_query(query, key, value, mask, PATTERNS["quest"], settings, None, None, at)
+    for row, position in enumerate(positions):
+        allowed = quest_reference_mask(
+            query[row, :, 0], key[row], position, settings, torch.ones(length, dtype=torch.bool)
+        )
+        allowed &= reads[row]
+        expected = F.scaled_dot_product_attention(
+            query[row : row + 1],
+            key[row : row + 1].repeat_interleave(h // hkv, 1),
+            value[row : row + 1].repeat_interleave(h // hkv, 1),
+            attn_mask=allowed[None, :, None, :],
+        )
+        assert torch.allclose(got[row : row + 1], expected.transpose(1, 2), atol=1e-5)
+        # sinks + window + the budget's pages, of a larger cache: the step reads a small share of it
+        assert allowed[0].sum() <= settings.sinks + window + budget
+
+
+def test_a_row_cache_keeps_the_page_bounds_of_what_each_row_wrote():
+    """Prefill sets a row's bounds (a former sequence's keys past the prompt do not count); each decode
+    step updates the page it writes to; a moved row takes its bounds along."""
+    from engine.attention.patterns import page_bounds
+    from engine.row_cache import RowCache
+
+    torch.manual_seed(3)
+    cache = RowCache(layers=1, capacity=2, length=64, pages=True)
+    layer = cache.layers[0]
+    with torch.inference_mode():
+        for row, n in ((0, 40), (1, 21)):
+            cache.prefill(row)
+            layer.update(torch.randn(1, 2, n, 8), torch.randn(1, 2, n, 8))
+        cache.prefill(0)  # a new, shorter sequence in row 0: its bounds ignore the old keys past 10
+        layer.update(torch.randn(1, 2, 10, 8), torch.randn(1, 2, 10, 8))
+        lengths = [10, 21]
+        for _ in range(7):
+            cache.decode(torch.tensor(lengths), 64)
+            layer.update(torch.randn(2, 2, 1, 8), torch.randn(2, 2, 1, 8))
+            lengths = [n + 1 for n in lengths]
+        for row, n in enumerate(lengths):
+            low, high = page_bounds(layer.keys[row], torch.arange(64) < n)
+            assert torch.equal(layer.low[row], low) and torch.equal(layer.high[row], high)
+        cache.move_row(1, 0)
+        assert torch.equal(layer.low[0], layer.low[1]) and torch.equal(layer.keys[0], layer.keys[1])

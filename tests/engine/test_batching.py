@@ -13,6 +13,7 @@ import torch
 from test_engine import ask
 
 from engine import Chunk, Comparison, GenerationRequest, ModelCache, Result, run, stream_request
+from engine.attention.hook import AttentionChoice
 from engine.batching import Batch, planned_bytes
 from engine.decode import DENSE
 
@@ -54,13 +55,15 @@ def together(cache: ModelCache, requests: list[GenerationRequest]) -> list[Resul
         return [future.result(timeout=120) for future in futures]
 
 
-@pytest.mark.parametrize("attention", ["dense", "sparse"])
-def test_a_request_gives_the_same_tokens_alone_and_in_a_batch(cache, attention):
-    """Greedy, different prompt lengths, dense and sparse (an 8-key window: the rows' own positions
-    decide their keys), plus one seeded sampling request: each row as it was alone. In fp32: a batch
-    multiplies matrices in another order than one row does, and bf16's rounding (~0.002 on these
-    logits) would flip near-ties of this random model."""
-    options = {"max_new_tokens": 10, "attention": attention, "window": 8, "sinks": 2, "precision": "fp32"}
+@pytest.mark.parametrize(("attention", "pattern"), [("dense", "auto"), ("sparse", "auto"), ("sparse", "quest")])
+def test_a_request_gives_the_same_tokens_alone_and_in_a_batch(cache, attention, pattern):
+    """Greedy, different prompt lengths, dense, sparse (an 8-key window: the rows' own positions
+    decide their keys) and Quest (pages picked by each row's own query and keys), plus one seeded
+    sampling request: each row as it was alone. In fp32: a batch multiplies matrices in another order
+    than one row does, and bf16's rounding (~0.002 on these logits) would flip near-ties of this
+    random model."""
+    options = {"max_new_tokens": 10, "attention": attention, "window": 8, "sinks": 2, "precision": "fp32",
+               "pattern": pattern, "budget": 16}  # fmt: skip
     requests = [ask("tiny-llama", text=text, **options) for text in TEXTS]
     requests.append(ask("tiny-llama", text=TEXTS[1], temperature=0.9, seed=7, **options))
     alone = [run(request, cache) for request in requests]
@@ -73,11 +76,14 @@ def test_a_request_gives_the_same_tokens_alone_and_in_a_batch(cache, attention):
     assert wait_until(lambda: not cache.get("tiny-llama", "fp32").batches.by_key)  # their caches are freed
 
 
-def test_a_compiled_batched_step_gives_the_eager_tokens(cache):
-    requests = [ask("tiny-llama", text=text, max_new_tokens=8, precision="fp32") for text in TEXTS[:2]]
+@pytest.mark.parametrize("pattern", [None, "quest"])
+def test_a_compiled_batched_step_gives_the_eager_tokens(cache, pattern):
+    sparse = {"attention": "sparse", "pattern": pattern, "window": 8, "sinks": 2, "budget": 16} if pattern else {}
+    requests = [ask("tiny-llama", text=text, max_new_tokens=8, precision="fp32", **sparse) for text in TEXTS[2:]]
     eager = together(cache, requests)
     compiled_decode = cache.get("tiny-llama", "fp32").compiled
-    compiled_decode.compile_now(64, batch=2)
+    choice = AttentionChoice("sparse", requests[0].options.sparse) if pattern else DENSE
+    compiled_decode.compile_now(64, choice, batch=2)
     assert not compiled_decode.failures
     compiled = together(cache, requests)
     assert [r.metrics.decode_path for r in compiled] == ["compiled", "compiled"]
@@ -162,7 +168,7 @@ def test_a_batch_cache_takes_what_was_planned_and_counts_in_the_budget(cache):
     batch.add(
         Row(decoding, deliver=lambda item: None, cancelled=lambda: False, memory=PeakMemory(loaded.device), queue_s=0)
     )
-    assert batch.memory_bytes() == planned_bytes(loaded, 256, 4) > 0
+    assert batch.memory_bytes() == planned_bytes(loaded, (256, DENSE), 4) > 0
     assert cache.used_mb() == pytest.approx(before + batch.memory_bytes() / 2**20)
 
 

@@ -267,3 +267,29 @@ def test_serve_suite_runs_users_batched_and_one_at_a_time(tiny_env, tmp_path, ca
     assert rows[1]["mean_batch"] > 1
     assert rows[0]["vs_one_user"] == 1 and (tmp_path / "serve.png").read_bytes()[:4] == b"\x89PNG"
     assert "tokens_per_s" in capsys.readouterr().out
+
+
+def test_frontier_suite_scores_patterns_against_dense(tiny_env, tmp_path, capsys):
+    """`python -m engine.bench frontier` on a tiny model: per text, dense and each pattern at the
+    budget, with the JSON fields the frontier's readers use; dense scores itself perfectly, the
+    sparse rows keep a share of the keys and of the attention mass, and each row is measured."""
+    argv = ["frontier", "--model", "tiny-llama", "--precisions", "fp32", "--lengths", "160", "--densities", "0.6"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "frontier.json").read_text())["rows"]
+    assert [(r["text"], r["pattern"]) for r in rows] == [
+        (text, pattern) for text in ("prose", "code") for pattern in ("dense", "sliding_sinks", "quest")
+    ]
+    wanted = {"pattern", "length", "budget", "density", "kl_mean", "top1_agreement", "mass_recall",
+              "prefill_speedup", "decode_speedup"}  # fmt: skip
+    assert all(wanted <= set(r) for r in rows)
+    for r in rows:
+        if r["pattern"] == "dense":
+            assert (r["kl_mean"], r["top1_agreement"], r["density"], r["mass_recall"]) == (0, 1, 1, 1)
+        else:
+            assert 0 < r["density"] < 1 and 0 < r["mass_recall"] < 1 and r["kl_mean"] >= 0
+            assert r["decode_low"] <= r["decode_speedup"] <= r["decode_high"] and r["prefill_ms"] > 0
+    sliding = [r for r in rows if r["pattern"] == "sliding_sinks"]
+    # the window takes 96 - 4 sinks of the keys before each of the steps (at 160 to 183)
+    assert all(abs(r["density"] - 96 / 172) < 0.03 for r in sliding)
+    assert (tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+    assert "mass_recall" in capsys.readouterr().out

@@ -1,0 +1,224 @@
+"""The speed-quality frontier of sparse attention at decode: `python -m engine.bench frontier`.
+
+For each long real text and length: the prompt (`length` tokens) is prefilled the way a request with
+that pattern would be, then the text's next STEPS tokens are fed one decode step at a time (teacher
+forcing). Each pattern's next-token distributions are compared with dense attention's on the same
+tokens: mean KL(dense || pattern), top-1 agreement and perplexity. On sampled layers, a probe reads
+what each step kept and measures the attention-mass recall: the share of dense attention
+probability that falls on the kept keys, averaged over heads and steps, and the density, the share
+of keys kept. Prefill and decode step times are measured on the same runs: decode as the median
+ratio of paired steps with an interval (engine.compare's statistics), prefill from one run each.
+
+Patterns at the same budget (keys each decode step reads, a share of the length): the sliding
+window with sinks spends it all on the most recent keys; Quest keeps a LOCAL_WINDOW and picks the
+rest by content, page by page.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from importlib.util import find_spec
+from pathlib import Path
+
+import torch
+
+from ..attention.hook import DENSE, AttentionChoice, AttentionStats, probe_attention
+from ..attention.patterns import PAGE
+from ..cache import ModelCache, default_cache
+from ..compare import compare_timing, distribution_quality
+from ..data import long_document
+from ..decode import IN_FLIGHT, bucket_for, decode_step, keeps_pages
+from ..loader import LoadedModel
+from ..options import SparseSettings
+from ..row_cache import RowCache
+from .report import figure_panels
+from .sweep import Progress
+
+LENGTHS = (2048, 4096, 8192)
+QUICK_LENGTHS = (2048, 4096)
+DENSITIES = (0.06, 0.12)  # budgets: keys each decode step reads, as a share of the prompt
+STEPS = 24  # teacher-forced decode steps scored per text and length
+SINKS = 4
+LOCAL_WINDOW = 64  # Quest's own recent keys; the rest of its budget goes to pages
+PATTERNS = ("sliding_sinks", "quest")
+PROBED_LAYERS = 4  # layers whose steps the probe measures, spread over the depth
+
+
+def texts() -> dict[str, str]:
+    """Two long real texts of different kinds, offline: English prose (the sample document, then
+    Python's reference documentation that ships with the interpreter) and code (the standard
+    library's argparse module)."""
+    import pydoc_data.topics
+
+    prose = long_document() + "\n\n" + "\n\n".join(pydoc_data.topics.topics.values())
+    code = Path(find_spec("argparse").origin).read_text()
+    return {"prose": prose, "code": code}
+
+
+@dataclass
+class FrontierRow:
+    text: str
+    length: int
+    pattern: str
+    budget: int  # keys each decode step may read (dense: all)
+    density: float  # share of the keys before each step that it kept (measured on the probed layers)
+    kl_mean: float
+    top1_agreement: float
+    perplexity: float
+    perplexity_dense: float
+    mass_recall: float  # share of dense attention probability on the kept keys (probed layers, all heads)
+    prefill_ms: float
+    prefill_speedup: float  # dense prefill ms / this pattern's (one run each)
+    decode_ms: float  # median decode step
+    decode_speedup: float  # median of paired step ratios, dense / this pattern; above 1 = faster
+    decode_low: float
+    decode_high: float
+    decode_verdict: str
+
+
+FRONTIER_COLUMNS = [
+    "text", "length", "pattern", "budget", "density", "kl_mean", "top1_agreement", "perplexity", "mass_recall",
+    "prefill_speedup", "decode_ms", "decode_speedup", "decode_low", "decode_high", "decode_verdict",
+]  # fmt: skip
+
+
+def settings_for(pattern: str, budget: int) -> SparseSettings:
+    """`budget` keys per decode step: the sliding window spends all but the sinks on recent keys;
+    Quest keeps LOCAL_WINDOW recent keys and whole pages for the rest."""
+    if pattern == "quest":
+        pages = max(1, (budget - SINKS - LOCAL_WINDOW) // PAGE)
+        return SparseSettings(window=LOCAL_WINDOW, sinks=SINKS, pattern="quest", budget=pages * PAGE)
+    return SparseSettings(window=budget - SINKS, sinks=SINKS, pattern=pattern)
+
+
+@dataclass
+class _Run:
+    logprobs: torch.Tensor  # (STEPS, vocab): the next-token distributions at the scored positions
+    prefill_ms: float
+    step_ms: list[float]
+    kept: list[float]  # probed: share of keys kept, per (layer, step)
+    recall: list[float]  # probed: share of dense attention mass on them, per (layer, step, head)
+
+
+def _probe(layers: set[int], kept: list[float], recall: list[float]):
+    def probe(layer: int, query, key, rows, keep) -> None:
+        if layer not in layers:
+            return
+        heads, kv_heads, dim = query.shape[1], key.shape[1], query.shape[-1]
+        q = query[0, :, 0].float().reshape(kv_heads, heads // kv_heads, dim)
+        probs = torch.softmax((q @ key[0].float().transpose(-1, -2)) * dim**-0.5, dim=-1)  # (Hkv, G, L)
+        counted = keep[0, :, 0, :].expand(kv_heads, -1).float()
+        if rows is None:  # the rule over the whole cache
+            chosen = counted
+        else:  # a row may be listed twice (clamped, or in the sinks and the window): counted if any says so
+            chosen = torch.zeros(kv_heads, key.shape[2]).scatter_reduce_(1, rows[0], counted, reduce="amax")
+        kept.append(float(chosen.mean()))
+        recall.extend((probs * chosen[:, None, :]).sum(-1).flatten().tolist())
+
+    return probe
+
+
+def _run(loaded: LoadedModel, ids: torch.Tensor, length: int, choice: AttentionChoice, layers: set[int]) -> _Run:
+    """Prefill `length` tokens of `ids` with `choice`, then STEPS - 1 teacher-forced decode steps."""
+    model = loaded.model
+    cache = RowCache(model.config.num_hidden_layers, 1, bucket_for(length + STEPS), pages=keeps_pages(choice))
+    kept: list[float] = []
+    recall: list[float] = []
+    with torch.inference_mode(), probe_attention(_probe(layers, kept, recall)):
+        cache.prefill(0)
+        start = time.perf_counter()
+        out = model(input_ids=ids[:, :length], position_ids=torch.arange(length)[None], past_key_values=cache,
+                    use_cache=True, logits_to_keep=1, studio_choice=replace(choice, stats=AttentionStats()))  # fmt: skip
+        prefill_ms = (time.perf_counter() - start) * 1000
+        logits, step_ms = [out.logits[0, -1].float()], []
+        for t in range(STEPS - 1):
+            position = torch.tensor([length + t])
+            cache.decode(position, length + t + 1)
+            start = time.perf_counter()
+            logits.append(decode_step(model, ids[:, length + t : length + t + 1], position, cache, choice)[0].float())
+            step_ms.append((time.perf_counter() - start) * 1000)
+    return _Run(torch.log_softmax(torch.stack(logits), -1), prefill_ms, step_ms, kept, recall)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 1.0
+
+
+def _row(text: str, length: int, pattern: str, budget: int, run: _Run, dense: _Run, targets) -> FrontierRow:
+    quality = distribution_quality(dense.logprobs, run.logprobs, targets)
+    decode = compare_timing(dense.step_ms, run.step_ms)
+    prefill = compare_timing([dense.prefill_ms], [run.prefill_ms])
+    return FrontierRow(
+        text=text, length=length, pattern=pattern, budget=budget, density=_mean(run.kept),
+        kl_mean=quality.kl_mean, top1_agreement=quality.top1_agreement, perplexity=quality.perplexity_b,
+        perplexity_dense=quality.perplexity_a, mass_recall=_mean(run.recall), prefill_ms=run.prefill_ms,
+        prefill_speedup=prefill.ratio, decode_ms=sorted(run.step_ms)[len(run.step_ms) // 2],
+        decode_speedup=decode.ratio, decode_low=decode.low, decode_high=decode.high, decode_verdict=decode.verdict,
+    )  # fmt: skip
+
+
+def frontier(
+    model: str,
+    precision: str = "auto",
+    lengths: tuple[int, ...] = LENGTHS,
+    densities: tuple[float, ...] = DENSITIES,
+    cache: ModelCache | None = None,
+    progress: Progress | None = None,
+) -> list[FrontierRow]:
+    """Rows per text x length: dense, then each pattern at each budget (see the module docstring)."""
+    cache = cache or default_cache()
+    loaded = cache.get(model, precision)
+    report = progress or (lambda fraction, what: None)
+    with IN_FLIGHT.serving():
+        return cache.scheduler.call(lambda _: _frontier(loaded, lengths, densities, report), alone=True)
+
+
+def _frontier(loaded: LoadedModel, lengths, densities, report: Callable[[float, str], None]) -> list[FrontierRow]:
+    depth = loaded.model.config.num_hidden_layers
+    layers = {round(i * (depth - 1) / (PROBED_LAYERS - 1)) for i in range(PROBED_LAYERS)}
+    rows: list[FrontierRow] = []
+    corpus = {name: loaded.tokenizer(text)["input_ids"] for name, text in texts().items()}
+    points = [(name, length) for name in corpus for length in lengths]
+    for done, (name, length) in enumerate(points):
+        ids = torch.tensor([corpus[name][: length + STEPS]], device=loaded.device)
+        if ids.shape[1] < length + STEPS:
+            raise ValueError(f"the {name} text has only {ids.shape[1]} tokens")
+        targets = ids[0, length : length + STEPS]
+        report(done / len(points), f"{name}, {length} tokens: dense")
+        dense = _run(loaded, ids, length, DENSE, layers)
+        rows.append(_row(name, length, "dense", length, dense, dense, targets))
+        for density in densities:
+            budget = round(density * length)
+            for pattern in PATTERNS:
+                report(done / len(points), f"{name}, {length} tokens: {pattern} at {budget} keys")
+                choice = AttentionChoice("sparse", settings_for(pattern, budget))
+                rows.append(
+                    _row(name, length, pattern, budget, _run(loaded, ids, length, choice, layers), dense, targets)
+                )
+    report(1.0, "done")
+    return rows
+
+
+def plot_frontier(rows: list[FrontierRow], path: Path) -> None:
+    """Per length: decode speedup against mean KL to dense, one marker per pattern, both texts; the
+    Pareto front (no other point both faster and closer to dense) joined by a line."""
+    lengths = sorted({r.length for r in rows})
+    with figure_panels(path, [(length, f"{length} tokens") for length in lengths], (4.5, 3.8)) as pairs:
+        for ax, (length, title) in pairs:
+            points = [r for r in rows if r.length == length and r.pattern != "dense"]
+            for pattern, marker in zip(PATTERNS, "os", strict=True):
+                mine = [r for r in points if r.pattern == pattern]
+                ax.scatter([max(r.kl_mean, 1e-4) for r in mine], [r.decode_speedup for r in mine], marker=marker,
+                           label=pattern)  # fmt: skip
+                for r in mine:
+                    ax.annotate(f"{r.text} {r.density:.0%}", (max(r.kl_mean, 1e-4), r.decode_speedup), fontsize=6)
+            front = [p for p in points if not any(q.kl_mean < p.kl_mean and q.decode_speedup > p.decode_speedup
+                                                  for q in points)]  # fmt: skip
+            front.sort(key=lambda r: r.kl_mean)
+            ax.plot([max(r.kl_mean, 1e-4) for r in front], [r.decode_speedup for r in front], "k--", lw=0.8,
+                    label="Pareto front")  # fmt: skip
+            ax.axhline(1.0, color="grey", lw=0.5)
+            ax.set(xscale="log", xlabel="mean KL to dense (log)", ylabel="decode speedup vs dense", title=title)
+            ax.legend(fontsize=7)
