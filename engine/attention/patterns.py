@@ -202,8 +202,11 @@ class QuestPages:
         query heads that share the KV head."""
         b, heads, _, dim = query.shape
         kv_heads, pages = low.shape[1], low.shape[2]
-        q = query.reshape(b, kv_heads, heads // kv_heads, 1, dim).float()
-        bound = torch.maximum(q * low[:, :, None].float(), q * high[:, :, None].float()).sum(-1).amax(2)
+        q = query.reshape(b, kv_heads, heads // kv_heads, dim).float()
+        # sum_d max(q_d min_d, q_d max_d) = q+ . max + q- . min (q+, q-: the positive and negative parts):
+        # two small matmuls instead of products over every (head, page, channel)
+        bound = q.clamp(min=0) @ high.float().transpose(-1, -2) + q.clamp(max=0) @ low.float().transpose(-1, -2)
+        bound = bound.amax(2)  # (B, Hkv, pages)
         start = torch.arange(pages, device=query.device) * PAGE
         window_start = position - s.window + 1  # (B, 1)
         # a page counts if it holds a key that neither the sinks nor the window read, at or before the query
