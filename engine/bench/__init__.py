@@ -1,6 +1,6 @@
 """Benchmarks (not tests): `python -m engine.bench`.
 
-Two suites, each printing a table and, with `--out DIR`, writing JSON, CSV and a PNG plot:
+The suites each print a table and, with `--out DIR`, writing JSON, CSV and a PNG plot:
 - `attention` (default, `sweep.py`): sequence length x attention mode x precision. For each point the
   attention op alone at the model's shapes (one layer, prefill and one decode step) and the whole
   model (prefill ms, decode tokens/s, peak memory). Next to each sparse speedup: the theoretical
@@ -9,6 +9,8 @@ Two suites, each printing a table and, with `--out DIR`, writing JSON, CSV and a
   and greedy agreement with fp32 (what `auto` on CPU is chosen from).
 - `compare` (`experiments.py`): the comparison statistics on real requests: identical settings
   (every verdict should be `same`), dense vs sparse on the long document, fp32 vs nf4 on a chat.
+- `frontier` (`frontier.py`): sparse decode patterns (the sliding window, Quest) at budgets, against
+  dense on long prose and code: teacher-forced quality, attention-mass recall, density, speedups.
 
 Dense and sparse (and any A and B) are timed in interleaved, paired trials and compared with the
 product's own statistics (engine.compare): median ratio, 95% interval, verdict, noise floor.

@@ -202,8 +202,8 @@ def _frontier(loaded: LoadedModel, lengths, densities, report: Callable[[float, 
 
 
 def plot_frontier(rows: list[FrontierRow], path: Path) -> None:
-    """Per length: decode speedup against mean KL to dense, one marker per pattern, both texts; the
-    Pareto front (no other point both faster and closer to dense) joined by a line."""
+    """Per length: decode speedup against mean KL to dense, one marker per pattern, both texts; each
+    text's Pareto front (no other point on it both faster and closer to dense) joined by a line."""
     lengths = sorted({r.length for r in rows})
     with figure_panels(path, [(length, f"{length} tokens") for length in lengths], (4.5, 3.8)) as pairs:
         for ax, (length, title) in pairs:
@@ -214,11 +214,12 @@ def plot_frontier(rows: list[FrontierRow], path: Path) -> None:
                            label=pattern)  # fmt: skip
                 for r in mine:
                     ax.annotate(f"{r.text} {r.density:.0%}", (max(r.kl_mean, 1e-4), r.decode_speedup), fontsize=6)
-            front = [p for p in points if not any(q.kl_mean < p.kl_mean and q.decode_speedup > p.decode_speedup
-                                                  for q in points)]  # fmt: skip
-            front.sort(key=lambda r: r.kl_mean)
-            ax.plot([max(r.kl_mean, 1e-4) for r in front], [r.decode_speedup for r in front], "k--", lw=0.8,
-                    label="Pareto front")  # fmt: skip
+            for text, style in zip(sorted({r.text for r in points}), ("k--", "k:"), strict=False):
+                same = [r for r in points if r.text == text]  # a front compares points on one text
+                front = sorted((p for p in same if not any(q.kl_mean < p.kl_mean and q.decode_speedup > p.decode_speedup
+                                                           for q in same)), key=lambda r: r.kl_mean)  # fmt: skip
+                ax.plot([max(r.kl_mean, 1e-4) for r in front], [r.decode_speedup for r in front], style, lw=0.8,
+                        label=f"Pareto front, {text}")  # fmt: skip
             ax.axhline(1.0, color="grey", lw=0.5)
             ax.set(xscale="log", xlabel="mean KL to dense (log)", ylabel="decode speedup vs dense", title=title)
             ax.legend(fontsize=7)
