@@ -1,6 +1,6 @@
 """Benchmarks (not tests): `python -m engine.bench`.
 
-The suites each print a table and, with `--out DIR`, writing JSON, CSV and a PNG plot:
+The suites each print a table and, with `--out DIR`, write JSON, CSV and a PNG plot:
 - `attention` (default, `sweep.py`): sequence length x attention mode x precision. For each point the
   attention op alone at the model's shapes (one layer, prefill and one decode step) and the whole
   model (prefill ms, decode tokens/s, peak memory). Next to each sparse speedup: the theoretical
