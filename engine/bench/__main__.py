@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--users", default="1,2,4,8,16", help="serve: concurrent user counts")
     parser.add_argument("--per-user", type=int, default=2, help="serve: requests each user sends, one after another")
     parser.add_argument("--densities", help="frontier: budgets as shares of the length (default 0.06,0.12)")
+    parser.add_argument("--compiled", action="store_true", help="frontier: also time the compiled decode steps")
     parser.add_argument("--out", type=Path, help="write JSON, CSV and PNG here")
     return parser
 
@@ -93,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
             precision = (_csv(args.precisions) or ("auto",))[0]
             lengths = _csv(args.lengths, int) or (FRONTIER_QUICK_LENGTHS if args.quick else LENGTHS)
             densities = _csv(args.densities, float) or DENSITIES
-            rows = frontier(args.model, precision, lengths, densities, progress=_report("frontier"))
+            rows = frontier(
+                args.model, precision, lengths, densities, progress=_report("frontier"), compiled=args.compiled
+            )
             columns, stem, plot = FRONTIER_COLUMNS, "frontier", plot_frontier
             meta = {"model": args.model, "precision": precision, "steps": STEPS, "machine": machine()}
         elif args.suite == "compare":

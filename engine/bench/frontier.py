@@ -1,13 +1,15 @@
 """The speed-quality frontier of sparse attention at decode: `python -m engine.bench frontier`.
 
-For each long real text and length: the prompt (`length` tokens) is prefilled the way a request with
-that pattern would be, then the text's next STEPS tokens are fed one decode step at a time (teacher
-forcing). Each pattern's next-token distributions are compared with dense attention's on the same
+For each long real text and length: the prompt (`length` - STEPS tokens) is prefilled the way a
+request with that pattern would be, then the text's next STEPS tokens are fed one decode step at a
+time (teacher forcing), so the cache ends `length` long and fills its length bucket exactly. Each pattern's next-token distributions are compared with dense attention's on the same
 tokens: mean KL(dense || pattern), top-1 agreement and perplexity. On sampled layers, a probe reads
 what each step kept and measures the attention-mass recall: the share of dense attention
 probability that falls on the kept keys, averaged over heads and steps, and the density, the share
 of keys kept. Prefill and decode step times are measured on the same runs: decode as the median
 ratio of paired steps with an interval (engine.compare's statistics), prefill from one run each.
+With `compiled`, the decode steps are timed again through the compiled step each pattern's requests
+would use (engine.decode), after compiling it; quality and the probe always come from eager steps.
 
 Patterns at the same budget (keys each decode step reads, a share of the length): the sliding
 window with sinks spends it all on the most recent keys; Quest keeps a LOCAL_WINDOW and picks the
@@ -29,7 +31,7 @@ from ..attention.patterns import PAGE
 from ..cache import ModelCache, default_cache
 from ..compare import compare_timing, distribution_quality
 from ..data import long_document
-from ..decode import IN_FLIGHT, bucket_for, decode_step, keeps_pages
+from ..decode import IN_FLIGHT, bucket_for, decode_step, keeps_pages, step_key
 from ..loader import LoadedModel
 from ..options import SparseSettings
 from ..row_cache import RowCache
@@ -76,11 +78,12 @@ class FrontierRow:
     decode_low: float
     decode_high: float
     decode_verdict: str
+    decode_path: str  # eager | compiled: which decode step the timings are of
 
 
 FRONTIER_COLUMNS = [
     "text", "length", "pattern", "budget", "density", "kl_mean", "top1_agreement", "perplexity", "mass_recall",
-    "prefill_speedup", "decode_ms", "decode_speedup", "decode_low", "decode_high", "decode_verdict",
+    "prefill_speedup", "decode_ms", "decode_speedup", "decode_low", "decode_high", "decode_verdict", "decode_path",
 ]  # fmt: skip
 
 
@@ -120,10 +123,21 @@ def _probe(layers: set[int], kept: list[float], recall: list[float]):
     return probe
 
 
-def _run(loaded: LoadedModel, ids: torch.Tensor, length: int, choice: AttentionChoice, layers: set[int]) -> _Run:
-    """Prefill `length` tokens of `ids` with `choice`, then STEPS - 1 teacher-forced decode steps."""
+def _run(
+    loaded: LoadedModel, ids: torch.Tensor, length: int, choice: AttentionChoice, layers: set[int], compiled: bool
+) -> _Run:
+    """Prefill `length` tokens of `ids` with `choice`, then STEPS - 1 teacher-forced decode steps
+    (eager, or the compiled step, compiled first)."""
     model = loaded.model
-    cache = RowCache(model.config.num_hidden_layers, 1, bucket_for(length + STEPS), pages=keeps_pages(choice))
+    bucket = bucket_for(length + STEPS)
+    step = None
+    if compiled:  # the step is traced on caches of the batch capacity: this cache takes that shape
+        loaded.compiled.compile_now(length + STEPS, choice)
+        step = loaded.compiled.step(step_key(bucket, choice), 1)
+        if step is None:
+            raise RuntimeError(f"the decode step did not compile: {loaded.compiled.failures}")
+    rows = loaded.compiled.capacity if compiled else 1
+    cache = RowCache(model.config.num_hidden_layers, rows, bucket, pages=keeps_pages(choice))
     kept: list[float] = []
     recall: list[float] = []
     with torch.inference_mode(), probe_attention(_probe(layers, kept, recall)):
@@ -134,28 +148,41 @@ def _run(loaded: LoadedModel, ids: torch.Tensor, length: int, choice: AttentionC
         prefill_ms = (time.perf_counter() - start) * 1000
         logits, step_ms = [out.logits[0, -1].float()], []
         for t in range(STEPS - 1):
-            position = torch.tensor([length + t])
-            cache.decode(position, length + t + 1)
+            position, token = torch.tensor([length + t]), ids[:, length + t : length + t + 1]
             start = time.perf_counter()
-            logits.append(decode_step(model, ids[:, length + t : length + t + 1], position, cache, choice)[0].float())
+            if step is not None:
+                logits.append(step.run(token, position, cache)[0].float())
+            else:
+                cache.decode(position, length + t + 1)
+                logits.append(decode_step(model, token, position, cache, choice)[0].float())
             step_ms.append((time.perf_counter() - start) * 1000)
     return _Run(torch.log_softmax(torch.stack(logits), -1), prefill_ms, step_ms, kept, recall)
+
+
+def _measured(loaded: LoadedModel, ids, prompt: int, choice: AttentionChoice, layers: set[int], compiled: bool):
+    """(the eager run, the run whose decode steps are timed: the compiled one with `compiled`)."""
+    eager = _run(loaded, ids, prompt, choice, layers, compiled=False)
+    return eager, (_run(loaded, ids, prompt, choice, layers, compiled=True) if compiled else eager)
 
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 1.0
 
 
-def _row(text: str, length: int, pattern: str, budget: int, run: _Run, dense: _Run, targets) -> FrontierRow:
+def _row(
+    text: str, length: int, pattern: str, budget: int, run: _Run, dense: _Run, targets, timed: tuple[_Run, _Run]
+) -> FrontierRow:
+    """`run` against `dense` (eager); decode timings from `timed`: (dense's, the pattern's) timed runs."""
     quality = distribution_quality(dense.logprobs, run.logprobs, targets)
-    decode = compare_timing(dense.step_ms, run.step_ms)
+    decode = compare_timing(timed[0].step_ms, timed[1].step_ms)
     prefill = compare_timing([dense.prefill_ms], [run.prefill_ms])
     return FrontierRow(
         text=text, length=length, pattern=pattern, budget=budget, density=_mean(run.kept),
         kl_mean=quality.kl_mean, top1_agreement=quality.top1_agreement, perplexity=quality.perplexity_b,
         perplexity_dense=quality.perplexity_a, mass_recall=_mean(run.recall), prefill_ms=run.prefill_ms,
-        prefill_speedup=prefill.ratio, decode_ms=sorted(run.step_ms)[len(run.step_ms) // 2],
+        prefill_speedup=prefill.ratio, decode_ms=sorted(timed[1].step_ms)[len(timed[1].step_ms) // 2],
         decode_speedup=decode.ratio, decode_low=decode.low, decode_high=decode.high, decode_verdict=decode.verdict,
+        decode_path="compiled" if timed[1] is not run else "eager",
     )  # fmt: skip
 
 
@@ -166,37 +193,41 @@ def frontier(
     densities: tuple[float, ...] = DENSITIES,
     cache: ModelCache | None = None,
     progress: Progress | None = None,
+    compiled: bool = False,
 ) -> list[FrontierRow]:
     """Rows per text x length: dense, then each pattern at each budget (see the module docstring)."""
     cache = cache or default_cache()
     loaded = cache.get(model, precision)
     report = progress or (lambda fraction, what: None)
     with IN_FLIGHT.serving():
-        return cache.scheduler.call(lambda _: _frontier(loaded, lengths, densities, report), alone=True)
+        return cache.scheduler.call(lambda _: _frontier(loaded, lengths, densities, report, compiled), alone=True)
 
 
-def _frontier(loaded: LoadedModel, lengths, densities, report: Callable[[float, str], None]) -> list[FrontierRow]:
+def _frontier(
+    loaded: LoadedModel, lengths, densities, report: Callable[[float, str], None], compiled: bool
+) -> list[FrontierRow]:
     depth = loaded.model.config.num_hidden_layers
     layers = {round(i * (depth - 1) / (PROBED_LAYERS - 1)) for i in range(PROBED_LAYERS)}
     rows: list[FrontierRow] = []
     corpus = {name: loaded.tokenizer(text)["input_ids"] for name, text in texts().items()}
     points = [(name, length) for name in corpus for length in lengths]
     for done, (name, length) in enumerate(points):
-        ids = torch.tensor([corpus[name][: length + STEPS]], device=loaded.device)
-        if ids.shape[1] < length + STEPS:
+        prompt = length - STEPS
+        ids = torch.tensor([corpus[name][:length]], device=loaded.device)
+        if ids.shape[1] < length:
             raise ValueError(f"the {name} text has only {ids.shape[1]} tokens")
-        targets = ids[0, length : length + STEPS]
+        targets = ids[0, prompt:]
+
         report(done / len(points), f"{name}, {length} tokens: dense")
-        dense = _run(loaded, ids, length, DENSE, layers)
-        rows.append(_row(name, length, "dense", length, dense, dense, targets))
+        dense, dense_timed = _measured(loaded, ids, prompt, DENSE, layers, compiled)
+        rows.append(_row(name, length, "dense", length, dense, dense, targets, (dense_timed, dense_timed)))
         for density in densities:
             budget = round(density * length)
             for pattern in PATTERNS:
                 report(done / len(points), f"{name}, {length} tokens: {pattern} at {budget} keys")
                 choice = AttentionChoice("sparse", settings_for(pattern, budget))
-                rows.append(
-                    _row(name, length, pattern, budget, _run(loaded, ids, length, choice, layers), dense, targets)
-                )
+                run, timed = _measured(loaded, ids, prompt, choice, layers, compiled)
+                rows.append(_row(name, length, pattern, budget, run, dense, targets, (dense_timed, timed)))
     report(1.0, "done")
     return rows
 
