@@ -132,8 +132,10 @@ def _run(
     bucket = bucket_for(length + STEPS)
     step = None
     if compiled:  # the step is traced on caches of the batch capacity: this cache takes that shape
-        loaded.compiled.compile_now(length + STEPS, choice)
-        step = loaded.compiled.step(step_key(bucket, choice), 1)
+        key = step_key(bucket, choice)
+        if (key, 1) not in loaded.compiled.compile_seconds:  # once per step: each compile holds its memory
+            loaded.compiled.compile_now(length + STEPS, choice)
+        step = loaded.compiled.step(key, 1)
         if step is None:
             raise RuntimeError(f"the decode step did not compile: {loaded.compiled.failures}")
     rows = loaded.compiled.capacity if compiled else 1
