@@ -26,7 +26,7 @@ from transformers.generation.logits_process import (
 from .attention import AttentionStats, use_attention
 from .errors import InputError
 from .loader import LoadedModel
-from .metrics import PeakMemory, now
+from .metrics import PeakMemory, decode_rate, now
 from .options import RunOptions
 from .prompt import Encoded, encode
 from .types import GenerationRequest, Metrics, Result
@@ -127,7 +127,7 @@ def _metrics(
     batch_size=1.0,
     queue_s=0.0,
 ) -> Metrics:
-    decode = (n_new - 1) / (gen_s - prefill_s) if n_new > 1 and gen_s > prefill_s else None
+    decode = decode_rate(n_new, prefill_s, gen_s)
     return Metrics(
         prefill_ms=prefill_s * 1000,
         ttft_ms=ttft_s * 1000,

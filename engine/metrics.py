@@ -8,6 +8,12 @@ from pathlib import Path
 import torch
 
 
+def decode_rate(new_tokens: int, first_s: float, last_s: float) -> float | None:
+    """Decode tokens/s: the tokens after the first over the time from the first to the last (None
+    under two tokens). Local and remote runs alike."""
+    return (new_tokens - 1) / (last_s - first_s) if new_tokens > 1 and last_s > first_s else None
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

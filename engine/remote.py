@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import openai
 
 from .errors import RemoteError
+from .metrics import decode_rate
 from .registry import ModelSpec
 from .settings import settings
 from .types import GenerationRequest, Metrics, Result
@@ -100,7 +101,7 @@ def _metrics(
     input_tokens: int | None,
     server: dict[str, float] | None,
 ) -> Metrics:
-    decode = (new_tokens - 1) / (last - first) if new_tokens > 1 and last > first else None
+    decode = decode_rate(new_tokens, first, last)
     return Metrics(
         prefill_ms=server.get("prompt_ms") if server else None,
         ttft_ms=((first or ended) - started) * 1000,
