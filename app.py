@@ -18,8 +18,10 @@ import gradio as gr
 
 from engine import (
     DEFAULT_MODEL,
+    MAP_TOKENS,
     OPTIONS,
     Chunk,
+    GenerationRequest,
     Option,
     Result,
     RunOptions,
@@ -29,11 +31,12 @@ from engine import (
     options_from,
     stream_request,
 )
+from engine import attention_map as measure_attention_map
 from engine.options import OPTION_BY_NAME
 from engine.report import comparison_line, from_payload, labelled, metrics_line, to_payload
 from engine.settings import settings
 from tasks import TaskInfo, classification, code, dialogue, lab, summarization, translation
-from tasks.render import comparison_figure, comparison_table, reference_text
+from tasks.render import attention_image, comparison_figure, comparison_table, reference_text
 
 try:
     SETTINGS = settings()
@@ -218,6 +221,34 @@ def generate_code(prompt: str, language: str, options: RunOptions, progress: gr.
         yield code.extract_code(reference_text(texts)), metrics
 
 
+def _attention_picture(build, layer: int, head: int, progress: gr.Progress):
+    """(image, data) of the attention map of the request `build()` makes."""
+    with _user_errors():
+        found = measure_attention_map(build(), int(layer), int(head), progress=_reporter(progress))
+    return attention_image(found), found.to_dict()
+
+
+@on_gpu
+@endpoint
+def attention_map(text: str, layer: int, head: int, options: RunOptions, progress: gr.Progress):
+    """The attention picture of a prompt at one layer and query head: the (query block, key block) tiles
+    the chosen attention computes at prefill, drawn over dense attention's probabilities, and the keys
+    the first decode step reads. Decoder (causal) models.
+
+    Args:
+        text: the prompt as the model reads it (no chat template applied)
+        layer: the layer, from 0
+        head: the query head, from 0
+    Returns:
+        the picture, and its data as JSON (tiles, density, mass recall, decode keys; the dense
+        probabilities for prompts up to MAP_TOKENS tokens, per tile beyond)
+    """
+    return _attention_picture(lambda: GenerationRequest(options, text=text), layer, head, progress)
+
+
+attention_map.__doc__ = attention_map.__doc__.replace("MAP_TOKENS", str(MAP_TOKENS))
+
+
 LAB_OPTIONS = ("model", "precision", "window", "sinks", "pattern", "block_size")
 
 
@@ -240,6 +271,26 @@ def benchmark(model: str, precision: str, lengths: list[int], window: float, sin
 
 benchmark.__doc__ = _documented(benchmark, [OPTION_BY_NAME[name] for name in LAB_OPTIONS])
 benchmark = on_gpu(benchmark)
+
+
+def frontier(model: str, precision: str, lengths: list[int], budgets: list[float], compiled: bool,
+                           progress=gr.Progress()):  # fmt: skip
+    """The speed-quality frontier of the sparse patterns (engine.bench frontier) on one model.
+
+    Args:
+        lengths: sequence lengths in tokens (2048, 4096, 8192)
+        budgets: keys each decode step reads, as shares of the length (e.g. 0.06, 0.12)
+        compiled: time the compiled decode steps (each compiled first) instead of eager ones
+    Returns:
+        the frontier plot (decode speedup against mean KL to dense, per length) and the table
+    """
+    with _user_errors():
+        options = options_from({"model": model, "precision": precision})
+        return lab.run_frontier(lengths, budgets, compiled, options, _reporter(progress))
+
+
+frontier.__doc__ = _documented(frontier, [OPTION_BY_NAME[n] for n in ("model", "precision")])
+frontier = on_gpu(frontier)
 
 
 def show_results(metrics: dict | None):
@@ -352,6 +403,34 @@ def _task_header(info) -> None:
     gr.Markdown(info.description)
 
 
+def _map_view() -> tuple[gr.Number, gr.Number, gr.Button, gr.Image, gr.JSON]:
+    """Layer and head pickers, the button, the picture and its data."""
+    with gr.Row():
+        layer = gr.Number(0, label="Layer", precision=0, minimum=0)
+        head = gr.Number(0, label="Head", precision=0, minimum=0)
+        show = gr.Button("Show the attention map", scale=0)
+    image = gr.Image(label="Attention map", interactive=False)
+    with gr.Accordion("Map data (JSON)", open=False):
+        data = gr.JSON(label="Map data")
+    return layer, head, show, image, data
+
+
+def _map_panel(inputs: list[gr.Component], build, shared: list[gr.Component]) -> None:
+    """The attention map of the tab's request as its inputs and options stand (private: the API has
+    /attention_map)."""
+    with gr.Accordion("Attention map: what the chosen attention computes, over dense attention", open=False):
+        layer, head, show, image, data = _map_view()
+    own, names = len(inputs), [option.name for option in OPTIONS]
+
+    def picture(*values, progress=gr.Progress()):
+        def request():
+            return build(*values[:own], options_from(dict(zip(names, values[own + 2 :], strict=True))))
+
+        return _attention_picture(request, values[own], values[own + 1], progress)
+
+    _wire([show.click], on_gpu(picture), [*inputs, layer, head, *shared], [image, data], None)
+
+
 with gr.Blocks(title="Transformer Studio") as demo:
     gr.Markdown(
         "# Transformer Studio\nDense vs sparse attention at any precision, measured on every request. "
@@ -370,6 +449,7 @@ with gr.Blocks(title="Transformer Studio") as demo:
         gr.Examples(translation.INFO.examples, [src_text, source, target])
         swap.click(lambda a, b: (b, a), [source, target], [source, target], api_visibility="private")
         _wire([go.click], translate, [src_text, source, target, *shared], [out, metrics], "translate", panel)
+        _map_panel([src_text, source, target], translation.build_request, shared)
     with gr.Tab(summarization.INFO.label):
         _task_header(summarization.INFO)
         doc = gr.Textbox(label="Document", lines=8)
@@ -379,6 +459,7 @@ with gr.Blocks(title="Transformer Studio") as demo:
         )
         gr.Examples(summarization.EXAMPLES, [doc, length])
         _wire([go.click], summarize, [doc, length, *shared], [out, metrics], "summarize", panel)
+        _map_panel([doc, length], summarization.build_request, shared)
     with gr.Tab(dialogue.INFO.label):
         _task_header(dialogue.INFO)
         bot = gr.Chatbot(label="Chat", height=380)
@@ -398,6 +479,7 @@ with gr.Blocks(title="Transformer Studio") as demo:
         retry = bot.retry(retry_turn, bot, [bot, retried], api_visibility="private")
         _wire(retry.then, chat, [retried, bot, system, *shared], [bot, metrics], None, panel, status)
         bot.undo(undo, bot, [bot, msg], api_visibility="private")
+        _map_panel([bot, msg, system], dialogue.shown_request, shared)
     with gr.Tab(classification.INFO.label):
         _task_header(classification.INFO)
         cls_text = gr.Textbox(label="Text", lines=3)
@@ -405,6 +487,7 @@ with gr.Blocks(title="Transformer Studio") as demo:
         shared, go, out, metrics, panel = _run_section(classification.INFO, "Classify", gr.Label, label="Labels")
         gr.Examples(classification.INFO.examples, [cls_text, labels])
         _wire([go.click], classify, [cls_text, labels, *shared], [out, metrics], "classify", panel)
+        _map_panel([cls_text, labels], classification.build_request, shared)
     with gr.Tab(code.INFO.label):
         _task_header(code.INFO)
         prompt = gr.Textbox(label="Describe the code", lines=3)
@@ -416,6 +499,7 @@ with gr.Blocks(title="Transformer Studio") as demo:
         language.change(lambda lang: gr.Code(language=code.highlight_language(lang)), language, out,
                         api_visibility="private")  # fmt: skip
         _wire([go.click], generate_code, [prompt, language, *shared], [out, metrics], "generate_code", panel)
+        _map_panel([prompt, language], code.build_request, shared)
     with gr.Tab("Lab"):
         gr.Markdown(
             "Dense vs sparse attention across sequence lengths on the chosen model: the attention op alone "
@@ -431,6 +515,37 @@ with gr.Blocks(title="Transformer Studio") as demo:
             op_plot = gr.LinePlot(x="tokens", y="ms", color="mode", title="Attention op, one layer (ms)")
             model_plot = gr.LinePlot(x="tokens", y="ms", color="mode", title="Whole-model prefill (ms)")
         lab_table = gr.Dataframe(label="Results", interactive=False)
+        gr.Markdown(
+            "### Speed–quality frontier\nEach pattern at each budget on two long real texts (prose, code): "
+            "quality against dense attention (mean KL, top-1 agreement), the share of dense attention's mass "
+            "kept, and prefill and decode speed. Minutes per length on CPU; the engine serves no one meanwhile."
+        )
+        frontier_controls = {name: control(OPTION_BY_NAME[name]) for name in ("model", "precision")}
+        with gr.Row():
+            frontier_lengths = gr.CheckboxGroup([(f"{n // 1024}k", n) for n in lab.FRONTIER_LENGTHS], value=[2048],
+                                                label="Lengths (tokens)")  # fmt: skip
+            frontier_budgets = gr.CheckboxGroup(list(lab.DENSITIES), value=list(lab.DENSITIES),
+                                                label="Budgets (share of the length)")  # fmt: skip
+            frontier_compiled = gr.Checkbox(False, label="Time compiled decode steps (compiles each step first)")
+        run_frontier = gr.Button("Run the frontier", variant="primary")
+        frontier_plot = gr.Image(label="Decode speedup against mean KL to dense", interactive=False)
+        frontier_table = gr.Dataframe(label="Frontier", interactive=False)
+        _wire(
+            [run_frontier.click],
+            frontier,
+            [*frontier_controls.values(), frontier_lengths, frontier_budgets, frontier_compiled],
+            [frontier_plot, frontier_table],
+            "frontier",
+        )
+        gr.Markdown(
+            "### Attention map of any prompt\nThe prompt as the model reads it (no chat template): the tiles "
+            "the chosen attention computes over dense attention's probabilities, and the keys the first decode "
+            "step reads. Each task tab has the same map for its own request."
+        )
+        map_text = gr.Textbox(label="Prompt", lines=4)
+        map_shared = _controls(lab.MAP_INFO)
+        layer, head, show, image, data = _map_view()
+        _wire([show.click], attention_map, [map_text, layer, head, *map_shared], [image, data], "attention_map")
         c = lab_controls
         _wire(
             [run_lab.click],

@@ -2,6 +2,7 @@
 attention, and measure them. Knows nothing of the UI or of the tasks."""
 
 from . import quiet_logs  # noqa: F401  (first: before transformers loads the libraries it quiets)
+from .attention_map import MAP_TOKENS, AttentionMap, attention_map
 from .cache import ModelCache, default_cache
 from .errors import (
     AttentionConfigError,
@@ -31,9 +32,11 @@ from .validation import check_labels, require_text, validate, validate_options
 __all__ = [
     "ATTENTION_MODES",
     "DEFAULT_MODEL",
+    "MAP_TOKENS",
     "OPTIONS",
     "PRECISIONS",
     "AttentionConfigError",
+    "AttentionMap",
     "Chunk",
     "Comparison",
     "ContextLengthError",
@@ -54,6 +57,7 @@ __all__ = [
     "StudioError",
     "Timing",
     "UnknownModelError",
+    "attention_map",
     "check_labels",
     "default_cache",
     "get_spec",

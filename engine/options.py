@@ -139,7 +139,8 @@ class RunOptions:
         minimum=0, maximum=50, step=1,
     )  # fmt: skip
     budget: int = option(
-        256, "sparse, query-aware patterns (quest): keys each decode step picks by content, beyond the sinks and the window",
+        256, "sparse, content patterns (quest, block_topk): keys each decode step picks by content, beyond the sinks and "
+        "the window; block_topk's prefill reads budget // 64 key blocks per block of 64 queries",
         minimum=16, maximum=32768, step=16, error=AttentionConfigError,
     )  # fmt: skip
 

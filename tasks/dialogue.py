@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine import GenerationRequest, Message, RunOptions, require_text
+from engine import GenerationRequest, InputError, Message, RunOptions, require_text
 from engine.frontends import CliFlag, CliTask
 
 from .base import TaskInfo
@@ -44,6 +44,17 @@ def build_request(history: list[dict], message: str, system: str, options: RunOp
             messages.append(Message(turn["role"], text))
     messages.append(Message("user", message))
     return GenerationRequest(options, messages=tuple(messages))
+
+
+def shown_request(history: list[dict], message: str, system: str, options: RunOptions) -> GenerationRequest:
+    """The request an attention map of the chat shows: the message being typed, else the last one sent
+    (with the turns before it, as it was asked)."""
+    if message.strip():
+        return build_request(history, message, system, options)
+    asked = [row for row, turn in enumerate(history) if turn.get("role") == "user"]
+    if not asked:
+        raise InputError("Type or send a message first: the map shows how the model reads it.")
+    return build_request(*split_at(history, asked[-1]), system, options)
 
 
 CLI = CliTask(

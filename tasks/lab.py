@@ -1,25 +1,41 @@
-"""Lab: the attention benchmark sweep (engine.bench) from the browser, as plot frames and a table."""
+"""Lab: the attention benchmark sweep and the speed-quality frontier (engine.bench) from the browser,
+as plots and tables, and the attention map of any prompt."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pandas as pd
 
-from engine import InputError, RunOptions, default_cache, get_spec, validate_options
+from engine import InputError, ModelSpec, RunOptions, default_cache, get_spec, validate_options
 from engine.bench import SWEEP_COLUMNS, SweepConfig, SweepRow, sweep, to_frame
+from engine.bench.frontier import DENSITIES, FRONTIER_COLUMNS, frontier, plot_frontier
+from engine.bench.frontier import LENGTHS as FRONTIER_LENGTHS
+
+from .base import TaskInfo
 
 LENGTHS = (256, 512, 1024, 2048, 4096, 8192)
 DEFAULT_LENGTHS = (512, 1024, 2048)
+# The attention map shows decoder models: the chat models' list (it only prefills and takes one greedy step).
+MAP_INFO = TaskInfo("dialogue", "Attention map", "", generates=False)
+
+
+def _decoder(options: RunOptions) -> ModelSpec:
+    """The options' model, checked: the Lab benchmarks local decoder models."""
+    validate_options(options, default_cache().device)
+    spec = get_spec(options.model)
+    if spec.family != "causal" or spec.remote:
+        kind = "served remotely" if spec.remote else f"a {spec.family} model"
+        raise InputError(f"The Lab benchmarks local decoder models; {spec.name} is {kind}.")
+    return spec
 
 
 def build_config(lengths: list, whole_model: bool, decode_tokens: int, options: RunOptions) -> SweepConfig:
     chosen = tuple(sorted({int(n) for n in lengths or ()}))
     if not chosen:
         raise InputError("Pick at least one sequence length.")
-    cache = default_cache()
-    validate_options(options, cache.device)
-    spec = get_spec(options.model)
-    if spec.family != "causal":
-        raise InputError(f"The Lab benchmarks decoder models; {spec.name} is a {spec.family} model.")
+    spec = _decoder(options)
     if spec.context_length and chosen[-1] > spec.context_length:
         raise InputError(f"{spec.name} fits {spec.context_length} tokens; drop the longer lengths.")
     return SweepConfig(
@@ -54,3 +70,21 @@ def plot_frames(rows: list[SweepRow]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def table(rows: list[SweepRow]) -> pd.DataFrame:
     return to_frame(rows, SWEEP_COLUMNS).round(3)
+
+
+def run_frontier(
+    lengths: list, densities: list, compiled: bool, options: RunOptions, progress=None
+) -> tuple[str, pd.DataFrame]:
+    """The frontier on the shared model cache, as (plot PNG path, table)."""
+    chosen = tuple(sorted({int(n) for n in lengths or ()}))
+    budgets = tuple(sorted({float(d) for d in densities or ()}))
+    if not chosen or not budgets:
+        raise InputError("Pick at least one length and one budget.")
+    _decoder(options)
+    rows = frontier(options.model, options.precision, chosen, budgets, progress=progress, compiled=compiled)
+    path = Path(tempfile.mkdtemp(prefix="studio-frontier-")) / "frontier.png"
+    plot_frontier(rows, path)
+    return str(path), to_frame(rows, FRONTIER_COLUMNS).round(4)
+
+
+__all__ = ["DENSITIES", "FRONTIER_LENGTHS", "LENGTHS", "MAP_INFO", "run", "run_frontier"]

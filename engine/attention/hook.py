@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from transformers import AttentionInterface
@@ -27,7 +27,16 @@ from transformers.masking_utils import (
 
 from ..options import SparseSettings
 from ..settings import settings
-from .kernels import MaskShape, SparsePlan, blocked_attention, build_plan, flex_block_mask, flex_sparse_attention
+from .kernels import (
+    MaskShape,
+    SparsePlan,
+    blocked_attention,
+    build_plan,
+    content_keys,
+    flex_block_mask,
+    flex_content_block_mask,
+    flex_sparse_attention,
+)
 from .one_query import one_query_attention
 from .patterns import PAGE, page_bounds, pattern_for
 
@@ -59,6 +68,10 @@ _current: ContextVar[AttentionChoice | None] = ContextVar("studio_attention", de
 # what a pattern keeps (engine.bench.frontier); nothing probes a request.
 Probe = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor], None]
 _probe: ContextVar[Probe | None] = ContextVar("studio_attention_probe", default=None)
+# (layer, query, key, scaling) of every eager self-attention call: the attention map reads a layer's
+# queries and keys as attention receives them (after the rotary embedding).
+Inspector = Callable[[int, torch.Tensor, torch.Tensor, float], None]
+_inspector: ContextVar[Inspector | None] = ContextVar("studio_attention_inspector", default=None)
 
 
 @contextmanager
@@ -68,6 +81,15 @@ def probe_attention(probe: Probe) -> Iterator[None]:
         yield
     finally:
         _probe.reset(token)
+
+
+@contextmanager
+def inspect_attention(inspector: Inspector) -> Iterator[None]:
+    token = _inspector.set(inspector)
+    try:
+        yield
+    finally:
+        _inspector.reset(token)
 
 
 @contextmanager
@@ -114,10 +136,14 @@ class StudioMask:
 
     def model_mask(self):
         """The model's own mask rule (causal / bidirectional / overlays) with padding folded in."""
-        padding = prepare_padding_mask(self.attention_mask, self.shape.kv_length, self.shape.kv_offset)
+        padding = self.key_counts()
         if padding is None:
             return self.mask_function
         return and_masks(self.mask_function, padding_mask_function(padding))
+
+    def key_counts(self) -> torch.Tensor | None:
+        """(B, kv_length) bool: the keys that hold data (padding: False); None: all of them."""
+        return prepare_padding_mask(self.attention_mask, self.shape.kv_length, self.shape.kv_offset)
 
     def query_positions(self, positions: torch.Tensor | None, device: torch.device) -> torch.Tensor:
         """Each sequence's query position (B, 1) in a one-query step: given by a batch whose sequences
@@ -219,8 +245,13 @@ def studio_attention(
     mask = attention_mask
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     cross_attention = getattr(module, "is_decoder", False) and not causal
+    if not cross_attention and not torch.compiler.is_compiling() and (inspector := _inspector.get()) is not None:
+        inspector(module.layer_idx, query, key, scaling if scaling is not None else query.shape[-1] ** -0.5)
     pattern = pattern_for(choice.settings, causal) if choice.mode == "sparse" and not cross_attention else None
-    dense_prefill = pattern is not None and pattern.query_aware and query.shape[2] > 1  # Quest prefills densely
+    # Quest prefills densely; a pattern that prefills by content picks key blocks instead
+    dense_prefill = (
+        pattern is not None and pattern.query_aware and not pattern.prefill_by_content and query.shape[2] > 1
+    )
     if (
         pattern is None
         or dense_prefill
@@ -249,14 +280,32 @@ def studio_attention(
             module.layer_idx,
         )  # fmt: skip
 
+    picked = None
+    if pattern.prefill_by_content:  # per layer: this layer's queries and keys choose
+        relative_offset = mask.shape.q_offset - mask.shape.kv_offset
+        picked = pattern.select_blocks(query, key, relative_offset, choice.settings, mask.key_counts())
+    groups = query.shape[1] // key.shape[1]
     if sparse_kernel_name(query.device) == "flex":
-        block_mask, computed = mask.block_mask(pattern, choice.settings, query.device)
+        if picked is None:
+            block_mask, computed = mask.block_mask(pattern, choice.settings, query.device)
+        else:
+            block_mask, computed = flex_content_block_mask(
+                pattern, choice.settings, mask.shape, picked, model_mask=mask.model_mask(), heads=query.shape[1],
+                device=query.device,
+            )  # fmt: skip
         dense = mask.shape.dense_pairs(causal)
         out = flex_sparse_attention(query, key, value, block_mask, scaling, position_bias)
     else:
-        plan = mask.plan(pattern, choice.settings, query.shape[1] // key.shape[1], query.device)
+        if picked is None:
+            plan, added = mask.plan(pattern, choice.settings, groups, query.device), None
+        else:  # query blocks of the selection's size, so each one's picked keys sit beside its positional ones
+            plan = mask.plan(pattern, replace(choice.settings, block_size=picked.block), groups, query.device)
+            added = content_keys(
+                pattern, choice.settings, mask.shape, picked, model_mask=mask.model_mask(), groups=groups
+            )
         computed, dense = plan.computed_pairs, plan.dense_pairs
-        out = blocked_attention(query, key, value, plan, scaling, position_bias)
+        computed += sum(keys.mask.shape[-2] // groups * keys.rows.shape[-1] for keys in added or ())
+        out = blocked_attention(query, key, value, plan, scaling, position_bias, added)
     if choice.stats is not None:
         choice.stats.computed_pairs += computed
         choice.stats.dense_pairs += dense

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..options import SparseSettings
 from ..settings import settings
-from .patterns import Pattern
+from .patterns import Pattern, PickedBlocks
 
 MaskFn = Callable[..., torch.Tensor]  # transformers mask function: (batch, head, q_idx, kv_idx) -> bool
 
@@ -59,6 +59,40 @@ class SparsePlan:
     blocks: list[QueryBlock]
     computed_pairs: int  # (query, key) pairs the kernel computes
     dense_pairs: int  # pairs dense attention would compute under the model's own mask
+
+
+@dataclass
+class ContentKeys:
+    """The keys a content pattern adds to one query block: per KV head, their rows of the layer's key
+    tensor (B, Hkv, K) and which (query, key) pairs count (B, Hkv, groups * rows, K), rows grouped by
+    query head as in QueryBlock."""
+
+    rows: torch.Tensor
+    mask: torch.Tensor
+
+
+def content_keys(
+    pattern: Pattern,
+    settings: SparseSettings,
+    shape: MaskShape,
+    picked: PickedBlocks,
+    *,
+    model_mask: MaskFn,
+    groups: int,
+) -> list[ContentKeys]:
+    """Per query block of `picked.block` queries, the keys of its picked blocks, masked by the
+    pattern's content rule (no pair the positional part reads already) and the model's own mask."""
+    batch = torch.arange(shape.batch_size, device=picked.blocks.device)[:, None, None, None]
+    head = torch.zeros(1, dtype=torch.long, device=picked.blocks.device)[None, :, None, None]
+    added = []
+    for index, start in enumerate(range(0, shape.q_length, picked.block)):
+        rows, exists = picked.rows(index, shape.kv_length)
+        q_pos = shape.q_offset + torch.arange(start, min(start + picked.block, shape.q_length), device=rows.device)
+        k_pos = (rows + shape.kv_offset)[:, :, None, :]
+        allowed = exists[:, :, None, :] & pattern.content_rule(q_pos[:, None], k_pos, settings)
+        allowed = allowed & model_mask(batch, head, q_pos[None, None, :, None], k_pos)
+        added.append(ContentKeys(rows, allowed.repeat(1, 1, groups, 1)))
+    return added
 
 
 def _positions(ranges: list[tuple[int, int]], device) -> torch.Tensor:
@@ -116,27 +150,45 @@ def blocked_attention(
     plan: SparsePlan,
     scaling: float | None,
     position_bias: torch.Tensor | None = None,  # (B or 1, H, Lq, Lk) additive, e.g. T5
+    content: list[ContentKeys] | None = None,  # a content pattern's keys per block (blocks of the same queries)
 ) -> torch.Tensor:
-    """Block-sparse attention; returns (B, H, Lq, D)."""
+    """Block-sparse attention; returns (B, H, Lq, D). Each query block reads its key ranges and, with
+    `content`, its KV heads' own picked keys beside them."""
     b, h, lq, d = query.shape
     hkv = key.shape[1]
     groups = h // hkv
     # Fold the query heads that share a KV head into the row dimension: keys are read once per group.
     q_grouped = query.view(b, hkv, groups, lq, d)
     out = torch.empty_like(q_grouped)
-    for blk in plan.blocks:
+    for i, blk in enumerate(plan.blocks):
         rows = blk.q1 - blk.q0
         q_blk = q_grouped[:, :, :, blk.q0 : blk.q1].reshape(b, hkv, groups * rows, d)
         k_blk, v_blk = _gather(key, blk.ranges), _gather(value, blk.ranges)
-        mask = blk.mask
+        mask, empty_rows = blk.mask, blk.empty_rows
+        bias = None
         if position_bias is not None:
             cols = _positions(blk.ranges, query.device)
             bias = position_bias[:, :, blk.q0 : blk.q1][..., cols]
             bias = bias.reshape(bias.shape[0], hkv, groups * rows, -1)
+        if content is not None:
+            added = content[i]
+            if mask is None:
+                mask = torch.ones(1, 1, groups * rows, k_blk.shape[2], dtype=torch.bool, device=query.device)
+            index = added.rows[..., None].expand(-1, -1, -1, d)
+            k_blk = torch.cat([k_blk, key.gather(2, index)], dim=2)
+            v_blk = torch.cat([v_blk, value.gather(2, index)], dim=2)
+            mask = torch.cat([mask.expand(b, hkv, -1, -1), added.mask], dim=-1)
+            empty = ~mask.any(-1, keepdim=True)
+            empty_rows = empty if bool(empty.any()) else None
+            if bias is not None:  # per query head: its KV head's picked rows
+                per_head = added.rows.repeat_interleave(groups, 1)[:, :, None, :].expand(-1, -1, rows, -1)
+                picked = position_bias[:, :, blk.q0 : blk.q1].expand(b, -1, -1, -1).gather(-1, per_head)
+                bias = torch.cat([bias.expand(b, -1, -1, -1), picked.reshape(b, hkv, groups * rows, -1)], dim=-1)
+        if bias is not None:
             mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
         o = F.scaled_dot_product_attention(q_blk, k_blk, v_blk, attn_mask=mask, scale=scaling)
-        if blk.empty_rows is not None:  # fully masked rows (padding) give NaN in SDPA; zero them
-            o = o.masked_fill(blk.empty_rows, 0.0)
+        if empty_rows is not None:  # fully masked rows (padding) give NaN in SDPA; zero them
+            o = o.masked_fill(empty_rows, 0.0)
         out[:, :, :, blk.q0 : blk.q1] = o.view(b, hkv, groups, rows, d)
     return out.view(b, h, lq, d)
 
@@ -172,17 +224,49 @@ def flex_block_mask(
         return pattern.rule(q_abs, k_abs, settings) & model_mask(batch, head, q_abs, k_abs)
 
     block_mask = create_block_mask(mask_mod, shape.batch_size, None, shape.q_length, shape.kv_length, device=device)
-    q_block, kv_block = block_mask.BLOCK_SIZE
-    kept = block_mask.kv_num_blocks.sum()
-    if block_mask.full_kv_num_blocks is not None:
-        kept = kept + block_mask.full_kv_num_blocks.sum()
-    pairs = min(int(kept) * q_block * kv_block // shape.batch_size, shape.q_length * shape.kv_length)
+    pairs = _kept_pairs(block_mask, shape, heads=1)
     if cacheable:  # two threads may both build the same mask; the second simply replaces the first
         with _BLOCK_MASKS_LOCK:
             _BLOCK_MASKS[key] = (block_mask, pairs)
             while len(_BLOCK_MASKS) > _BLOCK_MASK_CACHE_SIZE:
                 _BLOCK_MASKS.popitem(last=False)
     return block_mask, pairs
+
+
+def _kept_pairs(block_mask, shape: MaskShape, heads: int) -> int:
+    """(query, key) pairs in a BlockMask's kept tiles, per sequence and head."""
+    q_block, kv_block = block_mask.BLOCK_SIZE
+    kept = block_mask.kv_num_blocks.sum()
+    if block_mask.full_kv_num_blocks is not None:
+        kept = kept + block_mask.full_kv_num_blocks.sum()
+    return min(int(kept) * q_block * kv_block // (shape.batch_size * heads), shape.q_length * shape.kv_length)
+
+
+def flex_content_block_mask(
+    pattern: Pattern,
+    settings: SparseSettings,
+    shape: MaskShape,
+    picked: PickedBlocks,
+    *,
+    model_mask: MaskFn,
+    heads: int,
+    device: torch.device,
+):
+    """(BlockMask, pairs its kept tiles hold per head) for one layer of a content pattern: per query
+    head, the positional part or a picked key block (never cached: it depends on the layer's keys)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    table, groups, block = picked.table(), heads // picked.blocks.shape[1], picked.block
+
+    def mask_mod(batch, head, q_idx, kv_idx):
+        q_abs, k_abs = q_idx + shape.q_offset, kv_idx + shape.kv_offset
+        content = table[batch, head // groups, q_idx // block, kv_idx // block] & pattern.content_rule(
+            q_abs, k_abs, settings
+        )
+        return (pattern.rule(q_abs, k_abs, settings) | content) & model_mask(batch, head, q_abs, k_abs)
+
+    block_mask = create_block_mask(mask_mod, shape.batch_size, heads, shape.q_length, shape.kv_length, device=device)
+    return block_mask, _kept_pairs(block_mask, shape, heads)
 
 
 @functools.cache  # one compiled wrapper per process, made on first use (thread-safe enough: at worst made twice)

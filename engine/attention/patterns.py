@@ -4,8 +4,10 @@ A pattern answers two questions for a block of queries at absolute positions [q0
 - `key_ranges`: which contiguous key ranges the kernel must read (the block layout);
 - `rule`: which (query, key) pairs inside those ranges are allowed (the exact mask).
 A query-aware pattern (Quest) also picks keys by content at each decode step: `select` scores key
-pages from their per-channel bounds against the query. Kernels never special-case a pattern, so a
-new pattern is a new entry in PATTERNS.
+pages from their per-channel bounds against the query. A pattern that prefills by content
+(block top-k) adds, per query block and KV head, the key blocks `select_blocks` picks from pooled
+query and key summaries. Kernels never special-case a pattern, so a new pattern is a new entry in
+PATTERNS.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ class Pattern(Protocol):
     name: str
     causal: bool  # for decoders (True) or encoders (False)
     fixed_decode_keys: bool  # decode_keys gives a fixed-size key set (else None: the rule masks the whole cache)
-    query_aware: bool  # decode also reads keys `select` picks by content (prefill is then dense)
+    query_aware: bool  # decode also reads keys `select` picks by content
+    prefill_by_content: bool  # prefill also reads key blocks `select_blocks` picks (query-aware without it: dense)
 
     def key_ranges(self, q0: int, q1: int, kv_len: int, s: SparseSettings) -> list[tuple[int, int]]: ...
 
@@ -60,6 +63,7 @@ class SlidingWindowSinks:
     causal: bool = True
     fixed_decode_keys: bool = True
     query_aware: bool = False
+    prefill_by_content: bool = False
 
     def key_ranges(self, q0, q1, kv_len, s):
         lo = max(0, q0 - s.window + 1)
@@ -90,6 +94,7 @@ class LocalGlobal:
     causal: bool = False
     fixed_decode_keys: bool = False
     query_aware: bool = False
+    prefill_by_content: bool = False
 
     def key_ranges(self, q0, q1, kv_len, s):
         if q0 < s.sinks:  # a block holding global queries reads every key
@@ -117,6 +122,7 @@ class RandomBlocks:
     causal: bool = True
     fixed_decode_keys: bool = False
     query_aware: bool = False
+    prefill_by_content: bool = False
     random_blocks: int = 2
     block: int = 64
 
@@ -173,6 +179,7 @@ class QuestPages:
     causal: bool = True
     fixed_decode_keys: bool = True
     query_aware: bool = True
+    prefill_by_content: bool = False
 
     def key_ranges(self, q0, q1, kv_len, s):
         return [(0, min(q1, kv_len))]
@@ -221,7 +228,107 @@ class QuestPages:
         return keys, valid  # keys of a last, partial page may lie past the cache: never valid, clamp to read
 
 
-PATTERNS: dict[str, Pattern] = {p.name: p for p in (SlidingWindowSinks(), LocalGlobal(), RandomBlocks(), QuestPages())}
+@dataclass(frozen=True)
+class PickedBlocks:
+    """A content pattern's prefill choice for one layer: per sequence, KV head and query block of
+    `block` queries, the key blocks (of `block` rows of the layer's `key_blocks`) it reads beyond the
+    positional part. `blocks` and `valid` (False: a slot with nothing to pick) are (B, Hkv, query blocks, k)."""
+
+    blocks: torch.Tensor
+    valid: torch.Tensor
+    block: int
+    key_blocks: int
+
+    def rows(self, query_block: int, kv_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Key rows the query block reads and which of them exist, both (B, Hkv, used * block): `used`
+        the most blocks any sequence and head picked (the best come first, so the unused slots are the
+        last ones: early query blocks read fewer keys). Rows past the keys are clamped (read, never counted)."""
+        used = int(self.valid[:, :, query_block].sum(-1).max()) if self.valid.numel() else 0
+        offsets = torch.arange(self.block, device=self.blocks.device)
+        rows = (self.blocks[:, :, query_block, :used, None] * self.block + offsets).flatten(-2)
+        exists = self.valid[:, :, query_block, :used, None].expand(-1, -1, -1, self.block).flatten(-2) & (rows < kv_len)
+        return rows.clamp(max=kv_len - 1), exists
+
+    def table(self) -> torch.Tensor:
+        """Whether each key block is picked for each query block, (B, Hkv, query blocks, key blocks) bool."""
+        b, kv_heads, query_blocks, _ = self.blocks.shape
+        table = torch.zeros(b, kv_heads, query_blocks, self.key_blocks + 1, dtype=torch.bool, device=self.blocks.device)
+        table.scatter_(-1, torch.where(self.valid, self.blocks, self.key_blocks), True)  # invalid: a spare column
+        return table[..., : self.key_blocks]
+
+    def chosen(self, query_rows: torch.Tensor, key_rows: torch.Tensor) -> torch.Tensor:
+        """Whether each (query row, key row) pair lies in a picked block, (B, Hkv, Lq, Lk) bool."""
+        return self.table()[:, :, query_rows // self.block][..., key_rows // self.block]
+
+
+@dataclass(frozen=True)
+class BlockTopK(QuestPages):
+    """Block top-k by pooled scores (the block selection of MoBA and of vertical-slash / XAttention-style
+    prefill, with mean pooling): the queries of each `block` and the keys of each `block` are averaged,
+    and each query block reads, per KV head, the `budget // block` earlier key blocks whose pooled key
+    scores highest against its pooled queries (the largest over the query heads sharing the KV head),
+    plus the sinks and the window. Decode is Quest's: a query picks pages itself, as precisely as a
+    one-query block can."""
+
+    name: str = "block_topk"
+    prefill_by_content: bool = True
+    block: int = 64
+
+    def key_ranges(self, q0, q1, kv_len, s):
+        return SlidingWindowSinks().key_ranges(q0, q1, kv_len, s)
+
+    def rule(self, q, k, s):
+        return SlidingWindowSinks().rule(q, k, s)
+
+    def content_rule(self, q, k, s):
+        """Pairs a picked block may add: causal, outside the sinks and the window (read there already)."""
+        return (k <= q) & (k >= s.sinks) & (q - k >= s.window)
+
+    def keeps_all(self, kv_len, s):
+        # every key block between the sinks and the last query's window fits in the budget, and Quest's pages too
+        last = kv_len - 1 - s.window
+        blocks_fit = last < s.sinks or last // self.block - s.sinks // self.block + 1 <= s.budget // self.block
+        return blocks_fit and super().keeps_all(kv_len, s)
+
+    def select_blocks(
+        self,
+        query: torch.Tensor,  # (B, H, Lq, D)
+        key: torch.Tensor,  # (B, Hkv, Lk, D)
+        q_offset: int,  # absolute position of the first query; keys start at 0
+        s: SparseSettings,
+        key_counts: torch.Tensor | None = None,  # (B, Lk) bool: keys that hold data (padding: False); None: all
+    ) -> PickedBlocks:
+        """Each query block's best `budget // block` key blocks per KV head among those holding a key
+        its queries may add (`content_rule`); fewer where fewer exist."""
+        heads, lq, kv_heads, lk = query.shape[1], query.shape[2], key.shape[1], key.shape[2]
+        query_blocks, key_blocks = -(-lq // self.block), -(-lk // self.block)
+        pooled_q = _block_means(query.float(), self.block, None)  # (B, H, query blocks, D)
+        pooled_k = _block_means(key.float(), self.block, key_counts)  # (B, Hkv, key blocks, D)
+        scores = pooled_q.unflatten(1, (kv_heads, heads // kv_heads)) @ pooled_k[:, :, None].transpose(-1, -2)
+        scores = scores.amax(2)  # (B, Hkv, query blocks, key blocks)
+        last_query = q_offset + torch.arange(query_blocks, device=query.device).mul(self.block).add(self.block - 1)
+        last_query = last_query.clamp(max=q_offset + lq - 1)[:, None]
+        start = torch.arange(key_blocks, device=query.device) * self.block
+        eligible = (start + self.block > s.sinks) & (start <= last_query - s.window)
+        scores = scores.masked_fill(~eligible, float("-inf"))
+        best = scores.topk(min(s.budget // self.block, key_blocks), dim=-1)
+        return PickedBlocks(best.indices, best.values > float("-inf"), self.block, key_blocks)
+
+
+def _block_means(x: torch.Tensor, block: int, counts: torch.Tensor | None) -> torch.Tensor:
+    """Mean of each `block` rows of x (..., L, D) -> (..., blocks, D), over the rows `counts` says
+    hold data ((B, L) bool, or None: all); a last partial block averages what it has."""
+    length = x.shape[-2]
+    weight = torch.ones(length, device=x.device) if counts is None else counts.float()[:, None, :]
+    pad = -length % block
+    total = torch.nn.functional.pad(x * weight[..., None], (0, 0, 0, pad)).unflatten(-2, (-1, block)).sum(-2)
+    weight = torch.nn.functional.pad(weight, (0, pad))
+    return total / weight.unflatten(-1, (-1, block)).sum(-1).clamp(min=1)[..., None]
+
+
+PATTERNS: dict[str, Pattern] = {
+    p.name: p for p in (SlidingWindowSinks(), LocalGlobal(), RandomBlocks(), QuestPages(), BlockTopK())
+}
 
 
 def pattern_for(settings: SparseSettings, causal: bool) -> Pattern:
@@ -235,6 +342,17 @@ def pattern_for(settings: SparseSettings, causal: bool) -> Pattern:
     return pattern
 
 
-def explicit_mask(pattern: Pattern, settings: SparseSettings, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
-    """The dense boolean mask equivalent to the pattern ([len(q_pos), len(k_pos)]); for tests and density."""
-    return pattern.rule(q_pos[:, None], k_pos[None, :], settings)
+def explicit_mask(
+    pattern: Pattern,
+    settings: SparseSettings,
+    q_pos: torch.Tensor,
+    k_pos: torch.Tensor,
+    picked: PickedBlocks | None = None,
+) -> torch.Tensor:
+    """The dense boolean mask equivalent to the pattern ([len(q_pos), len(k_pos)]; with a content
+    pattern's `picked` blocks, for queries from position q_pos[0] and keys from 0: (B, Hkv, Lq, Lk))."""
+    allowed = pattern.rule(q_pos[:, None], k_pos[None, :], settings)
+    if picked is None:
+        return allowed
+    content = pattern.content_rule(q_pos[:, None], k_pos[None, :], settings)
+    return allowed | (content & picked.chosen(q_pos - q_pos[0], k_pos))

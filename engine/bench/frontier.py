@@ -13,7 +13,8 @@ would use (engine.decode), after compiling it; quality and the probe always come
 
 Patterns at the same budget (keys each decode step reads, a share of the length): the sliding
 window with sinks spends it all on the most recent keys; Quest keeps a LOCAL_WINDOW and picks the
-rest by content, page by page.
+rest by content, page by page, after a dense prefill; block top-k decodes as Quest does but also
+prefills sparsely, each query block reading the LOCAL_WINDOW and the key blocks its pooled scores pick.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ DENSITIES = (0.06, 0.12)  # budgets: keys each decode step reads, as a share of 
 STEPS = 24  # teacher-forced decode steps scored per text and length
 SINKS = 4
 LOCAL_WINDOW = 64  # Quest's own recent keys; the rest of its budget goes to pages
-PATTERNS = ("sliding_sinks", "quest")
+PATTERNS = ("sliding_sinks", "quest", "block_topk")
 PROBED_LAYERS = 4  # layers whose steps the probe measures, spread over the depth
 
 
@@ -89,10 +90,10 @@ FRONTIER_COLUMNS = [
 
 def settings_for(pattern: str, budget: int) -> SparseSettings:
     """`budget` keys per decode step: the sliding window spends all but the sinks on recent keys;
-    Quest keeps LOCAL_WINDOW recent keys and whole pages for the rest."""
-    if pattern == "quest":
+    the content patterns keep LOCAL_WINDOW recent keys and whole pages for the rest."""
+    if pattern in ("quest", "block_topk"):
         pages = max(1, (budget - SINKS - LOCAL_WINDOW) // PAGE)
-        return SparseSettings(window=LOCAL_WINDOW, sinks=SINKS, pattern="quest", budget=pages * PAGE)
+        return SparseSettings(window=LOCAL_WINDOW, sinks=SINKS, pattern=pattern, budget=pages * PAGE)
     return SparseSettings(window=budget - SINKS, sinks=SINKS, pattern=pattern)
 
 
@@ -235,24 +236,31 @@ def _frontier(
 
 
 def plot_frontier(rows: list[FrontierRow], path: Path) -> None:
-    """Per length: decode speedup against mean KL to dense, one marker per pattern, both texts; each
-    text's Pareto front (no other point on it both faster and closer to dense) joined by a line."""
+    """Per length (columns): decode speedup (top) and prefill speedup (bottom) against mean KL to
+    dense, one marker per pattern, both texts; each text's Pareto front (no other point on it both
+    faster and closer to dense) joined by a line."""
+    from matplotlib.ticker import NullFormatter
+
     lengths = sorted({r.length for r in rows})
-    with figure_panels(path, [(length, f"{length} tokens") for length in lengths], (4.5, 3.8)) as pairs:
-        for ax, (length, title) in pairs:
+    panels = [(phase, length) for phase in ("decode", "prefill") for length in lengths]
+    with figure_panels(path, panels, (4.5, 3.8), columns=len(lengths)) as pairs:
+        for ax, (phase, length) in pairs:
             points = [r for r in rows if r.length == length and r.pattern != "dense"]
-            for pattern, marker in zip(PATTERNS, "os", strict=True):
+            speed = {id(r): getattr(r, f"{phase}_speedup") for r in points}
+            for pattern, marker in zip(PATTERNS, "os^", strict=True):
                 mine = [r for r in points if r.pattern == pattern]
-                ax.scatter([max(r.kl_mean, 1e-4) for r in mine], [r.decode_speedup for r in mine], marker=marker,
+                ax.scatter([max(r.kl_mean, 1e-4) for r in mine], [speed[id(r)] for r in mine], marker=marker,
                            label=pattern)  # fmt: skip
                 for r in mine:
-                    ax.annotate(f"{r.text} {r.density:.0%}", (max(r.kl_mean, 1e-4), r.decode_speedup), fontsize=6)
+                    ax.annotate(f"{r.text} {r.density:.0%}", (max(r.kl_mean, 1e-4), speed[id(r)]), fontsize=6)
             for text, style in zip(sorted({r.text for r in points}), ("k--", "k:"), strict=False):
                 same = [r for r in points if r.text == text]  # a front compares points on one text
-                front = sorted((p for p in same if not any(q.kl_mean < p.kl_mean and q.decode_speedup > p.decode_speedup
+                front = sorted((p for p in same if not any(q.kl_mean < p.kl_mean and speed[id(q)] > speed[id(p)]
                                                            for q in same)), key=lambda r: r.kl_mean)  # fmt: skip
-                ax.plot([max(r.kl_mean, 1e-4) for r in front], [r.decode_speedup for r in front], style, lw=0.8,
+                ax.plot([max(r.kl_mean, 1e-4) for r in front], [speed[id(r)] for r in front], style, lw=0.8,
                         label=f"Pareto front, {text}")  # fmt: skip
             ax.axhline(1.0, color="grey", lw=0.5)
-            ax.set(xscale="log", xlabel="mean KL to dense (log)", ylabel="decode speedup vs dense", title=title)
+            ax.set(xscale="log", xlabel="mean KL to dense (log)", ylabel=f"{phase} speedup vs dense",
+                   title=f"{length} tokens: {phase}")  # fmt: skip
+            ax.xaxis.set_minor_formatter(NullFormatter())  # the decade labels only: minor ones overlap
             ax.legend(fontsize=7)

@@ -54,18 +54,21 @@ def percentile(values: list[float], q: float) -> float:
 
 @contextmanager
 def figure_panels(
-    path: Path, panels: list[Panel], panel_size: tuple[float, float]
+    path: Path, panels: list[Panel], panel_size: tuple[float, float], columns: int | None = None
 ) -> Iterator[list[tuple[Any, Panel]]]:
-    """A row of subplots, one (axes, panel) pair per panel, saved to `path` as a PNG when the block ends."""
+    """Subplots in rows of `columns` (default: one row), one (axes, panel) pair per panel, saved to
+    `path` as a PNG when the block ends."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     width, height = panel_size
-    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height), squeeze=False)
+    columns = columns or len(panels)
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
     try:
-        yield list(zip(axes[0], panels, strict=True))
+        yield list(zip(axes.flatten(), panels, strict=False))
         fig.tight_layout()
         fig.savefig(path, dpi=110)
     finally:

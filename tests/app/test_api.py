@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,7 +51,9 @@ def assert_metrics(metrics: dict, attention: str = "dense") -> None:
 
 def test_api_lists_the_stable_endpoints(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert names == {"/translate", "/summarize", "/chat", "/classify", "/generate_code", "/benchmark"}
+    assert names == {
+        "/translate", "/summarize", "/chat", "/classify", "/generate_code", "/benchmark", "/frontier", "/attention_map",
+    }  # fmt: skip
 
 
 TASK_INPUTS = {
@@ -188,6 +191,22 @@ def test_benchmark_sweep(client):
     headers = table["headers"]
     sparse_512 = dict(zip(headers, table["data"][3], strict=True))
     assert sparse_512["mode"] == "sparse" and sparse_512["flop_limit"] > 1 and sparse_512["density"] < 1
+
+
+def test_attention_map_of_a_prompt(client):
+    """Block top-k on the embedded model: the picture, and its data with the tiles it computed (some
+    picked by content) over the dense probabilities, and the keys the first decode step read."""
+    image, data = call(client, "/attention_map", PARK * 8, 20, 2, attention="sparse", pattern="block_topk",
+                       window=64, budget=128)  # fmt: skip
+    assert Path(image).stat().st_size > 10_000
+    n = data["tokens"]
+    assert 300 < n <= 1024 and data["attention"] == "block_topk" and (data["layer"], data["head"]) == (20, 2)
+    assert data["content_tiles"] and set(map(tuple, data["content_tiles"])) <= set(map(tuple, data["tiles"]))
+    assert 0 < data["density"] < 1 and 0 < data["mass_recall"] < 1
+    assert len(data["probabilities"]) == n and len(data["decode_probabilities"]) == n + 1
+    assert n in data["decode_keys"] and len(data["decode_keys"]) <= 4 + 64 + 128 + 1
+    with pytest.raises(AppError, match="layers 0-29"):
+        client.predict(PARK, 30, 0, api_name="/attention_map")
 
 
 @pytest.mark.parametrize(

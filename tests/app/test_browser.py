@@ -137,6 +137,18 @@ def test_dialogue_tab_keeps_history_after_an_error(page):
     shoot(page, "dialogue")
 
 
+def test_a_tab_shows_the_attention_map_of_its_request(page):
+    """The long sample document (past MAP_TOKENS: drawn per tile) with sparse attention."""
+    panel = open_tab(page, "Summarization")
+    use_example(panel, summarization.EXAMPLES[-1][0], "Document")
+    panel.get_by_label("sparse", exact=True).check()
+    panel.get_by_text("Attention map: what the chosen attention computes").click()
+    panel.get_by_role("spinbutton", name="Layer").fill("12")
+    panel.get_by_role("button", name="Show the attention map").click()
+    panel.locator(".image-container img").first.wait_for(timeout=TIMEOUT_MS)
+    shoot(page, "attention-map")
+
+
 def test_lab_tab(page):
     panel = open_tab(page, "Lab")
     panel.get_by_label("2048").uncheck()

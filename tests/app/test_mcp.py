@@ -34,8 +34,11 @@ def test_mcp_flag_serves_every_endpoint_as_a_tool(unused_port):
     finally:
         server.terminate()
         server.wait(30)
-    assert set(tools) == {"translate", "summarize", "chat", "classify", "generate_code", "benchmark"}
+    assert set(tools) == {
+        "translate", "summarize", "chat", "classify", "generate_code", "benchmark", "frontier", "attention_map",
+    }  # fmt: skip
     properties = tools["summarize"]["inputSchema"]["properties"]
     assert properties["attention"]["enum"] == ["dense", "sparse", "compare"]
     assert {"temperature", "top_p", "seed", "repetition_penalty", "block_size"} <= set(properties)
     assert "never executed" in tools["generate_code"]["description"]
+    assert {"text", "layer", "head", "pattern", "budget"} <= set(tools["attention_map"]["inputSchema"]["properties"])

@@ -184,10 +184,12 @@ def test_flex_kernel_matches_explicit_mask():
     assert rel_err(out, ref) < 1e-5
 
 
-def test_flex_and_blocked_kernels_agree_inside_a_model(studio_env):
+@pytest.mark.parametrize("pattern", ["sliding_sinks", "block_topk"])
+def test_flex_and_blocked_kernels_agree_inside_a_model(studio_env, pattern):
     """The CUDA path (FlexAttention, eager here) and the CPU path give the same logits through the
     attention hook, for prefill and decode steps against the cache. head_dim 64: FlexAttention on
-    CPU returned NaN for head_dim 16."""
+    CPU returned NaN for head_dim 16. Block top-k picks its key blocks per layer from that layer's
+    queries and keys, so it reads more than the window alone."""
     from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
     from engine.attention import AttentionStats, register, use_attention
@@ -197,8 +199,8 @@ def test_flex_and_blocked_kernels_agree_inside_a_model(studio_env):
     config = LlamaConfig(vocab_size=128, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024)  # fmt: skip
     model = LlamaForCausalLM._from_config(config, attn_implementation="studio").eval()
-    ids = torch.randint(0, 128, (1, 300))
-    settings = SparseSettings(window=64, sinks=4)
+    ids = torch.randint(0, 128, (1, 600))
+    settings = SparseSettings(window=32, sinks=4, pattern=pattern, budget=64)
 
     def run(kernel: str):
         studio_env("STUDIO_SPARSE_KERNEL", kernel)
@@ -216,6 +218,10 @@ def test_flex_and_blocked_kernels_agree_inside_a_model(studio_env):
     assert rel_err(flex, blocked) < 1e-4
     # 128x128 tiles are coarse at 300 tokens: flex computes more pairs than dense would here
     assert 0 < blocked_density < 1 < flex_density
+    shape = MaskShape(batch_size=1, q_length=600, kv_length=600)
+    window_only = build_plan(PATTERNS["sliding_sinks"], SparseSettings(window=32, sinks=4), shape,
+                             model_mask=causal_mask_function, groups=2, device=ids.device)  # fmt: skip
+    assert (blocked_density > window_only.computed_pairs / window_only.dense_pairs) == (pattern == "block_topk")
 
 
 @pytest.mark.parametrize("with_bias", [False, True])
@@ -350,3 +356,87 @@ def test_a_row_cache_keeps_the_page_bounds_of_what_each_row_wrote():
             assert torch.equal(layer.low[row], low) and torch.equal(layer.high[row], high)
         cache.move_row(1, 0)
         assert torch.equal(layer.low[0], layer.low[1]) and torch.equal(layer.keys[0], layer.keys[1])
+
+
+def block_topk_case(length: int, heads: int, kv_heads: int, *, padding=None, bias=None, seed=0, kernel="blocked"):
+    """The content pattern's prefill through a kernel and through SDPA under its explicit mask (the
+    positional part, or a pair in a picked block under the content rule), with the model's mask."""
+    from engine.attention.kernels import content_keys, flex_content_block_mask
+    from engine.attention.patterns import BlockTopK
+
+    torch.manual_seed(seed)
+    b, d = (padding.shape[0] if padding is not None else 2), 64
+    pattern, settings = BlockTopK(block=16), SparseSettings(window=20, sinks=3, pattern="block_topk", budget=48)
+    q, k, v = torch.randn(b, heads, length, d), torch.randn(b, kv_heads, length, d), torch.randn(b, kv_heads, length, d)
+    shape, mask_fn = MaskShape(batch_size=b, q_length=length, kv_length=length), model_mask(True, padding)
+    picked = pattern.select_blocks(q, k, 0, settings, padding)
+    groups = heads // kv_heads
+    if kernel == "flex":
+        block_mask, _ = flex_content_block_mask(pattern, settings, shape, picked, model_mask=mask_fn, heads=heads,
+                                                    device=q.device)  # fmt: skip
+        out = flex_sparse_attention(q, k, v, block_mask, None)
+    else:
+        from dataclasses import replace
+
+        plan = build_plan(pattern, replace(settings, block_size=16), shape, model_mask=mask_fn, groups=groups,
+                          device=q.device)  # fmt: skip
+        added = content_keys(pattern, settings, shape, picked, model_mask=mask_fn, groups=groups)
+        out = blocked_attention(q, k, v, plan, None, bias, added)
+    pos = torch.arange(length)
+    allowed = explicit_mask(pattern, settings, pos, pos, picked).repeat_interleave(groups, 1)
+    allowed = allowed & mask_fn(torch.arange(b)[:, None, None, None], torch.zeros(1, dtype=torch.long), pos[:, None],
+                                pos[None, :])  # fmt: skip
+    return out, reference(q, k, v, allowed, bias), picked, allowed
+
+
+@pytest.mark.parametrize("length", [1, 7, 100, 257])
+@pytest.mark.parametrize(("heads", "kv_heads"), [(4, 4), (6, 2)])
+def test_block_topk_prefill_matches_its_explicit_mask(length, heads, kv_heads):
+    """Lengths that are not block multiples, GQA: each KV head reads its own picked blocks."""
+    out, ref, picked, allowed = block_topk_case(length, heads, kv_heads)
+    assert rel_err(out, ref) < 1e-5
+    if length == 257:  # the content part adds keys, and different ones for different KV heads
+        positions = torch.arange(257)
+        assert (
+            allowed & ~explicit_mask(PATTERNS["block_topk"], SparseSettings(window=20, sinks=3), positions, positions)
+        ).any()
+        if kv_heads > 1:
+            assert not torch.equal(picked.blocks[:, 0], picked.blocks[:, 1])
+
+
+def test_block_topk_prefill_with_left_padding_and_a_position_bias():
+    padding = torch.ones(2, 150, dtype=torch.bool)
+    padding[1, :37] = False
+    bias = torch.randn(1, 4, 150, 150)
+    out, ref, _, _ = block_topk_case(150, 4, 2, padding=padding, bias=bias, seed=3)
+    valid = padding[:, None, :, None]
+    assert rel_err(out * valid, ref * valid) < 1e-5
+
+
+def test_block_topk_flex_kernel_matches_its_explicit_mask():
+    """The CUDA path's per-layer BlockMask (FlexAttention, eager on CPU) gives the same attention."""
+    out, ref, _, _ = block_topk_case(200, 6, 2, kernel="flex", seed=4)
+    assert rel_err(out, ref) < 1e-5
+
+
+def test_block_topk_picks_the_key_block_the_queries_point_at():
+    """A key block planted to match a query block's queries wins over the others; only blocks before
+    the window and past the sinks are candidates, at most budget // block of them."""
+    from engine.attention.patterns import BlockTopK
+
+    torch.manual_seed(5)
+    pattern, settings = BlockTopK(block=16), SparseSettings(window=16, sinks=4, budget=32)
+    d, length = 32, 160
+    q, k = torch.randn(1, 2, length, d) * 0.1, torch.randn(1, 1, length, d) * 0.1
+    direction = torch.randn(d)
+    q[0, 1, 144:160] += direction  # the last query block, one of the two query heads
+    k[0, 0, 48:64] += direction  # key block 3
+    picked = pattern.select_blocks(q, k, 0, settings)
+    assert picked.blocks.shape == (1, 1, 10, 2)
+    assert 3 in picked.blocks[0, 0, 9].tolist()
+    for query_block in range(10):
+        last_query = min(query_block * 16 + 15, length - 1)
+        for slot, block in enumerate(picked.blocks[0, 0, query_block].tolist()):
+            eligible = block * 16 + 16 > settings.sinks and block * 16 <= last_query - settings.window
+            assert eligible or not picked.valid[0, 0, query_block, slot]
+    assert not picked.valid[0, 0, 0].any()  # the first block's queries have nothing before their window

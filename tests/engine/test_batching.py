@@ -55,7 +55,9 @@ def together(cache: ModelCache, requests: list[GenerationRequest]) -> list[Resul
         return [future.result(timeout=120) for future in futures]
 
 
-@pytest.mark.parametrize(("attention", "pattern"), [("dense", "auto"), ("sparse", "auto"), ("sparse", "quest")])
+@pytest.mark.parametrize(
+    ("attention", "pattern"), [("dense", "auto"), ("sparse", "auto"), ("sparse", "quest"), ("sparse", "block_topk")]
+)
 def test_a_request_gives_the_same_tokens_alone_and_in_a_batch(cache, attention, pattern):
     """Greedy, different prompt lengths, dense, sparse (an 8-key window: the rows' own positions
     decide their keys) and Quest (pages picked by each row's own query and keys), plus one seeded

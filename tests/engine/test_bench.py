@@ -277,7 +277,7 @@ def test_frontier_suite_scores_patterns_against_dense(tiny_env, tmp_path, capsys
     assert main([*argv, "--compiled", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "frontier.json").read_text())["rows"]
     assert [(r["text"], r["pattern"]) for r in rows] == [
-        (text, pattern) for text in ("prose", "code") for pattern in ("dense", "sliding_sinks", "quest")
+        (text, pattern) for text in ("prose", "code") for pattern in ("dense", "sliding_sinks", "quest", "block_topk")
     ]
     wanted = {"pattern", "length", "budget", "density", "kl_mean", "top1_agreement", "mass_recall",
               "prefill_speedup", "decode_speedup"}  # fmt: skip

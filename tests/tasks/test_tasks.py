@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine import Comparison, InputError, Message, ModelCache, Result, RunOptions, run
+from engine import AttentionMap, Comparison, InputError, Message, ModelCache, Result, RunOptions, run
 from engine.report import comparison_line, comparison_rows, from_payload, labelled, metrics_line, to_payload
 from tasks import classification, code, dialogue, lab, summarization, translation
-from tasks.render import comparison_figure, comparison_table
+from tasks.render import attention_image, comparison_figure, comparison_table
 
 CHAT = RunOptions(model="tiny-llama", max_new_tokens=4)
 
@@ -128,3 +128,40 @@ def test_lab_config_validation(tiny_env):
         lab.build_config([], True, 2, options)
     with pytest.raises(InputError, match="decoder"):
         lab.build_config([64], True, 2, RunOptions(model="tiny-marian"))
+
+
+@pytest.mark.parametrize("per_token", [True, False])
+def test_the_attention_picture_renders_per_token_and_per_tile(per_token):
+    """A hand-made map of 4 tokens in tiles of 2: the image, from token probabilities or (past
+    MAP_TOKENS) from the tile masses alone."""
+    probabilities = [[1, 0, 0, 0], [0.5, 0.5, 0, 0], [0.2, 0.3, 0.5, 0], [0.1, 0.2, 0.3, 0.4]]
+    found = AttentionMap(
+        model="tiny", attention="block_topk", side="", layer=0, head=0, kv_head=0, layers=1, heads=1, tokens=4,
+        block=2, tiles=[(0, 0), (1, 0), (1, 1)], content_tiles=[(1, 0)], density=0.8, mass_recall=0.9,
+        decode_keys=[0, 3, 4], decode_probabilities=[0.1, 0.1, 0.2, 0.3, 0.3], decode_mass_recall=0.7,
+        tile_mass=[[1, 0], [0.3, 0.7]], probabilities=probabilities if per_token else None,
+    )  # fmt: skip
+    image = attention_image(found)
+    assert image.ndim == 3 and image.shape[2] == 3 and image.shape[0] > 300 and image.std() > 0
+
+
+def test_the_chat_map_shows_the_typed_message_else_the_last_one_sent(tiny_env):
+    history = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "one"},
+               {"role": "user", "content": "second"}, {"role": "assistant", "content": "two"}]  # fmt: skip
+    typed = dialogue.shown_request(history, "third", "", RunOptions())
+    assert [m.content for m in typed.messages] == ["first", "one", "second", "two", "third"]
+    sent = dialogue.shown_request(history, "  ", "be brief", RunOptions())
+    assert [m.content for m in sent.messages] == ["be brief", "first", "one", "second"]
+    with pytest.raises(InputError, match="send a message first"):
+        dialogue.shown_request([], "", "", RunOptions())
+
+
+def test_the_lab_frontier_gives_a_plot_and_a_table(tiny_env):
+    options = RunOptions(model="tiny-llama", precision="fp32")
+    plot, table = lab.run_frontier([160], [0.6], False, options)
+    assert open(plot, "rb").read(4) == b"\x89PNG"
+    assert list(table["pattern"]) == ["dense", "sliding_sinks", "quest", "block_topk"] * 2
+    with pytest.raises(InputError, match="one length and one budget"):
+        lab.run_frontier([], [0.6], False, options)
+    with pytest.raises(InputError, match="local decoder models"):
+        lab.run_frontier([160], [0.6], False, RunOptions(model="tiny-t5", precision="fp32"))
