@@ -372,12 +372,25 @@ def _results_panel() -> tuple[gr.JSON, list]:
 
 
 def _run_section(info: TaskInfo, button: str, output: type[gr.Component], **output_args):
-    """Below a tab's inputs: the run options, the action button, the output and the results panel."""
+    """Below a tab's inputs: the run options, the action button (and Stop, for a task that
+    generates), the output and the results panel."""
     shared = _controls(info)
-    go = gr.Button(button, variant="primary")
+    with gr.Row():
+        go = gr.Button(button, variant="primary", scale=4)
+        stop = gr.Button("Stop", variant="stop", visible=info.generates, scale=1)
     out = output(**output_args)
     metrics, panel = _results_panel()
-    return shared, go, out, metrics, panel
+    return shared, (go, stop), out, metrics, panel
+
+
+STOPPED = "**Stopped.** The output so far stays here; the engine dropped the request at its next step."
+
+
+def _stoppable(stop: gr.Button, events: list, line: gr.Markdown) -> None:
+    """Stop cancels the running request: Gradio closes its stream, which ends the request's decode
+    loop at the next step and frees its row of the batch (engine.scheduler), and the output so far
+    stays on the page. Outside the queue, so it acts at once even when the queue is full."""
+    stop.click(lambda: STOPPED, None, line, cancels=events, queue=False, api_visibility="private")
 
 
 def _wire(start, fn, inputs, outputs, api_name, panel=None, progress_on=None):
@@ -443,22 +456,24 @@ with gr.Blocks(title="Transformer Studio") as demo:
             source = gr.Dropdown(list(translation.LANGUAGES), value="en", label="From")
             swap = gr.Button("⇄ Swap", scale=0)
             target = gr.Dropdown(list(translation.LANGUAGES), value="fr", label="To")
-        shared, go, out, metrics, panel = _run_section(
+        shared, (go, stop), out, metrics, panel = _run_section(
             translation.INFO, "Translate", gr.Textbox, label="Translation", lines=4
         )
         gr.Examples(translation.INFO.examples, [src_text, source, target])
         swap.click(lambda a, b: (b, a), [source, target], [source, target], api_visibility="private")
-        _wire([go.click], translate, [src_text, source, target, *shared], [out, metrics], "translate", panel)
+        running = _wire([go.click], translate, [src_text, source, target, *shared], [out, metrics], "translate", panel)
+        _stoppable(stop, [running], panel[0])
         _map_panel([src_text, source, target], translation.build_request, shared)
     with gr.Tab(summarization.INFO.label):
         _task_header(summarization.INFO)
         doc = gr.Textbox(label="Document", lines=8)
         length = gr.Radio(list(summarization.LENGTHS), value="short", label="Length")
-        shared, go, out, metrics, panel = _run_section(
+        shared, (go, stop), out, metrics, panel = _run_section(
             summarization.INFO, "Summarize", gr.Textbox, label="Summary", lines=4
         )
         gr.Examples(summarization.EXAMPLES, [doc, length])
-        _wire([go.click], summarize, [doc, length, *shared], [out, metrics], "summarize", panel)
+        running = _wire([go.click], summarize, [doc, length, *shared], [out, metrics], "summarize", panel)
+        _stoppable(stop, [running], panel[0])
         _map_panel([doc, length], summarization.build_request, shared)
     with gr.Tab(dialogue.INFO.label):
         _task_header(dialogue.INFO)
@@ -468,6 +483,7 @@ with gr.Blocks(title="Transformer Studio") as demo:
         shared = _controls(dialogue.INFO)
         with gr.Row():
             send = gr.Button("Send", variant="primary")
+            stop = gr.Button("Stop", variant="stop")
             gr.ClearButton([bot, msg], value="Clear")
         metrics, panel = _results_panel()
         gr.Examples(dialogue.INFO.examples, [msg])
@@ -477,14 +493,15 @@ with gr.Blocks(title="Transformer Studio") as demo:
         sent = _wire([send.click, msg.submit], chat, [msg, bot, system, *shared], [bot, metrics], "chat", panel, status)
         sent.success(lambda: "", None, msg, api_visibility="private")  # keep the message if it failed
         retry = bot.retry(retry_turn, bot, [bot, retried], api_visibility="private")
-        _wire(retry.then, chat, [retried, bot, system, *shared], [bot, metrics], None, panel, status)
+        retried_run = _wire(retry.then, chat, [retried, bot, system, *shared], [bot, metrics], None, panel, status)
+        _stoppable(stop, [sent, retried_run], panel[0])
         bot.undo(undo, bot, [bot, msg], api_visibility="private")
         _map_panel([bot, msg, system], dialogue.shown_request, shared)
     with gr.Tab(classification.INFO.label):
         _task_header(classification.INFO)
         cls_text = gr.Textbox(label="Text", lines=3)
         labels = gr.Textbox(value=", ".join(classification.DEFAULT_LABELS), label="Candidate labels")
-        shared, go, out, metrics, panel = _run_section(classification.INFO, "Classify", gr.Label, label="Labels")
+        shared, (go, _), out, metrics, panel = _run_section(classification.INFO, "Classify", gr.Label, label="Labels")
         gr.Examples(classification.INFO.examples, [cls_text, labels])
         _wire([go.click], classify, [cls_text, labels, *shared], [out, metrics], "classify", panel)
         _map_panel([cls_text, labels], classification.build_request, shared)
@@ -492,13 +509,14 @@ with gr.Blocks(title="Transformer Studio") as demo:
         _task_header(code.INFO)
         prompt = gr.Textbox(label="Describe the code", lines=3)
         language = gr.Dropdown(list(code.LANGUAGES), value="python", label="Language")
-        shared, go, out, metrics, panel = _run_section(
+        shared, (go, stop), out, metrics, panel = _run_section(
             code.INFO, "Generate", gr.Code, label="Code (never executed)", language="python"
         )
         gr.Examples(code.INFO.examples, [prompt, language])
         language.change(lambda lang: gr.Code(language=code.highlight_language(lang)), language, out,
                         api_visibility="private")  # fmt: skip
-        _wire([go.click], generate_code, [prompt, language, *shared], [out, metrics], "generate_code", panel)
+        running = _wire([go.click], generate_code, [prompt, language, *shared], [out, metrics], "generate_code", panel)
+        _stoppable(stop, [running], panel[0])
         _map_panel([prompt, language], code.build_request, shared)
     with gr.Tab("Lab"):
         gr.Markdown(

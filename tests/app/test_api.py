@@ -193,6 +193,33 @@ def test_benchmark_sweep(client):
     assert sparse_512["mode"] == "sparse" and sparse_512["flop_limit"] > 1 and sparse_512["density"] < 1
 
 
+def wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_a_cancelled_job_stops_its_compute_and_the_next_job_runs_alone(client):
+    """job.cancel() closes the request's stream: the engine drops it at its next step, within 2 s,
+    and the next request decodes alone (not beside a request nobody reads)."""
+    from engine import DEFAULT_MODEL, default_cache
+
+    job = client.submit("Write a long Python module with many functions.", "python", max_new_tokens=1024,
+                        api_name="/generate_code")  # fmt: skip
+    assert wait_until(lambda: len(job.outputs()) >= 3, 60)  # streaming: some code is out
+    batches = default_cache().get(DEFAULT_MODEL, "auto").batches
+    assert batches.by_key  # it is decoding
+    job.cancel()
+    cancelled = time.perf_counter()
+    assert wait_until(lambda: not batches.by_key, 2.0)
+    freed = time.perf_counter() - cancelled
+    text, metrics = client.predict("Good morning.", "en", "fr", max_new_tokens=8, api_name="/translate")
+    answered = time.perf_counter() - cancelled
+    print(f"cancel: engine freed in {freed:.2f} s, next request answered {answered:.2f} s after the cancel")
+    assert text and metrics["batch_size"] == 1
+
+
 def test_attention_map_of_a_prompt(client):
     """Block top-k on the embedded model: the picture, and its data with the tiles it computed (some
     picked by content) over the dense probabilities, and the keys the first decode step read."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,14 @@ def run_and_wait(panel, button: str) -> str:
     metrics = panel.locator(".prose.metrics-line").filter(has_text="prefill")
     metrics.wait_for(timeout=TIMEOUT_MS)
     return metrics.inner_text()
+
+
+def poll(condition, timeout_s: float) -> bool:
+    """Whether `condition()` holds within `timeout_s` (the page re-renders elements, so JS handles go stale)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
 
 
 def shoot(page, name: str) -> None:
@@ -135,6 +144,36 @@ def test_dialogue_tab_keeps_history_after_an_error(page):
     assert panel.get_by_test_id("user").count() == 1 and bot.count() == 1  # history intact
     assert bot.first.is_visible()  # and not covered by the error
     shoot(page, "dialogue")
+
+
+def test_stop_ends_a_long_generation_and_the_next_one_starts_at_once(page):
+    """Stop keeps the code so far and marks it stopped; the engine is free within 2 s, and the next
+    Generate streams its first code within 2 s of the click."""
+    from engine import DEFAULT_MODEL, default_cache
+
+    panel = open_tab(page, "Code generation")
+    panel.get_by_role("textbox", name="Describe the code").fill("Write a long Python module with many functions.")
+    panel.get_by_text("Advanced", exact=True).click()
+    panel.get_by_role("spinbutton", name="Max new tokens").fill("1024")
+    panel.get_by_role("button", name="Generate", exact=True).click()
+    code_box = panel.locator(".cm-content")
+    assert poll(lambda: code_box.inner_text().count("\n") > 4, 60)
+    batches = default_cache().get(DEFAULT_MODEL, "auto").batches
+    pressed = time.perf_counter()
+    panel.get_by_role("button", name="Stop", exact=True).click()
+    assert poll(lambda: not batches.by_key, 2)
+    freed = time.perf_counter() - pressed
+    panel.get_by_text("Stopped.").wait_for(timeout=5_000)
+    kept = code_box.inner_text()
+    assert kept.strip()
+    panel.get_by_role("button", name="Generate", exact=True).click()
+    clicked = time.perf_counter()
+    assert poll(lambda: code_box.inner_text() != kept, 2)
+    print(
+        f"stop: engine free {freed:.2f} s after Stop; the next generation streams {time.perf_counter() - clicked:.2f} s after Generate"
+    )
+    panel.get_by_role("button", name="Stop", exact=True).click()
+    shoot(page, "stop")
 
 
 def test_a_tab_shows_the_attention_map_of_its_request(page):
