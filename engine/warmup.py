@@ -1,0 +1,75 @@
+"""Warm a model before anyone asks: load it (the embedded one converts on first use) and run one
+tiny request, which also starts compiling its decode step in the background (engine.decode). The
+app starts one at launch and shows its state; `python -m engine prepare` runs it in the foreground
+(the set-up command does, so the first request after set-up pays no conversion)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from .cache import ModelCache, default_cache
+from .errors import StudioError
+from .options import options_from
+from .service import run
+from .types import GenerationRequest
+
+log = logging.getLogger(__name__)
+Phase = Literal["waiting", "loading", "warming", "ready", "failed"]
+
+
+@dataclass(frozen=True)
+class WarmState:
+    model: str
+    precision: str
+    phase: Phase
+    message: str  # what is happening, or what happened, in one sentence
+    seconds: float  # since the warm-up started (its total once ready or failed)
+
+    @property
+    def done(self) -> bool:
+        return self.phase in ("ready", "failed")
+
+
+class WarmUp:
+    """One model's warm-up, in the background (`start`) or here (`run`); `state()` at any time."""
+
+    def __init__(self, model: str, precision: str = "auto", cache: ModelCache | None = None):
+        self.model, self.precision, self._cache = model, precision, cache
+        self._lock = threading.Lock()
+        self._started: float | None = None
+        self._state = WarmState(model, precision, "waiting", "not started", 0.0)
+
+    def state(self) -> WarmState:
+        """Its state; `seconds` counts on until it is done."""
+        with self._lock:
+            state = self._state
+        if state.done or self._started is None:
+            return state
+        return replace(state, seconds=time.perf_counter() - self._started)
+
+    def start(self) -> None:
+        threading.Thread(target=self.run, name=f"warm-{self.model}", daemon=True).start()
+
+    def run(self) -> WarmState:
+        self._started = time.perf_counter()
+        cache = self._cache or default_cache()
+        try:
+            self._set("loading", f"loading {self.model}")
+            loaded = cache.get(self.model, self.precision, lambda fraction, message: self._set("loading", message))
+            self._set("warming", f"first run of {self.model} at {loaded.precision}")
+            options = options_from({"model": self.model, "precision": self.precision, "max_new_tokens": 2})
+            run(GenerationRequest(options, text="Hello"), cache)
+            self._set("ready", f"{self.model} at {loaded.precision} is loaded and warm")
+        except Exception as exc:  # a boundary: a failed warm-up is reported, and requests still try for themselves
+            reason = str(exc) if isinstance(exc, StudioError) else f"{type(exc).__name__}: {exc}"
+            self._set("failed", reason)
+            log.warning("warm-up of %s failed: %s", self.model, reason)
+        return self.state()
+
+    def _set(self, phase: Phase, message: str) -> None:
+        with self._lock:
+            self._state = WarmState(self.model, self.precision, phase, message, time.perf_counter() - self._started)
