@@ -24,11 +24,11 @@ from engine import (
     GenerationRequest,
     Option,
     Result,
-    RunOptions,
     SettingsError,
     StudioError,
     list_models,
     options_from,
+    precheck,
     stream_request,
 )
 from engine import attention_map as measure_attention_map
@@ -68,17 +68,16 @@ def _user_errors():
         raise gr.Error(str(exc)) from exc
 
 
-def _events(build, progress: gr.Progress):
-    """Engine events for the request `build()` makes, under the operator's time limit."""
+def _events(request: GenerationRequest, progress: gr.Progress):
+    """Engine events for the request."""
     with _user_errors():
-        request = replace(build(), time_limit_s=SETTINGS.time_limit_s)
         yield from stream_request(request, progress=_reporter(progress))
 
 
-def _stream(build, progress: gr.Progress):
+def _stream(request: GenerationRequest, progress: gr.Progress):
     """Yield (text per run so far, metrics JSON or None) for a generative request."""
     texts: dict[str, str] = {}
-    for event in _events(build, progress):
+    for event in _events(request, progress):
         if isinstance(event, Chunk):
             texts[event.run] = texts.get(event.run, "") + event.text
             yield texts, None
@@ -93,48 +92,72 @@ def _documented(handler, options: list[Option]):
     return head.rstrip() + lines + "\n    Returns:" + returns
 
 
-def endpoint(handler):
+def endpoint(build):
     """Give a task handler every run option as a parameter after its own, in declaration order,
-    typed and documented from the declaration; the handler receives them as one `options`."""
-    own = [p for p in inspect.signature(handler).parameters.values() if p.name not in ("options", "progress")]
-    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    params = [
-        *own,
-        *(
-            inspect.Parameter(o.name, kind, default=o.default, annotation=o.type | None if o.nullable else o.type)
-            for o in OPTIONS
-        ),
-        inspect.Parameter("progress", kind, default=gr.Progress()),
-    ]
-    signature = inspect.Signature(params)
+    typed and documented from the declaration. `build(*own inputs, options)` makes the request the
+    handler receives as `request`. The same build is the event's validator (`wrapper.validator`),
+    which Gradio runs before the request joins the queue: a request the engine would refuse
+    (engine.precheck) never takes a slot."""
 
-    def call(args, kwargs):
-        values = signature.bind(*args, **kwargs)
-        values.apply_defaults()
-        arguments = values.arguments
-        options = options_from({o.name: arguments[o.name] for o in OPTIONS})
-        return handler(*(arguments[p.name] for p in own), options=options, progress=arguments["progress"])
+    def decorate(handler):
+        own = [p for p in inspect.signature(handler).parameters.values() if p.name not in ("request", "progress")]
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        inputs = [
+            *own,
+            *(
+                inspect.Parameter(o.name, kind, default=o.default, annotation=o.type | None if o.nullable else o.type)
+                for o in OPTIONS
+            ),
+        ]
+        signature = inspect.Signature([*inputs, inspect.Parameter("progress", kind, default=gr.Progress())])
 
-    if inspect.isgeneratorfunction(handler):
+        def bound(args, kwargs) -> tuple[list, GenerationRequest, gr.Progress | None]:
+            values = signature.bind(*args, **kwargs)
+            values.apply_defaults()
+            arguments = values.arguments
+            options = options_from({o.name: arguments[o.name] for o in OPTIONS})
+            own_values = [arguments[p.name] for p in own]
+            return own_values, build(*own_values, options), arguments.get("progress")
 
-        @functools.wraps(handler)
-        def wrapper(*args, **kwargs):
-            yield from call(args, kwargs)
-    else:
+        def call(args, kwargs):
+            with _user_errors():
+                own_values, request, progress = bound(args, kwargs)
+            return handler(*own_values, request=replace(request, time_limit_s=SETTINGS.time_limit_s), progress=progress)
 
-        @functools.wraps(handler)
-        def wrapper(*args, **kwargs):
-            return call(args, kwargs)
+        def validator(*args, **kwargs):
+            """One gr.validate per input: the reason on the first, where the page shows it."""
+            try:
+                precheck(bound(args, kwargs)[1])
+            except StudioError as exc:
+                return [gr.validate(False, str(exc)), *(gr.validate(True, "") for _ in inputs[1:])]
+            return [gr.validate(True, "") for _ in inputs]
 
-    wrapper.__signature__ = signature
-    wrapper.__annotations__ = {p.name: p.annotation for p in params if p.annotation is not inspect.Parameter.empty}
-    wrapper.__doc__ = _documented(handler, list(OPTIONS))
-    return wrapper
+        if inspect.isgeneratorfunction(handler):
+
+            @functools.wraps(handler)
+            def wrapper(*args, **kwargs):
+                yield from call(args, kwargs)
+        else:
+
+            @functools.wraps(handler)
+            def wrapper(*args, **kwargs):
+                return call(args, kwargs)
+
+        wrapper.__signature__ = signature
+        wrapper.__annotations__ = {
+            p.name: p.annotation for p in signature.parameters.values() if p.annotation is not inspect.Parameter.empty
+        }
+        wrapper.__doc__ = _documented(handler, list(OPTIONS))
+        validator.__signature__ = inspect.Signature(inputs)
+        wrapper.validator = validator
+        return wrapper
+
+    return decorate
 
 
 @on_gpu
-@endpoint
-def translate(text: str, source: str, target: str, options: RunOptions, progress: gr.Progress):
+@endpoint(translation.build_request)
+def translate(text: str, source: str, target: str, request: GenerationRequest, progress: gr.Progress):
     """Translate text between languages with the chosen model, precision and attention.
 
     Args:
@@ -144,13 +167,13 @@ def translate(text: str, source: str, target: str, options: RunOptions, progress
     Returns:
         the translation (A and B labelled, in a comparison) and the measured metrics as JSON
     """
-    for texts, metrics in _stream(lambda: translation.build_request(text, source, target, options), progress):
+    for texts, metrics in _stream(request, progress):
         yield labelled(texts), metrics
 
 
 @on_gpu
-@endpoint
-def summarize(text: str, length: str, options: RunOptions, progress: gr.Progress):
+@endpoint(summarization.build_request)
+def summarize(text: str, length: str, request: GenerationRequest, progress: gr.Progress):
     """Summarize a document; long documents are where sparse attention pays.
 
     Args:
@@ -159,13 +182,15 @@ def summarize(text: str, length: str, options: RunOptions, progress: gr.Progress
     Returns:
         the summary (A and B labelled, in a comparison) and the measured metrics as JSON
     """
-    for texts, metrics in _stream(lambda: summarization.build_request(text, length, options), progress):
+    for texts, metrics in _stream(request, progress):
         yield labelled(texts), metrics
 
 
 @on_gpu
-@endpoint
-def chat(message: str, history: list, system: str, options: RunOptions, progress: gr.Progress):
+@endpoint(
+    lambda message, history, system, options: dialogue.build_request(list(history or []), message, system, options)
+)
+def chat(message: str, history: list, system: str, request: GenerationRequest, progress: gr.Progress):
     """Chat: answer a message given the conversation so far.
 
     Args:
@@ -177,7 +202,7 @@ def chat(message: str, history: list, system: str, options: RunOptions, progress
     """
     history = list(history or [])
     turn = [*history, {"role": "user", "content": message}]
-    for texts, metrics in _stream(lambda: dialogue.build_request(history, message, system, options), progress):
+    for texts, metrics in _stream(request, progress):
         yield [*turn, {"role": "assistant", "content": reference_text(texts)}], metrics
 
 
@@ -192,8 +217,8 @@ def undo(history: list, undo_data: gr.UndoData):
 
 
 @on_gpu
-@endpoint
-def classify(text: str, labels: str, options: RunOptions, progress: gr.Progress):
+@endpoint(classification.build_request)
+def classify(text: str, labels: str, request: GenerationRequest, progress: gr.Progress):
     """Classify text: a probability per candidate label (label likelihood for chat models, the head
     for classifiers). Sampling options do not apply: labels are scored, not generated.
 
@@ -203,13 +228,13 @@ def classify(text: str, labels: str, options: RunOptions, progress: gr.Progress)
     Returns:
         the label probabilities (top label first) and the measured metrics as JSON
     """
-    *_, final = _events(lambda: classification.build_request(text, labels, options), progress)
+    *_, final = _events(request, progress)
     return classification.scores_of(final), to_payload(final)
 
 
 @on_gpu
-@endpoint
-def generate_code(prompt: str, language: str, options: RunOptions, progress: gr.Progress):
+@endpoint(code.build_request)
+def generate_code(prompt: str, language: str, request: GenerationRequest, progress: gr.Progress):
     """Generate code from a description. The code is returned, never executed by the server.
 
     Args:
@@ -218,20 +243,20 @@ def generate_code(prompt: str, language: str, options: RunOptions, progress: gr.
     Returns:
         the code (A's, in a comparison) and the measured metrics as JSON
     """
-    for texts, metrics in _stream(lambda: code.build_request(prompt, language, options), progress):
+    for texts, metrics in _stream(request, progress):
         yield code.extract_code(reference_text(texts)), metrics
 
 
-def _attention_picture(build, layer: int, head: int, progress: gr.Progress):
-    """(image, data) of the attention map of the request `build()` makes."""
+def _attention_picture(request: GenerationRequest, layer: int, head: int, progress: gr.Progress):
+    """(image, data) of the attention map of the request."""
     with _user_errors():
-        found = measure_attention_map(build(), int(layer), int(head), progress=_reporter(progress))
+        found = measure_attention_map(request, int(layer), int(head), progress=_reporter(progress))
     return attention_image(found), found.to_dict()
 
 
 @on_gpu
-@endpoint
-def attention_map(text: str, layer: int, head: int, options: RunOptions, progress: gr.Progress):
+@endpoint(lambda text, layer, head, options: GenerationRequest(options, text=text))
+def attention_map(text: str, layer: int, head: int, request: GenerationRequest, progress: gr.Progress):
     """The attention picture of a prompt at one layer and query head: the (query block, key block) tiles
     the chosen attention computes at prefill, drawn over dense attention's probabilities, and the keys
     the first decode step reads. Decoder (causal) models.
@@ -244,7 +269,7 @@ def attention_map(text: str, layer: int, head: int, options: RunOptions, progres
         the picture, and its data as JSON (tiles, density, mass recall, decode keys; the dense
         probabilities for prompts up to MAP_TOKENS tokens, per tile beyond)
     """
-    return _attention_picture(lambda: GenerationRequest(options, text=text), layer, head, progress)
+    return _attention_picture(request, layer, head, progress)
 
 
 attention_map.__doc__ = attention_map.__doc__.replace("MAP_TOKENS", str(MAP_TOKENS))
@@ -422,6 +447,7 @@ def _wire(start, fn, inputs, outputs, api_name, panel=None, progress_on=None):
         concurrency_limit=SETTINGS.app_concurrency,
         show_progress_on=progress_on,
         api_visibility="public" if api_name else "private",
+        validator=getattr(fn, "validator", None),
     )
     if panel:
         event.success(show_results, outputs[-1], panel, api_visibility="private")
@@ -452,9 +478,8 @@ def _map_panel(inputs: list[gr.Component], build, shared: list[gr.Component]) ->
     own, names = len(inputs), [option.name for option in OPTIONS]
 
     def picture(*values, progress=gr.Progress()):
-        def request():
-            return build(*values[:own], options_from(dict(zip(names, values[own + 2 :], strict=True))))
-
+        with _user_errors():
+            request = build(*values[:own], options_from(dict(zip(names, values[own + 2 :], strict=True))))
         return _attention_picture(request, values[own], values[own + 1], progress)
 
     _wire([show.click], on_gpu(picture), [*inputs, layer, head, *shared], [image, data], None)

@@ -11,6 +11,7 @@ from .errors import (
     ModelLoadError,
     PrecisionError,
     StudioError,
+    TimeLimitError,
     UnknownModelError,
 )
 from .options import (
@@ -24,7 +25,7 @@ from .options import (
     options_from,
 )
 from .registry import ModelSpec, get_spec, list_models
-from .service import Chunk, run, stream_request
+from .service import Chunk, precheck, run, stream_request
 from .settings import SettingsError
 from .types import Comparison, GenerationRequest, Message, Metrics, Quality, Result, Timing
 from .validation import check_labels, require_text, validate, validate_options
@@ -55,6 +56,7 @@ __all__ = [
     "SettingsError",
     "SparseSettings",
     "StudioError",
+    "TimeLimitError",
     "Timing",
     "UnknownModelError",
     "attention_map",
@@ -63,6 +65,7 @@ __all__ = [
     "get_spec",
     "list_models",
     "options_from",
+    "precheck",
     "require_text",
     "run",
     "stream_request",

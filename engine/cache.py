@@ -14,6 +14,7 @@ import torch
 from .embedded import ProgressFn
 from .errors import ModelLoadError
 from .loader import LoadedModel, load_model
+from .memory import free_memory, is_out_of_memory, out_of_memory
 from .precision import resolve_device, resolve_precision
 from .registry import get_spec
 from .scheduler import SCHEDULER
@@ -59,15 +60,37 @@ class ModelCache:
                 if key in self._models:
                     self._models.move_to_end(key)
                     return self._models[key]
-            loaded = self.scheduler.call(  # on the one thread that does torch work (engine.scheduler)
-                lambda report: load_model(spec, key[1], self.device, self.max_batch, report), progress=progress
-            )
+            loaded = self._load(spec, key, progress)
             if loaded.batches is not None:  # a new batch waits while its cache would overshoot the budget
                 loaded.batches.fits = lambda extra: self.used_mb() + extra / 2**20 <= self.budget_mb
             with self._lock:
                 self._models[key] = loaded
                 self._evict(keep=key)
             return loaded
+
+    def _load(self, spec, key: tuple[str, str], progress: ProgressFn | None) -> LoadedModel:
+        """Load on the one thread that does torch work (engine.scheduler). Out of memory: drop every
+        other model, free what they held and try once more; then say what to choose instead."""
+
+        def load() -> LoadedModel:
+            return self.scheduler.call(
+                lambda report: load_model(spec, key[1], self.device, self.max_batch, report), progress=progress
+            )
+
+        try:
+            return load()
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            with self._lock:
+                self._models.clear()  # requests still holding one keep it alive until they finish
+            free_memory(self.device)
+        try:
+            return load()
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise out_of_memory(exc, "loading", self.device, spec.name, key[1]) from exc
+            raise
 
     def _evict(self, keep: tuple[str, str]) -> None:
         while self.used_mb() > self.budget_mb and len(self._models) > 1:
@@ -80,6 +103,14 @@ class ModelCache:
         """Weights of the loaded models plus the KV caches of the batches decoding on them."""
         models = list(self._models.values())  # a snapshot: callers may hold the lock
         return sum(m.footprint_mb + (m.batches.memory_bytes() / 2**20 if m.batches else 0) for m in models)
+
+    def peek(self, name: str, precision: str) -> LoadedModel | None:
+        """The model if it is loaded now (never loads, never reorders the LRU); None otherwise."""
+        spec = get_spec(name)
+        if spec.remote:
+            return None
+        with self._lock:
+            return self._models.get((name, resolve_precision(precision, self.device, spec.family)))
 
     def loaded(self) -> list[tuple[str, str]]:
         with self._lock:

@@ -35,3 +35,11 @@ class EngineStoppedError(StudioError):
 
 class RemoteError(StudioError):
     pass
+
+
+class TimeLimitError(StudioError):
+    """Work that cannot return a partial answer (scoring labels) ran past the operator's time limit."""
+
+
+class OutOfMemoryError(StudioError):
+    """The device ran out of memory loading a model or running a request; the cache freed what it could."""

@@ -24,7 +24,7 @@ from transformers.generation.logits_process import (
 )
 
 from .attention import AttentionStats, use_attention
-from .errors import InputError
+from .errors import InputError, TimeLimitError
 from .loader import LoadedModel
 from .metrics import PeakMemory, decode_rate, now
 from .options import RunOptions
@@ -303,7 +303,8 @@ def score_labels(loaded: LoadedModel, request: GenerationRequest) -> Result:
         else:  # causal (validation.check_family lets only these two families score labels)
             encoded = encode(loaded, request, max(len(loaded.tokenizer(" " + lab)["input_ids"]) for lab in labels))
             t_prefill = now(device)
-            scores = _likelihood_scores(loaded, encoded.input_ids, labels)
+            deadline = t_start + request.time_limit_s if request.time_limit_s else None
+            scores = _likelihood_scores(loaded, encoded.input_ids, labels, deadline)
         prefill_s = now(device) - t_prefill
     total_s = time.perf_counter() - t_start
     metrics = _metrics(
@@ -341,11 +342,19 @@ def _head_scores(loaded: LoadedModel, logits: torch.Tensor, labels: list[str]) -
     return {lab: by_name[lab.lower()] / total for lab in wanted}
 
 
-def _likelihood_scores(loaded: LoadedModel, prompt_ids: torch.Tensor, labels: list[str]) -> dict[str, float]:
-    """Prefill the prompt once, then score all labels in one batched forward over the shared cache."""
+def _likelihood_scores(
+    loaded: LoadedModel, prompt_ids: torch.Tensor, labels: list[str], deadline: float | None = None
+) -> dict[str, float]:
+    """Prefill the prompt once, then score all labels in one batched forward over the shared cache
+    (not started past `deadline`, a perf_counter time: scores of some labels would mean nothing)."""
     model, tokenizer = loaded.model, loaded.tokenizer
     cache = DynamicCache(config=model.config)
     first = model(input_ids=prompt_ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[0, -1]
+    if deadline is not None and time.perf_counter() > deadline:
+        raise TimeLimitError(
+            f"Reading the {prompt_ids.shape[1]}-token input took past the time limit, before any label was scored; "
+            "shorten the text."
+        )
     first_logp = torch.log_softmax(first.float(), -1)
     label_ids = [tokenizer(lab, add_special_tokens=False)["input_ids"] for lab in labels]
     width = max(len(ids) for ids in label_ids)

@@ -13,6 +13,7 @@ from . import attention
 from .decode import CompiledDecode, ModelBatches
 from .embedded import ProgressFn, ensure_converted, locate_packaged_file
 from .errors import ModelLoadError, PrecisionError
+from .memory import is_out_of_memory
 from .precision import load_kwargs, quantize_after_load, weight_bytes
 from .precision_menu import PRECISION_BY_NAME
 from .registry import ModelSpec, with_family
@@ -120,6 +121,8 @@ def load_model(
             "so dense/sparse switching is not possible for it; pick another model."
         ) from exc
     except (ImportError, RuntimeError) as exc:
+        if is_out_of_memory(exc):
+            raise  # the cache frees memory and says so (engine.cache)
         raise PrecisionError(
             f"Loading {spec.name!r} at {precision} on {device.type} failed ({exc}); try fp32 or bf16."
         ) from exc

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .errors import PrecisionError
+from .memory import is_out_of_memory
 from .precision_menu import PRECISION_CHOICES
 from .settings import settings
 
@@ -154,6 +155,8 @@ def quantize_after_load(model: torch.nn.Module, precision: str, device: torch.de
     try:
         quantize_(model, _torchao_config(precision, device), filter_fn=linear)
     except (ImportError, RuntimeError, ValueError, AssertionError, NotImplementedError) as exc:
+        if is_out_of_memory(exc):
+            raise  # not a precision problem: the cache frees memory and says so (engine.cache)
         raise PrecisionError(f"torchao could not quantize this model to {precision} ({exc}); try bf16.") from exc
 
 

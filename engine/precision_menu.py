@@ -14,23 +14,27 @@ class PrecisionChoice:
     runs_on: str  # the library and kernel, in a few words (the UI's menu and the README show it)
     compiles: bool = True  # the decode step can be compiled (engine.decode)
     torchao: bool = False  # quantized after loading by torchao (engine.precision)
+    weight_bits: int = 0  # bits a weight takes (0: auto, resolved per device); a smaller choice fits more
 
 
 PRECISION_CHOICES: tuple[PrecisionChoice, ...] = (
     PrecisionChoice(
         "auto", "the fastest that keeps quality, measured: int8-wo or bf16 on CPUs with bf16, else fp32; fp16 on CUDA"
     ),
-    PrecisionChoice("fp32", "PyTorch fp32 matmuls"),
-    PrecisionChoice("fp16", "PyTorch fp16 matmuls (converted on CPUs without fp16 arithmetic)"),
-    PrecisionChoice("bf16", "PyTorch bf16 matmuls"),
-    PrecisionChoice("int8", "bitsandbytes LLM.int8(): 8-bit matmul, outliers in fp16", compiles=False),
-    PrecisionChoice("nf4", "bitsandbytes NF4: 4-bit weights dequantized at each matmul", compiles=False),
-    PrecisionChoice("fp4", "bitsandbytes FP4: 4-bit weights dequantized at each matmul", compiles=False),
-    PrecisionChoice("int8-wo", "torchao int8 weight-only, bf16 activations, fused by torch.compile", torchao=True),
+    PrecisionChoice("fp32", "PyTorch fp32 matmuls", weight_bits=32),
+    PrecisionChoice("fp16", "PyTorch fp16 matmuls (converted on CPUs without fp16 arithmetic)", weight_bits=16),
+    PrecisionChoice("bf16", "PyTorch bf16 matmuls", weight_bits=16),
+    PrecisionChoice("int8", "bitsandbytes LLM.int8(): 8-bit matmul, outliers in fp16", compiles=False, weight_bits=8),
+    PrecisionChoice("nf4", "bitsandbytes NF4: 4-bit weights dequantized at each matmul", compiles=False, weight_bits=4),
+    PrecisionChoice("fp4", "bitsandbytes FP4: 4-bit weights dequantized at each matmul", compiles=False, weight_bits=4),
+    PrecisionChoice(
+        "int8-wo", "torchao int8 weight-only, bf16 activations, fused by torch.compile", torchao=True, weight_bits=8
+    ),
     PrecisionChoice(
         "int4-wo",
         "torchao int4 weight-only (groups of 32), bf16 activations, PyTorch's packed-int4 matmul",
         torchao=True,
+        weight_bits=4,
     ),
 )
 PRECISION_BY_NAME = {choice.name: choice for choice in PRECISION_CHOICES}

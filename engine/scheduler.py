@@ -34,7 +34,9 @@ from .embedded import ProgressFn
 from .errors import EngineStoppedError
 from .generate import Decoding, encode_prompt, score_labels, stream_seq2seq
 from .loader import LoadedModel
+from .memory import is_out_of_memory, out_of_memory
 from .metrics import PeakMemory
+from .precision import resolve_device
 from .prompt import Encoded
 from .types import GenerationRequest, Result
 
@@ -224,14 +226,14 @@ class Scheduler:
                 try:
                     self._start(work)
                 except Exception as exc:  # its prompt failed: this request hears why, the rest carry on
-                    work.ticket.put(exc)
+                    work.ticket.put(_explained(exc, "reading the prompt of", getattr(work, "loaded", None)))
             self._drop_cancelled()
             for batch in list(self._batches):
                 if batch.rows:
                     try:
                         batch.step()
                     except Exception as exc:  # the step itself failed: every request in it hears why
-                        batch.fail(exc)
+                        batch.fail(_explained(exc, f"decoding {len(batch.rows)} requests of", batch.loaded))
             for job in list(self._jobs):
                 self._advance(job)
             self._retire_empty()
@@ -326,7 +328,7 @@ class Scheduler:
             job.ticket.end()
         except Exception as exc:
             self._jobs.remove(job)
-            job.ticket.put(exc)
+            job.ticket.put(_explained(exc, "running", None))
 
     def _drop_cancelled(self) -> None:
         for batch in self._batches:
@@ -338,6 +340,16 @@ class Scheduler:
         for batch in [b for b in self._batches if not b.rows]:
             self._batches.remove(batch)
             batch.loaded.batches.by_key.pop(batch.key, None)
+
+
+def _explained(exc: Exception, doing: str, loaded) -> Exception:
+    """An out-of-memory becomes the user's error (engine.memory), naming the model when known; any
+    other fault is passed on as it is."""
+    if not is_out_of_memory(exc):
+        return exc
+    if loaded is None:
+        return out_of_memory(exc, doing, resolve_device())
+    return out_of_memory(exc, doing, loaded.device, loaded.spec.name, loaded.precision)
 
 
 SCHEDULER = Scheduler()

@@ -12,6 +12,7 @@ from .compare import run_comparison
 from .decode import IN_FLIGHT
 from .dispatch import generate
 from .embedded import ProgressFn
+from .generate import encode_prompt
 from .types import Comparison, GenerationRequest, Result
 from .validation import validate
 
@@ -25,6 +26,16 @@ class Chunk:
 
 
 Event = Chunk | Result | Comparison
+
+
+def precheck(request: GenerationRequest, cache: ModelCache | None = None) -> None:
+    """Every rule a request can be held to without the engine, cheap enough to run before it queues
+    (the app's validators do): `validate`, and, when its model is loaded, whether its input fits the
+    model's context. Raises the StudioError the engine would."""
+    cache = cache or default_cache()
+    validate(request, cache.device)
+    if (loaded := cache.peek(request.options.model, request.options.precision)) is not None:
+        encode_prompt(loaded, request)
 
 
 def stream_request(

@@ -20,11 +20,18 @@ def require_text(value: str | None, what: str = "input") -> str:
     return value
 
 
+MAX_LABELS = 20  # each label is scored by its own forward pass: 300 held the engine for 124 s
+
+
 def check_labels(labels: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """Candidate labels stripped and de-duplicated in order; at least two."""
+    """Candidate labels stripped and de-duplicated in order; at least two, at most MAX_LABELS."""
     unique = tuple(dict.fromkeys(label.strip() for label in labels if label.strip()))
     if len(unique) < 2:
         raise InputError("Give at least two different candidate labels, separated by commas.")
+    if len(unique) > MAX_LABELS:
+        raise InputError(
+            f"Give at most {MAX_LABELS} candidate labels (got {len(unique)}): each one is scored separately."
+        )
     return unique
 
 

@@ -7,9 +7,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
-from gradio_client.exceptions import AppError
+from gradio_client.exceptions import AppError, ValidationError
 
 from engine.precision import resolve_precision
 
@@ -220,6 +221,21 @@ def test_a_cancelled_job_stops_its_compute_and_the_next_job_runs_alone(client):
     assert text and metrics["batch_size"] == 1
 
 
+def test_too_many_labels_are_refused_before_the_queue(client):
+    """300 labels never take a slot: the validator refuses them before the request joins the queue,
+    while the queue is held busy (a long generation) and nothing else waits."""
+    job = client.submit("Write a long Python module.", "python", max_new_tokens=512, api_name="/generate_code")
+    assert wait_until(lambda: len(job.outputs()) >= 2, 60)
+    labels = ", ".join(f"label{i}" for i in range(300))
+    start = time.perf_counter()
+    with pytest.raises(ValidationError, match="at most 20 candidate labels"):
+        client.predict("Great service!", labels, api_name="/classify")
+    refused = time.perf_counter() - start
+    job.cancel()
+    print(f"300 labels refused in {refused:.2f} s, before the queue")
+    assert refused < 2
+
+
 def test_attention_map_of_a_prompt(client):
     """Block top-k on the embedded model: the picture, and its data with the tiles it computed (some
     picked by content) over the dense probabilities, and the keys the first decode step read."""
@@ -237,18 +253,21 @@ def test_attention_map_of_a_prompt(client):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"text": "   "}, "empty"),
-        ({"target": "en"}, "pick two different languages"),
-        ({"text": "word " * 9000}, "allow truncation"),
-        ({"precision": "fp8"}, "not in the list of choices"),
-        ({"model": "smollm2-360m-instruct"}, "not in the local Hugging Face cache"),
+    ("kwargs", "message", "refused"),
+    [  # refused before the queue: by the event's validator, or by Gradio reading the inputs for it (a
+        # choice not offered: HTTP 400 with the reason); AppError: by the engine once the request runs
+        ({"text": "   "}, "empty", ValidationError),
+        ({"target": "en"}, "pick two different languages", ValidationError),
+        ({"text": "word " * 9000}, "allow truncation", ValidationError),
+        ({"precision": "fp8"}, "not in the list of choices", httpx.HTTPStatusError),
+        ({"window": 0}, "less than minimum value 1", httpx.HTTPStatusError),
+        ({"model": "smollm2-360m-instruct"}, "not in the local Hugging Face cache", AppError),
     ],
 )
-def test_bad_input_is_a_clear_error_and_the_app_keeps_serving(client, kwargs, message):
+def test_bad_input_is_a_clear_error_and_the_app_keeps_serving(client, kwargs, message, refused):
     request = {"text": "Good morning.", "source": "en", "target": "fr", "max_new_tokens": 8, **kwargs}
-    with pytest.raises(AppError, match=message):
+    with pytest.raises(refused) as caught:
         client.predict(api_name="/translate", **request)
+    assert message in (caught.value.response.text if refused is httpx.HTTPStatusError else str(caught.value))
     text, metrics = client.predict("Good morning.", "en", "de", max_new_tokens=8, api_name="/translate")
     assert text and metrics["new_tokens"] >= 1

@@ -24,7 +24,9 @@ from engine import (
     RunOptions,
     SparseSettings,
     StudioError,
+    TimeLimitError,
     UnknownModelError,
+    precheck,
     run,
     stream_request,
 )
@@ -309,6 +311,8 @@ def test_model_cache_evicts_least_recently_used(tiny_env):
         ({"model": "tiny-llama-classifier"}, InputError, "only score labels"),
         ({"text": "hello " * 600}, ContextLengthError, "fits 512"),
         ({"candidates": ("only-one",)}, InputError, "two"),
+        ({"candidates": tuple(f"label{i}" for i in range(21))}, InputError, "at most 20 candidate labels"),
+        ({"candidates": ("yes", "no"), "text": "hello " * 200, "time_limit_s": 1e-6}, TimeLimitError, "time limit"),
         ({"time_limit_s": 0}, InputError, "positive"),
     ],
 )
@@ -316,6 +320,18 @@ def test_clear_errors(cache, request_kwargs, error, text):
     kwargs = {"model": "tiny-llama", **request_kwargs}
     with pytest.raises(error, match=text):
         run(ask(**kwargs), cache)
+
+
+def test_precheck_refuses_what_the_engine_would_without_running_it(cache):
+    """The app's validators call it before a request queues: the same errors, the input's size once
+    the model is loaded, and no torch work (a request that passes still has to run)."""
+    with pytest.raises(InputError, match="empty"):
+        precheck(ask("tiny-llama", text=" "), cache)
+    precheck(ask("tiny-llama", text="hello " * 600), cache)  # the model is not loaded: its size is checked later
+    run(ask("tiny-llama"), cache)
+    with pytest.raises(ContextLengthError, match="fits 512"):
+        precheck(ask("tiny-llama", text="hello " * 600), cache)
+    precheck(ask("tiny-llama", text="hello " * 600, truncate=True), cache)
 
 
 def test_truncation_is_reported(cache):
