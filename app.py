@@ -32,6 +32,7 @@ from engine import (
     stream_request,
 )
 from engine import attention_map as measure_attention_map
+from engine.defaults import task_default
 from engine.options import OPTION_BY_NAME
 from engine.report import comparison_line, from_payload, labelled, metrics_line, to_payload
 from engine.settings import settings
@@ -358,9 +359,12 @@ def _label(option: Option) -> str:
 def control(option: Option, task: str = "dialogue") -> gr.Component:
     """The UI control of one run option, from its declaration."""
     common = {"label": _label(option), "info": option.help}
-    if option.name == "model":
-        names = [s.name for s in list_models(task)]
-        return gr.Dropdown(names, value=DEFAULT_MODEL if DEFAULT_MODEL in names else names[0], **common)
+    if option.name == "model":  # what each model is good for in the menu; the task's best loadable one chosen
+        chosen = task_default(task)
+        menu = [(f"{spec.name} · {spec.description}" if spec.description else spec.name, spec.name)
+                for spec in list_models(task)]  # fmt: skip
+        info = f"{option.help}. Here: {chosen.model}, {chosen.reason}."
+        return gr.Dropdown(menu, value=chosen.model, **{**common, "info": info})
     if option.choices is not None:
         notes = option.choice_notes or {}
         # (label, value) pairs: the menu says what runs each choice, the API still takes the bare name

@@ -57,6 +57,7 @@ class ModelSpec:
     text_prefixes: bool = False  # T5-style: the task is named in the input ("summarize: ...")
     served_name: str | None = None  # source "openai": the model name the server knows
     api_key_env: str | None = None  # source "openai": the environment variable holding the server's key
+    best_for: tuple[str, ...] = ()  # tasks it should be the default of, where it can load (engine.defaults)
 
     def serves(self, task: str) -> bool:
         return task in self.tasks
@@ -90,7 +91,7 @@ def _parse(text: str, where: str) -> list[ModelSpec]:
             raise UnknownModelError(f"Bad family {family!r} in {where}; use one of {FAMILIES}.")
         if entry["source"] == "openai":
             _check_remote(entry, where)
-        for key in ("tasks", "languages"):
+        for key in ("tasks", "languages", "best_for"):
             if key in entry:
                 entry[key] = tuple(entry[key])
         specs.append(ModelSpec(**{"family": None, **entry}))
