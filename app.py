@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import sys
 from contextlib import contextmanager
 from dataclasses import replace
@@ -32,8 +33,10 @@ from engine import (
     stream_request,
 )
 from engine import attention_map as measure_attention_map
+from engine.attention import PATTERNS
 from engine.defaults import task_default
 from engine.options import OPTION_BY_NAME
+from engine.registry import TASKS
 from engine.report import comparison_line, from_payload, labelled, metrics_line, to_payload
 from engine.settings import settings
 from engine.warmup import WarmUp
@@ -212,6 +215,11 @@ def retry_turn(history: list, retry_data: gr.RetryData):
     return dialogue.split_at(history, retry_data.index)
 
 
+def edit_turn(history: list, edit_data: gr.EditData):
+    """An edited user message is asked again, as edited: the turns before it and its new text."""
+    return dialogue.split_at(history, edit_data.index)[0], edit_data.value
+
+
 def undo(history: list, undo_data: gr.UndoData):
     """Drop the last exchange and put its user message back in the textbox."""
     return dialogue.split_at(history, undo_data.index)
@@ -335,6 +343,42 @@ def warm_banner():
     return gr.Markdown(line, visible=True), gr.Timer(active=not state.done)
 
 
+@gr.mcp.resource(
+    "studio://models",
+    "The model registry: name, family, source, tasks, what each is good for, and each task's default here.",
+    "application/json",
+)
+def models() -> str:
+    """The model registry, as JSON."""
+    defaults = {task: task_default(task).model for task in TASKS}
+    return json.dumps([{"name": spec.name, "family": spec.family, "source": spec.source, "tasks": spec.tasks,
+                        "description": spec.description, "default_for": [t for t, m in defaults.items() if m == spec.name]}
+                       for spec in list_models()], indent=1)  # fmt: skip
+
+
+@gr.mcp.resource(
+    "studio://patterns",
+    "The sparse attention patterns: what each keeps, by position or by content.",
+    "application/json",
+)
+def patterns() -> str:
+    """The sparse attention patterns, as JSON."""
+    return json.dumps({name: {"causal": p.causal, "picks_keys_at_decode_by_content": p.query_aware,
+                              "picks_keys_at_prefill_by_content": p.prefill_by_content,
+                              "summary": (type(p).__doc__ or "").split("\n\n")[0].replace("\n", " ")}
+                       for name, p in PATTERNS.items()}, indent=1)  # fmt: skip
+
+
+@gr.mcp.resource(
+    "studio://benchmark/last",
+    "The last Lab benchmark (sweep or frontier) this server ran, with its rows.",
+    "application/json",
+)
+def last_benchmark() -> str:
+    """The last Lab benchmark, as JSON (an empty object before any)."""
+    return json.dumps(lab.last_benchmark(), indent=1, default=str)
+
+
 def show_results(metrics: dict | None):
     """Metrics line and, for a comparison, the side-by-side view, from the typed result."""
     if not metrics:
@@ -413,6 +457,7 @@ def _results_panel() -> tuple[gr.JSON, list]:
         plot = gr.Plot(label="Milliseconds per phase")
     with gr.Accordion("Metrics (JSON)", open=False):
         metrics = gr.JSON(label="Metrics")
+    gr.DeepLinkButton(value="Copy a link to this result")  # the page as it stands: inputs, outputs, comparison
     return metrics, [summary, compare, a_out, b_out, table, plot]
 
 
@@ -451,6 +496,7 @@ def _wire(start, fn, inputs, outputs, api_name, panel=None, progress_on=None):
         concurrency_limit=SETTINGS.app_concurrency,
         show_progress_on=progress_on,
         api_visibility="public" if api_name else "private",
+        api_description=inspect.getdoc(fn).split("\n\n")[0] if api_name else None,
         validator=getattr(fn, "validator", None),
     )
     if panel:
@@ -526,7 +572,7 @@ with gr.Blocks(title="Transformer Studio") as demo:
         _map_panel([doc, length], summarization.build_request, shared)
     with gr.Tab(dialogue.INFO.label):
         _task_header(dialogue.INFO)
-        bot = gr.Chatbot(label="Chat", height=380)
+        bot = gr.Chatbot(label="Chat", height=380, editable="user")  # copy buttons are Gradio's defaults
         msg = gr.Textbox(label="Message", placeholder="Type a message and press Enter")
         system = gr.Textbox(value=dialogue.DEFAULT_SYSTEM, label="System prompt")
         shared = _controls(dialogue.INFO)
@@ -543,7 +589,9 @@ with gr.Blocks(title="Transformer Studio") as demo:
         sent.success(lambda: "", None, msg, api_visibility="private")  # keep the message if it failed
         retry = bot.retry(retry_turn, bot, [bot, retried], api_visibility="private")
         retried_run = _wire(retry.then, chat, [retried, bot, system, *shared], [bot, metrics], None, panel, status)
-        _stoppable(stop, [sent, retried_run], panel[0])
+        edited = bot.edit(edit_turn, bot, [bot, retried], api_visibility="private")
+        edited_run = _wire(edited.then, chat, [retried, bot, system, *shared], [bot, metrics], None, panel, status)
+        _stoppable(stop, [sent, retried_run, edited_run], panel[0])
         bot.undo(undo, bot, [bot, msg], api_visibility="private")
         _map_panel([bot, msg, system], dialogue.shown_request, shared)
     with gr.Tab(classification.INFO.label):
@@ -631,6 +679,9 @@ with gr.Blocks(title="Transformer Studio") as demo:
             [op_plot, model_plot, lab_table],
             "benchmark",
         )
+
+    for resource in (models, patterns, last_benchmark):  # MCP resources (and plain GET-like API calls)
+        gr.api(resource, api_name=resource.__name__, queue=False)
 
 demo.queue(max_size=SETTINGS.app_max_queue, default_concurrency_limit=SETTINGS.app_concurrency)
 

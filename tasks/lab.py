@@ -4,6 +4,7 @@ as plots and tables, and the attention map of any prompt."""
 from __future__ import annotations
 
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -50,13 +51,28 @@ def build_config(lengths: list, whole_model: bool, decode_tokens: int, options: 
     )
 
 
+_last: dict = {}  # the last benchmark this process ran (the app's MCP resource reads it)
+
+
+def last_benchmark() -> dict:
+    """The last sweep or frontier run in this process: its kind, model, when it ended, and its rows."""
+    return dict(_last)
+
+
+def _remember(kind: str, options: RunOptions, frame: pd.DataFrame) -> None:
+    _last.clear()
+    _last.update(kind=kind, model=options.model, precision=options.precision,
+                 finished=datetime.now(UTC).isoformat(timespec="seconds"), rows=frame.to_dict("records"))  # fmt: skip
+
+
 def run(
     lengths: list, whole_model: bool, decode_tokens: int, options: RunOptions, progress=None
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The sweep on the shared model cache (the model stays loaded for the other tabs), as
     (op plot frame, whole-model plot frame, table)."""
     rows = sweep(build_config(lengths, whole_model, decode_tokens, options), default_cache(), progress)
-    return (*plot_frames(rows), table(rows))
+    _remember("sweep", options, result := table(rows))
+    return (*plot_frames(rows), result)
 
 
 def plot_frames(rows: list[SweepRow]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -84,7 +100,8 @@ def run_frontier(
     rows = frontier(options.model, options.precision, chosen, budgets, progress=progress, compiled=compiled)
     path = Path(tempfile.mkdtemp(prefix="studio-frontier-")) / "frontier.png"
     plot_frontier(rows, path)
-    return str(path), to_frame(rows, FRONTIER_COLUMNS).round(4)
+    _remember("frontier", options, result := to_frame(rows, FRONTIER_COLUMNS).round(4))
+    return str(path), result
 
 
-__all__ = ["DENSITIES", "FRONTIER_LENGTHS", "LENGTHS", "MAP_INFO", "run", "run_frontier"]
+__all__ = ["DENSITIES", "FRONTIER_LENGTHS", "LENGTHS", "MAP_INFO", "last_benchmark", "run", "run_frontier"]

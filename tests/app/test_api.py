@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -54,6 +55,7 @@ def test_api_lists_the_stable_endpoints(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert names == {
         "/translate", "/summarize", "/chat", "/classify", "/generate_code", "/benchmark", "/frontier", "/attention_map",
+        "/models", "/patterns", "/last_benchmark",
     }  # fmt: skip
 
 
@@ -180,6 +182,20 @@ def test_any_two_settings_compare_through_the_api(client):
     assert quality["kl_mean"] == 0 and quality["tv_distance"] == 0 and scores["label"] == "positive"
 
 
+def test_the_mcp_resources_read_as_json(client):
+    """The model registry (with each task's default here), the patterns, and the last benchmark."""
+    models = json.loads(client.predict(api_name="/models"))
+    embedded = next(m for m in models if m["name"] == "smollm2-135m-instruct")
+    assert set(embedded["default_for"]) == {"translation", "summarization", "dialogue", "classification", "code"}
+    patterns = json.loads(client.predict(api_name="/patterns"))
+    assert (
+        patterns["quest"]["picks_keys_at_decode_by_content"]
+        and patterns["block_topk"]["picks_keys_at_prefill_by_content"]
+    )
+    assert not patterns["sliding_sinks"]["picks_keys_at_decode_by_content"]
+    assert isinstance(json.loads(client.predict(api_name="/last_benchmark")), dict)
+
+
 def test_benchmark_sweep(client):
     op, model, table = call(client, "/benchmark", "smollm2-135m-instruct", "auto", [256, 512], 128, 4, True, 2)
     assert [(row[0], row[2]) for row in op["data"]] == [
@@ -192,6 +208,8 @@ def test_benchmark_sweep(client):
     headers = table["headers"]
     sparse_512 = dict(zip(headers, table["data"][3], strict=True))
     assert sparse_512["mode"] == "sparse" and sparse_512["flop_limit"] > 1 and sparse_512["density"] < 1
+    last = json.loads(client.predict(api_name="/last_benchmark"))  # the MCP resource now holds this run
+    assert last["kind"] == "sweep" and len(last["rows"]) == 4
 
 
 def wait_until(condition, timeout: float) -> bool:
@@ -271,3 +289,14 @@ def test_bad_input_is_a_clear_error_and_the_app_keeps_serving(client, kwargs, me
     assert message in (caught.value.response.text if refused is httpx.HTTPStatusError else str(caught.value))
     text, metrics = client.predict("Good morning.", "en", "de", max_new_tokens=8, api_name="/translate")
     assert text and metrics["new_tokens"] >= 1
+
+
+def test_an_edited_chat_message_is_asked_again_as_edited():
+    import gradio as gr
+
+    import app
+
+    history = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "one"},
+               {"role": "user", "content": "second"}, {"role": "assistant", "content": "two"}]  # fmt: skip
+    edit = gr.EditData(None, {"index": 2, "value": "second, edited", "previous_value": "second"})
+    assert app.edit_turn(history, edit) == (history[:2], "second, edited")

@@ -34,9 +34,11 @@ def test_mcp_flag_serves_every_endpoint_as_a_tool(unused_port):
     finally:
         server.terminate()
         server.wait(30)
-    assert set(tools) == {
+    kinds = {name: tool["meta"]["mcp_type"] for name, tool in tools.items()}
+    assert {name for name, kind in kinds.items() if kind == "tool"} == {
         "translate", "summarize", "chat", "classify", "generate_code", "benchmark", "frontier", "attention_map",
     }  # fmt: skip
+    assert {name for name, kind in kinds.items() if kind == "resource"} == {"models", "patterns", "last_benchmark"}
     properties = tools["summarize"]["inputSchema"]["properties"]
     assert properties["attention"]["enum"] == ["dense", "sparse", "compare"]
     assert {"temperature", "top_p", "seed", "repetition_penalty", "block_size"} <= set(properties)
