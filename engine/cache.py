@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import psutil
 import torch
 
 from .embedded import ProgressFn
 from .errors import ModelLoadError
+from .fallbacks import BITSANDBYTES_GPU, FALLBACKS, FP16_GPU
 from .loader import LoadedModel, load_model
 from .memory import free_memory, is_out_of_memory, out_of_memory
-from .precision import resolve_device, resolve_precision
+from .precision import BITSANDBYTES, resolve_device, resolve_precision
 from .registry import get_spec
 from .scheduler import SCHEDULER
 from .settings import settings
@@ -69,27 +71,36 @@ class ModelCache:
             return loaded
 
     def _load(self, spec, key: tuple[str, str], progress: ProgressFn | None) -> LoadedModel:
-        """Load on the one thread that does torch work (engine.scheduler). Out of memory: drop every
-        other model, free what they held and try once more; then say what to choose instead."""
+        """Load on the one thread that does torch work (engine.scheduler).
+        - An untested CUDA path (engine.fallbacks) that fails loads the tested way instead, for good.
+        - Out of memory: drop every other model, free what they held and try once more; then say
+          what to choose instead."""
+        precision, device = key[1], self.device
+        instead = _tested_instead(spec, precision, device)
+        if instead is not None and FALLBACKS.failed(instead.path):
+            precision, device = instead.precision, instead.device
 
-        def load() -> LoadedModel:
+        def load(precision: str, device: torch.device) -> LoadedModel:
             return self.scheduler.call(
-                lambda report: load_model(spec, key[1], self.device, self.max_batch, report), progress=progress
+                lambda report: load_model(spec, precision, device, self.max_batch, report), progress=progress
             )
 
         try:
-            return load()
+            return load(precision, device)
         except Exception as exc:
             if not is_out_of_memory(exc):
-                raise
+                if instead is None or FALLBACKS.failed(instead.path):
+                    raise
+                FALLBACKS.record(instead.path, instead.says, exc)
+                return load(instead.precision, instead.device)
             with self._lock:
                 self._models.clear()  # requests still holding one keep it alive until they finish
             free_memory(self.device)
         try:
-            return load()
+            return load(precision, device)
         except Exception as exc:
             if is_out_of_memory(exc):
-                raise out_of_memory(exc, "loading", self.device, spec.name, key[1]) from exc
+                raise out_of_memory(exc, "loading", device, spec.name, precision) from exc
             raise
 
     def _evict(self, keep: tuple[str, str]) -> None:
@@ -119,6 +130,28 @@ class ModelCache:
     def clear(self) -> None:
         with self._lock:
             self._models.clear()
+
+
+@dataclass(frozen=True)
+class _Instead:
+    path: str  # the untested path (engine.fallbacks)
+    precision: str
+    device: torch.device
+    says: str
+
+
+def _tested_instead(spec, precision: str, device: torch.device) -> _Instead | None:
+    """Where a load on CUDA goes when its untested path fails: bitsandbytes to the CPU at the same
+    precision (its CPU backend is tested), fp16 (`auto` on CUDA) to the CPU at what `auto` is there."""
+    if device.type != "cuda":
+        return None
+    cpu = torch.device("cpu")
+    if precision in BITSANDBYTES:
+        return _Instead(BITSANDBYTES_GPU, precision, cpu, f"{precision} with bitsandbytes on the CPU")
+    if precision == "fp16":
+        tested = resolve_precision("auto", cpu, spec.family)
+        return _Instead(FP16_GPU, tested, cpu, f"{tested} on the CPU")
+    return None
 
 
 _default: ModelCache | None = None

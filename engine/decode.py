@@ -33,6 +33,7 @@ import torch
 
 from .attention import pattern_for
 from .attention.hook import DENSE, AttentionChoice
+from .fallbacks import CUDA_GRAPHS, FALLBACKS
 from .row_cache import RowCache
 from .settings import settings
 
@@ -232,44 +233,59 @@ class CompiledDecode:
             _compiling.discard(threading.current_thread())
 
     def _compile(self, step_id: StepId) -> None:
-        (bucket, choice), rows = step_id
         model = self.model
         # Inductor keeps its compiled kernels on disk: next to the model cache they outlive a restart
         # (a later process compiles the same step in seconds), unless TORCHINDUCTOR_CACHE_DIR says otherwise.
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(settings().cache / "inductor"))
-        try:
-            start = time.perf_counter()
-            device = next(model.parameters()).device
-            # CUDA: also capture the step as a CUDA graph (static cache shapes allow it). Not yet run
-            # on a GPU here: no GPU has been lent to this project.
-            mode = "reduce-overhead" if device.type == "cuda" else None
-            own = _own_copy(decode_step, f"decode_step_{bucket}_{choice.mode}_{rows}_{next(_step_ids)}")
-            compiled = torch.compile(own, dynamic=False, fullgraph=True, mode=mode)
-
-            def run(tokens: torch.Tensor, positions: torch.Tensor, cache: RowCache) -> torch.Tensor:
-                cache.decode(positions, cache.length)
-                return compiled(model, tokens, positions, cache, choice)
-
-            # A scratch cache of the batches' shape: the step serves any cache of that shape, and
-            # the batches' own caches are in use meanwhile.
-            scratch = RowCache(model.config.num_hidden_layers, self.capacity, bucket, pages=keeps_pages(choice))
-            with torch.inference_mode():  # as the batches' steps run: the compiler guards on it
-                token = torch.zeros((rows, 1), dtype=torch.long, device=device)
-                scratch.prefill(0)  # allocates the cache's tensors
-                model(input_ids=token[:1], position_ids=token[:1], past_key_values=scratch, use_cache=True)
-                for position in (1, 2):  # the first call compiles; the second checks it is reused
-                    run(token, torch.full((rows,), position, device=device), scratch)
-            step = CompiledStep(run, rows, compile_s=time.perf_counter() - start)
+        for mode in graph_modes(next(model.parameters()).device):
+            try:
+                step = self._compile_step(step_id, mode)
+            except Exception as exc:  # any compiler failure: this step stays eager, and says why
+                if mode == "reduce-overhead":  # never run on a GPU here: without graphs next
+                    FALLBACKS.record(CUDA_GRAPHS, "compiled steps without CUDA graphs", exc)
+                    continue
+                with self._lock:
+                    self.failures[step_id] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                log.warning("%s decode step for %d x %d tokens not compiled (%s); decoding eagerly",
+                            step_id[0][1].mode, step_id[1], step_id[0][0], self.failures[step_id])  # fmt: skip
+                return
             with self._lock:
                 self._steps[step_id] = step
                 self.compile_seconds[step_id] = step.compile_s
-            log.info("compiled the %s decode step for %d x %d tokens in %.1f s", choice.mode, rows, bucket,
-                     step.compile_s)  # fmt: skip
-        except Exception as exc:  # any compiler failure: this step stays eager, and says why
-            with self._lock:
-                self.failures[step_id] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            log.warning("%s decode step for %d x %d tokens not compiled (%s); decoding eagerly", choice.mode, rows,
-                        bucket, self.failures[step_id])  # fmt: skip
+            log.info("compiled the %s decode step for %d x %d tokens in %.1f s", step_id[0][1].mode, step_id[1],
+                     step_id[0][0], step.compile_s)  # fmt: skip
+            return
+
+    def _compile_step(self, step_id: StepId, mode: str | None) -> CompiledStep:
+        (bucket, choice), rows = step_id
+        model = self.model
+        start = time.perf_counter()
+        device = next(model.parameters()).device
+        own = _own_copy(decode_step, f"decode_step_{bucket}_{choice.mode}_{rows}_{next(_step_ids)}")
+        compiled = torch.compile(own, dynamic=False, fullgraph=True, mode=mode)
+
+        def run(tokens: torch.Tensor, positions: torch.Tensor, cache: RowCache) -> torch.Tensor:
+            cache.decode(positions, cache.length)
+            return compiled(model, tokens, positions, cache, choice)
+
+        # A scratch cache of the batches' shape: the step serves any cache of that shape, and
+        # the batches' own caches are in use meanwhile.
+        scratch = RowCache(model.config.num_hidden_layers, self.capacity, bucket, pages=keeps_pages(choice))
+        with torch.inference_mode():  # as the batches' steps run: the compiler guards on it
+            token = torch.zeros((rows, 1), dtype=torch.long, device=device)
+            scratch.prefill(0)  # allocates the cache's tensors
+            model(input_ids=token[:1], position_ids=token[:1], past_key_values=scratch, use_cache=True)
+            for position in (1, 2):  # the first call compiles; the second checks it is reused
+                run(token, torch.full((rows,), position, device=device), scratch)
+        return CompiledStep(run, rows, compile_s=time.perf_counter() - start)
+
+
+def graph_modes(device: torch.device) -> list[str | None]:
+    """The compile modes to try, in order: on CUDA, the step captured as a CUDA graph too (static cache
+    shapes allow it), unless that failed once in this process; then the plain compiled step."""
+    if device.type == "cuda" and not FALLBACKS.failed(CUDA_GRAPHS):
+        return ["reduce-overhead", None]
+    return [None]
 
 
 class ModelBatches:

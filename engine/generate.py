@@ -25,6 +25,7 @@ from transformers.generation.logits_process import (
 
 from .attention import AttentionStats, use_attention
 from .errors import InputError, TimeLimitError
+from .fallbacks import FALLBACKS
 from .loader import LoadedModel
 from .metrics import PeakMemory, decode_rate, now
 from .options import RunOptions
@@ -145,6 +146,7 @@ def _metrics(
         compile_s=compile_s,
         batch_size=batch_size,
         queue_ms=queue_s * 1000,
+        fallbacks=FALLBACKS.active() or None,
     )
 
 

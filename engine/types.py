@@ -51,6 +51,7 @@ class Metrics:
     batch_size: float = 1.0  # sequences per decode step it took part in, on average (continuous batching)
     queue_ms: float = 0.0  # waiting for the engine before its prefill began (not in ttft or total)
     server: dict[str, float] | None = None  # remote: the server's own timings when it sends them (llama.cpp)
+    fallbacks: list[str] | None = None  # untested GPU paths that failed in this process, and what runs instead
 
 
 @dataclass

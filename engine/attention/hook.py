@@ -25,6 +25,7 @@ from transformers.masking_utils import (
     sdpa_mask,
 )
 
+from ..fallbacks import FALLBACKS, FLEX
 from ..options import SparseSettings
 from ..settings import settings
 from .kernels import (
@@ -102,7 +103,10 @@ def use_attention(mode: str, settings: SparseSettings, stats: AttentionStats | N
 
 
 def sparse_kernel_name(device: torch.device) -> str:
-    """FlexAttention on CUDA; the blocked kernel on CPU (measured faster there). STUDIO_SPARSE_KERNEL overrides."""
+    """FlexAttention on CUDA; the blocked kernel on CPU (measured faster there), and after FlexAttention
+    failed once (engine.fallbacks). STUDIO_SPARSE_KERNEL overrides the first choice."""
+    if FALLBACKS.failed(FLEX):
+        return "blocked"
     return settings().sparse_kernel or ("flex" if device.type == "cuda" else "blocked")
 
 
@@ -285,17 +289,21 @@ def studio_attention(
         relative_offset = mask.shape.q_offset - mask.shape.kv_offset
         picked = pattern.select_blocks(query, key, relative_offset, choice.settings, mask.key_counts())
     groups = query.shape[1] // key.shape[1]
+    out = None
     if sparse_kernel_name(query.device) == "flex":
-        if picked is None:
-            block_mask, computed = mask.block_mask(pattern, choice.settings, query.device)
-        else:
-            block_mask, computed = flex_content_block_mask(
-                pattern, choice.settings, mask.shape, picked, model_mask=mask.model_mask(), heads=query.shape[1],
-                device=query.device,
-            )  # fmt: skip
-        dense = mask.shape.dense_pairs(causal)
-        out = flex_sparse_attention(query, key, value, block_mask, scaling, position_bias)
-    else:
+        try:
+            if picked is None:
+                block_mask, computed = mask.block_mask(pattern, choice.settings, query.device)
+            else:
+                block_mask, computed = flex_content_block_mask(
+                    pattern, choice.settings, mask.shape, picked, model_mask=mask.model_mask(),
+                    heads=query.shape[1], device=query.device,
+                )  # fmt: skip
+            dense = mask.shape.dense_pairs(causal)
+            out = flex_sparse_attention(query, key, value, block_mask, scaling, position_bias)
+        except Exception as exc:  # never run on a GPU here: its first error hands over to the tested kernel
+            FALLBACKS.record(FLEX, "the blocked kernel", exc)
+    if out is None:
         if picked is None:
             plan, added = mask.plan(pattern, choice.settings, groups, query.device), None
         else:  # query blocks of the selection's size, so each one's picked keys sit beside its positional ones
