@@ -13,9 +13,11 @@ import json
 import sys
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 
 from engine import (
     DEFAULT_MODEL,
@@ -501,7 +503,29 @@ def _wire(start, fn, inputs, outputs, api_name, panel=None, progress_on=None):
     )
     if panel:
         event.success(show_results, outputs[-1], panel, api_visibility="private")
+        event.success(_recorder(fn.__name__), [outputs[-1], HISTORY], HISTORY, queue=False, api_visibility="private")
     return event
+
+
+HISTORY_RUNS = 50
+HISTORY_COLUMNS = ["when", "task", "result"]
+
+
+def _recorder(task: str):
+    def record(metrics: dict | None, runs: list | None) -> list:
+        """The browser's run history, this run first (the History tab shows it)."""
+        if not metrics:
+            return runs or []
+        final = from_payload(metrics)
+        line = metrics_line(final) if isinstance(final, Result) else comparison_line(final)
+        when = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        return [{"when": when, "task": task, "result": line}, *(runs or [])][:HISTORY_RUNS]
+
+    return record
+
+
+def history_frame(runs: list | None) -> pd.DataFrame:
+    return pd.DataFrame(runs or [], columns=HISTORY_COLUMNS)
 
 
 def _task_header(info) -> None:
@@ -540,6 +564,8 @@ with gr.Blocks(title="Transformer Studio") as demo:
         "# Transformer Studio\nDense vs sparse attention at any precision, measured on every request. "
         f"The default model ({DEFAULT_MODEL}) is tiny and runs offline: fast to measure, often wrong."
     )
+    # This browser's runs, kept in its own storage (no one else's inputs are ever shown to it)
+    HISTORY = gr.BrowserState([], storage_key="studio-history")
     warm_line = gr.Markdown(visible=False, elem_classes="warm-line")
     warm_poll = gr.Timer(1.0)
     warm_poll.tick(warm_banner, None, [warm_line, warm_poll], queue=False, api_visibility="private")
@@ -679,6 +705,17 @@ with gr.Blocks(title="Transformer Studio") as demo:
             [op_plot, model_plot, lab_table],
             "benchmark",
         )
+
+    with gr.Tab("History"):
+        gr.Markdown(
+            f"This browser's last {HISTORY_RUNS} runs, newest first: each result's metrics line (kept in "
+            "this browser's storage, not on the server)."
+        )
+        history_table = gr.Dataframe(history_frame([]), interactive=False, wrap=True, label="Runs")
+        clear_history = gr.Button("Clear the history")
+    HISTORY.change(history_frame, HISTORY, history_table, queue=False, api_visibility="private")
+    demo.load(history_frame, HISTORY, history_table, queue=False, api_visibility="private")
+    clear_history.click(list, None, HISTORY, queue=False, api_visibility="private")
 
     for resource in (models, patterns, last_benchmark):  # MCP resources (and plain GET-like API calls)
         gr.api(resource, api_name=resource.__name__, queue=False)

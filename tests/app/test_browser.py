@@ -146,6 +146,16 @@ def test_dialogue_tab_keeps_history_after_an_error(page):
     shoot(page, "dialogue")
 
 
+def test_the_history_tab_lists_this_browsers_runs(page):
+    panel = open_tab(page, "Translation")
+    use_example(panel, translation.INFO.examples[0][0], "Text")
+    line = run_and_wait(panel, "Translate")
+    history = open_tab(page, "History")
+    cells = history.get_by_role("gridcell")
+    cells.filter(has_text="translate").first.wait_for(timeout=10_000)
+    assert cells.filter(has_text=line.split("·")[0].strip()[:20]).count() >= 1
+
+
 def test_the_page_says_the_default_model_is_warm(page):
     from engine import DEFAULT_MODEL
 
