@@ -319,7 +319,7 @@ def frontier(model: str, precision: str, lengths: list[int], budgets: list[float
         budgets: keys each decode step reads, as shares of the length (e.g. 0.06, 0.12)
         compiled: time the compiled decode steps (each compiled first) instead of eager ones
     Returns:
-        the frontier plot (decode speedup against mean KL to dense, per length) and the table
+        the frontier plot (decode and prefill speedups against mean KL to dense, per length) and the table
     """
     with _user_errors():
         options = options_from({"model": model, "precision": precision})
@@ -669,7 +669,7 @@ with gr.Blocks(title="Transformer Studio") as demo:
                                                 label="Budgets (share of the length)")  # fmt: skip
             frontier_compiled = gr.Checkbox(False, label="Time compiled decode steps (compiles each step first)")
         run_frontier = gr.Button("Run the frontier", variant="primary")
-        frontier_plot = gr.Image(label="Decode speedup against mean KL to dense", interactive=False)
+        frontier_plot = gr.Image(label="Decode and prefill speedups against mean KL to dense", interactive=False)
         frontier_table = gr.Dataframe(label="Frontier", interactive=False)
         _wire(
             [run_frontier.click],

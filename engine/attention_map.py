@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .attention.hook import AttentionChoice, AttentionStats, inspect_attention, probe_attention
-from .attention.patterns import Pattern, explicit_mask, pattern_for
+from .attention.hook import AttentionChoice, inspect_attention, probe_attention
+from .attention.patterns import Pattern, PickedBlocks, explicit_mask, pattern_for
 from .cache import ModelCache, default_cache
 from .decode import IN_FLIGHT, bucket_for, decode_step, keeps_pages
 from .embedded import ProgressFn
@@ -30,6 +30,7 @@ from .types import GenerationRequest
 from .validation import validate
 
 MAP_TOKENS = 1024  # up to here the map carries each (query, key) probability; beyond, per tile only
+MAP_LIMIT = 8192  # longest prompt mapped: the measures hold a few (tokens x tokens) tensors, ~1.5 GB at 8k
 
 
 @dataclass
@@ -45,7 +46,7 @@ class AttentionMap:
     tokens: int  # the prompt's tokens
     block: int  # tokens per side of a tile
     tiles: list[tuple[int, int]]  # (query block, key block) tiles holding a pair the prefill computed
-    content_tiles: list[tuple[int, int]]  # of those, the ones only a content pattern's picked blocks reach
+    content_tiles: list[tuple[int, int]]  # of those, the ones holding a pair only a picked block adds
     density: float  # share of the causal (query, key) pairs the prefill computed, this head
     mass_recall: float  # share of this head's dense attention probability on those pairs (mean over queries)
     decode_keys: list[int]  # positions the first decode step read for this head
@@ -86,6 +87,8 @@ def attention_map(
             f"{spec.name} has layers 0-{layers - 1} and heads 0-{heads - 1}; got layer {layer}, head {head}."
         )
     request = GenerationRequest(options, text=request.text, messages=request.messages)
+    if (tokens := encode_prompt(loaded, request).input_ids.shape[1]) > MAP_LIMIT:
+        raise InputError(f"The attention map shows prompts up to {MAP_LIMIT} tokens; this one has {tokens}.")
     with IN_FLIGHT.serving():
         captured = cache.scheduler.call(lambda _: _capture(loaded, request, layer), progress=progress)
     return _measure(loaded, options, captured, layer, head, "B" if sides is not None else "")
@@ -122,17 +125,20 @@ def _capture(loaded: LoadedModel, request: GenerationRequest, layer: int) -> _Ca
     with torch.inference_mode(), inspect_attention(inspector), probe_attention(probe):
         cache.prefill(0)
         out = model(input_ids=ids, position_ids=torch.arange(length, device=ids.device)[None], past_key_values=cache,
-                    use_cache=True, logits_to_keep=1, studio_choice=AttentionChoice(choice.mode, choice.settings,
-                                                                                  AttentionStats()))  # fmt: skip
+                    use_cache=True, logits_to_keep=1, studio_choice=choice)  # fmt: skip
         position = torch.tensor([length], device=ids.device)
         cache.decode(position, length + 1)
         decode_step(model, out.logits[:, -1].argmax(-1, keepdim=True), position, cache, choice)
     query, key, scaling = seen["prefill"]
     decode_query, decode_key, _ = seen["decode"]
     rows, keep = seen.get("probe", (None, None))
+
+    def here(tensor):  # the measures below are built on the CPU, whatever device the model is on
+        return None if tensor is None else tensor.float().cpu() if tensor.is_floating_point() else tensor.cpu()
+
     return _Captured(
-        query[0].float(), key[0].float(), scaling, decode_query[0, :, 0].float(), decode_key[0, :, : length + 1].float(),
-        None if rows is None else rows[0], None if keep is None else keep[0, :, 0].expand(key.shape[1], -1),
+        here(query[0]), here(key[0]), scaling, here(decode_query[0, :, 0]), here(decode_key[0, :, : length + 1]),
+        None if rows is None else here(rows[0]), None if keep is None else here(keep[0, :, 0].expand(key.shape[1], -1)),
     )  # fmt: skip
 
 
@@ -185,7 +191,9 @@ def _prefill_pairs(
     if not pattern.prefill_by_content:
         return positional, nothing
     picked = pattern.select_blocks(seen.query[None], seen.key[None], 0, settings)
-    kept = explicit_mask(pattern, settings, positions, positions, picked)[0, kv_head] & causal
+    one_head = PickedBlocks(picked.blocks[:, kv_head : kv_head + 1], picked.valid[:, kv_head : kv_head + 1], picked.block,
+                            picked.key_blocks)  # fmt: skip
+    kept = explicit_mask(pattern, settings, positions, positions, one_head)[0, 0] & causal
     return kept, kept & ~positional
 
 

@@ -22,13 +22,15 @@ DEFAULT_LENGTHS = (512, 1024, 2048)
 MAP_INFO = TaskInfo("dialogue", "Attention map", "", generates=False)
 
 
-def _decoder(options: RunOptions) -> ModelSpec:
-    """The options' model, checked: the Lab benchmarks local decoder models."""
+def _decoder(options: RunOptions, longest: int) -> ModelSpec:
+    """The options' model, checked: the Lab benchmarks local decoder models, within their context."""
     validate_options(options, default_cache().device)
     spec = get_spec(options.model)
     if spec.family != "causal" or spec.remote:
         kind = "served remotely" if spec.remote else f"a {spec.family} model"
         raise InputError(f"The Lab benchmarks local decoder models; {spec.name} is {kind}.")
+    if spec.context_length and longest > spec.context_length:
+        raise InputError(f"{spec.name} fits {spec.context_length} tokens; drop the longer lengths.")
     return spec
 
 
@@ -36,9 +38,7 @@ def build_config(lengths: list, whole_model: bool, decode_tokens: int, options: 
     chosen = tuple(sorted({int(n) for n in lengths or ()}))
     if not chosen:
         raise InputError("Pick at least one sequence length.")
-    spec = _decoder(options)
-    if spec.context_length and chosen[-1] > spec.context_length:
-        raise InputError(f"{spec.name} fits {spec.context_length} tokens; drop the longer lengths.")
+    _decoder(options, chosen[-1])
     return SweepConfig(
         model=options.model,
         lengths=chosen,
@@ -96,7 +96,7 @@ def run_frontier(
     budgets = tuple(sorted({float(d) for d in densities or ()}))
     if not chosen or not budgets:
         raise InputError("Pick at least one length and one budget.")
-    _decoder(options)
+    _decoder(options, chosen[-1])
     rows = frontier(options.model, options.precision, chosen, budgets, progress=progress, compiled=compiled)
     path = Path(tempfile.mkdtemp(prefix="studio-frontier-")) / "frontier.png"
     plot_frontier(rows, path)

@@ -140,14 +140,20 @@ class StudioMask:
 
     def model_mask(self):
         """The model's own mask rule (causal / bidirectional / overlays) with padding folded in."""
-        padding = self.key_counts()
+        padding = self.key_padding()
         if padding is None:
             return self.mask_function
         return and_masks(self.mask_function, padding_mask_function(padding))
 
-    def key_counts(self) -> torch.Tensor | None:
-        """(B, kv_length) bool: the keys that hold data (padding: False); None: all of them."""
+    def key_padding(self) -> torch.Tensor | None:
+        """The padding mask by absolute key position (what the model's mask rule indexes); None: none."""
         return prepare_padding_mask(self.attention_mask, self.shape.kv_length, self.shape.kv_offset)
+
+    def key_counts(self) -> torch.Tensor | None:
+        """(B, kv_length) bool over this forward's key rows: which hold data (padding: False); None: all."""
+        padding = self.key_padding()
+        offset = self.shape.kv_offset
+        return None if padding is None else padding[:, offset : offset + self.shape.kv_length]
 
     def query_positions(self, positions: torch.Tensor | None, device: torch.device) -> torch.Tensor:
         """Each sequence's query position (B, 1) in a one-query step: given by a batch whose sequences

@@ -265,7 +265,9 @@ def flex_content_block_mask(
         )
         return (pattern.rule(q_abs, k_abs, settings) | content) & model_mask(batch, head, q_abs, k_abs)
 
-    block_mask = create_block_mask(mask_mod, shape.batch_size, heads, shape.q_length, shape.kv_length, device=device)
+    # compiled on CUDA: eagerly it would hold a (B, H, Lq, Lk) mask for every layer (not run on a GPU here)
+    block_mask = create_block_mask(mask_mod, shape.batch_size, heads, shape.q_length, shape.kv_length, device=device,
+                                   _compile=device.type == "cuda")  # fmt: skip
     return block_mask, _kept_pairs(block_mask, shape, heads)
 
 

@@ -310,6 +310,11 @@ class BlockTopK(QuestPages):
         last_query = last_query.clamp(max=q_offset + lq - 1)[:, None]
         start = torch.arange(key_blocks, device=query.device) * self.block
         eligible = (start + self.block > s.sinks) & (start <= last_query - s.window)
+        if key_counts is not None:  # a block of padding only pools to zero: never worth a slot
+            holds = torch.nn.functional.pad(key_counts, (0, key_blocks * self.block - lk)).unflatten(
+                -1, (-1, self.block)
+            )
+            eligible = eligible & holds.any(-1)[:, None, None, :]
         scores = scores.masked_fill(~eligible, float("-inf"))
         best = scores.topk(min(s.budget // self.block, key_blocks), dim=-1)
         return PickedBlocks(best.indices, best.values > float("-inf"), self.block, key_blocks)

@@ -33,6 +33,7 @@ from ..cache import ModelCache, default_cache
 from ..compare import compare_timing, distribution_quality
 from ..data import long_document
 from ..decode import IN_FLIGHT, bucket_for, decode_step, keeps_pages, step_key
+from ..errors import InputError
 from ..loader import LoadedModel
 from ..options import SparseSettings
 from ..row_cache import RowCache
@@ -218,7 +219,7 @@ def _frontier(
         prompt = length - STEPS
         ids = torch.tensor([corpus[name][:length]], device=loaded.device)
         if ids.shape[1] < length:
-            raise ValueError(f"the {name} text has only {ids.shape[1]} tokens")
+            raise InputError(f"The {name} text has only {ids.shape[1]} tokens in this tokenizer; pick shorter lengths.")
         targets = ids[0, prompt:]
 
         report(done / len(points), f"{name}, {length} tokens: dense")

@@ -408,9 +408,11 @@ def test_block_topk_prefill_with_left_padding_and_a_position_bias():
     padding = torch.ones(2, 150, dtype=torch.bool)
     padding[1, :37] = False
     bias = torch.randn(1, 4, 150, 150)
-    out, ref, _, _ = block_topk_case(150, 4, 2, padding=padding, bias=bias, seed=3)
+    out, ref, picked, _ = block_topk_case(150, 4, 2, padding=padding, bias=bias, seed=3)
     valid = padding[:, None, :, None]
     assert rel_err(out * valid, ref * valid) < 1e-5
+    # the second sequence's key blocks 0 and 1 (rows 0-31) are padding only: never worth a slot
+    assert not (picked.valid[1] & (picked.blocks[1] < 2)).any() and (picked.valid[0] & (picked.blocks[0] < 2)).any()
 
 
 def test_block_topk_flex_kernel_matches_its_explicit_mask():
