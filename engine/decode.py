@@ -93,8 +93,8 @@ class _CompileStopped(BaseException):
 
 def _give_way(frame, event, arg) -> None:
     """Profile hook of a compiling thread: at each Python call, wait while requests are served."""
-    if event != "call":
-        return
+    if event != "call" or frame.f_code.co_filename == threading.__file__:
+        return  # never from inside threading's own code, which may hold the lock the wait below needs
     if _STOP.is_set():
         raise _CompileStopped
     if IN_FLIGHT.idle.is_set() or time.monotonic() < getattr(_unpaused_until, "t", 0.0):
@@ -221,10 +221,13 @@ class CompiledDecode:
     def _compile_in_background(self, step_id: StepId) -> None:
         _lower_priority()
         _compiling.add(threading.current_thread())
-        sys.setprofile(_give_way)  # this thread only
         try:
-            while not IN_FLIGHT.idle.wait(PAUSE_S):  # start between requests (each wait a call: stoppable)
-                pass
+            while not IN_FLIGHT.idle.wait(PAUSE_S):  # start between requests
+                if _STOP.is_set():
+                    raise _CompileStopped
+            # Only now: with the hook on, the wait above would run the hook inside Event.wait, which
+            # holds the event's lock, and the hook's own wait on that event would never get it.
+            sys.setprofile(_give_way)  # this thread only
             self._compile(step_id)
         except _CompileStopped:
             log.info("stopped compiling the decode step %s at exit", step_id)
