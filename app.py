@@ -35,10 +35,9 @@ from engine import (
     stream_request,
 )
 from engine import attention_map as measure_attention_map
-from engine.attention import PATTERNS
-from engine.defaults import task_default
+from engine.attention.patterns import pattern_catalog
+from engine.defaults import model_catalog, task_default
 from engine.options import OPTION_BY_NAME
-from engine.registry import TASKS
 from engine.report import comparison_line, from_payload, labelled, metrics_line, to_payload
 from engine.settings import settings
 from engine.warmup import WarmUp
@@ -352,10 +351,7 @@ def warm_banner():
 )
 def models() -> str:
     """The model registry, as JSON."""
-    defaults = {task: task_default(task).model for task in TASKS}
-    return json.dumps([{"name": spec.name, "family": spec.family, "source": spec.source, "tasks": spec.tasks,
-                        "description": spec.description, "default_for": [t for t, m in defaults.items() if m == spec.name]}
-                       for spec in list_models()], indent=1)  # fmt: skip
+    return json.dumps(model_catalog(), indent=1)
 
 
 @gr.mcp.resource(
@@ -365,10 +361,7 @@ def models() -> str:
 )
 def patterns() -> str:
     """The sparse attention patterns, as JSON."""
-    return json.dumps({name: {"causal": p.causal, "picks_keys_at_decode_by_content": p.query_aware,
-                              "picks_keys_at_prefill_by_content": p.prefill_by_content,
-                              "summary": (type(p).__doc__ or "").split("\n\n")[0].replace("\n", " ")}
-                       for name, p in PATTERNS.items()}, indent=1)  # fmt: skip
+    return json.dumps(pattern_catalog(), indent=1)
 
 
 @gr.mcp.resource(

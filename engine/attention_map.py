@@ -87,10 +87,11 @@ def attention_map(
             f"{spec.name} has layers 0-{layers - 1} and heads 0-{heads - 1}; got layer {layer}, head {head}."
         )
     request = GenerationRequest(options, text=request.text, messages=request.messages)
-    if (tokens := encode_prompt(loaded, request).input_ids.shape[1]) > MAP_LIMIT:
-        raise InputError(f"The attention map shows prompts up to {MAP_LIMIT} tokens; this one has {tokens}.")
+    ids = encode_prompt(loaded, request).input_ids
+    if ids.shape[1] > MAP_LIMIT:
+        raise InputError(f"The attention map shows prompts up to {MAP_LIMIT} tokens; this one has {ids.shape[1]}.")
     with IN_FLIGHT.serving():
-        captured = cache.scheduler.call(lambda _: _capture(loaded, request, layer), progress=progress)
+        captured = cache.scheduler.call(lambda _: _capture(loaded, request, ids, layer), progress=progress)
     return _measure(loaded, options, captured, layer, head, "B" if sides is not None else "")
 
 
@@ -105,10 +106,9 @@ class _Captured:
     decode_keep: torch.Tensor | None  # (Hkv, K) which of them counted; None: no probe ran (dense attention)
 
 
-def _capture(loaded: LoadedModel, request: GenerationRequest, layer: int) -> _Captured:
-    """Prefill and one greedy decode step as the request would run them, reading the layer."""
+def _capture(loaded: LoadedModel, request: GenerationRequest, ids: torch.Tensor, layer: int) -> _Captured:
+    """Prefill the prompt `ids` and one greedy decode step as the request would run them, reading the layer."""
     model, options = loaded.model, request.options
-    ids = encode_prompt(loaded, request).input_ids
     length = ids.shape[1]
     choice = AttentionChoice("sparse" if options.attention == "sparse" else "dense", options.sparse)
     seen: dict[str, tuple] = {}
@@ -210,19 +210,19 @@ def _decode_keys(pattern: Pattern | None, options: RunOptions, seen: _Captured, 
     return torch.nonzero(allowed).flatten().tolist()
 
 
+def _by_tile(matrix: torch.Tensor, block: int) -> torch.Tensor:
+    """A (tokens, tokens) matrix zero-padded to whole tiles, as (query blocks, block, key blocks, block)."""
+    blocks = -(-matrix.shape[0] // block)
+    pad = blocks * block - matrix.shape[0]
+    return torch.nn.functional.pad(matrix, (0, pad, 0, pad)).reshape(blocks, block, blocks, block)
+
+
 def _tiles(pairs: torch.Tensor, block: int) -> list[tuple[int, int]]:
     """The (query block, key block) tiles holding at least one of `pairs`."""
-    blocks = -(-pairs.shape[0] // block)
-    pad = blocks * block - pairs.shape[0]
-    grid = torch.nn.functional.pad(pairs, (0, pad, 0, pad)).reshape(blocks, block, blocks, block).any(3).any(1)
-    return [tuple(t) for t in torch.nonzero(grid).tolist()]
+    return [tuple(t) for t in torch.nonzero(_by_tile(pairs, block).any(3).any(1)).tolist()]
 
 
 def _tile_mass(probabilities: torch.Tensor, block: int) -> list[list[float]]:
     """Per tile, the dense probability its keys hold, averaged over the tile's queries."""
-    length = probabilities.shape[0]
-    blocks = -(-length // block)
-    pad = blocks * block - length
-    padded = torch.nn.functional.pad(probabilities, (0, pad, 0, pad)).reshape(blocks, block, blocks, block)
-    queries = torch.nn.functional.pad(torch.ones(length), (0, pad)).reshape(blocks, block).sum(1)
-    return (padded.sum(3).sum(1) / queries[:, None]).tolist()
+    queries = _by_tile(torch.ones_like(probabilities), block)[:, :, 0, 0].sum(1)  # real queries per query block
+    return (_by_tile(probabilities, block).sum(3).sum(1) / queries[:, None]).tolist()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .options import DEFAULT_MODEL
-from .registry import ModelSpec, list_models
+from .registry import TASKS, ModelSpec, list_models
 
 
 @dataclass(frozen=True)
@@ -61,3 +61,13 @@ def hub_reachable() -> bool:
     except OSError:
         return False
     return True
+
+
+def model_catalog() -> list[dict]:
+    """Every registered model: what it is, what it serves, and the tasks it is the default of here."""
+    defaults = {task: task_default(task).model for task in TASKS}
+    return [
+        {"name": spec.name, "family": spec.family, "source": spec.source, "tasks": spec.tasks,
+         "description": spec.description, "default_for": [task for task, model in defaults.items() if model == spec.name]}
+        for spec in list_models()
+    ]  # fmt: skip

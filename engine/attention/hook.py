@@ -9,7 +9,7 @@ attention_mask=None and lose causal masking.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 
@@ -76,30 +76,27 @@ _inspector: ContextVar[Inspector | None] = ContextVar("studio_attention_inspecto
 
 
 @contextmanager
-def probe_attention(probe: Probe) -> Iterator[None]:
-    token = _probe.set(probe)
+def _setting(var: ContextVar, value) -> Iterator[None]:
+    """`var` is `value` for this thread's (context's) code inside the block."""
+    token = var.set(value)
     try:
         yield
     finally:
-        _probe.reset(token)
+        var.reset(token)
 
 
-@contextmanager
-def inspect_attention(inspector: Inspector) -> Iterator[None]:
-    token = _inspector.set(inspector)
-    try:
-        yield
-    finally:
-        _inspector.reset(token)
+def probe_attention(probe: Probe) -> AbstractContextManager[None]:
+    return _setting(_probe, probe)
 
 
-@contextmanager
-def use_attention(mode: str, settings: SparseSettings, stats: AttentionStats | None = None) -> Iterator[None]:
-    token = _current.set(AttentionChoice(mode, settings, stats))
-    try:
-        yield
-    finally:
-        _current.reset(token)
+def inspect_attention(inspector: Inspector) -> AbstractContextManager[None]:
+    return _setting(_inspector, inspector)
+
+
+def use_attention(
+    mode: str, settings: SparseSettings, stats: AttentionStats | None = None
+) -> AbstractContextManager[None]:
+    return _setting(_current, AttentionChoice(mode, settings, stats))
 
 
 def sparse_kernel_name(device: torch.device) -> str:

@@ -154,6 +154,13 @@ class RandomBlocks:
 PAGE = 16  # Quest's page: keys summarised, scored and read together
 
 
+def _budget_covers(kv_len: int, s: SparseSettings, unit: int) -> bool:
+    """Whether the keys between the sinks and the last query's window lie in few enough units of
+    `unit` keys for the budget: a pattern picking whole units by content then drops nothing."""
+    last = kv_len - 1 - s.window
+    return last < s.sinks or last // unit - s.sinks // unit + 1 <= s.budget // unit
+
+
 def page_bounds(keys: torch.Tensor, written: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel (min, max) of each page of `keys` (..., length, D) -> (..., pages, D) each, over the
     keys `written` says hold data (bool, broadcastable to (..., length); None: all). A page with
@@ -188,9 +195,7 @@ class QuestPages:
         return k <= q
 
     def keeps_all(self, kv_len, s):
-        # the keys between the sinks and the last query's window lie in few enough pages for the budget
-        last = kv_len - 1 - s.window
-        return last < s.sinks or last // PAGE - s.sinks // PAGE + 1 <= s.budget // PAGE
+        return _budget_covers(kv_len, s, PAGE)
 
     def decode_keys(self, position, kv_len, s):
         return SlidingWindowSinks().decode_keys(position, kv_len, s)  # the positional part; `select` adds pages
@@ -285,10 +290,7 @@ class BlockTopK(QuestPages):
         return (k <= q) & (k >= s.sinks) & (q - k >= s.window)
 
     def keeps_all(self, kv_len, s):
-        # every key block between the sinks and the last query's window fits in the budget, and Quest's pages too
-        last = kv_len - 1 - s.window
-        blocks_fit = last < s.sinks or last // self.block - s.sinks // self.block + 1 <= s.budget // self.block
-        return blocks_fit and super().keeps_all(kv_len, s)
+        return _budget_covers(kv_len, s, self.block) and _budget_covers(kv_len, s, PAGE)  # prefill's and decode's
 
     def select_blocks(
         self,
@@ -334,6 +336,17 @@ def _block_means(x: torch.Tensor, block: int, counts: torch.Tensor | None) -> to
 PATTERNS: dict[str, Pattern] = {
     p.name: p for p in (SlidingWindowSinks(), LocalGlobal(), RandomBlocks(), QuestPages(), BlockTopK())
 }
+
+
+def pattern_catalog() -> dict[str, dict]:
+    """Every pattern: its attention kind, whether it picks keys by content (at decode, at prefill),
+    and its docstring's first paragraph."""
+    return {
+        name: {"causal": p.causal, "picks_keys_at_decode_by_content": p.query_aware,
+               "picks_keys_at_prefill_by_content": p.prefill_by_content,
+               "summary": (type(p).__doc__ or "").split("\n\n")[0].replace("\n", " ")}
+        for name, p in PATTERNS.items()
+    }  # fmt: skip
 
 
 def pattern_for(settings: SparseSettings, causal: bool) -> Pattern:

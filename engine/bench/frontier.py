@@ -247,18 +247,21 @@ def plot_frontier(rows: list[FrontierRow], path: Path) -> None:
     with figure_panels(path, panels, (4.5, 3.8), columns=len(lengths)) as pairs:
         for ax, (phase, length) in pairs:
             points = [r for r in rows if r.length == length and r.pattern != "dense"]
-            speed = {id(r): getattr(r, f"{phase}_speedup") for r in points}
+
+            def speed(row: FrontierRow, phase=phase) -> float:
+                return getattr(row, f"{phase}_speedup")
+
             for pattern, marker in zip(PATTERNS, "os^", strict=True):
                 mine = [r for r in points if r.pattern == pattern]
-                ax.scatter([max(r.kl_mean, 1e-4) for r in mine], [speed[id(r)] for r in mine], marker=marker,
+                ax.scatter([max(r.kl_mean, 1e-4) for r in mine], [speed(r) for r in mine], marker=marker,
                            label=pattern)  # fmt: skip
                 for r in mine:
-                    ax.annotate(f"{r.text} {r.density:.0%}", (max(r.kl_mean, 1e-4), speed[id(r)]), fontsize=6)
+                    ax.annotate(f"{r.text} {r.density:.0%}", (max(r.kl_mean, 1e-4), speed(r)), fontsize=6)
             for text, style in zip(sorted({r.text for r in points}), ("k--", "k:"), strict=False):
                 same = [r for r in points if r.text == text]  # a front compares points on one text
-                front = sorted((p for p in same if not any(q.kl_mean < p.kl_mean and speed[id(q)] > speed[id(p)]
+                front = sorted((p for p in same if not any(q.kl_mean < p.kl_mean and speed(q) > speed(p)
                                                            for q in same)), key=lambda r: r.kl_mean)  # fmt: skip
-                ax.plot([max(r.kl_mean, 1e-4) for r in front], [speed[id(r)] for r in front], style, lw=0.8,
+                ax.plot([max(r.kl_mean, 1e-4) for r in front], [speed(r) for r in front], style, lw=0.8,
                         label=f"Pareto front, {text}")  # fmt: skip
             ax.axhline(1.0, color="grey", lw=0.5)
             ax.set(xscale="log", xlabel="mean KL to dense (log)", ylabel=f"{phase} speedup vs dense",
