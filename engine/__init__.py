@@ -29,8 +29,44 @@ from .service import Chunk, precheck, run, stream_request
 from .settings import SettingsError
 from .types import Comparison, GenerationRequest, Message, Metrics, Quality, Result, Timing
 from .validation import check_labels, require_text, validate, validate_options
+from .attention.patterns import pattern_catalog
+from .defaults import TaskDefault, model_catalog, task_default
+from .frontends import CliFlag, CliTask, installed_tasks
+from .options import OPTION_BY_NAME
+from .precision import resolve_precision
+from .report import (
+    comparison_headers,
+    comparison_line,
+    comparison_rows,
+    from_payload,
+    labelled,
+    metrics_line,
+    timing_text,
+    to_payload,
+)
+from .settings import settings
+from .warmup import WarmUp
 
 __all__ = [
+    "OPTION_BY_NAME",
+    "CliFlag",
+    "CliTask",
+    "TaskDefault",
+    "WarmUp",
+    "comparison_headers",
+    "comparison_line",
+    "comparison_rows",
+    "from_payload",
+    "installed_tasks",
+    "labelled",
+    "metrics_line",
+    "model_catalog",
+    "pattern_catalog",
+    "resolve_precision",
+    "settings",
+    "task_default",
+    "timing_text",
+    "to_payload",
     "ATTENTION_MODES",
     "DEFAULT_MODEL",
     "MAP_TOKENS",
