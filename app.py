@@ -35,11 +35,11 @@ from engine import (
     stream_request,
 )
 from engine import attention_map as measure_attention_map
+from engine.api.options import OPTION_BY_NAME
+from engine.api.report import comparison_line, from_payload, labelled, metrics_line, to_payload
 from engine.attention.patterns import pattern_catalog
-from engine.defaults import model_catalog, task_default
-from engine.options import OPTION_BY_NAME
-from engine.report import comparison_line, from_payload, labelled, metrics_line, to_payload
-from engine.settings import settings
+from engine.models.defaults import model_catalog, task_default
+from engine.platform.settings import settings
 from engine.warmup import WarmUp
 from tasks import TaskInfo, classification, code, dialogue, lab, summarization, translation
 from tasks.render import attention_image, comparison_figure, comparison_table, reference_text

@@ -1,40 +1,9 @@
 """Transformer Studio engine: load models at any precision, run requests with dense or sparse
 attention, and measure them. Knows nothing of the UI or of the tasks."""
 
-from . import quiet_logs  # noqa: F401  (first: before transformers loads the libraries it quiets)
-from .attention_map import MAP_TOKENS, AttentionMap, attention_map
-from .cache import ModelCache, default_cache
-from .errors import (
-    AttentionConfigError,
-    ContextLengthError,
-    InputError,
-    ModelLoadError,
-    PrecisionError,
-    StudioError,
-    TimeLimitError,
-    UnknownModelError,
-)
-from .options import (
-    ATTENTION_MODES,
-    DEFAULT_MODEL,
-    OPTIONS,
-    PRECISIONS,
-    Option,
-    RunOptions,
-    SparseSettings,
-    options_from,
-)
-from .registry import ModelSpec, get_spec, list_models
-from .service import Chunk, precheck, run, stream_request
-from .settings import SettingsError
-from .types import Comparison, GenerationRequest, Message, Metrics, Quality, Result, Timing
-from .validation import check_labels, require_text, validate, validate_options
-from .attention.patterns import pattern_catalog
-from .defaults import TaskDefault, model_catalog, task_default
-from .frontends import CliFlag, CliTask, installed_tasks
-from .options import OPTION_BY_NAME
-from .precision import resolve_precision
-from .report import (
+from engine.api.frontends import CliFlag, CliTask, installed_tasks
+from engine.api.options import ATTENTION_MODES, OPTION_BY_NAME, OPTIONS, PRECISIONS, Option, RunOptions, options_from
+from engine.api.report import (
     comparison_headers,
     comparison_line,
     comparison_rows,
@@ -44,37 +13,43 @@ from .report import (
     timing_text,
     to_payload,
 )
-from .settings import settings
-from .warmup import WarmUp
+from engine.api.request import GenerationRequest, Message
+from engine.api.results import Comparison, Metrics, Quality, Result, Timing
+from engine.api.validation import check_labels, require_text, validate, validate_options
+from engine.attention.choice import SparseSettings
+from engine.attention.patterns import pattern_catalog
+from engine.experiments.attention_map import MAP_TOKENS, AttentionMap, attention_map
+from engine.models.defaults import TaskDefault, model_catalog, task_default
+from engine.models.precision import resolve_precision
+from engine.models.registry import DEFAULT_MODEL, ModelSpec, get_spec, list_models
+from engine.platform import quiet_logs  # noqa: F401  (first: before transformers loads the libraries it quiets)
+from engine.platform.errors import (
+    AttentionConfigError,
+    ContextLengthError,
+    InputError,
+    ModelLoadError,
+    PrecisionError,
+    StudioError,
+    TimeLimitError,
+    UnknownModelError,
+)
+from engine.platform.settings import SettingsError, settings
+from engine.runtime.engine import ModelCache, default_cache
+from engine.service import Chunk, precheck, run, stream_request
+from engine.warmup import WarmUp
 
 __all__ = [
-    "OPTION_BY_NAME",
-    "CliFlag",
-    "CliTask",
-    "TaskDefault",
-    "WarmUp",
-    "comparison_headers",
-    "comparison_line",
-    "comparison_rows",
-    "from_payload",
-    "installed_tasks",
-    "labelled",
-    "metrics_line",
-    "model_catalog",
-    "pattern_catalog",
-    "resolve_precision",
-    "settings",
-    "task_default",
-    "timing_text",
-    "to_payload",
     "ATTENTION_MODES",
     "DEFAULT_MODEL",
     "MAP_TOKENS",
     "OPTIONS",
+    "OPTION_BY_NAME",
     "PRECISIONS",
     "AttentionConfigError",
     "AttentionMap",
     "Chunk",
+    "CliFlag",
+    "CliTask",
     "Comparison",
     "ContextLengthError",
     "GenerationRequest",
@@ -92,19 +67,35 @@ __all__ = [
     "SettingsError",
     "SparseSettings",
     "StudioError",
+    "TaskDefault",
     "TimeLimitError",
     "Timing",
     "UnknownModelError",
+    "WarmUp",
     "attention_map",
     "check_labels",
+    "comparison_headers",
+    "comparison_line",
+    "comparison_rows",
     "default_cache",
+    "from_payload",
     "get_spec",
+    "installed_tasks",
+    "labelled",
     "list_models",
+    "metrics_line",
+    "model_catalog",
     "options_from",
+    "pattern_catalog",
     "precheck",
     "require_text",
+    "resolve_precision",
     "run",
+    "settings",
     "stream_request",
+    "task_default",
+    "timing_text",
+    "to_payload",
     "validate",
     "validate_options",
 ]

@@ -12,10 +12,10 @@ import json
 import sys
 from pathlib import Path
 
-from . import Chunk, Result, StudioError, list_models, stream_request
-from .frontends import add_option_flags, build_request, installed_tasks
-from .options import DEFAULT_MODEL, OPTIONS, options_from
-from .report import (
+from engine import Chunk, Result, StudioError, list_models, stream_request
+from engine.api.frontends import add_option_flags, build_request, installed_tasks
+from engine.api.options import OPTIONS, options_from
+from engine.api.report import (
     comparison_headers,
     comparison_line,
     comparison_rows,
@@ -25,8 +25,9 @@ from .report import (
     text_table,
     to_json,
 )
-from .settings import settings, settings_table
-from .warmup import WarmUp
+from engine.models.registry import DEFAULT_MODEL
+from engine.platform.settings import settings, settings_table
+from engine.warmup import WarmUp
 
 
 def _parser(tasks: dict) -> argparse.ArgumentParser:

@@ -7,14 +7,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .cache import ModelCache, default_cache
-from .compare import run_comparison
-from .decode import IN_FLIGHT
-from .dispatch import generate
-from .embedded import ProgressFn
-from .generate import encode_prompt
-from .types import Comparison, GenerationRequest, Result
-from .validation import validate
+from engine.api.request import GenerationRequest
+from engine.api.results import Comparison, Result
+from engine.api.validation import validate
+from engine.backends.dispatch import generate
+from engine.experiments.compare import run_comparison
+from engine.models.embedded import ProgressFn
+from engine.runtime.compile import IN_FLIGHT
+from engine.runtime.decoding import encode_prompt
+from engine.runtime.engine import ModelCache, default_cache
 
 
 @dataclass(frozen=True)

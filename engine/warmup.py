@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from .cache import ModelCache, default_cache
-from .errors import StudioError
-from .options import options_from
-from .service import run
-from .types import GenerationRequest
+from engine.api.options import options_from
+from engine.api.request import GenerationRequest
+from engine.platform.errors import StudioError
+from engine.runtime.engine import ModelCache, default_cache
+from engine.service import run
 
 log = logging.getLogger(__name__)
 Phase = Literal["waiting", "loading", "warming", "ready", "failed"]

@@ -4,7 +4,7 @@ model's likelihood of each label as its answer."""
 from __future__ import annotations
 
 from engine import Comparison, GenerationRequest, Result, RunOptions, check_labels, get_spec, require_text
-from engine.frontends import CliFlag, CliTask
+from engine.api.frontends import CliFlag, CliTask
 
 from .base import TaskInfo, instruct
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from engine import GenerationRequest, InputError, RunOptions, require_text
-from engine.frontends import CliFlag, CliTask
+from engine.api.frontends import CliFlag, CliTask
 
 from .base import TaskInfo, instruct
 

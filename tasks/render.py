@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from engine import AttentionMap, Comparison
-from engine.report import comparison_headers, comparison_rows
+from engine.api.report import comparison_headers, comparison_rows
 
 PHASES = (("prefill", "prefill"), ("first token", "ttft"), ("per decode token", "decode"), ("total", "total"))
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from engine import GenerationRequest, InputError, RunOptions, get_spec, require_text
+from engine.api.frontends import CliFlag, CliTask
 from engine.data import long_document
-from engine.frontends import CliFlag, CliTask
 
 from .base import TaskInfo, instruct
 

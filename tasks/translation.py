@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from engine import GenerationRequest, InputError, RunOptions, get_spec, require_text
-from engine.frontends import CliFlag, CliTask
+from engine.api.frontends import CliFlag, CliTask
 
 from .base import TaskInfo, instruct
 

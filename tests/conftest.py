@@ -149,7 +149,7 @@ def tiny_registry(tiny_dirs, tmp_path_factory) -> Path:
 def fresh_settings():
     """Settings are read once per process; a test that changes STUDIO_* variables (`studio_env`) gets
     them re-read, and the next test starts from the restored environment (this runs after monkeypatch's undo)."""
-    from engine.settings import settings
+    from engine.platform.settings import settings
 
     settings.cache_clear()
     yield
@@ -159,7 +159,7 @@ def fresh_settings():
 @pytest.fixture
 def studio_env(monkeypatch):
     """Set a STUDIO_* variable for this test and re-read the settings."""
-    from engine.settings import settings
+    from engine.platform.settings import settings
 
     def set_variable(name: str, value: str) -> None:
         monkeypatch.setenv(name, value)

@@ -1,8 +1,11 @@
 """Dense (PyTorch SDPA) and sparse attention, switchable per request."""
 
-from .hook import IMPLEMENTATION, AttentionStats, register, sparse_kernel_name, use_attention
-from .kernels import MaskShape, blocked_attention, build_plan, flex_block_mask, flex_sparse_attention
-from .patterns import PATTERNS, explicit_mask, pattern_for
+from engine.attention.blocked import MaskShape, blocked_attention, build_plan
+from engine.attention.choice import AttentionStats
+from engine.attention.context import sparse_kernel_name, use_attention
+from engine.attention.flex import flex_block_mask, flex_sparse_attention
+from engine.attention.interface import IMPLEMENTATION, register
+from engine.attention.patterns import PATTERNS, explicit_mask, pattern_for
 
 __all__ = [
     "IMPLEMENTATION",

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .precision import PRECISION_COLUMNS, PrecisionRow, precision_table
-from .report import format_table, machine, plot_precisions, plot_sweep, to_frame, write_outputs
-from .sweep import (
+from engine.bench.precision import PRECISION_COLUMNS, PrecisionRow, precision_table
+from engine.bench.report import format_table, machine, plot_precisions, plot_sweep, to_frame, write_outputs
+from engine.bench.sweep import (
     DEFAULT_LENGTHS,
     QUICK_LENGTHS,
     SWEEP_COLUMNS,
@@ -37,14 +37,14 @@ from .sweep import (
 )
 
 if TYPE_CHECKING:
-    from .__main__ import main
+    from engine.bench.__main__ import main
 
 
 def __getattr__(name: str):
     # `main` is imported on first use: importing `__main__` here would make `python -m engine.bench`
     # find it already imported and warn (runpy's "found in sys.modules ... prior to execution").
     if name == "main":
-        from .__main__ import main
+        from engine.bench.__main__ import main
 
         return main
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

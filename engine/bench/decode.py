@@ -20,17 +20,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cache import ModelCache
-from ..compare import teacher_forced_quality
-from ..embedded import locate_packaged_file
-from ..loader import LoadedModel
-from ..options import DEFAULT_MODEL, RunOptions
-from ..precision_menu import PRECISION_BY_NAME
-from ..registry import get_spec
-from ..service import run
-from ..types import GenerationRequest, Message, Result
-from .report import figure_panels
-from .sweep import corpus_ids
+from engine.api.options import RunOptions
+from engine.api.request import GenerationRequest, Message
+from engine.api.results import Result
+from engine.bench.report import figure_panels
+from engine.bench.sweep import corpus_ids
+from engine.experiments.compare import teacher_forced_quality
+from engine.models.embedded import locate_packaged_file
+from engine.models.loader import LoadedModel
+from engine.models.precision_menu import PRECISION_BY_NAME
+from engine.models.registry import DEFAULT_MODEL, get_spec
+from engine.runtime.engine import ModelCache
+from engine.service import run
 
 Progress = Callable[[float, str], None]
 PROMPT = "Tell me about the history of Paris in a few paragraphs."

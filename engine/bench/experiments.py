@@ -14,12 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cache import ModelCache
-from ..data import long_document
-from ..options import DEFAULT_MODEL, RunOptions
-from ..service import run
-from ..types import Comparison, GenerationRequest, Message, Timing
-from .report import figure_panels
+from engine.api.options import RunOptions
+from engine.api.request import GenerationRequest, Message
+from engine.api.results import Comparison, Timing
+from engine.bench.report import figure_panels
+from engine.data import long_document
+from engine.models.registry import DEFAULT_MODEL
+from engine.runtime.engine import ModelCache
+from engine.service import run
 
 Progress = Callable[[float, str], None]
 SUMMARIZE = "Summarize the text above in 1 sentence."

@@ -27,18 +27,19 @@ from pathlib import Path
 
 import torch
 
-from ..attention.hook import DENSE, AttentionChoice, AttentionStats, probe_attention
-from ..attention.patterns import PAGE
-from ..cache import ModelCache, default_cache
-from ..compare import compare_timing, distribution_quality
-from ..data import long_document
-from ..decode import IN_FLIGHT, bucket_for, decode_step, keeps_pages, step_key
-from ..errors import InputError
-from ..loader import LoadedModel
-from ..options import SparseSettings
-from ..row_cache import RowCache
-from .report import figure_panels
-from .sweep import Progress
+from engine.attention.choice import DENSE, AttentionChoice, AttentionStats, SparseSettings
+from engine.attention.content import PAGE
+from engine.attention.context import probe_attention
+from engine.bench.report import figure_panels
+from engine.bench.sweep import Progress
+from engine.data import long_document
+from engine.experiments.statistics import compare_timing, distribution_quality
+from engine.models.loader import LoadedModel
+from engine.platform.errors import InputError
+from engine.runtime.compile import IN_FLIGHT
+from engine.runtime.engine import ModelCache, default_cache
+from engine.runtime.kv_cache import RowCache
+from engine.runtime.step import bucket_for, decode_step, keeps_pages, step_key
 
 LENGTHS = (2048, 4096, 8192)
 QUICK_LENGTHS = (2048, 4096)

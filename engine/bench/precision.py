@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..cache import ModelCache
-from ..options import DEFAULT_MODEL, RunOptions
-from ..precision import resolve_device, supported_precisions
-from ..service import run
-from ..types import GenerationRequest
-from ..validation import validate_options
-from .sweep import Progress, corpus_ids
+from engine.api.options import RunOptions
+from engine.api.request import GenerationRequest
+from engine.api.validation import validate_options
+from engine.bench.sweep import Progress, corpus_ids
+from engine.models.precision import resolve_device, supported_precisions
+from engine.models.registry import DEFAULT_MODEL
+from engine.runtime.engine import ModelCache
+from engine.service import run
 
 
 @dataclass

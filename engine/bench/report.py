@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .precision import PrecisionRow
-from .sweep import SweepRow
+from engine.bench.precision import PrecisionRow
+from engine.bench.sweep import SweepRow
 
 Panel = tuple[str, str]  # (row field, subplot title)
 

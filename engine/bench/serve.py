@@ -19,13 +19,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from ..attention.hook import DENSE, AttentionChoice
-from ..cache import ModelCache
-from ..options import DEFAULT_MODEL, RunOptions, SparseSettings
-from ..precision_menu import PRECISION_BY_NAME
-from ..service import Chunk, stream_request
-from ..types import GenerationRequest, Message, Result
-from .report import figure_panels, percentile
+from engine.api.options import RunOptions
+from engine.api.request import GenerationRequest, Message
+from engine.api.results import Result
+from engine.attention.choice import DENSE, AttentionChoice, SparseSettings
+from engine.bench.report import figure_panels, percentile
+from engine.models.precision_menu import PRECISION_BY_NAME
+from engine.models.registry import DEFAULT_MODEL
+from engine.runtime.engine import ModelCache
+from engine.service import Chunk, stream_request
 
 Progress = Callable[[float, str], None]
 QUESTIONS = [

@@ -18,17 +18,21 @@ from functools import partial
 import torch
 from transformers.masking_utils import causal_mask_function
 
-from ..attention import AttentionStats, pattern_for, use_attention
-from ..attention.hook import StudioMask, studio_attention
-from ..cache import ModelCache
-from ..compare import compare_timing, interleaved
-from ..data import long_document
-from ..decode import IN_FLIGHT
-from ..loader import LoadedModel
-from ..metrics import PeakMemory, now
-from ..options import DEFAULT_MODEL, RunOptions, SparseSettings
-from ..types import Timing, Verdict
-from ..validation import validate_options
+from engine.api.options import RunOptions
+from engine.api.results import Timing, Verdict
+from engine.api.validation import validate_options
+from engine.attention.choice import AttentionStats, SparseSettings
+from engine.attention.context import use_attention
+from engine.attention.interface import StudioMask, studio_attention
+from engine.attention.patterns import pattern_for
+from engine.data import long_document
+from engine.experiments.compare import interleaved
+from engine.experiments.statistics import compare_timing
+from engine.models.loader import LoadedModel
+from engine.models.registry import DEFAULT_MODEL
+from engine.platform.measure import PeakMemory, now
+from engine.runtime.compile import IN_FLIGHT
+from engine.runtime.engine import ModelCache
 
 Progress = Callable[[float, str], None]
 

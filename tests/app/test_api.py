@@ -13,7 +13,7 @@ import pytest
 import torch
 from gradio_client.exceptions import AppError, ValidationError
 
-from engine.precision import resolve_precision
+from engine.models.precision import resolve_precision
 
 pytestmark = pytest.mark.integration
 

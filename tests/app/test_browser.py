@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.precision import resolve_precision
+from engine.models.precision import resolve_precision
 from tasks import classification, code, summarization, translation
 
 pytestmark = pytest.mark.integration

@@ -7,16 +7,10 @@ import torch
 import torch.nn.functional as F
 from transformers.masking_utils import bidirectional_mask_function, causal_mask_function
 
-from engine.attention import (
-    PATTERNS,
-    MaskShape,
-    blocked_attention,
-    build_plan,
-    explicit_mask,
-    flex_block_mask,
-    flex_sparse_attention,
-)
-from engine.options import SparseSettings
+from engine.attention.blocked import MaskShape, blocked_attention, build_plan
+from engine.attention.choice import SparseSettings
+from engine.attention.flex import flex_block_mask, flex_sparse_attention
+from engine.attention.patterns import PATTERNS, explicit_mask
 
 
 def reference(q, k, v, allowed, bias=None):
@@ -192,7 +186,9 @@ def test_flex_and_blocked_kernels_agree_inside_a_model(studio_env, pattern):
     queries and keys, so it reads more than the window alone."""
     from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-    from engine.attention import AttentionStats, register, use_attention
+    from engine.attention.choice import AttentionStats
+    from engine.attention.context import use_attention
+    from engine.attention.interface import register
 
     register()
     torch.manual_seed(0)
@@ -250,7 +246,7 @@ def test_sparse_decode_step_attends_exactly_to_the_pattern(pattern_name, positio
     """A batch of two sequences, each with one query at its own position, over a 256-slot cache (as
     a batch's step sees it: keys past each position are stale): the decode step (gathered key sets,
     or the rule over the whole cache) equals SDPA under each row's explicit pattern mask."""
-    from engine.attention.hook import _sparse_one_query, studio_mask
+    from engine.attention.interface import _sparse_one_query, studio_mask
     from engine.attention.patterns import PATTERNS, explicit_mask
 
     torch.manual_seed(1)
@@ -304,7 +300,7 @@ def test_quest_decode_step_attends_exactly_to_its_pages(positions, window, budge
     """The Quest decode step (pages scored against each query, per KV head, then the gathered keys)
     equals SDPA under Quest's mask written out by hand: a 203-slot cache (not a page multiple), GQA
     (6 query heads on 2 KV heads), stale keys past each position, and padding in the first row."""
-    from engine.attention.hook import _sparse_one_query, studio_mask
+    from engine.attention.interface import _sparse_one_query, studio_mask
 
     torch.manual_seed(2)
     settings = SparseSettings(window=window, sinks=4, pattern="quest", budget=budget)
@@ -334,8 +330,8 @@ def test_quest_decode_step_attends_exactly_to_its_pages(positions, window, budge
 def test_a_row_cache_keeps_the_page_bounds_of_what_each_row_wrote():
     """Prefill sets a row's bounds (a former sequence's keys past the prompt do not count); each decode
     step updates the page it writes to; a moved row takes its bounds along."""
-    from engine.attention.patterns import page_bounds
-    from engine.row_cache import RowCache
+    from engine.attention.content import page_bounds
+    from engine.runtime.kv_cache import RowCache
 
     torch.manual_seed(3)
     cache = RowCache(layers=1, capacity=2, length=64, pages=True)
@@ -361,8 +357,9 @@ def test_a_row_cache_keeps_the_page_bounds_of_what_each_row_wrote():
 def block_topk_case(length: int, heads: int, kv_heads: int, *, padding=None, bias=None, seed=0, kernel="blocked"):
     """The content pattern's prefill through a kernel and through SDPA under its explicit mask (the
     positional part, or a pair in a picked block under the content rule), with the model's mask."""
-    from engine.attention.kernels import content_keys, flex_content_block_mask
-    from engine.attention.patterns import BlockTopK
+    from engine.attention.blocked import content_keys
+    from engine.attention.content import BlockTopK
+    from engine.attention.flex import flex_content_block_mask
 
     torch.manual_seed(seed)
     b, d = (padding.shape[0] if padding is not None else 2), 64
@@ -424,7 +421,7 @@ def test_block_topk_flex_kernel_matches_its_explicit_mask():
 def test_block_topk_picks_the_key_block_the_queries_point_at():
     """A key block planted to match a query block's queries wins over the others; only blocks before
     the window and past the sinks are candidates, at most budget // block of them."""
-    from engine.attention.patterns import BlockTopK
+    from engine.attention.content import BlockTopK
 
     torch.manual_seed(5)
     pattern, settings = BlockTopK(block=16), SparseSettings(window=16, sinks=4, budget=32)

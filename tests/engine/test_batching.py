@@ -13,9 +13,9 @@ import torch
 from test_engine import ask
 
 from engine import Chunk, Comparison, GenerationRequest, ModelCache, Result, run, stream_request
-from engine.attention.hook import AttentionChoice
-from engine.batching import Batch, planned_bytes
-from engine.decode import DENSE
+from engine.attention.choice import AttentionChoice
+from engine.runtime.batching import Batch, planned_bytes
+from engine.runtime.compile import DENSE
 
 TEXTS = [  # prompts of different lengths: each row of the batch stands at its own position
     "hello",
@@ -162,9 +162,9 @@ def test_a_batch_cache_takes_what_was_planned_and_counts_in_the_budget(cache):
     batch = Batch(loaded, (256, DENSE), capacity=4)
     loaded.batches.by_key[(256, DENSE)] = batch
     request = ask("tiny-llama", text=TEXTS[1], max_new_tokens=3)
-    from engine.batching import Row
-    from engine.generate import Decoding, encode_prompt
-    from engine.metrics import PeakMemory
+    from engine.platform.measure import PeakMemory
+    from engine.runtime.batching import Row
+    from engine.runtime.decoding import Decoding, encode_prompt
 
     decoding = Decoding(loaded, request, encode_prompt(loaded, request), time.perf_counter())
     batch.add(
@@ -210,7 +210,7 @@ def test_a_shorter_request_joins_a_batch_of_a_longer_bucket(cache):
 
 
 def test_a_fault_in_the_scheduler_fails_requests_instead_of_hanging_them(cache, monkeypatch):
-    from engine.scheduler import Scheduler
+    from engine.runtime.scheduler import Scheduler
 
     run(ask("tiny-llama", max_new_tokens=1), cache)
     monkeypatch.setattr(Scheduler, "_admit", lambda self: 1 / 0)

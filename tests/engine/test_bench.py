@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from engine import ModelCache, SparseSettings
-from engine.attention import PATTERNS, explicit_mask
+from engine.api.options import OPTION_BY_NAME
+from engine.attention.patterns import PATTERNS, explicit_mask
 from engine.bench import (
     PRECISION_COLUMNS,
     SWEEP_COLUMNS,
@@ -29,9 +30,9 @@ from engine.bench import (
 )
 from engine.bench.__main__ import _parser
 from engine.bench.sweep import _allowed_pairs
-from engine.compare import UNMEASURED_NOISE, interleaved
 from engine.data import long_document
-from engine.options import OPTION_BY_NAME
+from engine.experiments.compare import interleaved
+from engine.experiments.statistics import UNMEASURED_NOISE
 
 VERDICTS = ("faster", "slower", "same")
 

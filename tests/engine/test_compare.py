@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.compare import MIN_TRIALS, UNMEASURED_NOISE, compare_timing, trial_count
-from engine.types import Metrics, Result
+from engine.api.results import Metrics, Result
+from engine.experiments.statistics import MIN_TRIALS, UNMEASURED_NOISE, compare_timing, trial_count
 
 
 def test_identical_timings_are_the_same():

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from engine import DEFAULT_MODEL, GenerationRequest, Message, ModelCache, RunOptions, run
-from engine.embedded import MANIFEST, ensure_converted, locate_packaged_file, verify_cache
-from engine.registry import get_spec
+from engine.models.embedded import MANIFEST, ensure_converted, locate_packaged_file, verify_cache
+from engine.models.registry import get_spec
 
 pytestmark = pytest.mark.integration
 

@@ -30,11 +30,11 @@ from engine import (
     run,
     stream_request,
 )
-from engine.attention import use_attention
-from engine.attention.hook import AttentionChoice
-from engine.decode import IN_FLIGHT
-from engine.options import OPTION_BY_NAME
-from engine.report import metrics_line
+from engine.api.options import OPTION_BY_NAME
+from engine.api.report import metrics_line
+from engine.attention.choice import AttentionChoice
+from engine.attention.context import use_attention
+from engine.runtime.compile import IN_FLIGHT
 
 GENERATORS = ("tiny-llama", "tiny-marian", "tiny-bart", "tiny-t5")
 CPU_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "nf4", "fp4", "int8-wo", "int4-wo")
@@ -76,7 +76,7 @@ def test_quantized_footprints_are_smaller(cache):
 
 
 def test_every_precision_in_the_menu_says_what_runs_it():
-    from engine.precision_menu import PRECISION_CHOICES
+    from engine.models.precision_menu import PRECISION_CHOICES
 
     notes = OPTION_BY_NAME["precision"].choice_notes
     assert set(notes) == set(OPTION_BY_NAME["precision"].choices) == {c.name for c in PRECISION_CHOICES}
@@ -248,7 +248,7 @@ def test_concurrent_requests_get_their_own_mode(cache):
 def test_mode_context_is_scoped():
     with use_attention("sparse", SparseSettings()):
         pass
-    from engine.attention.hook import _current
+    from engine.attention.context import _current
 
     assert _current.get() is None  # back to the default: dense
 
@@ -400,8 +400,9 @@ def test_decode_compiles_in_the_background_and_gives_the_same_tokens(cache, prec
 
 
 def test_requests_that_would_run_the_same_step_share_it():
-    from engine.decode import DENSE, step_key
-    from engine.options import SparseSettings as Sparse
+    from engine.attention.choice import SparseSettings as Sparse
+    from engine.runtime.compile import DENSE
+    from engine.runtime.step import step_key
 
     sparse = AttentionChoice("sparse", Sparse(window=16, sinks=4))
     assert step_key(256, AttentionChoice("dense", Sparse(window=16))) == (256, DENSE)

@@ -9,9 +9,9 @@ import torch
 from test_engine import ask
 
 from engine import ModelCache, run
-from engine.decode import graph_modes
-from engine.fallbacks import CUDA_GRAPHS, FALLBACKS
-from engine.precision import resolve_precision
+from engine.models.precision import resolve_precision
+from engine.platform.fallbacks import CUDA_GRAPHS, FALLBACKS
+from engine.runtime.compile import graph_modes
 
 PROMPT = "the quick brown fox jumps over the lazy dog " * 12
 
@@ -35,7 +35,7 @@ def test_flexattention_failing_hands_over_to_the_blocked_kernel(cache, studio_en
     request = ask("tiny-llama", precision="fp32", attention="sparse", window=16, sinks=2, text=PROMPT)
     blocked = run(request, cache)
     studio_env("STUDIO_SPARSE_KERNEL", "flex")
-    monkeypatch.setattr("engine.attention.hook.flex_sparse_attention", unsupported)
+    monkeypatch.setattr("engine.attention.interface.flex_sparse_attention", unsupported)
     fell_back = run(request, cache)
     assert fell_back.metrics.fallbacks == [
         "FlexAttention failed (RuntimeError: no Triton for this GPU); the blocked kernel instead"
@@ -53,8 +53,10 @@ def test_cuda_graphs_failing_compile_the_step_without_them(cache, monkeypatch):
             raise RuntimeError("CUDA graphs need a GPU")
         return compile_for_real(fn, **kwargs)
 
-    monkeypatch.setattr("engine.decode.graph_modes", lambda device: graph_modes(torch.device("cuda")))  # as on CUDA
-    monkeypatch.setattr("engine.decode.torch.compile", no_graphs)
+    monkeypatch.setattr(
+        "engine.runtime.compile.graph_modes", lambda device: graph_modes(torch.device("cuda"))
+    )  # as on CUDA
+    monkeypatch.setattr("engine.runtime.compile.torch.compile", no_graphs)
     loaded.compiled.compile_now(64)
     assert not loaded.compiled.failures and len(loaded.compiled.compile_seconds) == 1
     assert FALLBACKS.active() == [

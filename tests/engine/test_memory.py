@@ -10,8 +10,8 @@ from test_batching import wait_until
 from test_engine import ask
 
 from engine import ModelCache, Result, run
-from engine.errors import OutOfMemoryError
-from engine.memory import smaller_precisions
+from engine.models.out_of_memory import smaller_precisions
+from engine.platform.errors import OutOfMemoryError
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def too_big(*args, **kwargs):
 
 def test_out_of_memory_at_load_frees_the_other_models_and_names_a_smaller_choice(cache, monkeypatch):
     cache.get("tiny-llama", "bf16")
-    monkeypatch.setattr("engine.loader.quantize_after_load", too_big)
+    monkeypatch.setattr("engine.models.loader.quantize_after_load", too_big)
     with pytest.raises(OutOfMemoryError, match="loading tiny-llama at fp32 on cpu: try fp16") as caught:
         cache.get("tiny-llama", "fp32")
     assert "next request can go ahead" in str(caught.value)

@@ -13,9 +13,10 @@ import pytest
 
 from engine import OPTIONS, AttentionConfigError, InputError, PrecisionError, RunOptions, SettingsError, options_from
 from engine.__main__ import _parser, main
-from engine.frontends import installed_tasks
-from engine.options import OPTION_BY_NAME, SparseSettings, check_options
-from engine.settings import Settings, settings, settings_table
+from engine.api.frontends import installed_tasks
+from engine.api.options import OPTION_BY_NAME, check_options
+from engine.attention.choice import SparseSettings
+from engine.platform.settings import Settings, settings, settings_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -144,7 +145,7 @@ def test_the_engine_imports_nothing_from_the_tasks():
 
 
 def test_readme_lists_each_precision_with_what_runs_it():
-    from engine.precision_menu import PRECISION_CHOICES
+    from engine.models.precision_menu import PRECISION_CHOICES
 
     readme = (ROOT / "README.md").read_text()
     for choice in PRECISION_CHOICES:

@@ -39,7 +39,7 @@ def test_prefixed_names_and_unknown_names():
 def test_each_task_starts_on_its_best_model_that_loads_here(tmp_path, studio_env, tiny_dirs):
     """Registry order among the models `best_for` a task; one that cannot load here is passed over,
     and said so; offline, a hub model that is not downloaded cannot load."""
-    from engine.defaults import task_default
+    from engine.models.defaults import task_default
 
     path = tmp_path / "models.toml"
     path.write_text(f"""

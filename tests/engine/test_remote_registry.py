@@ -8,8 +8,8 @@ import re
 import pytest
 
 from engine import UnknownModelError, get_spec, list_models
-from engine.errors import RemoteError
-from engine.remote import label_scores
+from engine.backends.remote import label_scores
+from engine.platform.errors import RemoteError
 
 GOOD = '[[model]]\nname = "r"\nsource = "openai"\nlocation = "http://127.0.0.1:8080/v1"\nserved_name = "m"\n'
 

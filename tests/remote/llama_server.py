@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 from ports import free_port
 
-from engine.embedded import locate_packaged_file
-from engine.options import DEFAULT_MODEL
-from engine.registry import get_spec
+from engine.models.embedded import locate_packaged_file
+from engine.models.registry import DEFAULT_MODEL, get_spec
 
 SERVED_NAME = "smollm2"
 REMOTE = "llamacpp-smollm2"  # the registry name the tests give it

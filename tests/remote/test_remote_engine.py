@@ -25,9 +25,9 @@ from engine import (
     run,
     stream_request,
 )
-from engine.errors import AttentionConfigError, ModelLoadError, PrecisionError, RemoteError
-from engine.frontends import installed_tasks
-from engine.options import DEFAULT_MODEL
+from engine.api.frontends import installed_tasks
+from engine.models.registry import DEFAULT_MODEL
+from engine.platform.errors import AttentionConfigError, ModelLoadError, PrecisionError, RemoteError
 
 pytestmark = [pytest.mark.llama_server, pytest.mark.integration]
 

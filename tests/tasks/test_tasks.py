@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine import AttentionMap, Comparison, InputError, Message, ModelCache, Result, RunOptions, run
-from engine.report import comparison_line, comparison_rows, from_payload, labelled, metrics_line, to_payload
+from engine.api.report import comparison_line, comparison_rows, from_payload, labelled, metrics_line, to_payload
 from tasks import classification, code, dialogue, lab, summarization, translation
 from tasks.render import attention_image, comparison_figure, comparison_table
 
@@ -101,8 +101,8 @@ def test_compare_render_from_metrics_json(tiny_env):
 
 
 def test_a_same_verdict_never_reads_faster():
-    from engine.compare import compare_timing
-    from engine.report import timing_text
+    from engine.api.report import timing_text
+    from engine.experiments.statistics import compare_timing
 
     same = compare_timing([100, 101, 99], [80, 120, 99])
     assert same.verdict == "same" and "faster" not in timing_text(same) and "slower" not in timing_text(same)

@@ -1,0 +1,100 @@
+"""What the engine answers: results with measured metrics, and comparisons."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+
+@dataclass
+class Metrics:
+    """Measured on the request (device synchronised before each clock read), never estimated."""
+
+    prefill_ms: float | None  # None: a remote server that does not report it (engine.remote)
+    ttft_ms: float
+    decode_tokens_per_s: float | None  # None when fewer than two tokens were generated
+    total_ms: float
+    input_tokens: int | None  # None: a remote server that sends no usage
+    new_tokens: int
+    peak_memory_mb: float | None  # None: remote (the server's memory is not visible from here)
+    model_memory_mb: float | None
+    device: str
+    precision: str
+    attention: str
+    density: float | None = 1.0  # share of (query, key) pairs the attention computed during prefill (None: remote)
+    decode_path: str = "eager"  # eager | compiled | mixed: which decode step ran (engine.decode); server: remote
+    compile_s: float | None = None  # compiled: how long that step took to compile, once, off any request's time
+    batch_size: float = 1.0  # sequences per decode step it took part in, on average (continuous batching)
+    queue_ms: float = 0.0  # waiting for the engine before its prefill began (not in ttft or total)
+    server: dict[str, float] | None = None  # remote: the server's own timings when it sends them (llama.cpp)
+    fallbacks: list[str] | None = None  # untested GPU paths that failed in this process, and what runs instead
+
+
+@dataclass
+class Result:
+    text: str
+    metrics: Metrics
+    token_ids: list[int] = field(default_factory=list)
+    scores: dict[str, float] | None = None  # classification: label -> probability
+    truncated_tokens: int = 0  # input tokens cut to fit the context (0 = nothing cut)
+    finish_reason: Literal["stop", "length", "scored", "time_limit"] = "stop"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+Verdict = Literal["faster", "slower", "same"]
+
+
+@dataclass
+class Timing:
+    """One timing of a comparison over interleaved trials: B vs A, above 1 = B faster."""
+
+    ratio: float  # median of the per-trial paired ratios
+    low: float  # interval of that median (bootstrap, 95%); equal to `ratio` with one trial
+    high: float
+    verdict: Verdict  # "same" when the interval, widened by the measured noise, includes 1
+    trials: int
+    noise: float  # relative run-to-run spread of each side on its own (the noise floor)
+    a: list[float]  # the per-trial values, A then B (ms, or tokens/s for decode)
+    b: list[float]
+
+
+@dataclass
+class Quality:
+    """What B costs in quality, teacher-forced on A's output: B scores A's tokens in one forward.
+
+    Generation: per-token KL(A || B) of the next-token distributions, the share of positions where
+    both pick the same top token, and each side's perplexity of A's text. Classification: the same
+    measures over the two label distributions (perplexities are None), plus their total variation."""
+
+    kl_mean: float
+    top1_agreement: float
+    perplexity_a: float | None
+    perplexity_b: float | None
+    tokens: int  # positions scored (labels, for classification)
+    tv_distance: float | None = None
+
+
+@dataclass
+class Comparison:
+    """An A/B experiment on one request: A and B differ in one setting (`axis`); the outputs come
+    from the first (warm-up) trial, the timings from the interleaved trials after it."""
+
+    axis: str  # attention | precision | model
+    a_label: str
+    b_label: str
+    a: Result
+    b: Result
+    prefill: Timing | None  # None when a side does not measure it (a remote server that reports no prefill)
+    ttft: Timing
+    decode: Timing | None  # None when a side generated fewer than two tokens
+    total: Timing
+    quality: Quality | None  # None when the two sides cannot score each other's tokens (other tokenizer)
+    token_agreement: float  # free-running: share of positions with identical tokens
+    first_divergence: int | None  # index of the first differing new token, None if identical
+    density: float | None  # share of (query, key) pairs B's attention computed in prefill (None: B is remote)
+    quality_note: str = ""  # why quality is missing, when it is
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,170 @@
+"""Every rule about a request, each written once; `validate` is the engine's front door."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from engine.api.options import OPTION_BY_NAME, RunOptions, check_options
+from engine.api.request import GenerationRequest
+from engine.models.precision import check_supported, resolve_precision
+from engine.models.registry import ModelSpec, get_spec
+from engine.platform.errors import AttentionConfigError, InputError, PrecisionError
+
+
+def require_text(value: str | None, what: str = "input") -> str:
+    """The rule for every text a user types (tasks apply it to their raw inputs before templating)."""
+    if not value or not value.strip():
+        raise InputError(f"The {what} is empty: type or paste some first.")
+    return value
+
+
+MAX_LABELS = 20  # each label is scored by its own forward pass: 300 held the engine for 124 s
+
+
+def check_labels(labels: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Candidate labels stripped and de-duplicated in order; at least two, at most MAX_LABELS."""
+    unique = tuple(dict.fromkeys(label.strip() for label in labels if label.strip()))
+    if len(unique) < 2:
+        raise InputError("Give at least two different candidate labels, separated by commas.")
+    if len(unique) > MAX_LABELS:
+        raise InputError(
+            f"Give at most {MAX_LABELS} candidate labels (got {len(unique)}): each one is scored separately."
+        )
+    return unique
+
+
+def validate_options(options: RunOptions, device: torch.device) -> None:
+    check_options(options)
+    check_supported(options.precision, device)
+
+
+def check_family(spec: ModelSpec, request: GenerationRequest) -> None:
+    """What each model family can do; run before loading when the registry knows the family, else after."""
+    family = spec.family
+    if family is None:
+        return
+    if request.candidates is not None and family not in ("causal", "classifier"):
+        raise InputError(f"{spec.name} is a {family} model: it cannot score labels; pick a chat model or a classifier.")
+    if request.candidates is None and family == "classifier":
+        raise InputError(f"{spec.name} is a classifier: it can only score labels, not generate text.")
+    if request.messages is not None and family == "seq2seq":
+        raise InputError(f"{spec.name} is a seq2seq model: it takes text, not a chat; pick a causal (chat) model.")
+
+
+def check_remote(options: RunOptions) -> None:
+    """A remote server (engine.remote) runs its own precision and attention, and the protocol has no
+    repetition penalty: a request that asks otherwise is told so rather than silently ignored."""
+    spec = get_spec(options.model)
+    if not spec.remote:
+        return
+    if options.precision != "auto" or options.compare == "precision":
+        raise PrecisionError(
+            f"{spec.name} runs at its server's precision: choose auto (and compare models, not precisions)."
+        )
+    if options.attention != "dense" or options.compare == "attention":
+        raise AttentionConfigError(
+            f"{spec.name} runs with its server's attention: choose dense (and compare models, not attention)."
+        )
+    if options.repetition_penalty != 1.0:
+        raise InputError(
+            f"{spec.name} is served over the OpenAI protocol, which has no repetition penalty: set it to 1."
+        )
+
+
+def _as_served(options: RunOptions) -> RunOptions:
+    """A comparison's side as it runs: a remote server's at its own precision and attention."""
+    return replace(options, precision="auto", attention="dense") if get_spec(options.model).remote else options
+
+
+@dataclass(frozen=True)
+class Sides:
+    """The two settings of an A/B comparison: identical but for `axis`, both greedy."""
+
+    axis: str  # attention | precision | model
+    a: RunOptions
+    b: RunOptions
+    a_label: str
+    b_label: str
+
+
+def _attention_label(options: RunOptions) -> str:
+    if options.attention == "dense":
+        return "dense"
+    return "sparse" if options.pattern == "auto" else options.pattern
+
+
+def _shared_family(options: RunOptions) -> str | None:
+    """The family `auto` is resolved for: a model comparison runs both models at one precision, so
+    theirs must agree (None: differ or not known before loading)."""
+    family = get_spec(options.model).family
+    if options.compare == "model" and options.compare_with.strip():
+        other = get_spec(options.compare_with.strip()).family
+        return family if other == family else None
+    return family
+
+
+def compare_sides(options: RunOptions, device: torch.device) -> Sides | None:
+    """A and B of the experiment the options ask for (None: a single run). `attention=compare` is
+    dense vs sparse; otherwise `compare` names the axis and `compare_with` B's value. Both run greedy
+    at a resolved precision, so the labels say what ran ("fp32", not "auto")."""
+    if not options.compares:
+        return None
+    base = replace(
+        options,
+        temperature=0.0,
+        compare="none",
+        compare_with="",
+        precision=resolve_precision(options.precision, device, _shared_family(options)),
+    )
+    if options.attention == "compare":
+        if options.compare != "none":
+            raise InputError("attention=compare already compares dense with sparse: set compare to none.")
+        return Sides(
+            "attention", replace(base, attention="dense"), replace(base, attention="sparse"), "dense", "sparse"
+        )
+    value = options.compare_with.strip()
+    if not value:
+        raise InputError(f"compare={options.compare} needs compare_with: B's {options.compare}.")
+    if options.compare == "attention":
+        patterns = [p for p in OPTION_BY_NAME["pattern"].choices if p != "auto"]
+        if value not in ("dense", "sparse", *patterns):
+            raise InputError(f"compare_with for attention is dense, sparse or a pattern ({', '.join(patterns)}).")
+        b = (
+            replace(base, attention=value)
+            if value in ("dense", "sparse")
+            else replace(base, attention="sparse", pattern=value)
+        )
+        labels = (_attention_label(base), value)
+    else:
+        if options.compare == "precision":
+            value = resolve_precision(value, device, get_spec(options.model).family)
+        b = replace(base, **{options.compare: value})
+        labels = (getattr(base, options.compare), value)
+    if labels[0] == labels[1]:  # an A/A test: the same settings twice
+        labels = (f"{labels[0]} (A)", f"{labels[1]} (B)")
+    return Sides(options.compare, _as_served(base), _as_served(b), *labels)
+
+
+def validate(request: GenerationRequest, device: torch.device) -> Sides | None:
+    """The engine's front door: every rule about a request, checked once. Returns the two sides
+    when the request is a comparison (None: a single run)."""
+    validate_options(request.options, device)
+    check_remote(request.options)
+    if (sides := compare_sides(request.options, device)) is not None:
+        validate_options(sides.b, device)
+        check_remote(sides.b)
+        check_family(get_spec(sides.b.model), request)
+    if (request.text is None) == (request.messages is None):
+        raise InputError("Give either text or chat messages (exactly one).")
+    if request.text is not None:
+        require_text(request.text)
+    elif not any(m.content.strip() for m in request.messages if m.role == "user"):
+        raise InputError("The conversation has no user message: type a message first.")
+    if request.time_limit_s is not None and request.time_limit_s <= 0:
+        raise InputError(f"time_limit_s must be positive (got {request.time_limit_s}).")
+    if request.candidates is not None:
+        check_labels(request.candidates)
+    check_family(get_spec(request.options.model), request)
+    return sides

@@ -1,0 +1,293 @@
+"""Plugs the dense/sparse switch into transformers' attention interface.
+
+Models load once with attn_implementation="studio". The mode is read per call from a ContextVar,
+so two concurrent requests (threads) on the same model each get the mode they asked for, and
+switching needs no reload. The mask is registered too: without it the layers would receive
+attention_mask=None and lose causal masking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import (
+    AttentionMaskInterface,
+    and_masks,
+    causal_mask_function,
+    padding_mask_function,
+    prepare_padding_mask,
+    sdpa_mask,
+)
+
+from engine.attention.blocked import MaskShape, SparsePlan, blocked_attention, build_plan, content_keys
+from engine.attention.choice import DENSE, AttentionChoice, SparseSettings
+from engine.attention.content import PAGE, page_bounds
+from engine.attention.context import CURRENT, INSPECTOR, PROBE, sparse_kernel_name
+from engine.attention.flex import flex_block_mask, flex_content_block_mask, flex_sparse_attention
+from engine.attention.one_query import one_query_attention
+from engine.attention.patterns import pattern_for
+from engine.platform.fallbacks import FALLBACKS, FLEX
+
+IMPLEMENTATION = "studio"
+
+
+class StudioMask:
+    """What the mask interface hands to every layer of one forward: the arguments of the mask,
+    materialised lazily (dense) or as a sparse plan, once per forward and shared by all layers."""
+
+    def __init__(self, *, batch_size, q_length, kv_length, q_offset, kv_offset, mask_function, attention_mask, **rest):
+        self.shape = MaskShape(batch_size, q_length, kv_length, q_offset, kv_offset)
+        self.attention_mask = attention_mask
+        self.mask_function = mask_function
+        self._sdpa_kwargs = {
+            "batch_size": batch_size,
+            "q_length": q_length,
+            "kv_length": kv_length,
+            "q_offset": q_offset,
+            "kv_offset": kv_offset,
+            "mask_function": mask_function,
+            "attention_mask": attention_mask,
+            **{k: rest[k] for k in ("allow_is_causal_skip", "allow_is_bidirectional_skip", "device") if k in rest},
+        }
+        self._dense: torch.Tensor | str | None = "unset"
+        self._plans: dict[tuple, SparsePlan] = {}
+        self._one_query_keys: dict[tuple, tuple] = {}
+        self._block_masks: dict[tuple, tuple] = {}
+
+    def dense(self) -> torch.Tensor | None:
+        if isinstance(self._dense, str):
+            self._dense = sdpa_mask(**self._sdpa_kwargs)
+        return self._dense
+
+    def model_mask(self):
+        """The model's own mask rule (causal / bidirectional / overlays) with padding folded in."""
+        padding = self.key_padding()
+        if padding is None:
+            return self.mask_function
+        return and_masks(self.mask_function, padding_mask_function(padding))
+
+    def key_padding(self) -> torch.Tensor | None:
+        """The padding mask by absolute key position (what the model's mask rule indexes); None: none."""
+        return prepare_padding_mask(self.attention_mask, self.shape.kv_length, self.shape.kv_offset)
+
+    def key_counts(self) -> torch.Tensor | None:
+        """(B, kv_length) bool over this forward's key rows: which hold data (padding: False); None: all."""
+        padding = self.key_padding()
+        offset = self.shape.kv_offset
+        return None if padding is None else padding[:, offset : offset + self.shape.kv_length]
+
+    def query_positions(self, positions: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+        """Each sequence's query position (B, 1) in a one-query step: given by a batch whose sequences
+        stand at different positions; else the mask's offset."""
+        if positions is None:
+            positions = torch.as_tensor(self.shape.q_offset, device=device).reshape(-1)[:1]
+        return positions.reshape(-1, 1)
+
+    def one_query_keys(
+        self, pattern, settings: SparseSettings, kv_len: int, device: torch.device, positions: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """For a one-query (decode) step, once per forward: per sequence, the cache rows to read ((B, keys);
+        None: all of them) and which of those its query attends to, (B, 1, 1, keys) bool with the model's
+        own mask (causality, padding) folded in. Static shapes, so a compiled step traces it."""
+        key = (pattern.name, settings, kv_len)
+        if key not in self._one_query_keys:
+            offset = self.shape.kv_offset
+            positions = self.query_positions(positions, device)
+            allowed = self.dense()
+            picked = pattern.decode_keys(positions, offset + kv_len, settings)
+            if picked is None:  # no fixed-size set: the pattern's rule over the whole cache
+                rows, keep = None, pattern.rule(positions, offset + torch.arange(kv_len, device=device), settings)
+            else:
+                absolute, valid = picked
+                rows, keep = (absolute - offset).clamp(0, kv_len - 1), valid & (absolute >= offset)
+            keep = keep[:, None, None, :]
+            if allowed is not None:
+                if rows is not None:
+                    allowed = allowed.expand(len(rows), -1, -1, -1).gather(-1, rows[:, None, None, :])
+                keep = keep & allowed
+            self._one_query_keys[key] = rows, keep
+        return self._one_query_keys[key]
+
+    def plan(self, pattern, settings: SparseSettings, groups: int, device: torch.device) -> SparsePlan:
+        key = (pattern.name, settings, groups)
+        if key not in self._plans:
+            self._plans[key] = build_plan(
+                pattern, settings, self.shape, model_mask=self.model_mask(), groups=groups, device=device
+            )
+        return self._plans[key]
+
+    def block_mask(self, pattern, settings: SparseSettings, device: torch.device):
+        """(FlexAttention BlockMask, pairs its kept blocks hold), once per forward."""
+        key = (pattern.name, settings)
+        if key not in self._block_masks:
+            no_padding = self.attention_mask is None or bool(self.attention_mask.all())
+            self._block_masks[key] = flex_block_mask(
+                pattern,
+                settings,
+                self.shape,
+                model_mask=self.mask_function if no_padding else self.model_mask(),
+                device=device,
+                cacheable=no_padding,
+            )
+        return self._block_masks[key]
+
+
+def studio_mask(
+    batch_size: int,
+    q_length: int,
+    kv_length: int,
+    q_offset: int = 0,
+    kv_offset: int = 0,
+    mask_function=causal_mask_function,
+    attention_mask: torch.Tensor | None = None,
+    **kwargs,
+) -> StudioMask:
+    return StudioMask(
+        batch_size=batch_size,
+        q_length=q_length,
+        kv_length=kv_length,
+        q_offset=q_offset,
+        kv_offset=kv_offset,
+        mask_function=mask_function,
+        attention_mask=attention_mask,
+        **kwargs,
+    )
+
+
+def studio_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,  # (B, H, Lq, D)
+    key: torch.Tensor,  # (B, Hkv, Lk, D)
+    value: torch.Tensor,
+    attention_mask,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    position_bias: torch.Tensor | None = None,
+    studio_choice: AttentionChoice | None = None,  # given by a compiled step (engine.decode), else the ContextVar
+    studio_pages: list | None = None,  # per layer, (min, max) key bounds per page (engine.row_cache), for Quest
+    **kwargs,
+):
+    choice = studio_choice or CURRENT.get() or DENSE
+    if not isinstance(attention_mask, StudioMask):  # a caller-made 4D mask or None: plain SDPA
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout, scaling, is_causal, position_bias, **kwargs
+        )
+    mask = attention_mask
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    cross_attention = getattr(module, "is_decoder", False) and not causal
+    if not cross_attention and not torch.compiler.is_compiling() and (inspector := INSPECTOR.get()) is not None:
+        inspector(module.layer_idx, query, key, scaling if scaling is not None else query.shape[-1] ** -0.5)
+    pattern = pattern_for(choice.settings, causal) if choice.mode == "sparse" and not cross_attention else None
+    # Quest prefills densely; a pattern that prefills by content picks key blocks instead
+    dense_prefill = (
+        pattern is not None and pattern.query_aware and not pattern.prefill_by_content and query.shape[2] > 1
+    )
+    if (
+        pattern is None
+        or dense_prefill
+        or pattern.keeps_all(mask.shape.kv_offset + mask.shape.kv_length, choice.settings)
+    ):
+        # Dense SDPA: asked for, cross-attention, a query-aware pattern's prefill, or a sparse pattern
+        # that would keep every pair anyway.
+        if choice.stats is not None and not cross_attention:
+            pairs = mask.shape.dense_pairs(causal)
+            choice.stats.computed_pairs += pairs
+            choice.stats.dense_pairs += pairs
+        if query.shape[2] == 1 and torch.compiler.is_compiling():  # a compiled decode step (eagerly SDPA is faster)
+            return one_query_attention(query, key, value, mask.dense(), scaling, position_bias), None
+        return sdpa_attention_forward(
+            module, query, key, value, mask.dense(), dropout, scaling, is_causal, position_bias, **kwargs
+        )
+
+    # A sparse decode step: compiled, it needs static shapes; eagerly, a gathered key set is as fast as the
+    # blocked kernel and keeps both paths' tokens equal, while masking the whole cache would be slower.
+    # (Decode steps count no pairs: the density reported is the prefill's.)
+    if query.shape[2] == 1 and not module.training and (torch.compiler.is_compiling() or pattern.fixed_decode_keys):
+        positions = kwargs.get("position_ids")
+        pages = studio_pages[module.layer_idx] if studio_pages is not None else None
+        return _sparse_one_query(
+            query, key, value, mask, pattern, choice.settings, scaling, position_bias, positions, pages,
+            module.layer_idx,
+        )  # fmt: skip
+
+    picked = None
+    if pattern.prefill_by_content:  # per layer: this layer's queries and keys choose
+        relative_offset = mask.shape.q_offset - mask.shape.kv_offset
+        picked = pattern.select_blocks(query, key, relative_offset, choice.settings, mask.key_counts())
+    groups = query.shape[1] // key.shape[1]
+    out = None
+    if sparse_kernel_name(query.device) == "flex":
+        try:
+            if picked is None:
+                block_mask, computed = mask.block_mask(pattern, choice.settings, query.device)
+            else:
+                block_mask, computed = flex_content_block_mask(
+                    pattern, choice.settings, mask.shape, picked, model_mask=mask.model_mask(),
+                    heads=query.shape[1], device=query.device,
+                )  # fmt: skip
+            dense = mask.shape.dense_pairs(causal)
+            out = flex_sparse_attention(query, key, value, block_mask, scaling, position_bias)
+        except Exception as exc:  # never run on a GPU here: its first error hands over to the tested kernel
+            FALLBACKS.record(FLEX, "the blocked kernel", exc)
+    if out is None:
+        if picked is None:
+            plan, added = mask.plan(pattern, choice.settings, groups, query.device), None
+        else:  # query blocks of the selection's size, so each one's picked keys sit beside its positional ones
+            plan = mask.plan(pattern, replace(choice.settings, block_size=picked.block), groups, query.device)
+            added = content_keys(
+                pattern, choice.settings, mask.shape, picked, model_mask=mask.model_mask(), groups=groups
+            )
+        computed, dense = plan.computed_pairs, plan.dense_pairs
+        computed += sum(keys.mask.shape[-2] // groups * keys.rows.shape[-1] for keys in added or ())
+        out = blocked_attention(query, key, value, plan, scaling, position_bias, added)
+    if choice.stats is not None:
+        choice.stats.computed_pairs += computed
+        choice.stats.dense_pairs += dense
+    return out.transpose(1, 2).contiguous(), None  # (B, Lq, H, D), as transformers expects
+
+
+def _sparse_one_query(
+    query, key, value, mask: StudioMask, pattern, settings, scaling, position_bias, positions, pages=None, layer=0
+):
+    """One query per sequence under a pattern with static shapes (a compiled step traces it once per
+    bucket): each sequence's fixed-size key set gathered from the cache, or, for a pattern without
+    one, the whole cache masked by the pattern's rule. A query-aware pattern adds, per KV head, the
+    keys it picks by content from the page bounds (`pages`: kept by the cache; else computed here)."""
+    rows, keep = mask.one_query_keys(pattern, settings, key.shape[2], query.device, positions)
+    probe = None if torch.compiler.is_compiling() else PROBE.get()
+    if rows is None:
+        if probe is not None:
+            probe(layer, query, key, None, keep)
+        return one_query_attention(query, key, value, keep, scaling, position_bias), None
+    b, kv_heads, length, dim = key.shape
+    rows, keep = rows.expand(b, -1)[:, None, :].expand(-1, kv_heads, -1), keep.expand(b, kv_heads, -1, -1)
+    if pattern.query_aware:
+        at = mask.query_positions(positions, query.device)
+        if pages is None:  # no cache keeps them (a plain forward): from this step's keys up to each query
+            pages = page_bounds(key, (torch.arange(length, device=key.device) <= at)[:, None, :])
+        low, high = pages
+        read = -(-length // PAGE)  # the pages of the keys this step reads (a cache keeps more)
+        picked, valid = pattern.select(query, low[:b, :, :read], high[:b, :, :read], at, settings)
+        picked = picked.clamp(max=length - 1)
+        if (allowed := mask.dense()) is not None:  # the model's own mask (the batch's row lengths, padding)
+            valid = valid & allowed.expand(b, kv_heads, -1, -1)[:, :, 0, :].gather(-1, picked)
+        rows, keep = torch.cat([rows, picked], -1), torch.cat([keep, valid[:, :, None, :]], -1)
+    if probe is not None:
+        probe(layer, query, key, rows, keep)
+    index = rows[..., None].expand(-1, -1, -1, dim)
+    bias = None
+    if position_bias is not None:  # per query head: its KV head's rows
+        per_head = rows.repeat_interleave(query.shape[1] // kv_heads, 1)[:, :, None, :]
+        bias = position_bias.expand(b, -1, -1, -1).gather(-1, per_head)
+    picked = one_query_attention(query, key.gather(2, index), value.gather(2, index), keep, scaling, bias)
+    return picked, None
+
+
+def register() -> None:
+    """Idempotent: make "studio" a valid attn_implementation for every model."""
+    AttentionInterface.register(IMPLEMENTATION, studio_attention)
+    AttentionMaskInterface.register(IMPLEMENTATION, studio_mask)

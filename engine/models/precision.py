@@ -1,0 +1,178 @@
+"""Precision -> loading arguments (and torchao quantization after loading). Unsupported combinations fail with the alternatives."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from typing import Any
+
+import torch
+
+from engine.models.precision_menu import PRECISION_CHOICES
+from engine.platform.errors import PrecisionError
+from engine.platform.memory import is_out_of_memory
+from engine.platform.settings import settings
+
+# `auto` on CPU: the fastest precision that keeps quality, from `python -m engine.bench decode` on the
+# embedded model (2-core AMD EPYC, avx512_bf16; README "Decode speed"; the rule is bench.decode.auto_choice).
+# Against fp32's answer, teacher-forced: bf16, fp16, int8 and int8-wo keep quality (KL <= 0.05, top-1
+# >= 90%), nf4 and int4-wo (KL 0.051, top-1 88%) do not. With compiled decode, int8-wo makes a chat
+# request and a 2k-token document request fastest (geometric mean 4.2 s; bf16 5.1, fp32 9.2); without
+# it (eager int8-wo expands its weights at every matmul: 12.8 s) bf16 is (7.5 s; fp32 9.8). Both need a CPU with bf16
+# arithmetic: elsewhere bf16 is emulated, and fp32 stays. Models that decode eagerly (encoder-decoders,
+# classifiers), or a machine without a C++ compiler for inductor, get bf16 for the same reason.
+COMPILED_CPU_AUTO = "int8-wo"
+EAGER_CPU_AUTO = "bf16"
+CUDA_AUTO = "fp16"
+
+FLOAT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+BITSANDBYTES = ("int8", "nf4", "fp4")
+TORCHAO = tuple(c.name for c in PRECISION_CHOICES if c.torchao)
+TORCHAO_BASE = torch.bfloat16  # the weight-only formats' activations: their CPU kernels take bf16
+# Weights per int4 scale. Embedded model, fp32's answer teacher-forced: groups of 64 gave KL 0.354 and
+# top-1 69% (HQQ's scales: 0.297, 75%), groups of 32 KL 0.051 and 88%, at about the same speed; 128 was slower.
+INT4_GROUP = 32
+
+
+def resolve_device() -> torch.device:
+    """CUDA when present, else CPU; STUDIO_DEVICE overrides (e.g. "cpu" on a GPU machine)."""
+    name = settings().device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device, family: str | None) -> str:
+    """The concrete precision `auto` stands for on this device for a model of `family` (None: not
+    known before loading); the model cache calls this, once per request."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return CUDA_AUTO
+    if not _native_bf16():
+        return "fp32"
+    compiled = family == "causal" and settings().compile_decode and _importable("torchao") and _cpp_compiler()
+    return COMPILED_CPU_AUTO if compiled else EAGER_CPU_AUTO
+
+
+def _native_bf16() -> bool:
+    """The CPU has bf16 arithmetic (oneDNN's check; a private op, so absent means no)."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check and check())
+
+
+@functools.cache
+def _cpp_compiler() -> bool:
+    """Inductor compiles CPU steps with a C++ compiler; without one every step stays eager."""
+    return any(shutil.which(name) for name in ("g++", "c++", "clang++"))
+
+
+def supported_precisions(device: torch.device) -> list[str]:
+    names = ["fp32", "fp16"]
+    if device.type != "cuda" or torch.cuda.is_bf16_supported():
+        names.append("bf16")
+    if _importable("bitsandbytes"):
+        names.extend(BITSANDBYTES)
+    if _importable("torchao"):
+        names.extend(TORCHAO)
+    return names
+
+
+@functools.cache
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except Exception:  # a broken native library raises more than ImportError
+        return False
+    return True
+
+
+def check_supported(precision: str, device: torch.device) -> None:
+    """Part of the engine's front-door validation (service.validate_options)."""
+    available = supported_precisions(device)
+    if precision not in (*available, "auto"):
+        raise PrecisionError(
+            f"Precision {precision!r} is not available on {device.type}; choose one of: {', '.join(available)}."
+        )
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """dtype of the non-quantized parts and of 4-bit matmuls (STUDIO_4BIT_COMPUTE overrides)."""
+    if override := settings().four_bit_compute:
+        return FLOAT_DTYPES[override]
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def load_kwargs(precision: str, device: torch.device) -> dict[str, Any]:
+    """Keyword arguments for `from_pretrained` that realise the (resolved, checked) `precision` on `device`."""
+    if precision in FLOAT_DTYPES:
+        return {"dtype": FLOAT_DTYPES[precision]}
+    if precision in TORCHAO:
+        return {"dtype": TORCHAO_BASE}  # quantized after loading (quantize_after_load)
+    from transformers import BitsAndBytesConfig
+
+    dtype = compute_dtype(device)
+    if precision == "int8":
+        config = BitsAndBytesConfig(load_in_8bit=True)
+    else:
+        config = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=precision,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    return {"quantization_config": config, "dtype": dtype, "device_map": {"": str(device)}}
+
+
+def _torchao_config(precision: str, device: torch.device):
+    from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig
+
+    # set_inductor_config=False: torchao would otherwise change inductor's settings for every model in the process
+    if precision == "int8-wo":  # per-channel scales; torch.compile fuses the dequantize into the matmul
+        return Int8WeightOnlyConfig(set_inductor_config=False)
+    if device.type == "cpu":  # PyTorch's int4 CPU kernel (_weight_int4pack_mm_for_cpu); torchao keeps its layout here
+        from torchao.prototype.quantization.int4 import PrototypeInt4WeightOnlyConfig
+
+        return PrototypeInt4WeightOnlyConfig(group_size=INT4_GROUP, set_inductor_config=False)
+    # CUDA: the tinygemm layout of PyTorch's int4 CUDA kernel. Written to torchao's API, not yet run on a GPU here.
+    return Int4WeightOnlyConfig(
+        group_size=INT4_GROUP, int4_packing_format="tile_packed_to_4d", set_inductor_config=False
+    )
+
+
+def _int4_fits(module: torch.nn.Module) -> bool:
+    # the int4 kernels need whole groups along the input and output rows in multiples of 8;
+    # other layers (e.g. a 2-label classifier head) stay in bf16
+    return module.in_features % INT4_GROUP == 0 and module.out_features % 8 == 0
+
+
+def quantize_after_load(model: torch.nn.Module, precision: str, device: torch.device) -> None:
+    """torchao's weight-only precisions: replace the linear layers' weights in place (no-op otherwise)."""
+    if precision not in TORCHAO:
+        return
+    from torchao.quantization import quantize_
+
+    def linear(module: torch.nn.Module, name: str) -> bool:
+        return isinstance(module, torch.nn.Linear) and (precision != "int4-wo" or _int4_fits(module))
+
+    try:
+        quantize_(model, _torchao_config(precision, device), filter_fn=linear)
+    except (ImportError, RuntimeError, ValueError, AssertionError, NotImplementedError) as exc:
+        if is_out_of_memory(exc):
+            raise  # not a precision problem: the cache frees memory and says so (engine.cache)
+        raise PrecisionError(f"torchao could not quantize this model to {precision} ({exc}); try bf16.") from exc
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes the parameters and buffers occupy, counting a quantized tensor by what it stores (a
+    torchao tensor reports its logical dtype, which `get_memory_footprint` multiplies out)."""
+    seen, total = set(), 0
+    for tensor in (*model.parameters(), *model.buffers()):
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            total += _stored_bytes(tensor)
+    return total
+
+
+def _stored_bytes(tensor: torch.Tensor) -> int:
+    if hasattr(tensor, "__tensor_flatten__") and type(tensor) not in (torch.Tensor, torch.nn.Parameter):
+        names, _ = tensor.__tensor_flatten__()
+        return sum(_stored_bytes(getattr(tensor, name)) for name in names if getattr(tensor, name) is not None)
+    return tensor.numel() * tensor.element_size()

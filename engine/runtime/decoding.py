@@ -1,0 +1,150 @@
+"""One request's decoding state (token choice, stops, limits, streamed text, timings), the seq2seq
+loop, label scoring and teacher-forced scoring; all timed. Causal requests decode in batches
+(engine.batching), each row with its own Decoding.
+
+Written as short explicit steps (not `model.generate`) so prefill and each decode step are timed
+on their own, as optimum-benchmark defines them: prefill = the forward over the input up to the
+first new token; decode tokens/s = (new tokens - 1) / (total - prefill).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from engine.api.request import GenerationRequest
+from engine.api.results import Metrics, Result
+from engine.models.loader import LoadedModel
+from engine.platform.fallbacks import FALLBACKS
+from engine.platform.measure import decode_rate, now
+from engine.runtime.prompt import Encoded, encode
+from engine.runtime.sampling import TextStreamer, TokenPicker, stop_ids
+
+
+def result_metrics(
+    loaded,
+    request,
+    *,
+    prefill_s,
+    ttft_s,
+    total_s,
+    gen_s,
+    n_in,
+    n_new,
+    peak,
+    density,
+    decode_path="eager",
+    compile_s=None,
+    batch_size=1.0,
+    queue_s=0.0,
+) -> Metrics:
+    decode = decode_rate(n_new, prefill_s, gen_s)
+    return Metrics(
+        prefill_ms=prefill_s * 1000,
+        ttft_ms=ttft_s * 1000,
+        decode_tokens_per_s=decode,
+        total_ms=total_s * 1000,
+        input_tokens=n_in,
+        new_tokens=n_new,
+        peak_memory_mb=peak,
+        model_memory_mb=loaded.footprint_mb,
+        device=str(loaded.device),
+        precision=loaded.precision,
+        attention=request.options.attention,
+        density=density,
+        decode_path=decode_path,
+        compile_s=compile_s,
+        batch_size=batch_size,
+        queue_ms=queue_s * 1000,
+        fallbacks=FALLBACKS.active() or None,
+    )
+
+
+def encode_prompt(loaded: LoadedModel, request: GenerationRequest) -> Encoded:
+    """The prompt's ids; a causal model keeps room for max_new_tokens in its context."""
+    reserve = request.options.max_new_tokens if loaded.spec.family == "causal" else 0
+    return encode(loaded, request, reserve)
+
+
+def decoder_start(loaded: LoadedModel) -> int:
+    start_id = loaded.model.generation_config.decoder_start_token_id
+    return start_id if start_id is not None else loaded.model.config.decoder_start_token_id
+
+
+class Decoding:
+    """One request's output as it grows, whoever runs the forwards (a batch of causal sequences,
+    engine.batching, or the seq2seq loop below): the next token from each step's logits, the stops
+    and limits, the text to stream, and the timings its metrics come from."""
+
+    def __init__(self, loaded: LoadedModel, request: GenerationRequest, encoded: Encoded, started: float):
+        self.loaded, self.request, self.encoded = loaded, request, encoded
+        self.pick = TokenPicker(loaded, request.options)
+        self.stop_ids = stop_ids(loaded)
+        self.streamer = TextStreamer(loaded.tokenizer, request.stop)
+        self.new_ids: list[int] = []
+        self.seen = encoded.input_ids  # every token so far, prompt included (repetition penalty)
+        self.finish: str | None = None  # set when done: stop | length | time_limit
+        self.started = started  # perf_counter when the engine took it up (queue wait excluded)
+        self.prefill_started = self.ttft_s = self.ended = 0.0
+        self.prefill_s: float | None = None  # known once the first token is picked
+
+    @property
+    def token(self) -> int:
+        """The last token accepted: the next step's input."""
+        return self.new_ids[-1]
+
+    def begin_prefill(self) -> None:
+        self.prefill_started = now(self.loaded.device)
+
+    def accept(self, logits: torch.Tensor) -> str:
+        """Pick the next token from `logits` (vocab,) and return the text it adds (held back near a
+        stop string); sets `finish` when this was the last one."""
+        token = self.pick(logits, self.seen)
+        if self.prefill_s is None:  # the prefill ends with its token picked
+            self.prefill_s = now(self.loaded.device) - self.prefill_started
+        delta = ""
+        if token in self.stop_ids:
+            self.finish = "stop"
+        else:
+            self.new_ids.append(token)
+            self.seen = torch.cat([self.seen, self.seen.new_tensor([[token]])], dim=1)
+            delta = self.streamer.update(self.new_ids)
+            if len(self.new_ids) == 1:
+                self.ttft_s = time.perf_counter() - self.started
+            limit = self.request.time_limit_s
+            if self.streamer.stopped:
+                self.finish = "stop"
+            elif len(self.new_ids) >= self.request.options.max_new_tokens:
+                self.finish = "length"
+            elif limit is not None and time.perf_counter() - self.started > limit:
+                self.finish = "time_limit"
+        if self.finish is not None:
+            self.ended = now(self.loaded.device)
+            delta += self.streamer.flush()
+        return delta
+
+    def result(self, *, peak_mb: float, density: float, queue_s: float = 0.0, **path) -> Result:
+        """The Result once finished; `path`: decode_path, compile_s and batch_size where they apply."""
+        total_s = time.perf_counter() - self.started
+        metrics = result_metrics(
+            self.loaded,
+            self.request,
+            prefill_s=self.prefill_s,
+            ttft_s=self.ttft_s or total_s,
+            total_s=total_s,
+            gen_s=self.ended - self.prefill_started,
+            n_in=self.encoded.input_ids.shape[1],
+            n_new=len(self.new_ids),
+            peak=peak_mb,
+            density=density,
+            queue_s=queue_s,
+            **path,
+        )
+        return Result(
+            text=self.streamer.text,
+            metrics=metrics,
+            token_ids=list(self.new_ids),
+            truncated_tokens=self.encoded.truncated_tokens,
+            finish_reason=self.finish,
+        )

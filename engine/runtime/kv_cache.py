@@ -1,0 +1,118 @@
+"""A KV cache of independent sequences, one per row, each at its own position (continuous batching).
+
+A row holds exactly what its sequence would hold alone: its keys at positions 0, 1, 2, ... and the
+model sees its own position ids. So a request decodes to the same tokens in a batch as alone, and
+rows join and leave a batch without moving the others' keys. Before each forward the caller says
+what the forward is (`prefill`: one sequence's prompt into one row; `decode`: one new token for each
+of the first `count` rows); the layers then write the new keys where they belong and hand attention
+a view of the rows and positions that forward reads.
+
+The tensors are allocated once per cache (capacity rows x length positions), so a compiled decode
+step traces it with static shapes, like transformers' StaticCache. With `pages`, each layer also
+keeps Quest's per-page key bounds (engine.attention.patterns.QuestPages), set for a row by its
+prefill and updated by each decode step for the one page it writes to.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+from engine.attention.content import PAGE, page_bounds
+
+
+class RowCache(Cache):
+    def __init__(self, layers: int, capacity: int, length: int, pages: bool = False):
+        self.capacity, self.length, self.keeps_pages = capacity, length, pages
+        self.prefill_row: int | None = None
+        self.count = 0  # decode: rows this forward reads, from row 0
+        self.view_length = length  # decode: positions this forward reads, from 0
+        self.positions = torch.zeros(0, dtype=torch.long)  # decode: (count,) where each row's new key goes
+        super().__init__(layers=[RowLayer(self) for _ in range(layers)])
+
+    def prefill(self, row: int) -> None:
+        """The next forward is the prompt of the sequence in `row`, from position 0."""
+        self.prefill_row = row
+
+    def decode(self, positions: torch.Tensor, view_length: int) -> None:
+        """The next forward is one token for each of the first len(positions) rows, at those positions;
+        attention reads positions [0, view_length) of them (the caller masks each row's own length)."""
+        self.prefill_row, self.count, self.view_length, self.positions = None, len(positions), view_length, positions
+
+    def move_row(self, source: int, target: int) -> None:
+        """Copy a sequence to another row (the batch stays packed in rows 0..count-1)."""
+        with torch.inference_mode():  # the cache's tensors were made under it
+            for layer in self.layers:
+                if layer.is_initialized:
+                    for tensor in layer.tensors:
+                        tensor[target] = tensor[source]
+
+    def page_bounds(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Per layer, each page's (min, max) key bounds, (capacity, heads, pages, D) each; None unless kept."""
+        if not self.keeps_pages:
+            return None
+        return [(layer.low, layer.high) for layer in self.layers]
+
+    def memory_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for layer in self.layers if layer.is_initialized for t in layer.tensors)
+
+
+class RowLayer(CacheLayerMixin):
+    is_compileable = True  # static shapes: transformers then never skips the mask for a one-token step
+    is_sliding = False
+
+    def __init__(self, rows: RowCache):
+        super().__init__()
+        self.rows = rows
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """Everything a row of this layer holds."""
+        return (self.keys, self.values, self.low, self.high) if self.rows.keeps_pages else (self.keys, self.values)
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        rows, heads = self.rows, key_states.shape[1]
+        make = lambda dim: torch.zeros(  # noqa: E731
+            (rows.capacity, heads, rows.length, dim), dtype=key_states.dtype, device=key_states.device
+        )
+        self.keys, self.values = make(key_states.shape[-1]), make(value_states.shape[-1])
+        if rows.keeps_pages:
+            self.low, self.high = page_bounds(
+                self.keys, torch.zeros(rows.length, dtype=torch.bool, device=self.keys.device)
+            )
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        rows = self.rows
+        if rows.prefill_row is not None:  # (1, H, n, D): a prompt into its row
+            row, n = rows.prefill_row, key_states.shape[2]
+            self.keys[row, :, :n] = key_states[0]
+            self.values[row, :, :n] = value_states[0]
+            if rows.keeps_pages:  # the row's bounds anew: keys past the prompt are a former sequence's
+                written = torch.arange(rows.length, device=key_states.device) < n
+                self.low[row], self.high[row] = page_bounds(self.keys[row], written)
+            return self.keys[row : row + 1, :, :n], self.values[row : row + 1, :, :n]
+        # (count, H, 1, D): each row's new key at that row's own position
+        batch = torch.arange(rows.count, device=key_states.device)
+        self.keys[batch, :, rows.positions] = key_states[:, :, 0]
+        self.values[batch, :, rows.positions] = value_states[:, :, 0]
+        if rows.keeps_pages:  # only the page each new key lands in changes
+            page = rows.positions // PAGE
+            self.low[batch, :, page] = torch.minimum(self.low[batch, :, page], key_states[:, :, 0])
+            self.high[batch, :, page] = torch.maximum(self.high[batch, :, page], key_states[:, :, 0])
+        return self.keys[: rows.count, :, : rows.view_length], self.values[: rows.count, :, : rows.view_length]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        if self.rows.prefill_row is not None:
+            return query_length, 0
+        return self.rows.view_length, 0
+
+    def get_seq_length(self) -> int:
+        # The query offset transformers' causal mask starts from: 0 for a prompt; for a decode step the
+        # last position read, so causality keeps every key and each row's own length mask decides.
+        return 0 if self.rows.prefill_row is not None else self.rows.view_length - 1
+
+    def get_max_length(self) -> int:
+        return self.rows.length

@@ -1,0 +1,62 @@
+"""One decode step of a batch of sequences, and the shapes that decide which step runs: a length
+bucket (powers of two from 256), the attention choice and the row count."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from engine.attention.choice import DENSE, AttentionChoice
+from engine.attention.patterns import pattern_for
+from engine.runtime.kv_cache import RowCache
+
+MIN_BUCKET = 256
+
+
+def bucket_for(tokens: int) -> int:
+    """The cache length for a request of `tokens` (input + new): the next power of two, at least 256."""
+    return max(MIN_BUCKET, 1 << (tokens - 1).bit_length())
+
+
+def decode_step(model, tokens: torch.Tensor, positions: torch.Tensor, cache: RowCache, choice) -> torch.Tensor:
+    """Logits (rows, vocab) of one new token per sequence: `tokens` (rows, 1) at `positions` (rows,) of
+    the cache's first rows, each sequence reading its own keys up to its position (cache.decode first)."""
+    # The attention choice goes in as an argument (not the ContextVar the prefill reads): the
+    # compiler traces it as a constant, so the whole step is one graph.
+    reads = torch.arange(cache.view_length, device=tokens.device) <= positions[:, None]
+    out = model(
+        input_ids=tokens,
+        attention_mask=reads,
+        position_ids=positions[:, None],
+        past_key_values=cache,
+        use_cache=True,
+        studio_choice=choice,
+        studio_pages=cache.page_bounds(),
+    )
+    return out.logits[:, -1]
+
+
+BatchKey = tuple[int, AttentionChoice]  # (bucket, attention choice without stats): one batch of sequences
+
+
+def step_key(bucket: int, choice: AttentionChoice) -> BatchKey:
+    """Requests that would run the same step share it: sparse settings the step does not read are
+    reset, and a pattern that keeps every key of the bucket is dense attention."""
+    if choice.mode == "dense":
+        return bucket, DENSE
+    settings = replace(choice.settings, block_size=DENSE.settings.block_size)  # only prefill's kernel reads it
+    if pattern_for(settings, causal=True).keeps_all(bucket, settings):
+        return bucket, DENSE
+    return bucket, AttentionChoice("sparse", settings)
+
+
+def keeps_pages(choice: AttentionChoice) -> bool:
+    """Whether a batch's cache keeps per-page key bounds: its steps pick keys by content (Quest)."""
+    return choice.mode == "sparse" and pattern_for(choice.settings, causal=True).query_aware
+
+
+def step_rows(batch: int, capacity: int) -> int:
+    """The rows a compiled step for `batch` sequences runs: the next power of two, at most the capacity
+    (the extra rows are free ones, computed and ignored)."""
+    return min(capacity, 1 << (batch - 1).bit_length())
