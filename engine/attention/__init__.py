@@ -2,7 +2,7 @@
 
 from engine.attention.blocked import MaskShape, blocked_attention, build_plan
 from engine.attention.choice import AttentionStats
-from engine.attention.context import sparse_kernel_name, use_attention
+from engine.attention.context import sparse_kernel_name
 from engine.attention.flex import flex_block_mask, flex_sparse_attention
 from engine.attention.interface import IMPLEMENTATION, register
 from engine.attention.patterns import PATTERNS, explicit_mask, pattern_for
@@ -20,5 +20,4 @@ __all__ = [
     "pattern_for",
     "register",
     "sparse_kernel_name",
-    "use_attention",
 ]

@@ -8,11 +8,9 @@ from contextvars import ContextVar
 
 import torch
 
-from engine.attention.choice import AttentionChoice, AttentionStats, SparseSettings
 from engine.platform.fallbacks import FALLBACKS, FLEX
 from engine.platform.settings import settings
 
-CURRENT: ContextVar[AttentionChoice | None] = ContextVar("studio_attention", default=None)
 # (layer, query, keys, rows read, which count) of each eager sparse decode step: benchmarks measure
 # what a pattern keeps (engine.bench.frontier); nothing probes a request.
 Probe = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor], None]
@@ -39,12 +37,6 @@ def probe_attention(probe: Probe) -> AbstractContextManager[None]:
 
 def inspect_attention(inspector: Inspector) -> AbstractContextManager[None]:
     return _setting(INSPECTOR, inspector)
-
-
-def use_attention(
-    mode: str, settings: SparseSettings, stats: AttentionStats | None = None
-) -> AbstractContextManager[None]:
-    return _setting(CURRENT, AttentionChoice(mode, settings, stats))
 
 
 def sparse_kernel_name(device: torch.device) -> str:

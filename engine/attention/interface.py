@@ -1,8 +1,9 @@
 """Plugs the dense/sparse switch into transformers' attention interface.
 
-Models load once with attn_implementation="studio". The mode is read per call from a ContextVar,
-so two concurrent requests (threads) on the same model each get the mode they asked for, and
-switching needs no reload. The mask is registered too: without it the layers would receive
+Models load once with attn_implementation="studio". Each forward carries the request's
+AttentionChoice as the keyword argument `studio_choice`, which transformers hands through the model
+to the attention function (as it does for every attention kwarg), so the batched, seq2seq, scoring
+and compiled paths all choose the same way and switching needs no reload. The mask is registered too: without it the layers would receive
 attention_mask=None and lose causal masking.
 """
 
@@ -25,7 +26,7 @@ from transformers.masking_utils import (
 from engine.attention.blocked import MaskShape, SparsePlan, blocked_attention, build_plan, content_keys
 from engine.attention.choice import DENSE, AttentionChoice, SparseSettings
 from engine.attention.content import PAGE, page_bounds
-from engine.attention.context import CURRENT, INSPECTOR, PROBE, sparse_kernel_name
+from engine.attention.context import INSPECTOR, PROBE, sparse_kernel_name
 from engine.attention.flex import flex_block_mask, flex_content_block_mask, flex_sparse_attention
 from engine.attention.one_query import one_query_attention
 from engine.attention.patterns import pattern_for
@@ -167,11 +168,12 @@ def studio_attention(
     scaling: float | None = None,
     is_causal: bool | None = None,
     position_bias: torch.Tensor | None = None,
-    studio_choice: AttentionChoice | None = None,  # given by a compiled step (engine.decode), else the ContextVar
+    studio_choice: AttentionChoice
+    | None = None,  # the request's choice, a forward argument on every path (None: dense)
     studio_pages: list | None = None,  # per layer, (min, max) key bounds per page (engine.row_cache), for Quest
     **kwargs,
 ):
-    choice = studio_choice or CURRENT.get() or DENSE
+    choice = studio_choice or DENSE
     if not isinstance(attention_mask, StudioMask):  # a caller-made 4D mask or None: plain SDPA
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout, scaling, is_causal, position_bias, **kwargs

@@ -21,8 +21,7 @@ from transformers.masking_utils import causal_mask_function
 from engine.api.options import RunOptions
 from engine.api.results import Timing, Verdict
 from engine.api.validation import validate_options
-from engine.attention.choice import AttentionStats, SparseSettings
-from engine.attention.context import use_attention
+from engine.attention.choice import AttentionChoice, AttentionStats, SparseSettings
 from engine.attention.interface import StudioMask, studio_attention
 from engine.attention.patterns import pattern_for
 from engine.data import long_document
@@ -218,8 +217,9 @@ def time_attention_op(loaded: LoadedModel, length: int, settings: SparseSettings
         return interleaved(*(_timed(partial(call, mode), device) for mode in MODES), trials)
 
     def attend(mode: str, query: torch.Tensor, mask: StudioMask) -> None:
-        with torch.inference_mode(), use_attention(mode, settings, stats[mode]):
-            studio_attention(module, query, k, v, mask, scaling=head_dim**-0.5)
+        with torch.inference_mode():
+            choice = AttentionChoice(mode, settings, stats[mode])
+            studio_attention(module, query, k, v, mask, scaling=head_dim**-0.5, studio_choice=choice)
 
     # A model builds the mask (and the sparse plan) once per forward and shares it across its
     # layers, so the per-layer time excludes it; the plan is timed on its own (a fresh mask each run).
@@ -240,15 +240,18 @@ def time_model(
 
     model, device = loaded.model, loaded.device
     ids = corpus_ids(loaded.tokenizer, length).to(device)
-    with PeakMemory(device) as memory, torch.inference_mode(), use_attention(mode, settings):
+    choice = AttentionChoice(mode, settings)
+    with PeakMemory(device) as memory, torch.inference_mode():
         cache = DynamicCache(config=model.config)
         start = now(device)
-        logits = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+        logits = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1, studio_choice=choice)
+        logits = logits.logits
         token = logits[:, -1].argmax(-1, keepdim=True)
         prefill_s = now(device) - start
         start = now(device)
         for _ in range(decode_tokens):
-            token = model(input_ids=token, past_key_values=cache, use_cache=True).logits[:, -1].argmax(-1, keepdim=True)
+            out = model(input_ids=token, past_key_values=cache, use_cache=True, studio_choice=choice)
+            token = out.logits[:, -1].argmax(-1, keepdim=True)
         decode_s = now(device) - start
     return prefill_s * 1000, decode_tokens / decode_s, memory.peak_mb()
 

@@ -11,8 +11,7 @@ from transformers import DynamicCache
 from engine.api.request import GenerationRequest
 from engine.api.results import Result
 from engine.api.validation import check_labels
-from engine.attention.choice import AttentionStats
-from engine.attention.context import use_attention
+from engine.attention.choice import AttentionChoice, AttentionStats
 from engine.models.loader import LoadedModel
 from engine.platform.errors import InputError, TimeLimitError
 from engine.platform.measure import PeakMemory, now
@@ -27,15 +26,16 @@ def teacher_forced_logprobs(loaded: LoadedModel, request: GenerationRequest, con
     options, model, device = request.options, loaded.model, loaded.device
     prompt = encode_prompt(loaded, request).input_ids
     follow = torch.tensor([continuation[:-1]], dtype=torch.long, device=device)
-    with torch.inference_mode(), use_attention(options.attention, options.sparse):
+    choice = AttentionChoice(options.attention, options.sparse)
+    with torch.inference_mode():
         if loaded.spec.family == "causal":
             ids = torch.cat([prompt, follow], dim=1)
-            logits = model(input_ids=ids, use_cache=False, logits_to_keep=len(continuation)).logits[0]
+            logits = model(input_ids=ids, use_cache=False, logits_to_keep=len(continuation), studio_choice=choice)
         else:
             start = torch.tensor([[decoder_start(loaded)]], device=device)
             decoder_ids = torch.cat([start, follow], dim=1)
-            logits = model(input_ids=prompt, decoder_input_ids=decoder_ids, use_cache=False).logits[0]
-    return torch.log_softmax(logits.float(), dim=-1)
+            logits = model(input_ids=prompt, decoder_input_ids=decoder_ids, use_cache=False, studio_choice=choice)
+    return torch.log_softmax(logits.logits[0].float(), dim=-1)
 
 
 def score_labels(loaded: LoadedModel, request: GenerationRequest) -> Result:
@@ -44,19 +44,19 @@ def score_labels(loaded: LoadedModel, request: GenerationRequest) -> Result:
     labels = list(check_labels(request.candidates))
     device = loaded.device
     stats = AttentionStats()
-    options = request.options
-    with PeakMemory(device) as memory, torch.inference_mode(), use_attention(options.attention, options.sparse, stats):
+    choice = AttentionChoice(request.options.attention, request.options.sparse, stats)
+    with PeakMemory(device) as memory, torch.inference_mode():
         t_start = time.perf_counter()
         if loaded.spec.family == "classifier":
             encoded = encode(loaded, request, 0)
             t_prefill = now(device)
-            logits = loaded.model(input_ids=encoded.input_ids).logits[0].float()
+            logits = loaded.model(input_ids=encoded.input_ids, studio_choice=choice).logits[0].float()
             scores = _head_scores(loaded, logits, labels)
         else:  # causal (validation.check_family lets only these two families score labels)
             encoded = encode(loaded, request, max(len(loaded.tokenizer(" " + lab)["input_ids"]) for lab in labels))
             t_prefill = now(device)
             deadline = t_start + request.time_limit_s if request.time_limit_s else None
-            scores = _likelihood_scores(loaded, encoded.input_ids, labels, deadline)
+            scores = _likelihood_scores(loaded, encoded.input_ids, labels, choice, deadline)
         prefill_s = now(device) - t_prefill
     total_s = time.perf_counter() - t_start
     metrics = result_metrics(
@@ -95,13 +95,19 @@ def _head_scores(loaded: LoadedModel, logits: torch.Tensor, labels: list[str]) -
 
 
 def _likelihood_scores(
-    loaded: LoadedModel, prompt_ids: torch.Tensor, labels: list[str], deadline: float | None = None
+    loaded: LoadedModel,
+    prompt_ids: torch.Tensor,
+    labels: list[str],
+    choice: AttentionChoice,
+    deadline: float | None = None,
 ) -> dict[str, float]:
     """Prefill the prompt once, then score all labels in one batched forward over the shared cache
     (not started past `deadline`, a perf_counter time: scores of some labels would mean nothing)."""
     model, tokenizer = loaded.model, loaded.tokenizer
     cache = DynamicCache(config=model.config)
-    first = model(input_ids=prompt_ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[0, -1]
+    first = model(
+        input_ids=prompt_ids, past_key_values=cache, use_cache=True, logits_to_keep=1, studio_choice=choice
+    ).logits[0, -1]
     if deadline is not None and time.perf_counter() > deadline:
         raise TimeLimitError(
             f"Reading the {prompt_ids.shape[1]}-token input took past the time limit, before any label was scored; "
@@ -116,7 +122,9 @@ def _likelihood_scores(
     if width > 1:
         cache.batch_repeat_interleave(len(labels))
         # Right padding needs no mask: in causal attention the pads come after every scored token.
-        logp = torch.log_softmax(model(input_ids=batch[:, :-1], past_key_values=cache).logits.float(), -1)
+        logp = torch.log_softmax(
+            model(input_ids=batch[:, :-1], past_key_values=cache, studio_choice=choice).logits.float(), -1
+        )
         for row, ids in enumerate(label_ids):
             for pos in range(1, len(ids)):
                 totals[row] += float(logp[row, pos - 1, ids[pos]])

@@ -10,8 +10,7 @@ from transformers import DynamicCache, EncoderDecoderCache
 
 from engine.api.request import GenerationRequest
 from engine.api.results import Result
-from engine.attention.choice import AttentionStats
-from engine.attention.context import use_attention
+from engine.attention.choice import AttentionChoice, AttentionStats
 from engine.models.loader import LoadedModel
 from engine.platform.measure import PeakMemory
 from engine.runtime.decoding import Decoding, decoder_start, encode_prompt
@@ -22,17 +21,17 @@ def stream_seq2seq(loaded: LoadedModel, request: GenerationRequest) -> Iterator[
     `next` runs one forward, so the scheduler can interleave it with other work."""
     options, model, device = request.options, loaded.model, loaded.device
     stats = AttentionStats()
+    choice = AttentionChoice(options.attention, options.sparse, stats)
 
     def forward(**inputs):
-        # Entered per forward, never held across a `yield` (the consumer may resume in another context).
-        with torch.inference_mode(), use_attention(options.attention, options.sparse, stats):
-            return model(**inputs)
+        with torch.inference_mode():
+            return model(**inputs, studio_choice=choice)
 
     decoding = Decoding(loaded, request, encode_prompt(loaded, request), time.perf_counter())
     with PeakMemory(device) as memory:
         decoding.begin_prefill()
-        with torch.inference_mode(), use_attention(options.attention, options.sparse, stats):
-            encoder_out = model.get_encoder()(input_ids=decoding.encoded.input_ids)
+        with torch.inference_mode():
+            encoder_out = model.get_encoder()(input_ids=decoding.encoded.input_ids, studio_choice=choice)
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         step = torch.tensor([[decoder_start(loaded)]], device=device)
         density = None

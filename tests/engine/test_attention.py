@@ -186,8 +186,7 @@ def test_flex_and_blocked_kernels_agree_inside_a_model(studio_env, pattern):
     queries and keys, so it reads more than the window alone."""
     from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-    from engine.attention.choice import AttentionStats
-    from engine.attention.context import use_attention
+    from engine.attention.choice import AttentionChoice, AttentionStats
     from engine.attention.interface import register
 
     register()
@@ -201,11 +200,13 @@ def test_flex_and_blocked_kernels_agree_inside_a_model(studio_env, pattern):
     def run(kernel: str):
         studio_env("STUDIO_SPARSE_KERNEL", kernel)
         stats, cache, logits = AttentionStats(), DynamicCache(config=config), []
-        with torch.inference_mode(), use_attention("sparse", settings, stats):
-            out = model(input_ids=ids, past_key_values=cache, use_cache=True)
+        choice = AttentionChoice("sparse", settings, stats)
+        with torch.inference_mode():
+            out = model(input_ids=ids, past_key_values=cache, use_cache=True, studio_choice=choice)
             logits.append(out.logits[:, -1])
             for step in range(3):
-                out = model(input_ids=ids[:, step : step + 1], past_key_values=cache, use_cache=True)
+                step_ids = ids[:, step : step + 1]
+                out = model(input_ids=step_ids, past_key_values=cache, use_cache=True, studio_choice=choice)
                 logits.append(out.logits[:, -1])
         return torch.cat(logits), stats.density
 

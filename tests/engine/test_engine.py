@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from dataclasses import replace
@@ -33,7 +34,6 @@ from engine import (
 from engine.api.options import OPTION_BY_NAME
 from engine.api.report import metrics_line
 from engine.attention.choice import AttentionChoice
-from engine.attention.context import use_attention
 from engine.runtime.compile import IN_FLIGHT
 
 GENERATORS = ("tiny-llama", "tiny-marian", "tiny-bart", "tiny-t5")
@@ -245,12 +245,28 @@ def test_concurrent_requests_get_their_own_mode(cache):
             assert r.metrics.density == expected[mode].metrics.density
 
 
-def test_mode_context_is_scoped():
-    with use_attention("sparse", SparseSettings()):
-        pass
-    from engine.attention.context import _current
+def test_the_choice_travels_as_the_forward_argument_and_none_is_dense():
+    """No thread or process state picks the kernel: a forward without `studio_choice` is dense SDPA,
+    and the same model with a sparse choice computes fewer pairs."""
+    from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-    assert _current.get() is None  # back to the default: dense
+    from engine.attention.choice import AttentionStats
+    from engine.attention.interface import register
+
+    register()
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256)  # fmt: skip
+    studio = LlamaForCausalLM._from_config(config, attn_implementation="studio").eval()
+    sdpa = LlamaForCausalLM._from_config(copy.deepcopy(config), attn_implementation="sdpa").eval()  # sets its config's
+    sdpa.load_state_dict(studio.state_dict())
+    ids = torch.randint(0, 64, (1, 100))
+    stats = AttentionStats()
+    sparse = AttentionChoice("sparse", SparseSettings(window=8, sinks=1, block_size=8), stats)
+    with torch.inference_mode():
+        torch.testing.assert_close(studio(input_ids=ids).logits, sdpa(input_ids=ids).logits)
+        studio(input_ids=ids, past_key_values=DynamicCache(config=config), use_cache=True, studio_choice=sparse)
+    assert 0 < stats.density < 0.5
 
 
 def test_classifier_head_scores(cache):
