@@ -1,6 +1,7 @@
 """Transformer Studio engine: load models at any precision, run requests with dense or sparse
 attention, and measure them. Knows nothing of the UI or of the tasks."""
 
+from engine.api.events import Chunk
 from engine.api.frontends import CliFlag, CliTask, installed_tasks
 from engine.api.options import ATTENTION_MODES, OPTION_BY_NAME, OPTIONS, PRECISIONS, Option, RunOptions, options_from
 from engine.api.report import (
@@ -34,8 +35,8 @@ from engine.platform.errors import (
     UnknownModelError,
 )
 from engine.platform.settings import SettingsError, settings
-from engine.runtime.engine import ModelCache, default_cache
-from engine.service import Chunk, precheck, run, stream_request
+from engine.runtime.engine import Engine, default_engine
+from engine.service import precheck, run, stream_request
 from engine.warmup import WarmUp
 
 __all__ = [
@@ -52,11 +53,11 @@ __all__ = [
     "CliTask",
     "Comparison",
     "ContextLengthError",
+    "Engine",
     "GenerationRequest",
     "InputError",
     "Message",
     "Metrics",
-    "ModelCache",
     "ModelLoadError",
     "ModelSpec",
     "Option",
@@ -77,7 +78,7 @@ __all__ = [
     "comparison_headers",
     "comparison_line",
     "comparison_rows",
-    "default_cache",
+    "default_engine",
     "from_payload",
     "get_spec",
     "installed_tasks",

@@ -14,7 +14,7 @@ from typing import Literal
 from engine.api.options import options_from
 from engine.api.request import GenerationRequest
 from engine.platform.errors import StudioError
-from engine.runtime.engine import ModelCache, default_cache
+from engine.runtime.engine import Engine, default_engine
 from engine.service import run
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,8 @@ class WarmState:
 class WarmUp:
     """One model's warm-up, in the background (`start`) or here (`run`); `state()` at any time."""
 
-    def __init__(self, model: str, precision: str = "auto", cache: ModelCache | None = None):
-        self.model, self.precision, self._cache = model, precision, cache
+    def __init__(self, model: str, precision: str = "auto", engine: Engine | None = None):
+        self.model, self.precision, self._engine = model, precision, engine
         self._lock = threading.Lock()
         self._started: float | None = None
         self._state = WarmState(model, precision, "waiting", "not started", 0.0)
@@ -56,13 +56,13 @@ class WarmUp:
 
     def run(self) -> WarmState:
         self._started = time.perf_counter()
-        cache = self._cache or default_cache()
+        engine = self._engine or default_engine()
         try:
             self._set("loading", f"loading {self.model}")
-            loaded = cache.get(self.model, self.precision, lambda fraction, message: self._set("loading", message))
+            loaded = engine.get(self.model, self.precision, lambda fraction, message: self._set("loading", message))
             self._set("warming", f"first run of {self.model} at {loaded.precision}")
             options = options_from({"model": self.model, "precision": self.precision, "max_new_tokens": 2})
-            run(GenerationRequest(options, text="Hello"), cache)
+            run(GenerationRequest(options, text="Hello"), engine)
             self._set("ready", f"{self.model} at {loaded.precision} is loaded and warm")
         except Exception as exc:  # a boundary: a failed warm-up is reported, and requests still try for themselves
             reason = str(exc) if isinstance(exc, StudioError) else f"{type(exc).__name__}: {exc}"

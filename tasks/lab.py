@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine import InputError, ModelSpec, RunOptions, default_cache, get_spec, validate_options
+from engine import InputError, ModelSpec, RunOptions, default_engine, get_spec, validate_options
 from engine.bench import SWEEP_COLUMNS, SweepConfig, SweepRow, sweep, to_frame
 from engine.bench.frontier import DENSITIES, FRONTIER_COLUMNS, frontier, plot_frontier
 from engine.bench.frontier import LENGTHS as FRONTIER_LENGTHS
@@ -24,7 +24,7 @@ MAP_INFO = TaskInfo("dialogue", "Attention map", "", generates=False)
 
 def _decoder(options: RunOptions, longest: int) -> ModelSpec:
     """The options' model, checked: the Lab benchmarks local decoder models, within their context."""
-    validate_options(options, default_cache().device)
+    validate_options(options, default_engine().device)
     spec = get_spec(options.model)
     if spec.family != "causal" or spec.remote:
         kind = "served remotely" if spec.remote else f"a {spec.family} model"
@@ -70,7 +70,7 @@ def run(
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The sweep on the shared model cache (the model stays loaded for the other tabs), as
     (op plot frame, whole-model plot frame, table)."""
-    rows = sweep(build_config(lengths, whole_model, decode_tokens, options), default_cache(), progress)
+    rows = sweep(build_config(lengths, whole_model, decode_tokens, options), default_engine(), progress)
     _remember("sweep", options, result := table(rows))
     return (*plot_frames(rows), result)
 

@@ -10,7 +10,7 @@ from engine.api.options import OPTION_BY_NAME, RunOptions, check_options
 from engine.api.request import GenerationRequest
 from engine.models.precision import check_supported, resolve_precision
 from engine.models.registry import ModelSpec, get_spec
-from engine.platform.errors import AttentionConfigError, InputError, PrecisionError
+from engine.platform.errors import InputError
 
 
 def require_text(value: str | None, what: str = "input") -> str:
@@ -51,31 +51,6 @@ def check_family(spec: ModelSpec, request: GenerationRequest) -> None:
         raise InputError(f"{spec.name} is a classifier: it can only score labels, not generate text.")
     if request.messages is not None and family == "seq2seq":
         raise InputError(f"{spec.name} is a seq2seq model: it takes text, not a chat; pick a causal (chat) model.")
-
-
-def check_remote(options: RunOptions) -> None:
-    """A remote server (engine.remote) runs its own precision and attention, and the protocol has no
-    repetition penalty: a request that asks otherwise is told so rather than silently ignored."""
-    spec = get_spec(options.model)
-    if not spec.remote:
-        return
-    if options.precision != "auto" or options.compare == "precision":
-        raise PrecisionError(
-            f"{spec.name} runs at its server's precision: choose auto (and compare models, not precisions)."
-        )
-    if options.attention != "dense" or options.compare == "attention":
-        raise AttentionConfigError(
-            f"{spec.name} runs with its server's attention: choose dense (and compare models, not attention)."
-        )
-    if options.repetition_penalty != 1.0:
-        raise InputError(
-            f"{spec.name} is served over the OpenAI protocol, which has no repetition penalty: set it to 1."
-        )
-
-
-def _as_served(options: RunOptions) -> RunOptions:
-    """A comparison's side as it runs: a remote server's at its own precision and attention."""
-    return replace(options, precision="auto", attention="dense") if get_spec(options.model).remote else options
 
 
 @dataclass(frozen=True)
@@ -144,18 +119,16 @@ def compare_sides(options: RunOptions, device: torch.device) -> Sides | None:
         labels = (getattr(base, options.compare), value)
     if labels[0] == labels[1]:  # an A/A test: the same settings twice
         labels = (f"{labels[0]} (A)", f"{labels[1]} (B)")
-    return Sides(options.compare, _as_served(base), _as_served(b), *labels)
+    return Sides(options.compare, base, b, *labels)
 
 
 def validate(request: GenerationRequest, device: torch.device) -> Sides | None:
-    """The engine's front door: every rule about a request, checked once. Returns the two sides
-    when the request is a comparison (None: a single run)."""
+    """Every rule about a request that holds whatever runs it, checked once (a backend adds its own:
+    engine.backends). Returns the two sides when the request is a comparison (None: a single run)."""
     validate_options(request.options, device)
-    check_remote(request.options)
-    if (sides := compare_sides(request.options, device)) is not None:
+    sides = compare_sides(request.options, device)
+    if sides is not None:
         validate_options(sides.b, device)
-        check_remote(sides.b)
-        check_family(get_spec(sides.b.model), request)
     if (request.text is None) == (request.messages is None):
         raise InputError("Give either text or chat messages (exactly one).")
     if request.text is not None:
@@ -166,5 +139,6 @@ def validate(request: GenerationRequest, device: torch.device) -> Sides | None:
         raise InputError(f"time_limit_s must be positive (got {request.time_limit_s}).")
     if request.candidates is not None:
         check_labels(request.candidates)
-    check_family(get_spec(request.options.model), request)
+    for options in (request.options,) if sides is None else (sides.a, sides.b):
+        check_family(get_spec(options.model), request)
     return sides

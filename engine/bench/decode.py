@@ -30,7 +30,7 @@ from engine.models.embedded import locate_packaged_file
 from engine.models.loader import LoadedModel
 from engine.models.precision_menu import PRECISION_BY_NAME
 from engine.models.registry import DEFAULT_MODEL, get_spec
-from engine.runtime.engine import ModelCache
+from engine.runtime.engine import Engine
 from engine.service import run
 
 Progress = Callable[[float, str], None]
@@ -63,9 +63,9 @@ DECODE_COLUMNS = [
 LONG_INPUT = 2048
 
 
-def _median_run(request: GenerationRequest, cache: ModelCache, repeats: int) -> tuple[Result, float, float]:
-    run(request, cache)  # warm-up: first-call allocations are not the steady state
-    results = [run(request, cache) for _ in range(repeats)]
+def _median_run(request: GenerationRequest, engine: Engine, repeats: int) -> tuple[Result, float, float]:
+    run(request, engine)  # warm-up: first-call allocations are not the steady state
+    results = [run(request, engine) for _ in range(repeats)]
     rates = [r.metrics.decode_tokens_per_s for r in results]
     return results[0], statistics.median(rates), statistics.median(r.metrics.prefill_ms for r in results)
 
@@ -76,16 +76,16 @@ def _row(precision: str, path: str, result: Result, rate: float, prefill_ms: flo
                      m.model_memory_mb * rate / 1024, **extra)  # fmt: skip
 
 
-def _long_prefill_rate(loaded: LoadedModel, cache: ModelCache, model: str, precision: str) -> float:
+def _long_prefill_rate(loaded: LoadedModel, engine: Engine, model: str, precision: str) -> float:
     length = min(LONG_INPUT, loaded.spec.context_length // 2)  # tiny test models have short contexts
     text = loaded.tokenizer.decode(corpus_ids(loaded.tokenizer, length)[0])
     request = GenerationRequest(RunOptions(model=model, precision=precision, max_new_tokens=1), text=text)
-    result, _, prefill_ms = _median_run(request, cache, repeats=1)
+    result, _, prefill_ms = _median_run(request, engine, repeats=1)
     return result.metrics.input_tokens / (prefill_ms / 1000)
 
 
 def studio_rows(
-    cache: ModelCache, model: str, precisions: tuple[str, ...], new_tokens: int, repeats: int, progress: Progress | None
+    engine: Engine, model: str, precisions: tuple[str, ...], new_tokens: int, repeats: int, progress: Progress | None
 ) -> list[DecodeRow]:
     rows = []
     messages = (Message("user", PROMPT),)
@@ -96,18 +96,18 @@ def studio_rows(
         request = GenerationRequest(
             RunOptions(model=model, precision=precision, max_new_tokens=new_tokens), messages=messages
         )
-        loaded = cache.get(model, precision)
+        loaded = engine.get(model, precision)
         compiled = loaded.compiled
         compiled.enabled = False  # eager first: no background compile may run during these timings
-        result, rate, prefill = _median_run(request, cache, repeats)
+        result, rate, prefill = _median_run(request, engine, repeats)
         reference = reference or (loaded, request, result)
         sides = (reference[0], loaded, (reference[1], request), reference[2], result)
-        quality, _ = cache.scheduler.call(lambda _, sides=sides: teacher_forced_quality(*sides))  # engine thread
+        quality, _ = engine.runner.call(lambda _, sides=sides: teacher_forced_quality(*sides))  # engine thread
         first = len(rows)
         rows.append(_row(precision, "eager", result, rate, prefill))
         if PRECISION_BY_NAME[precision].compiles:
-            rows.extend(_compiled_row(precision, loaded, request, cache, result, repeats))
-        long_rate = _long_prefill_rate(loaded, cache, model, precision)
+            rows.extend(_compiled_row(precision, loaded, request, engine, result, repeats))
+        long_rate = _long_prefill_rate(loaded, engine, model, precision)
         for row in rows[first:]:
             row.kl_vs_reference, row.top1_vs_reference = quality.kl_mean, quality.top1_agreement
             row.long_prefill_tokens_per_s = long_rate
@@ -115,15 +115,15 @@ def studio_rows(
 
 
 def _compiled_row(
-    precision: str, loaded: LoadedModel, request: GenerationRequest, cache: ModelCache, eager: Result, repeats: int
+    precision: str, loaded: LoadedModel, request: GenerationRequest, engine: Engine, eager: Result, repeats: int
 ) -> list[DecodeRow]:
     compiled = loaded.compiled
     tokens = eager.metrics.input_tokens + request.options.max_new_tokens
-    cache.scheduler.call(lambda _: compiled.compile_now(tokens))  # its warm-up runs on the engine's thread
+    engine.runner.call(lambda _: compiled.compile_now(tokens))  # its warm-up runs on the engine's thread
     if compiled.failures:
         print(f"{precision}: not compiled ({next(iter(compiled.failures.values()))})")
         return []
-    result, rate, prefill = _median_run(request, cache, repeats)
+    result, rate, prefill = _median_run(request, engine, repeats)
     assert result.metrics.decode_path == "compiled", result.metrics.decode_path
     cold, warm = compile_times_across_processes(request.options.model, precision, tokens)
     return [_row(precision, "compiled", result, rate, prefill, compile_cold_s=cold, compile_warm_s=warm)]
@@ -145,7 +145,7 @@ def compile_times_across_processes(model: str, precision: str, tokens: int) -> t
 
 def compile_seconds(model: str, precision: str, tokens: str) -> float:
     """In this process: load, compile the decode step for `tokens`, and return how long compiling took."""
-    compiled = ModelCache().get(model, precision).compiled
+    compiled = Engine().get(model, precision).compiled
     compiled.compile_now(int(tokens))
     if compiled.failures:
         raise RuntimeError(next(iter(compiled.failures.values())))
@@ -190,11 +190,11 @@ def decode_table(
     repeats: int = 2,
     progress: Progress | None = None,
 ) -> list[DecodeRow]:
-    cache = ModelCache()
-    rows = studio_rows(cache, model, precisions, new_tokens, repeats, progress)
+    engine = Engine()
+    rows = studio_rows(engine, model, precisions, new_tokens, repeats, progress)
     # llama.cpp on the same thread as the engine: both use OpenMP, which slows a second thread's
     # team (engine.scheduler)
-    anchor = cache.scheduler.call(lambda _: llama_cpp_row(model, new_tokens, repeats))
+    anchor = engine.runner.call(lambda _: llama_cpp_row(model, new_tokens, repeats))
     if anchor is not None:
         for row in rows:
             row.vs_llama_cpp = row.decode_tokens_per_s / anchor.decode_tokens_per_s

@@ -20,7 +20,7 @@ from engine.api.results import Comparison, Timing
 from engine.bench.report import figure_panels
 from engine.data import long_document
 from engine.models.registry import DEFAULT_MODEL
-from engine.runtime.engine import ModelCache
+from engine.runtime.engine import Engine
 from engine.service import run
 
 Progress = Callable[[float, str], None]
@@ -97,14 +97,14 @@ def run_experiments(
     """`runs`: comparisons per scenario (default: 10 identical, 3 long, 1 precision)."""
     runs = runs or {"identical": 10, "long": 3, "precision": 1}
     requests = scenario_requests(model)
-    cache = ModelCache()
+    engine = Engine()
     total = sum(runs.values())
     rows: list[ExperimentRow] = []
     for scenario, count in runs.items():
         for index in range(count):
             if progress:
                 progress(len(rows) / total, f"{scenario} {index + 1} of {count}")
-            rows.append(_row(scenario, index + 1, run(requests[scenario], cache)))
+            rows.append(_row(scenario, index + 1, run(requests[scenario], engine)))
     return rows
 
 

@@ -36,8 +36,7 @@ from engine.data import long_document
 from engine.experiments.statistics import compare_timing, distribution_quality
 from engine.models.loader import LoadedModel
 from engine.platform.errors import InputError
-from engine.runtime.compile import IN_FLIGHT
-from engine.runtime.engine import ModelCache, default_cache
+from engine.runtime.engine import Engine, default_engine
 from engine.runtime.kv_cache import RowCache
 from engine.runtime.step import bucket_for, decode_step, keeps_pages, step_key
 
@@ -196,16 +195,16 @@ def frontier(
     precision: str = "auto",
     lengths: tuple[int, ...] = LENGTHS,
     densities: tuple[float, ...] = DENSITIES,
-    cache: ModelCache | None = None,
+    engine: Engine | None = None,
     progress: Progress | None = None,
     compiled: bool = False,
 ) -> list[FrontierRow]:
     """Rows per text x length: dense, then each pattern at each budget (see the module docstring)."""
-    cache = cache or default_cache()
-    loaded = cache.get(model, precision)
+    engine = engine or default_engine()
+    loaded = engine.get(model, precision)
     report = progress or (lambda fraction, what: None)
-    with IN_FLIGHT.serving():
-        return cache.scheduler.call(lambda _: _frontier(loaded, lengths, densities, report, compiled), alone=True)
+    with engine.in_flight.serving():
+        return engine.runner.call(lambda _: _frontier(loaded, lengths, densities, report, compiled), alone=True)
 
 
 def _frontier(

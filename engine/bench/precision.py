@@ -11,7 +11,7 @@ from engine.api.validation import validate_options
 from engine.bench.sweep import Progress, corpus_ids
 from engine.models.precision import resolve_device, supported_precisions
 from engine.models.registry import DEFAULT_MODEL
-from engine.runtime.engine import ModelCache
+from engine.runtime.engine import Engine
 from engine.service import run
 
 
@@ -52,14 +52,14 @@ def precision_table(
     for i, precision in enumerate(precisions):
         if progress:
             progress(i / len(precisions), f"{precision}")
-        cache = ModelCache(budget_mb=0)  # a fresh cache: the load below is timed from disk
+        engine = Engine(budget_mb=0)  # a fresh engine: the load below is timed from disk
         options = RunOptions(model=model, precision=precision, max_new_tokens=new_tokens)
-        validate_options(options, cache.device)  # before the load, which the cache does not check
-        loaded = cache.get(model, precision)
+        validate_options(options, engine.device)  # before the load, which the engine does not check
+        loaded = engine.get(model, precision)
         text = loaded.tokenizer.decode(corpus_ids(loaded.tokenizer, input_tokens)[0])
         request = GenerationRequest(options=options, text=text)
-        run(request, cache)  # warm-up: first-call allocations and kernel selection are not the steady state
-        result = run(request, cache)
+        run(request, engine)  # warm-up: first-call allocations and kernel selection are not the steady state
+        result = run(request, engine)
         if reference is None:
             reference = result.token_ids
         same = sum(a == b for a, b in zip(reference, result.token_ids, strict=False))
@@ -76,5 +76,5 @@ def precision_table(
                 text=result.text,
             )
         )
-        del cache, loaded
+        del engine, loaded
     return rows

@@ -26,7 +26,7 @@ from engine.attention.choice import DENSE, AttentionChoice, SparseSettings
 from engine.bench.report import figure_panels, percentile
 from engine.models.precision_menu import PRECISION_BY_NAME
 from engine.models.registry import DEFAULT_MODEL
-from engine.runtime.engine import ModelCache
+from engine.runtime.engine import Engine
 from engine.service import Chunk, stream_request
 
 Progress = Callable[[float, str], None]
@@ -73,13 +73,13 @@ class ServeRow:
 SERVE_COLUMNS = list(ServeRow.__dataclass_fields__)
 
 
-def _user(cache: ModelCache, requests: list[GenerationRequest]) -> list[tuple[float, float, Result] | Exception]:
+def _user(engine: Engine, requests: list[GenerationRequest]) -> list[tuple[float, float, Result] | Exception]:
     """One user: its requests one after another; per request (latency, ttft, Result) or the error."""
     seen: list[tuple[float, float, Result] | Exception] = []
     for request in requests:
         start, first = time.perf_counter(), None
         try:
-            for event in stream_request(request, cache):
+            for event in stream_request(request, engine):
                 if isinstance(event, Chunk) and first is None:
                     first = time.perf_counter() - start
                 elif isinstance(event, Result):
@@ -91,7 +91,7 @@ def _user(cache: ModelCache, requests: list[GenerationRequest]) -> list[tuple[fl
 
 
 def _round(
-    cache: ModelCache, mode: str, users: int, per_user: int, options: RunOptions, half_sparse: bool = False
+    engine: Engine, mode: str, users: int, per_user: int, options: RunOptions, half_sparse: bool = False
 ) -> ServeRow:
     """`half_sparse`: every other user asks for sparse attention (another batch)."""
     sparse = replace(options, attention="sparse", window=SPARSE_WINDOW, sinks=4)
@@ -107,7 +107,7 @@ def _round(
     ]
     start = time.perf_counter()
     with ThreadPoolExecutor(users) as pool:
-        outcomes = [item for seen in pool.map(lambda plan: _user(cache, plan), plans) for item in seen]
+        outcomes = [item for seen in pool.map(lambda plan: _user(engine, plan), plans) for item in seen]
     wall = time.perf_counter() - start
     done = [o for o in outcomes if not isinstance(o, Exception)]
     latencies, ttfts = [o[0] for o in done] or [0.0], [o[1] for o in done] or [0.0]
@@ -130,17 +130,17 @@ def _round(
     )
 
 
-def _warm(cache: ModelCache, options: RunOptions, steps: dict[AttentionChoice, set[int]]) -> None:
+def _warm(engine: Engine, options: RunOptions, steps: dict[AttentionChoice, set[int]]) -> None:
     """Load, compile the steps the rounds will use (per attention choice, the batch sizes), and run
     once: first-call costs are not timed."""
-    loaded = cache.get(options.model, options.precision)
+    loaded = engine.get(options.model, options.precision)
     if loaded.compiled is not None and PRECISION_BY_NAME[loaded.precision].compiles:
         loaded.compiled.enabled = False  # no background compile starts during the timings
         tokens = 64 + options.max_new_tokens
         for choice, batch in [(c, b) for c, batches in steps.items() for b in sorted(batches)]:
             step = (tokens, choice, batch)
-            cache.scheduler.call(lambda _, step=step: loaded.compiled.compile_now(*step))  # on the engine's thread
-    _user(cache, [GenerationRequest(options, messages=(Message("user", QUESTIONS[0]),))])
+            engine.runner.call(lambda _, step=step: loaded.compiled.compile_now(*step))  # on the engine's thread
+    _user(engine, [GenerationRequest(options, messages=(Message("user", QUESTIONS[0]),))])
 
 
 def serve_table(
@@ -157,22 +157,22 @@ def serve_table(
     sparse = AttentionChoice("sparse", SparseSettings(window=SPARSE_WINDOW, sinks=4))
     rows: list[ServeRow] = []
     for m, (mode, capacity) in enumerate(MODES.items()):
-        cache = ModelCache(max_batch=capacity)
-        sizes = {min(u, cache.max_batch) for u in users}
-        mixed = max((u for u in users if 1 < u <= cache.max_batch), default=0) if capacity is None else 0
+        engine = Engine(max_batch=capacity)
+        sizes = {min(u, engine.max_batch) for u in users}
+        mixed = max((u for u in users if 1 < u <= engine.max_batch), default=0) if capacity is None else 0
         if progress:
             progress(m / len(MODES), f"{mode}: loading and compiling")
-        _warm(cache, options, {DENSE: sizes, **({sparse: {(mixed + 1) // 2}} if mixed else {})})
+        _warm(engine, options, {DENSE: sizes, **({sparse: {(mixed + 1) // 2}} if mixed else {})})
         first = len(rows)
         for i, count in enumerate(users):
             if progress:
                 progress((m + i / len(users)) / len(MODES), f"{mode}: {count} users")
-            rows.append(_round(cache, mode, count, per_user, options))
+            rows.append(_round(engine, mode, count, per_user, options))
         if mixed:
-            rows.append(_round(cache, MIXED, mixed, per_user, options, half_sparse=True))
+            rows.append(_round(engine, MIXED, mixed, per_user, options, half_sparse=True))
         one = next((r for r in rows[first:] if r.users == 1), rows[first])
         rows[first:] = [replace(r, vs_one_user=r.tokens_per_s / one.tokens_per_s) for r in rows[first:]]
-        cache.clear()
+        engine.models.clear()
     return rows
 
 

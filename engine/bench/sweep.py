@@ -30,8 +30,7 @@ from engine.experiments.statistics import compare_timing
 from engine.models.loader import LoadedModel
 from engine.models.registry import DEFAULT_MODEL
 from engine.platform.measure import PeakMemory, now
-from engine.runtime.compile import IN_FLIGHT
-from engine.runtime.engine import ModelCache
+from engine.runtime.engine import Engine
 
 Progress = Callable[[float, str], None]
 
@@ -301,19 +300,19 @@ def _point(loaded: LoadedModel, config: SweepConfig, length: int, progress: Prog
     return rows
 
 
-def sweep(config: SweepConfig, cache: ModelCache | None = None, progress: Progress | None = None) -> list[SweepRow]:
+def sweep(config: SweepConfig, engine: Engine | None = None, progress: Progress | None = None) -> list[SweepRow]:
     """Run the attention sweep; `progress(fraction, message)` is called before each part of each point.
-    It runs alone on the cache's scheduler thread (as every forward does): requests on that cache wait,
+    It runs alone on the engine's scheduler thread (as every forward does): requests on that engine wait,
     and background compiles pause, as for a request (their CPU would skew the timings)."""
-    cache = cache or ModelCache()
-    with IN_FLIGHT.serving():
-        return cache.scheduler.call(lambda report: _sweep(config, cache, report), alone=True, progress=progress)
+    engine = engine or Engine()
+    with engine.in_flight.serving():
+        return engine.runner.call(lambda report: _sweep(config, engine, report), alone=True, progress=progress)
 
 
-def _sweep(config: SweepConfig, cache: ModelCache, progress: Progress) -> list[SweepRow]:
+def _sweep(config: SweepConfig, engine: Engine, progress: Progress) -> list[SweepRow]:
     for precision in config.precisions:  # the run options' validation, before anything is loaded
         options = RunOptions(model=config.model, precision=precision, **asdict(config.settings))
-        validate_options(options, cache.device)
+        validate_options(options, engine.device)
     report = progress
     rows: list[SweepRow] = []
     points = [(p, n) for p in config.precisions for n in config.lengths]
@@ -322,6 +321,6 @@ def _sweep(config: SweepConfig, cache: ModelCache, progress: Progress) -> list[S
         def point_progress(share: float, part: str, i=i, precision=precision, length=length) -> None:
             report((i + share) / len(points), f"{precision}, {length} tokens, {part}")
 
-        rows += _point(cache.get(config.model, precision), config, length, point_progress)
+        rows += _point(engine.get(config.model, precision), config, length, point_progress)
     report(1.0, "done")
     return rows

@@ -17,19 +17,17 @@ import torch
 
 from engine.api.options import RunOptions
 from engine.api.request import GenerationRequest
-from engine.api.validation import validate
 from engine.attention.choice import AttentionChoice
 from engine.attention.content import PickedBlocks
 from engine.attention.context import inspect_attention, probe_attention
 from engine.attention.patterns import explicit_mask, pattern_for
 from engine.attention.positional import Pattern
+from engine.backends.admission import admitted
 from engine.models.embedded import ProgressFn
 from engine.models.loader import LoadedModel
-from engine.models.registry import get_spec
 from engine.platform.errors import InputError
-from engine.runtime.compile import IN_FLIGHT
 from engine.runtime.decoding import encode_prompt
-from engine.runtime.engine import ModelCache, default_cache
+from engine.runtime.engine import Engine, default_engine
 from engine.runtime.kv_cache import RowCache
 from engine.runtime.step import bucket_for, decode_step, keeps_pages
 
@@ -67,19 +65,18 @@ def attention_map(
     request: GenerationRequest,
     layer: int,
     head: int,
-    cache: ModelCache | None = None,
+    engine: Engine | None = None,
     progress: ProgressFn | None = None,
 ) -> AttentionMap:
     """The map of `request` (a comparison: its B side) at `layer` and query `head`."""
-    cache = cache or default_cache()
-    sides = validate(request, cache.device)
-    options = sides.b if sides is not None else request.options
-    spec = get_spec(options.model)
-    if spec.remote:
-        raise InputError(f"{spec.name} runs on a remote server: its attention is not visible from here.")
+    engine = engine or default_engine()
+    admission = admitted(request, engine)
+    run = admission.run
+    options, spec = run.request.options, run.backend.spec
     if spec.family not in (None, "causal"):
         raise InputError(f"The attention map shows decoder (causal) models; {spec.name} is a {spec.family} model.")
-    loaded = cache.get(options.model, options.precision, progress)
+    if (loaded := run.backend.load(options, progress)) is None:
+        raise InputError(f"{spec.name} runs on a remote server: its attention is not visible from here.")
     if loaded.spec.family != "causal":
         raise InputError(
             f"The attention map shows decoder (causal) models; {spec.name} is a {loaded.spec.family} model."
@@ -91,12 +88,13 @@ def attention_map(
             f"{spec.name} has layers 0-{layers - 1} and heads 0-{heads - 1}; got layer {layer}, head {head}."
         )
     request = GenerationRequest(options, text=request.text, messages=request.messages)
-    ids = encode_prompt(loaded, request).input_ids
+    encoded = run.prompt.for_model(loaded) if run.prompt is not None else None
+    ids = (encoded or encode_prompt(loaded, request)).input_ids
     if ids.shape[1] > MAP_LIMIT:
         raise InputError(f"The attention map shows prompts up to {MAP_LIMIT} tokens; this one has {ids.shape[1]}.")
-    with IN_FLIGHT.serving():
-        captured = cache.scheduler.call(lambda _: _capture(loaded, request, ids, layer), progress=progress)
-    return _measure(loaded, options, captured, layer, head, "B" if sides is not None else "")
+    with engine.in_flight.serving():
+        captured = engine.runner.call(lambda _: _capture(loaded, request, ids, layer), progress=progress)
+    return _measure(loaded, options, captured, layer, head, "B" if admission.axis is not None else "")
 
 
 @dataclass

@@ -6,7 +6,7 @@ Why this shape: one dense run followed by one sparse run reported 0.82x-1.55x "s
 identical kernels on this project's CPU. Alternating the order (A B, then B A, ...) cancels drift
 and order effects, pairing each A with the B next to it cancels slow load changes, and a verdict
 of `same` is given whenever the interval, widened by each side's own run-to-run noise, holds 1.
-Every run is scheduled `alone` (engine.scheduler): other users' requests wait, rather than share
+Every run is scheduled `alone` (engine.runtime.scheduler): other users' requests wait, rather than share
 its steps and its timings; a remote server's runs too, so a server on the same machine has its CPU.
 """
 
@@ -18,24 +18,24 @@ from typing import TypeVar
 
 import torch
 
+from engine.api.events import Chunk
 from engine.api.request import GenerationRequest
 from engine.api.results import Comparison, Quality, Result, Timing
-from engine.api.validation import Sides, check_family
-from engine.backends.dispatch import generate
+from engine.backends import Prompt
+from engine.backends.admission import Admission, Run
 from engine.experiments.statistics import compare_timing, distribution_quality, trial_count
 from engine.models.embedded import ProgressFn
 from engine.models.loader import LoadedModel
-from engine.models.registry import get_spec
-from engine.runtime.engine import ModelCache
+from engine.runtime.engine import Engine
 from engine.runtime.scoring import teacher_forced_logprobs
 
 T = TypeVar("T")
 
 
-def _run(cache: ModelCache, request: GenerationRequest, label: str) -> Iterator[tuple[str, str] | Result]:
-    """One run, alone: (label, text delta) pairs as text arrives, then the Result."""
-    for item in generate(request, cache, alone=True):
-        yield item if isinstance(item, Result) else (label, item)
+def _run(run: Run, prompt: Prompt | None) -> Iterator[Chunk | Result]:
+    """One run, alone: its text deltas as they arrive, then the Result."""
+    for item in run.backend.stream(run.request, alone=True, prompt=prompt):
+        yield item if isinstance(item, Result) else Chunk(item, run.label)
 
 
 def _last(items: Iterator) -> Result:
@@ -124,37 +124,29 @@ def teacher_forced_quality(
     return distribution_quality(logp_a[:, :vocab], logp_b[:, :vocab].to(logp_a.device), targets), ""
 
 
-def _local(cache: ModelCache, request: GenerationRequest, progress: ProgressFn | None) -> LoadedModel | None:
-    """A side's loaded model (None: a remote server's side)."""
-    options = request.options
-    if get_spec(options.model).remote:
-        return None
-    loaded = cache.get(options.model, options.precision, progress)
-    check_family(loaded.spec, request)  # an unregistered model's family is known only now
-    return loaded
-
-
 def run_comparison(
-    request: GenerationRequest, sides: Sides, cache: ModelCache, progress: ProgressFn | None = None
-) -> Iterator[tuple[str, str] | Comparison]:
-    """Yield (label, text delta) while the warm-up trial streams (A, then B), then the Comparison."""
+    admission: Admission, engine: Engine, progress: ProgressFn | None = None
+) -> Iterator[Chunk | Comparison]:
+    """Yield the warm-up trial's text deltas as they stream (A, then B), then the Comparison."""
     report = progress or (lambda fraction, message: None)
-    req_a, req_b = replace(request, options=sides.a), replace(request, options=sides.b)
-    loaded_a, loaded_b = _local(cache, req_a, progress), _local(cache, req_b, progress)
+    run_a, run_b = admission.runs
+    loaded_a = run_a.backend.load(run_a.request.options, progress)  # None: a server's side
+    loaded_b = run_b.backend.load(run_b.request.options, progress)
+    prompt_a, prompt_b = run_a.backend.prompt(run_a.request), run_b.backend.prompt(run_b.request)  # tokenized once
     first: dict[str, Result] = {}
-    for fraction, (req, label) in ((0.0, (req_a, sides.a_label)), (0.05, (req_b, sides.b_label))):
+    for fraction, run, prompt in ((0.0, run_a, prompt_a), (0.05, run_b, prompt_b)):
         # The warm-up run streams its text (the outputs shown come from it); its timings are not used.
-        report(fraction, f"warm-up: {label}")
-        for item in _run(cache, req, label):
+        report(fraction, f"warm-up: {run.label}")
+        for item in _run(run, prompt):
             if isinstance(item, Result):
-                first[label] = item
+                first[run.label] = item
             else:
                 yield item
-    first_a, first_b = first[sides.a_label], first[sides.b_label]
-    trials = trial_count(request.options.trials, first_a, first_b)
+    first_a, first_b = first[run_a.label], first[run_b.label]
+    trials = trial_count(admission.request.options.trials, first_a, first_b)
     a_runs, b_runs = interleaved(
-        lambda: _last(_run(cache, req_a, sides.a_label)),
-        lambda: _last(_run(cache, req_b, sides.b_label)),
+        lambda: _last(_run(run_a, prompt_a)),
+        lambda: _last(_run(run_b, prompt_b)),
         trials,
         warmup=False,  # the streamed runs above were the warm-up
         on_trial=lambda trial: report(0.1 + 0.8 * trial / trials, f"trial {trial + 1} of {trials}"),
@@ -163,16 +155,17 @@ def run_comparison(
     if loaded_a is None or loaded_b is None:
         quality, note = None, "a remote server sends text, not the probabilities of A's tokens."
     else:
-        quality, note = cache.scheduler.call(
-            lambda _: teacher_forced_quality(loaded_a, loaded_b, (req_a, req_b), first_a, first_b)
+        sides = (run_a.request, run_b.request)
+        quality, note = engine.runner.call(
+            lambda _: teacher_forced_quality(loaded_a, loaded_b, sides, first_a, first_b)
         )
     local = loaded_a or loaded_b
     agreement, divergence = _agreement(first_a, first_b, local.tokenizer if local else None)
     report(1.0, "done")
     yield Comparison(
-        axis=sides.axis,
-        a_label=sides.a_label,
-        b_label=sides.b_label,
+        axis=admission.axis or "",
+        a_label=run_a.label,
+        b_label=run_b.label,
         a=first_a,
         b=first_b,
         **_timings(a_runs, b_runs),

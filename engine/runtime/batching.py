@@ -1,19 +1,15 @@
-"""The one-token decode step of a batch of sequences (engine.batching), eager or compiled (gpt-fast's
-recipe: static cache shapes, one graph per step), per loaded causal model.
+"""Continuous batching of a causal model's requests: sequences that share an attention choice decode
+together, one forward per step for all of them, in a batch whose length bucket fits the longest
+(engine.runtime.step.step_key; a request joins a batch of a longer bucket rather than start its own).
 
-A batch's sequences live in a RowCache (engine.row_cache) sized by a length bucket (powers of two
-from 256); one compiled step per bucket, attention choice and row count (powers of two up to the
-batch capacity), so a few shapes cover every request. A sparse step reads each sequence's
-fixed-size key set (sinks + window) from the cache, so it compiles like the dense one
-(attention/hook.py). A compiled step serves every cache of its shape.
+A request joins at the next step: its prompt is prefilled alone into a free row of the batch's
+KV cache, its first token comes from that prefill, and from then on each step gives it one token.
+A finished or cancelled request leaves at once; the last row moves into its place, so a step always
+reads rows 0..n-1. Each request keeps its own sampling, seed, stops, limits and metrics (a
+Decoding per row); the forward and the weights it reads are shared, which is the whole
+point on hardware where reading the weights is what a decode step costs.
 
-Compiling takes up to a minute on a small CPU, so it never happens on a request: the first batch
-to need a step starts its compile in the background and decodes eagerly; later steps use the
-compiled one when it is ready. The compiler is Python holding the GIL (and, the first time, the import
-machinery), and an eager decode hands the GIL back at every op: the first request of a fresh process,
-with the compile starting beside it, decoded at 0.7 instead of 15.5 tokens/s (int8-wo, measured). So
-the compiling thread pauses while any request is in flight and works in the gaps between requests.
-Any failure to compile is recorded once and that step stays eager; the metrics say which path ran.
+Only the engine thread calls into a batch (engine.runtime.runner).
 """
 
 from __future__ import annotations
@@ -32,25 +28,6 @@ from engine.runtime.decoding import Decoding
 from engine.runtime.kv_cache import RowCache
 from engine.runtime.prompt import Encoded
 from engine.runtime.step import BatchKey, bucket_for, decode_step, keeps_pages, step_key
-
-
-class ModelBatches:
-    """The batches of one loaded causal model decoding now, by key (engine.batching makes them)."""
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity  # rows per batch
-        self.by_key: dict[BatchKey, object] = {}
-        # whether a new batch cache of that many bytes fits the memory budget (the model cache's say)
-        self.fits: Callable[[int], bool] = lambda extra_bytes: True
-
-    def room(self, key: BatchKey) -> int:
-        """Rows a request for `key` can take in the batch that exists for it."""
-        batch = self.by_key[key]
-        return self.capacity - len(batch.rows)
-
-    def memory_bytes(self) -> int:
-        return sum(batch.memory_bytes() for batch in list(self.by_key.values()))
-
 
 Deliver = Callable[[object], None]  # hands a text delta, the Result or an exception to the request
 
@@ -180,6 +157,22 @@ class Batch:
         return self.cache.memory_bytes()
 
 
+class ModelBatches:
+    """The batches of one loaded causal model decoding now, by key (the runner makes them)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity  # rows per batch
+        self.by_key: dict[BatchKey, Batch] = {}
+
+    def room(self, key: BatchKey) -> int:
+        """Rows a request for `key` can take in the batch that exists for it."""
+        batch = self.by_key[key]
+        return self.capacity - len(batch.rows)
+
+    def memory_bytes(self) -> int:
+        return sum(batch.memory_bytes() for batch in list(self.by_key.values()))
+
+
 def planned_bytes(loaded: LoadedModel, key: BatchKey, capacity: int) -> int:
     """What a new batch's cache will take, from the model's config (before it exists): keys and values,
     plus two bounds per page of keys when it keeps them."""
@@ -187,6 +180,6 @@ def planned_bytes(loaded: LoadedModel, key: BatchKey, capacity: int) -> int:
     config = loaded.model.config
     heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    per_value = torch.finfo(loaded.model.dtype).bits // 8
+    per_value = loaded.model.dtype.itemsize
     positions = bucket + (-(-bucket // PAGE) if keeps_pages(key[1]) else 0)
     return 2 * config.num_hidden_layers * capacity * heads * positions * head_dim * per_value

@@ -1,19 +1,15 @@
-"""The one-token decode step of a batch of sequences (engine.batching), eager or compiled (gpt-fast's
-recipe: static cache shapes, one graph per step), per loaded causal model.
+"""The compiled decode steps of a loaded causal model (gpt-fast's recipe: static cache shapes, one
+graph per step).
 
-A batch's sequences live in a RowCache (engine.row_cache) sized by a length bucket (powers of two
-from 256); one compiled step per bucket, attention choice and row count (powers of two up to the
-batch capacity), so a few shapes cover every request. A sparse step reads each sequence's
-fixed-size key set (sinks + window) from the cache, so it compiles like the dense one
-(attention/hook.py). A compiled step serves every cache of its shape.
+A batch's sequences live in a KV cache sized by a length bucket (engine.runtime.step); one compiled
+step per bucket, attention choice and row count, so a few shapes cover every request. A sparse step
+reads each sequence's fixed-size key set (sinks + window) from the cache, so it compiles like the
+dense one. A compiled step serves every cache of its shape.
 
 Compiling takes up to a minute on a small CPU, so it never happens on a request: the first batch
-to need a step starts its compile in the background and decodes eagerly; later steps use the
-compiled one when it is ready. The compiler is Python holding the GIL (and, the first time, the import
-machinery), and an eager decode hands the GIL back at every op: the first request of a fresh process,
-with the compile starting beside it, decoded at 0.7 instead of 15.5 tokens/s (int8-wo, measured). So
-the compiling thread pauses while any request is in flight and works in the gaps between requests.
-Any failure to compile is recorded once and that step stays eager; the metrics say which path ran.
+to need a step starts its compile in the background (engine.runtime.background: between requests,
+giving way to them) and decodes eagerly; later steps use the compiled one when it is ready. Any
+failure to compile is recorded once and that step stays eager; the metrics say which path ran.
 """
 
 from __future__ import annotations
@@ -21,12 +17,10 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -34,83 +28,12 @@ import torch
 from engine.attention.choice import DENSE, AttentionChoice
 from engine.platform.fallbacks import CUDA_GRAPHS, FALLBACKS
 from engine.platform.settings import settings
+from engine.runtime.background import Background
 from engine.runtime.kv_cache import RowCache
 from engine.runtime.step import BatchKey, bucket_for, decode_step, keeps_pages, step_key, step_rows
 
 log = logging.getLogger(__name__)
 _step_ids = itertools.count()  # names the code object of each compiled step (_own_copy)
-
-
-def _lower_priority() -> None:
-    """On Linux, let requests have the CPU first: this thread (and the compiler processes it starts)
-    runs at the lowest priority. Elsewhere, or if not allowed, compiling simply competes."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):
-        pass
-
-
-class InFlight:
-    """How many requests are being served; background compiles give way while there are any."""
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._lock = threading.Lock()
-        self.idle = threading.Event()
-        self.idle.set()
-
-    @contextmanager
-    def serving(self) -> Iterator[None]:
-        with self._lock:
-            self._count += 1
-            self.idle.clear()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._count -= 1
-                if self._count == 0:
-                    self.idle.set()
-
-
-IN_FLIGHT = InFlight()
-# A request may wait on a lock the compiler holds (the compiler's own lock, an import): after each
-# pause that ends with requests still in flight, the compiler runs unpaused for RUN_S, so it always
-# advances (at RUN_S / (PAUSE_S + RUN_S) of its speed at worst) and releases what it holds.
-PAUSE_S, RUN_S = 0.5, 0.25
-_unpaused_until = threading.local()
-# At exit, background compiles stop at their next Python call: a daemon thread still compiling when
-# the interpreter finalizes aborts the process, and inductor shuts its compile workers down at exit.
-_STOP = threading.Event()
-_compiling: set[threading.Thread] = set()
-
-
-class _CompileStopped(BaseException):
-    """Unwinds a background compile at exit (a BaseException: the compiler's `except Exception`
-    fallbacks must not catch it)."""
-
-
-def _give_way(frame, event, arg) -> None:
-    """Profile hook of a compiling thread: at each Python call, wait while requests are served."""
-    if event != "call" or frame.f_code.co_filename == threading.__file__:
-        return  # never from inside threading's own code, which may hold the lock the wait below needs
-    if _STOP.is_set():
-        raise _CompileStopped
-    if IN_FLIGHT.idle.is_set() or time.monotonic() < getattr(_unpaused_until, "t", 0.0):
-        return
-    if not IN_FLIGHT.idle.wait(PAUSE_S):
-        _unpaused_until.t = time.monotonic() + RUN_S
-
-
-def stop_compiles(timeout: float = 10.0) -> None:
-    """Stop the background compiles and wait (up to `timeout`) for their threads to end."""
-    _STOP.set()
-    deadline = time.monotonic() + timeout
-    for thread in list(_compiling):
-        thread.join(max(0.0, deadline - time.monotonic()))
-
-
-threading._register_atexit(stop_compiles)  # before finalizing and before other exit handlers
 
 
 def _own_copy(function: Callable, name: str) -> Callable:
@@ -139,8 +62,8 @@ StepId = tuple[BatchKey, int]  # (batch key, rows)
 class CompiledDecode:
     """The compiled decode steps of one loaded causal model, by batch key and row count."""
 
-    def __init__(self, model, enabled: bool, capacity: int):
-        self.model, self.enabled, self.capacity = model, enabled, capacity
+    def __init__(self, model: torch.nn.Module, enabled: bool, capacity: int, background: Background):
+        self.model, self.enabled, self.capacity, self.background = model, enabled, capacity, background
         self.compile_seconds: dict[StepId, float] = {}
         self.failures: dict[StepId, str] = {}
         self._steps: dict[StepId, CompiledStep] = {}
@@ -158,9 +81,7 @@ class CompiledDecode:
                 self._started.add((key, rows))
             ready = [s for (k, r), s in self._steps.items() if k == key and r >= batch]
         if start:
-            threading.Thread(
-                target=self._compile_in_background, args=((key, rows),), name=f"compile-{key[0]}-{rows}", daemon=True
-            ).start()
+            self.background.start(lambda: self._compile((key, rows)), name=f"compile-{key[0]}-{rows}")
         return min(ready, key=lambda s: s.rows, default=None)
 
     def compile_now(self, tokens: int, choice: AttentionChoice = DENSE, batch: int = 1) -> None:
@@ -170,23 +91,6 @@ class CompiledDecode:
         with self._lock:
             self._started.add(step_id)
         self._compile(step_id)
-
-    def _compile_in_background(self, step_id: StepId) -> None:
-        _lower_priority()
-        _compiling.add(threading.current_thread())
-        try:
-            while not IN_FLIGHT.idle.wait(PAUSE_S):  # start between requests
-                if _STOP.is_set():
-                    raise _CompileStopped
-            # Only now: with the hook on, the wait above would run the hook inside Event.wait, which
-            # holds the event's lock, and the hook's own wait on that event would never get it.
-            sys.setprofile(_give_way)  # this thread only
-            self._compile(step_id)
-        except _CompileStopped:
-            log.info("stopped compiling the decode step %s at exit", step_id)
-        finally:
-            sys.setprofile(None)
-            _compiling.discard(threading.current_thread())
 
     def _compile(self, step_id: StepId) -> None:
         model = self.model

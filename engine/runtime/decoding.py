@@ -62,8 +62,14 @@ def result_metrics(
 
 
 def encode_prompt(loaded: LoadedModel, request: GenerationRequest) -> Encoded:
-    """The prompt's ids; a causal model keeps room for max_new_tokens in its context."""
-    reserve = request.options.max_new_tokens if loaded.spec.family == "causal" else 0
+    """The prompt's ids, with room left in the context for what comes after it: a causal model's new
+    tokens, or its longest candidate label."""
+    if loaded.spec.family != "causal":
+        reserve = 0
+    elif request.candidates is not None:
+        reserve = max(len(loaded.tokenizer(" " + label)["input_ids"]) for label in request.candidates)
+    else:
+        reserve = request.options.max_new_tokens
     return encode(loaded, request, reserve)
 
 

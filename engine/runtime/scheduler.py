@@ -1,220 +1,71 @@
-"""One thread runs every forward in the process, so requests share the hardware by design rather
-than by contention: causal generations decode together in batches (engine.batching), one step for
-all of them at a time; other work (a seq2seq generation, label scoring, a comparison's quality
-scoring, loading a model, a benchmark sweep) runs between those steps, one forward per turn.
+"""The scheduler decides, without running anything, what starts at the next step of the engine
+thread (engine.runtime.runner runs it).
 
-One thread, also because a second thread doing torch work halves both's speed here: PyTorch's
-OpenMP runtime (libgomp) keeps a team of threads per thread that ran a parallel region, and once
-there are more of them than cores it stops spinning between regions. A compiled decode step ran at
-20 ms on the first thread to use OpenMP and 44-49 ms on any other, while the first one's team lived
-(measured, 2-core EPYC). So there is one such thread per process, whatever the model caches, and
-loading, warm-ups and benchmarks all go through `call`.
-
-A request thread submits its work and reads the events back from its Ticket (text deltas, then the
-Result); closing that iterator cancels the work at the next step. New work joins at the next step
-(continuous batching), in arrival order as far as batches have room; a request that must be
-measured `alone` (a comparison's runs) waits until nothing else runs and holds the engine while it
-does, so its timings are its own.
+New work joins at the next step (continuous batching), in arrival order as far as batches have
+room; a request that must be measured `alone` (a comparison's runs) waits until nothing else runs,
+nothing overtakes it meanwhile, and it holds the engine while it runs, so its timings are its own.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Callable
 
-from engine.api.request import GenerationRequest
-from engine.api.results import Result
-from engine.models.embedded import ProgressFn
 from engine.models.loader import LoadedModel
-from engine.models.out_of_memory import out_of_memory
-from engine.models.precision import resolve_device
-from engine.platform.errors import EngineStoppedError
-from engine.platform.measure import PeakMemory
-from engine.platform.memory import is_out_of_memory
-from engine.runtime.batching import Batch, Row, batch_key, planned_bytes
-from engine.runtime.decoding import Decoding, encode_prompt
-from engine.runtime.scoring import score_labels
-from engine.runtime.seq2seq import stream_seq2seq
+from engine.runtime.batching import planned_bytes
 from engine.runtime.step import BatchKey
-from engine.runtime.tickets import Generation, Job, Report, Ticket, no_progress, once
+from engine.runtime.tickets import Generation, Job, Ticket
 
-T = TypeVar("T")
-log = logging.getLogger(__name__)
-IDLE_EXIT_S = 30.0  # the thread ends after this long with nothing to do (a later submit starts another)
+Work = Generation | Job
+Room = dict[tuple[int, BatchKey], int]  # (model id, batch key) -> rows left, as this round plans them
 
 
 class Scheduler:
-    """The process's one engine thread and what it runs (SCHEDULER; every model cache uses it)."""
+    """The waiting work and the rules that admit it. `fits(bytes)`: whether a new batch's cache of that
+    size stays within the engine's memory budget."""
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._waiting: deque[Generation | Job] = deque()
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-        # Owned by the scheduler's thread:
-        self._batches: list[Batch] = []
-        self._jobs: list[Job] = []
+    def __init__(self, fits: Callable[[int], bool]):
+        self.waiting: deque[Work] = deque()
+        self._fits = fits
         self._alone: Ticket | None = None  # the running `alone` work, if any
 
-    def generate(self, loaded: LoadedModel, request: GenerationRequest, alone: bool = False) -> Iterator[str | Result]:
-        """Text deltas as they come, then the Result, of any request on a loaded model."""
-        ticket = Ticket(alone)
-        if request.candidates is not None:
-            work: Generation | Job = Job(lambda: once(lambda: score_labels(loaded, request)), ticket)
-        elif loaded.batches is not None:
-            encoded = encode_prompt(loaded, request)  # input errors surface here, before any wait
-            work = Generation(loaded, request, encoded, batch_key(loaded, request, encoded), ticket)
-        else:
-            work = Job(lambda: stream_seq2seq(loaded, request), ticket)
-        yield from self._follow(work)
-
-    def stream(self, start: Callable[[], Iterator[T]], alone: bool = False) -> Iterator[T]:
-        """The items of the iterator `start()` makes, each made on the engine thread in its own turn
-        (`alone`: nothing else runs meanwhile, e.g. a remote server measured in a comparison)."""
-        yield from self._follow(Job(start, Ticket(alone)))
-
-    def _follow(self, work: Generation | Job) -> Iterator:
-        self._submit(work)
-        try:
-            yield from work.ticket
-        finally:
-            work.ticket.cancelled.set()  # a consumer that stops reading stops the work
-
-    def call(self, fn: Callable[[ProgressFn], T], alone: bool = False, progress: ProgressFn | None = None) -> T:
-        """fn(report) run by the scheduler's thread, between steps; each report(fraction, message) it
-        makes reaches `progress` in the caller's thread (a UI's progress belongs to the request's)."""
-        if threading.current_thread() is self._thread:  # already on it (a job that loads a model)
-            return fn(progress or no_progress)
-        ticket = Ticket(alone)
-        self._submit(Job(lambda: once(lambda: fn(lambda *report: ticket.put(Report(*report)))), ticket))
-        value = None
-        for item in ticket:
-            if isinstance(item, Report):
-                if progress:
-                    progress(item.fraction, item.message)
-            else:
-                value = item
-        return value
-
-    def waiting(self) -> int:
-        with self._cond:
-            return len(self._waiting)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """End the engine thread after its current step; what it holds or has waiting ends with
-        EngineStoppedError. At exit: a daemon thread still inside a torch op when the interpreter
-        finalizes aborts the process ("terminate called without an active exception", seen here)."""
-        with self._cond:
-            self._stopping = True
-            thread = self._thread
-            self._cond.notify()
-        if thread is not None:
-            thread.join(timeout)
-
-    def _submit(self, work: Generation | Job) -> None:
-        with self._cond:
-            if self._stopping:
-                raise EngineStoppedError("The engine is shutting down; send the request again once it is back.")
-            self._waiting.append(work)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="studio-scheduler", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-
-    def _busy(self) -> bool:
-        return bool(self._batches or self._jobs)
-
-    def _run(self) -> None:
-        try:
-            self._loop()
-        except Exception as exc:  # a fault of the scheduler itself: no request may wait forever on it
-            log.exception("the scheduler stopped on a fault; the next request starts a new one")
-            self._end_all(exc)
-
-    def _end_all(self, error: BaseException) -> None:
-        """This thread ends: every request it holds or has waiting gets `error`."""
-        with self._cond:
-            self._thread = None
-            stranded = [work.ticket for work in self._waiting]
-            self._waiting.clear()
-        stranded += [job.ticket for job in self._jobs]
-        for batch in self._batches:
-            batch.fail(error)
-        self._batches.clear()
-        self._jobs.clear()
-        for ticket in stranded:
-            ticket.put(error)
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._waiting and not self._busy() and not self._stopping:
-                    if not self._cond.wait(IDLE_EXIT_S) and not self._waiting:
-                        self._thread = None
-                        return
-                if self._stopping:
-                    break
-                admitted = self._admit()
-            for work in admitted:
-                try:
-                    self._start(work)
-                except Exception as exc:  # its prompt failed: this request hears why, the rest carry on
-                    work.ticket.put(_explained(exc, "reading the prompt of", getattr(work, "loaded", None)))
-            self._drop_cancelled()
-            for batch in list(self._batches):
-                if batch.rows:
-                    try:
-                        batch.step()
-                    except Exception as exc:  # the step itself failed: every request in it hears why
-                        batch.fail(_explained(exc, f"decoding {len(batch.rows)} requests of", batch.loaded))
-            for job in list(self._jobs):
-                self._advance(job)
-            self._retire_empty()
-        self._end_all(EngineStoppedError("The engine shut down before this request finished."))
-
-    def _admit(self) -> list[Generation | Job]:
-        """What starts now (called holding the lock): arrival order, as far as batches have room; an
-        `alone` request once nothing runs, and nothing beside it."""
+    def admit(self, busy: bool) -> list[Work]:
+        """What starts now, given whether anything runs (`busy`); the caller holds the queue's lock."""
         if self._alone is not None and not (self._alone.ended.is_set() or self._alone.cancelled.is_set()):
             return []
         self._alone = None
-        admitted: list[Generation | Job] = []
-        room: dict[tuple[int, BatchKey], int] = {}
-        for work in list(self._waiting):
+        admitted: list[Work] = []
+        room: Room = {}
+        for work in list(self.waiting):
             if work.ticket.cancelled.is_set():
-                self._waiting.remove(work)
+                self.waiting.remove(work)
                 work.ticket.end()
                 continue
             if work.ticket.alone:
-                if not self._busy() and not admitted:
-                    self._waiting.remove(work)
+                if not busy and not admitted:
+                    self.waiting.remove(work)
                     self._alone = work.ticket
                     admitted.append(work)
                 break  # nothing overtakes a request waiting to run alone
             if isinstance(work, Generation):
-                if (key := self._place(work, room)) is None:
+                if (key := self._place(work, room, busy)) is None:
                     continue
                 work.key = key
                 room[(id(work.loaded), key)] -= 1
-            self._waiting.remove(work)
+            self.waiting.remove(work)
             admitted.append(work)
         return admitted
 
-    def _place(self, work: Generation, room: dict[tuple[int, BatchKey], int]) -> BatchKey | None:
+    def _place(self, work: Generation, room: Room, busy: bool) -> BatchKey | None:
         """The batch a request joins: of those with its attention choice, a length bucket at least its
         own and room, the fullest (a sequence shorter than its batch's bucket reads only its own keys);
-        else a new batch of its own bucket, memory permitting. None: it waits. `room` counts what
-        this round has taken so far."""
+        else a new batch of its own bucket, memory permitting. None: it waits."""
         bucket, choice = work.key
 
         def free(key: BatchKey) -> int:
             where = (id(work.loaded), key)
             if where not in room:
-                room[where] = self._room(work.loaded, key)
+                room[where] = self._room(work.loaded, key, busy)
             return room[where]
 
         planned = {key for loaded_id, key in room if loaded_id == id(work.loaded)}  # new batches of this round
@@ -224,72 +75,11 @@ class Scheduler:
             return min(fitting, key=lambda key: (free(key), key[0]))
         return work.key if free(work.key) > 0 else None
 
-    def _room(self, loaded: LoadedModel, key: BatchKey) -> int:
+    def _room(self, loaded: LoadedModel, key: BatchKey, busy: bool) -> int:
         batches = loaded.batches
         if key in batches.by_key:
             return batches.room(key)
-        nothing_runs = not self._busy()  # then a batch that overshoots the budget still runs: nothing to wait for
-        if nothing_runs or batches.fits(planned_bytes(loaded, key, batches.capacity)):
+        # With nothing running, a batch that overshoots the budget still runs: there is nothing to wait for.
+        if not busy or self._fits(planned_bytes(loaded, key, batches.capacity)):
             return batches.capacity
         return 0
-
-    def _start(self, work: Generation | Job) -> None:
-        ticket = work.ticket
-        queue_s = time.perf_counter() - ticket.submitted
-        if isinstance(work, Job):
-            work.items = work.start()
-            self._jobs.append(work)
-            return
-        loaded = work.loaded
-        row = Row(
-            Decoding(loaded, work.request, work.encoded, time.perf_counter()),
-            deliver=ticket.put,
-            cancelled=ticket.cancelled.is_set,
-            memory=PeakMemory(loaded.device),
-            queue_s=queue_s,
-        )
-        batches = loaded.batches
-        if work.key not in batches.by_key:
-            batches.by_key[work.key] = Batch(loaded, work.key, batches.capacity)
-            self._batches.append(batches.by_key[work.key])
-        batches.by_key[work.key].add(row)
-
-    def _advance(self, job: Job) -> None:
-        try:
-            if job.ticket.cancelled.is_set():
-                job.items.close()
-                raise StopIteration
-            job.ticket.put(next(job.items))
-        except StopIteration:
-            self._jobs.remove(job)
-            job.ticket.end()
-        except Exception as exc:
-            self._jobs.remove(job)
-            job.ticket.put(_explained(exc, "running", None))
-
-    def _drop_cancelled(self) -> None:
-        for batch in self._batches:
-            for row in [r for r in batch.rows if r.cancelled()]:
-                batch.remove(row)
-
-    def _retire_empty(self) -> None:
-        """Batches with no rows left free their caches."""
-        for batch in [b for b in self._batches if not b.rows]:
-            self._batches.remove(batch)
-            batch.loaded.batches.by_key.pop(batch.key, None)
-
-
-def _explained(exc: Exception, doing: str, loaded) -> Exception:
-    """An out-of-memory becomes the user's error (engine.memory), naming the model when known; any
-    other fault is passed on as it is."""
-    if not is_out_of_memory(exc):
-        return exc
-    if loaded is None:
-        return out_of_memory(exc, doing, resolve_device())
-    return out_of_memory(exc, doing, loaded.device, loaded.spec.name, loaded.precision)
-
-
-SCHEDULER = Scheduler()
-# Before the interpreter starts finalizing, and before other exit handlers (inductor's shuts its
-# compile workers down): the hook concurrent.futures uses for its own worker threads.
-threading._register_atexit(SCHEDULER.stop)

@@ -16,7 +16,7 @@ from engine.models.loader import LoadedModel
 from engine.platform.errors import InputError, TimeLimitError
 from engine.platform.measure import PeakMemory, now
 from engine.runtime.decoding import decoder_start, encode_prompt, result_metrics
-from engine.runtime.prompt import encode
+from engine.runtime.prompt import Encoded
 
 
 def teacher_forced_logprobs(loaded: LoadedModel, request: GenerationRequest, continuation: list[int]) -> torch.Tensor:
@@ -38,7 +38,7 @@ def teacher_forced_logprobs(loaded: LoadedModel, request: GenerationRequest, con
     return torch.log_softmax(logits.logits[0].float(), dim=-1)
 
 
-def score_labels(loaded: LoadedModel, request: GenerationRequest) -> Result:
+def score_labels(loaded: LoadedModel, request: GenerationRequest, encoded: Encoded) -> Result:
     """Classification: P(label | input) from a classifier head, or from a causal LM's
     log-likelihood of each label as the answer (no free-text parsing)."""
     labels = list(check_labels(request.candidates))
@@ -48,12 +48,10 @@ def score_labels(loaded: LoadedModel, request: GenerationRequest) -> Result:
     with PeakMemory(device) as memory, torch.inference_mode():
         t_start = time.perf_counter()
         if loaded.spec.family == "classifier":
-            encoded = encode(loaded, request, 0)
             t_prefill = now(device)
             logits = loaded.model(input_ids=encoded.input_ids, studio_choice=choice).logits[0].float()
             scores = _head_scores(loaded, logits, labels)
         else:  # causal (validation.check_family lets only these two families score labels)
-            encoded = encode(loaded, request, max(len(loaded.tokenizer(" " + lab)["input_ids"]) for lab in labels))
             t_prefill = now(device)
             deadline = t_start + request.time_limit_s if request.time_limit_s else None
             scores = _likelihood_scores(loaded, encoded.input_ids, labels, choice, deadline)

@@ -13,10 +13,11 @@ from engine.api.results import Result
 from engine.attention.choice import AttentionChoice, AttentionStats
 from engine.models.loader import LoadedModel
 from engine.platform.measure import PeakMemory
-from engine.runtime.decoding import Decoding, decoder_start, encode_prompt
+from engine.runtime.decoding import Decoding, decoder_start
+from engine.runtime.prompt import Encoded
 
 
-def stream_seq2seq(loaded: LoadedModel, request: GenerationRequest) -> Iterator[str | Result]:
+def stream_seq2seq(loaded: LoadedModel, request: GenerationRequest, encoded: Encoded) -> Iterator[str | Result]:
     """An encoder-decoder request, one sequence: text deltas as tokens arrive, then the Result. Each
     `next` runs one forward, so the scheduler can interleave it with other work."""
     options, model, device = request.options, loaded.model, loaded.device
@@ -27,7 +28,7 @@ def stream_seq2seq(loaded: LoadedModel, request: GenerationRequest) -> Iterator[
         with torch.inference_mode():
             return model(**inputs, studio_choice=choice)
 
-    decoding = Decoding(loaded, request, encode_prompt(loaded, request), time.perf_counter())
+    decoding = Decoding(loaded, request, encoded, time.perf_counter())
     with PeakMemory(device) as memory:
         decoding.begin_prefill()
         with torch.inference_mode():

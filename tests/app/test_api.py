@@ -222,12 +222,12 @@ def wait_until(condition, timeout: float) -> bool:
 def test_a_cancelled_job_stops_its_compute_and_the_next_job_runs_alone(client):
     """job.cancel() closes the request's stream: the engine drops it at its next step, within 2 s,
     and the next request decodes alone (not beside a request nobody reads)."""
-    from engine import DEFAULT_MODEL, default_cache
+    from engine import DEFAULT_MODEL, default_engine
 
     job = client.submit("Write a long Python module with many functions.", "python", max_new_tokens=1024,
                         api_name="/generate_code")  # fmt: skip
     assert wait_until(lambda: len(job.outputs()) >= 3, 60)  # streaming: some code is out
-    batches = default_cache().get(DEFAULT_MODEL, "auto").batches
+    batches = default_engine().get(DEFAULT_MODEL, "auto").batches
     assert batches.by_key  # it is decoding
     job.cancel()
     cancelled = time.perf_counter()

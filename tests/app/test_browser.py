@@ -165,7 +165,7 @@ def test_the_page_says_the_default_model_is_warm(page):
 def test_stop_ends_a_long_generation_and_the_next_one_starts_at_once(page):
     """Stop keeps the code so far and marks it stopped; the engine is free within 2 s, and the next
     Generate streams its first code within 2 s of the click."""
-    from engine import DEFAULT_MODEL, default_cache
+    from engine import DEFAULT_MODEL, default_engine
 
     panel = open_tab(page, "Code generation")
     panel.get_by_role("textbox", name="Describe the code").fill("Write a long Python module with many functions.")
@@ -174,7 +174,7 @@ def test_stop_ends_a_long_generation_and_the_next_one_starts_at_once(page):
     panel.get_by_role("button", name="Generate", exact=True).click()
     code_box = panel.locator(".cm-content")
     assert poll(lambda: code_box.inner_text().count("\n") > 4, 60)
-    batches = default_cache().get(DEFAULT_MODEL, "auto").batches
+    batches = default_engine().get(DEFAULT_MODEL, "auto").batches
     pressed = time.perf_counter()
     panel.get_by_role("button", name="Stop", exact=True).click()
     assert poll(lambda: not batches.by_key, 2)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine import AttentionMap, GenerationRequest, InputError, ModelCache, attention_map, options_from
+from engine import AttentionMap, Engine, GenerationRequest, InputError, attention_map, options_from
 from engine.attention.patterns import PATTERNS, explicit_mask
 
 PROMPT = "the quick brown fox jumps over the lazy dog " * 30  # about 270 tokens: 5 blocks of 64
@@ -14,7 +14,7 @@ PROMPT = "the quick brown fox jumps over the lazy dog " * 30  # about 270 tokens
 
 @pytest.fixture
 def cache(tiny_env):
-    return ModelCache(budget_mb=10_000, device=torch.device("cpu"))
+    return Engine(budget_mb=10_000, device=torch.device("cpu"))
 
 
 def mapped(cache, layer=1, head=3, **options) -> AttentionMap:

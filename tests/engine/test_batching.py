@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_engine import ask
 
-from engine import Chunk, Comparison, GenerationRequest, ModelCache, Result, run, stream_request
+from engine import Chunk, Comparison, Engine, GenerationRequest, Result, run, stream_request
 from engine.attention.choice import AttentionChoice
 from engine.runtime.batching import Batch, planned_bytes
 from engine.runtime.compile import DENSE
@@ -27,7 +27,7 @@ TEXTS = [  # prompts of different lengths: each row of the batch stands at its o
 
 @pytest.fixture
 def cache(tiny_env):
-    return ModelCache(budget_mb=10_000, device=torch.device("cpu"))
+    return Engine(budget_mb=10_000, device=torch.device("cpu"))
 
 
 def wait_until(condition, timeout: float = 10) -> bool:
@@ -37,7 +37,7 @@ def wait_until(condition, timeout: float = 10) -> bool:
     return condition()
 
 
-def together(cache: ModelCache, requests: list[GenerationRequest]) -> list[Result]:
+def together(cache: Engine, requests: list[GenerationRequest]) -> list[Result]:
     """Run the requests so that all are admitted in the same round, in the order given (they start
     in one batch, whatever the timing of their threads): the engine is held busy until every one
     is waiting."""
@@ -45,12 +45,12 @@ def together(cache: ModelCache, requests: list[GenerationRequest]) -> list[Resul
         cache.get(request.options.model, request.options.precision)
     holding, release = threading.Event(), threading.Event()
     with ThreadPoolExecutor(len(requests) + 1) as pool:
-        pool.submit(cache.scheduler.call, lambda _: (holding.set(), release.wait()))
+        pool.submit(cache.runner.call, lambda _: (holding.set(), release.wait()))
         assert holding.wait(10)
         futures = []
         for request in requests:  # one at a time: they queue (and are placed) in the order given
             futures.append(pool.submit(run, request, cache))
-            assert wait_until(lambda: cache.scheduler.waiting() == len(futures))
+            assert wait_until(lambda: cache.runner.waiting() == len(futures))
         release.set()
         return [future.result(timeout=120) for future in futures]
 
@@ -151,14 +151,14 @@ def test_waiting_is_measured_apart(cache):
 
 
 def test_one_at_a_time_when_the_capacity_is_one(tiny_env):
-    cache = ModelCache(budget_mb=10_000, device=torch.device("cpu"), max_batch=1)
+    cache = Engine(budget_mb=10_000, device=torch.device("cpu"), max_batch=1)
     results = together(cache, [ask("tiny-llama", text=text, max_new_tokens=5) for text in TEXTS])
     assert all(r.metrics.batch_size == 1 for r in results)
 
 
 def test_a_batch_cache_takes_what_was_planned_and_counts_in_the_budget(cache):
     loaded = cache.get("tiny-llama", "fp32")
-    before = cache.used_mb()
+    before = cache.models.used_mb()
     batch = Batch(loaded, (256, DENSE), capacity=4)
     loaded.batches.by_key[(256, DENSE)] = batch
     request = ask("tiny-llama", text=TEXTS[1], max_new_tokens=3)
@@ -171,7 +171,7 @@ def test_a_batch_cache_takes_what_was_planned_and_counts_in_the_budget(cache):
         Row(decoding, deliver=lambda item: None, cancelled=lambda: False, memory=PeakMemory(loaded.device), queue_s=0)
     )
     assert batch.memory_bytes() == planned_bytes(loaded, (256, DENSE), 4) > 0
-    assert cache.used_mb() == pytest.approx(before + batch.memory_bytes() / 2**20)
+    assert cache.models.used_mb() == pytest.approx(before + batch.memory_bytes() / 2**20)
 
 
 def test_many_users_at_once_all_get_answers(cache):
@@ -189,11 +189,11 @@ def test_a_measurement_holds_the_engine_alone(cache):
     run(ask("tiny-llama", max_new_tokens=1), cache)  # loaded: the request below only waits for the engine
     release = threading.Event()
     with ThreadPoolExecutor(2) as pool:
-        held = pool.submit(cache.scheduler.call, lambda _: release.wait(), True)
+        held = pool.submit(cache.runner.call, lambda _: release.wait(), True)
         time.sleep(0.2)
         waiting = pool.submit(run, ask("tiny-llama", max_new_tokens=3), cache)
         time.sleep(0.5)
-        assert not waiting.done() and cache.scheduler.waiting() == 1
+        assert not waiting.done() and cache.runner.waiting() == 1
         release.set()
         assert held.result(timeout=10) is True
         assert waiting.result(timeout=30).metrics.queue_ms > 0
@@ -213,7 +213,7 @@ def test_a_fault_in_the_scheduler_fails_requests_instead_of_hanging_them(cache, 
     from engine.runtime.scheduler import Scheduler
 
     run(ask("tiny-llama", max_new_tokens=1), cache)
-    monkeypatch.setattr(Scheduler, "_admit", lambda self: 1 / 0)
+    monkeypatch.setattr(Scheduler, "admit", lambda self, busy: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         run(ask("tiny-llama", max_new_tokens=3), cache)
     monkeypatch.undo()

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from engine import ModelCache, SparseSettings
+from engine import Engine, SparseSettings
 from engine.api.options import OPTION_BY_NAME
 from engine.attention.patterns import PATTERNS, explicit_mask
 from engine.bench import (
@@ -81,7 +81,7 @@ def test_dense_and_sparse_run_interleaved_after_a_warm_up():
 
 
 def test_op_timings_are_paired_trials(tiny_env):
-    loaded = ModelCache(budget_mb=10_000, device=torch.device("cpu")).get("tiny-llama", "fp32")
+    loaded = Engine(budget_mb=10_000, device=torch.device("cpu")).get("tiny-llama", "fp32")
     op = time_attention_op(loaded, 64, SparseSettings(window=16, sinks=2, block_size=16), repeats=2)
     assert (op.prefill.trials, op.decode.trials) == (2, 10)  # the decode step: 5x the repeats
     assert len(op.prefill.a) == len(op.prefill.b) == 2 and all(t > 0 for t in op.prefill.a + op.prefill.b)
@@ -92,7 +92,7 @@ def test_op_timings_are_paired_trials(tiny_env):
 
 
 def test_sweep_rows_speedups_and_outputs(tiny_env, tmp_path):
-    cache = ModelCache(budget_mb=10_000, device=torch.device("cpu"))
+    cache = Engine(budget_mb=10_000, device=torch.device("cpu"))
     config = SweepConfig(
         model="tiny-llama",
         lengths=(64, 256),

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from engine import DEFAULT_MODEL, GenerationRequest, Message, ModelCache, RunOptions, run
+from engine import DEFAULT_MODEL, Engine, GenerationRequest, Message, RunOptions, run
 from engine.models.embedded import MANIFEST, ensure_converted, locate_packaged_file, verify_cache
 from engine.models.registry import get_spec
 
@@ -30,7 +30,7 @@ def converted(gguf):
 
 @pytest.fixture(scope="module")
 def cache(converted):
-    return ModelCache(budget_mb=20_000, device=torch.device("cpu"))
+    return Engine(budget_mb=20_000, device=torch.device("cpu"))
 
 
 def chat(text: str, **options) -> GenerationRequest:

@@ -15,10 +15,10 @@ from engine import (
     Chunk,
     Comparison,
     ContextLengthError,
+    Engine,
     GenerationRequest,
     InputError,
     Message,
-    ModelCache,
     ModelLoadError,
     PrecisionError,
     Result,
@@ -34,7 +34,6 @@ from engine import (
 from engine.api.options import OPTION_BY_NAME
 from engine.api.report import metrics_line
 from engine.attention.choice import AttentionChoice
-from engine.runtime.compile import IN_FLIGHT
 
 GENERATORS = ("tiny-llama", "tiny-marian", "tiny-bart", "tiny-t5")
 CPU_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "nf4", "fp4", "int8-wo", "int4-wo")
@@ -42,7 +41,7 @@ CPU_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "nf4", "fp4", "int8-wo", "int4
 
 @pytest.fixture
 def cache(tiny_env):
-    return ModelCache(budget_mb=10_000, device=torch.device("cpu"))
+    return Engine(budget_mb=10_000, device=torch.device("cpu"))
 
 
 def ask(model, sparse: SparseSettings | None = None, **kw) -> GenerationRequest:
@@ -302,10 +301,10 @@ def test_model_cache_loads_once_under_concurrency(cache):
 
 
 def test_model_cache_evicts_least_recently_used(tiny_env):
-    small = ModelCache(budget_mb=0.0001, device=torch.device("cpu"))
+    small = Engine(budget_mb=0.0001, device=torch.device("cpu"))
     small.get("tiny-llama", "fp32")
     small.get("tiny-bart", "fp32")
-    assert small.loaded() == [("tiny-bart", "fp32")]
+    assert small.models.loaded() == [("tiny-bart", "fp32")]
 
 
 @pytest.mark.parametrize(
@@ -396,7 +395,7 @@ def test_decode_compiles_in_the_background_and_gives_the_same_tokens(cache, prec
     compiled_decode.enabled = True  # the suite runs with STUDIO_COMPILE_DECODE=0
     eager = run(request, cache)
     assert eager.metrics.decode_path == "eager"
-    with IN_FLIGHT.serving():  # another request in flight: the compiler gives way
+    with cache.in_flight.serving():  # another request in flight: the compiler gives way
         time.sleep(3)
         assert not compiled_decode.compile_seconds and not compiled_decode.failures
     deadline = time.monotonic() + 300

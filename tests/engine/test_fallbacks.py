@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_engine import ask
 
-from engine import ModelCache, run
+from engine import Engine, run
 from engine.models.precision import resolve_precision
 from engine.platform.fallbacks import CUDA_GRAPHS, FALLBACKS
 from engine.runtime.compile import graph_modes
@@ -25,7 +25,7 @@ def no_fallbacks_yet():
 
 @pytest.fixture
 def cache(tiny_env):
-    return ModelCache(budget_mb=10_000, device=torch.device("cpu"))
+    return Engine(budget_mb=10_000, device=torch.device("cpu"))
 
 
 def test_flexattention_failing_hands_over_to_the_blocked_kernel(cache, studio_env, monkeypatch):
@@ -68,7 +68,7 @@ def test_cuda_graphs_failing_compile_the_step_without_them(cache, monkeypatch):
 def test_a_load_on_cuda_that_fails_loads_the_tested_way(tiny_env):
     """Here CUDA really is missing: bitsandbytes goes to the CPU at its precision, fp16 to the CPU at
     what `auto` is there."""
-    cache = ModelCache(budget_mb=10_000, device=torch.device("cuda"))
+    cache = Engine(budget_mb=10_000, device=torch.device("cuda"))
     int8 = cache.get("tiny-llama", "int8")
     assert (int8.device.type, int8.precision) == ("cpu", "int8")
     fp16 = cache.get("tiny-llama", "fp16")

@@ -9,14 +9,14 @@ import torch
 from test_batching import wait_until
 from test_engine import ask
 
-from engine import ModelCache, Result, run
+from engine import Engine, Result, run
 from engine.models.out_of_memory import smaller_precisions
 from engine.platform.errors import OutOfMemoryError
 
 
 @pytest.fixture
 def cache(tiny_env):
-    return ModelCache(budget_mb=10_000, device=torch.device("cpu"))
+    return Engine(budget_mb=10_000, device=torch.device("cpu"))
 
 
 def too_big(*args, **kwargs):
@@ -29,7 +29,7 @@ def test_out_of_memory_at_load_frees_the_other_models_and_names_a_smaller_choice
     with pytest.raises(OutOfMemoryError, match="loading tiny-llama at fp32 on cpu: try fp16") as caught:
         cache.get("tiny-llama", "fp32")
     assert "next request can go ahead" in str(caught.value)
-    assert cache.loaded() == []  # it dropped the other model to try again, then said so
+    assert cache.models.loaded() == []  # it dropped the other model to try again, then said so
     monkeypatch.undo()
     assert isinstance(run(ask("tiny-llama", precision="fp32"), cache), Result)
 

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from engine import UnknownModelError, get_spec, list_models
-from engine.backends.remote import label_scores
+from engine.backends.openai_protocol import label_scores
 from engine.platform.errors import RemoteError
 
 GOOD = '[[model]]\nname = "r"\nsource = "openai"\nlocation = "http://127.0.0.1:8080/v1"\nserved_name = "m"\n'

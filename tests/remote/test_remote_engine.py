@@ -16,9 +16,9 @@ from llama_server import REMOTE, registry_text, start_server
 from engine import (
     Chunk,
     Comparison,
+    Engine,
     GenerationRequest,
     Message,
-    ModelCache,
     Result,
     RunOptions,
     StudioError,
@@ -42,8 +42,8 @@ LONG_ANSWER = Message("user", "Write a long story about a cat who travels the wo
 
 
 @pytest.fixture(scope="module")
-def cache() -> ModelCache:
-    return ModelCache(budget_mb=20_000, device=torch.device("cpu"))
+def cache() -> Engine:
+    return Engine(budget_mb=20_000, device=torch.device("cpu"))
 
 
 def task_request(task: str, **options):

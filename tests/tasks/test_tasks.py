@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import AttentionMap, Comparison, InputError, Message, ModelCache, Result, RunOptions, run
+from engine import AttentionMap, Comparison, Engine, InputError, Message, Result, RunOptions, run
 from engine.api.report import comparison_line, comparison_rows, from_payload, labelled, metrics_line, to_payload
 from tasks import classification, code, dialogue, lab, summarization, translation
 from tasks.render import attention_image, comparison_figure, comparison_table
@@ -74,7 +74,7 @@ def test_labels_and_code_helpers():
 
 
 def test_compare_render_from_metrics_json(tiny_env):
-    cache = ModelCache(budget_mb=10_000)
+    cache = Engine(budget_mb=10_000)
     final = run(translation.build_request("hello world", "en", "fr", RunOptions(model="tiny-marian",
                 attention="compare", window=2, sinks=1, max_new_tokens=5, trials=3)), cache)  # fmt: skip
     payload = to_payload(final)
@@ -111,7 +111,7 @@ def test_a_same_verdict_never_reads_faster():
 
 def test_single_run_payload_round_trips_and_renames_fail_loudly(tiny_env):
     final = run(translation.build_request("hello world", "en", "fr", RunOptions(model="tiny-marian", max_new_tokens=3)),
-                ModelCache(budget_mb=10_000))  # fmt: skip
+                Engine(budget_mb=10_000))  # fmt: skip
     typed = from_payload(to_payload(final))
     assert isinstance(typed, Result) and typed.metrics == final.metrics
     assert metrics_line(typed) == metrics_line(final) and "prefill" in metrics_line(typed)

@@ -1,0 +1,52 @@
+"""The local backend: the model loaded into the engine's pool, its requests run on the engine thread."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+
+from engine.api.options import RunOptions
+from engine.api.request import GenerationRequest
+from engine.api.results import Result
+from engine.api.validation import check_family
+from engine.backends.base import Prompt
+from engine.models.embedded import ProgressFn
+from engine.models.loader import LoadedModel
+from engine.models.registry import ModelSpec
+from engine.runtime.decoding import encode_prompt
+from engine.runtime.engine import Engine
+
+
+class LocalBackend:
+    def __init__(self, spec: ModelSpec, engine: Engine):
+        self.spec, self.engine = spec, engine
+
+    def check(self, options: RunOptions) -> None:
+        return None  # every option runs here; the options' own rules are checked before (engine.api.validation)
+
+    def served(self, options: RunOptions) -> RunOptions:
+        return options
+
+    def load(self, options: RunOptions, progress: ProgressFn | None = None) -> LoadedModel:
+        return self.engine.get(options.model, options.precision, progress)
+
+    def prompt(self, request: GenerationRequest) -> Prompt | None:
+        options = request.options
+        if (loaded := self.engine.models.peek(options.model, options.precision)) is None:
+            return None
+        check_family(loaded.spec, request)
+        return Prompt(weakref.ref(loaded), encode_prompt(loaded, request))
+
+    def stream(
+        self,
+        request: GenerationRequest,
+        alone: bool = False,
+        progress: ProgressFn | None = None,
+        prompt: Prompt | None = None,
+    ) -> Iterator[str | Result]:
+        loaded = self.load(request.options, progress)
+        encoded = prompt.for_model(loaded) if prompt is not None else None
+        if encoded is None:  # not tokenized yet, or for a model since evicted
+            check_family(loaded.spec, request)  # the family of an unregistered model is known only now
+            encoded = encode_prompt(loaded, request)
+        return self.engine.runner.generate(loaded, request, encoded, alone)

@@ -1,0 +1,229 @@
+"""The engine thread: it runs every forward of its engine, so requests share the hardware by design
+rather than by contention. Causal generations decode together in batches (engine.runtime.batching),
+one step for all of them at a time; other work (a seq2seq generation, label scoring, a comparison's
+quality scoring, loading a model, a benchmark sweep) runs between those steps, one forward per turn.
+What starts at each step is the scheduler's decision (engine.runtime.scheduler).
+
+One thread, also because a second thread doing torch work halves both's speed here: PyTorch's
+OpenMP runtime (libgomp) keeps a team of threads per thread that ran a parallel region, and once
+there are more of them than cores it stops spinning between regions. A compiled decode step ran at
+20 ms on the first thread to use OpenMP and 44-49 ms on any other, while the first one's team lived
+(measured, 2-core EPYC). So loading, warm-ups and benchmarks all go through `call` too.
+
+A request thread submits its work and reads the events back from its Ticket (text deltas, then the
+Result); closing that iterator cancels the work at the next step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import torch
+
+from engine.api.request import GenerationRequest
+from engine.api.results import Result
+from engine.models.embedded import ProgressFn
+from engine.models.loader import LoadedModel
+from engine.models.out_of_memory import out_of_memory
+from engine.platform.errors import EngineStoppedError
+from engine.platform.measure import PeakMemory
+from engine.platform.memory import is_out_of_memory
+from engine.runtime.batching import Batch, Row, batch_key
+from engine.runtime.decoding import Decoding
+from engine.runtime.prompt import Encoded
+from engine.runtime.scheduler import Scheduler, Work
+from engine.runtime.scoring import score_labels
+from engine.runtime.seq2seq import stream_seq2seq
+from engine.runtime.tickets import Generation, Job, Report, Ticket, no_progress, once
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+IDLE_EXIT_S = 30.0  # the thread ends after this long with nothing to do (a later submit starts another)
+
+
+class Runner:
+    """The engine's one thread and what it runs now."""
+
+    def __init__(self, scheduler: Scheduler, device: torch.device):
+        self.scheduler, self.device = scheduler, device
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        # Owned by the runner's thread:
+        self._batches: list[Batch] = []
+        self._jobs: list[Job] = []
+
+    def generate(
+        self, loaded: LoadedModel, request: GenerationRequest, encoded: Encoded, alone: bool = False
+    ) -> Iterator[str | Result]:
+        """Text deltas as they come, then the Result, of a request on a loaded model (`encoded`: its
+        prompt, tokenized once by the caller)."""
+        ticket = Ticket(alone)
+        if request.candidates is not None:
+            work: Work = Job(lambda: once(lambda: score_labels(loaded, request, encoded)), ticket)
+        elif loaded.batches is not None:
+            work = Generation(loaded, request, encoded, batch_key(loaded, request, encoded), ticket)
+        else:
+            work = Job(lambda: stream_seq2seq(loaded, request, encoded), ticket)
+        yield from self._follow(work)
+
+    def stream(self, start: Callable[[], Iterator[T]], alone: bool = False) -> Iterator[T]:
+        """The items of the iterator `start()` makes, each made on the engine thread in its own turn
+        (`alone`: nothing else runs meanwhile, e.g. a remote server measured in a comparison)."""
+        yield from self._follow(Job(start, Ticket(alone)))
+
+    def call(self, fn: Callable[[ProgressFn], T], alone: bool = False, progress: ProgressFn | None = None) -> T:
+        """fn(report) run by the engine thread, between steps; each report(fraction, message) it makes
+        reaches `progress` in the caller's thread (a UI's progress belongs to the request's)."""
+        if threading.current_thread() is self._thread:  # already on it (a job that loads a model)
+            return fn(progress or no_progress)
+        ticket = Ticket(alone)
+        self._submit(Job(lambda: once(lambda: fn(lambda *report: ticket.put(Report(*report)))), ticket))
+        value = None
+        for item in ticket:
+            if isinstance(item, Report):
+                if progress:
+                    progress(item.fraction, item.message)
+            else:
+                value = item
+        return value  # type: ignore[return-value]  # the one non-report item is fn's value
+
+    def waiting(self) -> int:
+        with self._cond:
+            return len(self.scheduler.waiting)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """End the thread after its current step; what it holds or has waiting ends with
+        EngineStoppedError."""
+        with self._cond:
+            self._stopping = True
+            thread = self._thread
+            self._cond.notify()
+        if thread is not None:
+            thread.join(timeout)
+
+    def _follow(self, work: Work) -> Iterator:
+        self._submit(work)
+        try:
+            yield from work.ticket
+        finally:
+            work.ticket.cancelled.set()  # a consumer that stops reading stops the work
+
+    def _submit(self, work: Work) -> None:
+        with self._cond:
+            if self._stopping:
+                raise EngineStoppedError("The engine is shutting down; send the request again once it is back.")
+            self.scheduler.waiting.append(work)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="studio-engine", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _busy(self) -> bool:
+        return bool(self._batches or self._jobs)
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as exc:  # a fault of the runner itself: no request may wait forever on it
+            log.exception("the engine thread stopped on a fault; the next request starts a new one")
+            self._end_all(exc)
+
+    def _end_all(self, error: BaseException) -> None:
+        """This thread ends: every request it holds or has waiting gets `error`."""
+        with self._cond:
+            self._thread = None
+            stranded = [work.ticket for work in self.scheduler.waiting]
+            self.scheduler.waiting.clear()
+        stranded += [job.ticket for job in self._jobs]
+        for batch in self._batches:
+            batch.fail(error)
+        self._batches.clear()
+        self._jobs.clear()
+        for ticket in stranded:
+            ticket.put(error)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self.scheduler.waiting and not self._busy() and not self._stopping:
+                    if not self._cond.wait(IDLE_EXIT_S) and not self.scheduler.waiting:
+                        self._thread = None
+                        return
+                if self._stopping:
+                    break
+                admitted = self.scheduler.admit(self._busy())
+            for work in admitted:
+                try:
+                    self._start(work)
+                except Exception as exc:  # its prompt failed: this request hears why, the rest carry on
+                    work.ticket.put(self._explained(exc, "reading the prompt of", getattr(work, "loaded", None)))
+            self._drop_cancelled()
+            for batch in list(self._batches):
+                if batch.rows:
+                    try:
+                        batch.step()
+                    except Exception as exc:  # the step itself failed: every request in it hears why
+                        batch.fail(self._explained(exc, f"decoding {len(batch.rows)} requests of", batch.loaded))
+            for job in list(self._jobs):
+                self._advance(job)
+            self._retire_empty()
+        self._end_all(EngineStoppedError("The engine shut down before this request finished."))
+
+    def _start(self, work: Work) -> None:
+        ticket = work.ticket
+        queue_s = time.perf_counter() - ticket.submitted
+        if isinstance(work, Job):
+            work.items = work.start()
+            self._jobs.append(work)
+            return
+        loaded = work.loaded
+        row = Row(
+            Decoding(loaded, work.request, work.encoded, time.perf_counter()),
+            deliver=ticket.put,
+            cancelled=ticket.cancelled.is_set,
+            memory=PeakMemory(loaded.device),
+            queue_s=queue_s,
+        )
+        batches = loaded.batches
+        if work.key not in batches.by_key:
+            batches.by_key[work.key] = Batch(loaded, work.key, batches.capacity)
+            self._batches.append(batches.by_key[work.key])
+        batches.by_key[work.key].add(row)
+
+    def _advance(self, job: Job) -> None:
+        try:
+            if job.ticket.cancelled.is_set():
+                job.items.close()
+                raise StopIteration
+            job.ticket.put(next(job.items))
+        except StopIteration:
+            self._jobs.remove(job)
+            job.ticket.end()
+        except Exception as exc:
+            self._jobs.remove(job)
+            job.ticket.put(self._explained(exc, "running", None))
+
+    def _drop_cancelled(self) -> None:
+        for batch in self._batches:
+            for row in [r for r in batch.rows if r.cancelled()]:
+                batch.remove(row)
+
+    def _retire_empty(self) -> None:
+        """Batches with no rows left free their caches."""
+        for batch in [b for b in self._batches if not b.rows]:
+            self._batches.remove(batch)
+            batch.loaded.batches.by_key.pop(batch.key, None)
+
+    def _explained(self, exc: Exception, doing: str, loaded: LoadedModel | None) -> Exception:
+        """An out-of-memory becomes the user's error (engine.models.out_of_memory), naming the model
+        when known; any other fault is passed on as it is."""
+        if not is_out_of_memory(exc):
+            return exc
+        if loaded is None:
+            return out_of_memory(exc, doing, self.device)
+        return out_of_memory(exc, doing, loaded.device, loaded.spec.name, loaded.precision)
