@@ -30,6 +30,7 @@ from .settings import SettingsError
 from .types import Comparison, GenerationRequest, Message, Metrics, Quality, Result, Timing
 from .validation import check_labels, require_text, validate, validate_options
 from .attention.patterns import pattern_catalog
+from .compare import compare_timing as compare_timing  # the tests of tasks read its verdict in words
 from .defaults import TaskDefault, model_catalog, task_default
 from .frontends import CliFlag, CliTask, installed_tasks
 from .options import OPTION_BY_NAME

@@ -6,25 +6,10 @@ from dataclasses import replace
 
 from engine import GenerationRequest, InputError, RunOptions, get_spec, require_text
 from engine.data import long_document
-from engine.frontends import CliFlag, CliTask
 
-from .base import TaskInfo, instruct
+from .base import Input, Output, Task, instruct
 
 LENGTHS = {"short": (1, 48), "medium": (3, 120), "long": (6, 240)}  # sentences asked for, token cap
-
-INFO = TaskInfo(
-    name="summarization",
-    label="Summarization",
-    description="Summarize a text; try the long sample document with sparse attention.",
-    examples=[
-        [
-            "The city council met on Tuesday to discuss the new park. After a long debate, members voted "
-            "seven to two to fund the project, which will add playgrounds, a pond and walking paths. "
-            "Construction starts in spring and should finish within a year.",
-            "short",
-        ],
-    ],
-)
 
 
 def build_request(text: str, length: str, options: RunOptions) -> GenerationRequest:
@@ -45,9 +30,36 @@ def build_request(text: str, length: str, options: RunOptions) -> GenerationRequ
     return GenerationRequest(options, messages=messages)
 
 
-EXAMPLES = [*INFO.examples, [long_document(), "short"]]  # the UI's; the long one shows sparse attention at work
-CLI = CliTask(
-    INFO.name,
-    (CliFlag("length", "medium", "summarization: short, medium or long"),),
-    lambda text, options, length: build_request(text, length, options),
+TASK = Task(
+    name="summarization",
+    tab_order=20,
+    label="Summarization",
+    description="Summarize a text; try the long sample document with sparse attention.",
+    inputs=(
+        Input("text", "Document", "the document", lines=8),
+        # The page starts short (a quick first try); the CLI's summary is read, so it asks for more.
+        Input(
+            "length",
+            "Length",
+            "short (1 sentence), medium (3) or long (6)",
+            default="short",
+            choices=tuple(LENGTHS),
+            flag_default="medium",
+        ),
+    ),
+    builder=build_request,
+    output=Output("text", "Summary"),
+    api_name="summarize",
+    action="Summarize",
+    summary="Summarize a document; long documents are where sparse attention pays.",
+    returns="the summary (A and B labelled, in a comparison) and the measured metrics as JSON",
+    examples=[
+        [
+            "The city council met on Tuesday to discuss the new park. After a long debate, members voted "
+            "seven to two to fund the project, which will add playgrounds, a pond and walking paths. "
+            "Construction starts in spring and should finish within a year.",
+            "short",
+        ],
+        [long_document(), "short"],  # sparse attention at work
+    ],
 )
