@@ -4,6 +4,6 @@ Each task is one module declaring a `TASK` (tasks.base.Task), registered under t
 `transformer_studio.tasks` in pyproject.toml; the UI and the engine's CLI find tasks there.
 """
 
-from .base import Input, Output, Task
+from .base import Api, Input, Output, Tab, Task
 
-__all__ = ["Input", "Output", "Task"]
+__all__ = ["Api", "Input", "Output", "Tab", "Task"]

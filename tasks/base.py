@@ -26,9 +26,9 @@ class Input:
     name: str  # the parameter's and the flag's name
     label: str  # the widget's label (the API lists it too)
     help: str  # one line: the endpoint's parameter doc (API page, MCP) and the flag's help
-    type: type = str  # str, or list for a chat history
     default: Any = ""  # the widget's first value, which the API offers as the parameter's default
     choices: tuple[str, ...] | None = None  # a menu: radio buttons up to four choices, else a dropdown
+    type: type = str  # str, or list for a chat history
     lines: int = 1
     placeholder: str | None = None
     flag: bool = True  # False: not on the command line, which passes the default (a chat history: none)
@@ -63,25 +63,39 @@ def reference_text(texts: Mapping[str, str]) -> str:
 
 
 @dataclass(frozen=True)
-class Task:
-    name: str  # the CLI's --task and the history's task column
+class Tab:
+    """How the page shows a task."""
+
     label: str  # the tab's title
-    description: str  # one line under the tab's title
+    description: str  # one line under it
+    action: str  # the run button's label
+    order: int = 100  # tabs sort by this, then by task name (entry points come in no promised order)
+    layout: Literal["form", "chat"] = "form"  # chat: a conversation (inputs message, history, then the rest)
+    swap: tuple[str, str] | None = None  # two inputs side by side with a button that swaps them
+
+
+@dataclass(frozen=True)
+class Api:
+    """How the API names and documents a task's endpoint."""
+
+    name: str  # the endpoint: /name (and the MCP tool's name)
+    summary: str  # its description
+    returns: str  # what it returns, for its doc
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # the CLI's --task, and the registry's task name its models serve (see models_of)
+    tab: Tab
     inputs: tuple[Input, ...]
     builder: Callable[..., GenerationRequest]  # (*inputs in declaration order, options) -> request
     output: Output
-    api_name: str  # the endpoint: /api_name
-    action: str  # the run button's label
-    summary: str  # the endpoint's description (API page, MCP tool)
-    returns: str  # what the endpoint returns, for its doc
+    api: Api
     render: Render = streamed_text
     examples: list[list] = field(default_factory=list)  # rows over the first inputs
     generates: bool = True  # False: it scores instead, so the sampling options and Stop do not apply
-    layout: Literal["form", "chat"] = "form"  # chat: a conversation (inputs message, history, then the rest)
-    swap: tuple[str, str] | None = None  # two inputs laid out side by side with a button that swaps them
     map_builder: Callable[..., GenerationRequest] | None = None  # the request the attention map shows, if not builder's
     models_of: str | None = None  # the registry task whose models serve it (default: its own name)
-    tab_order: int = 100  # tabs sort by this, then by name (entry points come in no promised order)
 
     @property
     def model_task(self) -> str:

@@ -8,9 +8,10 @@ from typing import Any
 
 from engine import Comparison, GenerationRequest, Result, RunOptions, check_labels, get_spec, require_text
 
-from .base import Input, Output, Task, instruct
+from .base import Api, Input, Output, Tab, Task, instruct
 
 DEFAULT_LABELS = ("positive", "negative", "neutral")
+LABELS = ", ".join(DEFAULT_LABELS)  # as typed in the box
 
 
 def parse_labels(labels: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -38,25 +39,19 @@ def build_request(text: str, labels: str | list[str] | tuple[str, ...], options:
 
 TASK = Task(
     name="classification",
-    tab_order=40,
-    label="Classification",
-    description="Score candidate labels (default: sentiment).",
+    tab=Tab("Classification", "Score candidate labels (default: sentiment).", "Classify", 40),
     inputs=(
         Input("text", "Text", "the text to classify", lines=3),
-        Input(
-            "labels",
-            "Candidate labels",
-            "comma-separated candidate labels, at least two",
-            default=", ".join(DEFAULT_LABELS),
-        ),
+        Input("labels", "Candidate labels", "comma-separated candidate labels, at least two", LABELS),
     ),
     builder=build_request,
     output=Output("label", "Labels"),
-    api_name="classify",
-    action="Classify",
-    summary="Classify text: a probability per candidate label (label likelihood for chat models, the head\n"
-    "for classifiers). Sampling options do not apply: labels are scored, not generated.",
-    returns="the label probabilities (top label first) and the measured metrics as JSON",
+    api=Api(
+        "classify",
+        "Classify text: a probability per candidate label (label likelihood for chat models, the head\n"
+        "for classifiers). Sampling options do not apply: labels are scored, not generated.",
+        "the label probabilities (top label first) and the measured metrics as JSON",
+    ),
     render=scores_of,
     generates=False,
     examples=[

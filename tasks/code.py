@@ -8,7 +8,7 @@ from typing import Any
 
 from engine import Comparison, GenerationRequest, InputError, Result, RunOptions, require_text
 
-from .base import Input, Output, Task, instruct, reference_text
+from .base import Api, Input, Output, Tab, Task, instruct, reference_text
 
 LANGUAGES = ("python", "javascript", "typescript", "rust", "go", "c", "cpp", "java", "bash", "sql")
 
@@ -47,27 +47,20 @@ def code_of(values: Mapping[str, Any], texts: Mapping[str, str], final: Result |
 
 TASK = Task(
     name="code",
-    tab_order=50,
-    label="Code generation",
-    description="Write code from a description (shown, never executed).",
+    tab=Tab("Code generation", "Write code from a description (shown, never executed).", "Generate", 50),
     inputs=(
         Input("prompt", "Describe the code", "what the code should do", lines=3),
-        Input(
-            "language",
-            "Language",
-            f"programming language ({', '.join(LANGUAGES)})",
-            default="python",
-            choices=LANGUAGES,
-        ),
+        Input("language", "Language", f"programming language ({', '.join(LANGUAGES)})", "python", LANGUAGES),
     ),
     builder=build_request,
     output=Output(
         "code", "Code (never executed)", language="python", highlight_from="language", highlight=highlight_language
     ),
-    api_name="generate_code",
-    action="Generate",
-    summary="Generate code from a description. The code is returned, never executed by the server.",
-    returns="the code (A's, in a comparison) and the measured metrics as JSON",
+    api=Api(
+        "generate_code",
+        "Generate code from a description. The code is returned, never executed by the server.",
+        "the code (A's, in a comparison) and the measured metrics as JSON",
+    ),
     render=code_of,
     examples=[["Write a function that returns the sum of a list of numbers.", "python"]],
 )

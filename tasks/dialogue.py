@@ -7,9 +7,10 @@ from typing import Any
 
 from engine import Comparison, GenerationRequest, InputError, Message, Result, RunOptions, require_text
 
-from .base import Input, Output, Task, message_text, reference_text, split_at
+from .base import Api, Input, Output, Tab, Task, message_text, reference_text, split_at
 
 DEFAULT_SYSTEM = "You are a helpful assistant. Answer briefly."
+HISTORY_HELP = 'earlier turns, a list of {"role": "user" | "assistant", "content": text} messages'
 
 
 def build_request(message: str, history: list[dict], system: str, options: RunOptions) -> GenerationRequest:
@@ -43,29 +44,20 @@ def conversation(values: Mapping[str, Any], texts: Mapping[str, str], final: Res
 
 TASK = Task(
     name="dialogue",
-    tab_order=30,
-    label="Dialogue",
-    description="Chat with the model; history, system prompt, retry and undo.",
+    tab=Tab("Dialogue", "Chat with the model; history, system prompt, retry and undo.", "Send", 30, layout="chat"),
     inputs=(
         Input("message", "Message", "the new user message", placeholder="Type a message and press Enter"),
-        Input(
-            "history",
-            "Chat",
-            'earlier turns, a list of {"role": "user" | "assistant", "content": text} messages',
-            type=list,
-            default=(),
-            flag=False,
-        ),
+        Input("history", "Chat", HISTORY_HELP, type=list, default=(), flag=False),
         Input("system", "System prompt", "the system prompt", default=DEFAULT_SYSTEM),
     ),
     builder=build_request,
     output=Output("chat", "Chat"),
-    api_name="chat",
-    action="Send",
-    summary="Chat: answer a message given the conversation so far.",
-    returns="the history with this exchange appended (A's answer in a comparison) and the metrics as JSON",
+    api=Api(
+        "chat",
+        "Chat: answer a message given the conversation so far.",
+        "the history with this exchange appended (A's answer in a comparison) and the metrics as JSON",
+    ),
     render=conversation,
-    layout="chat",
     map_builder=shown_request,
     examples=[["What is the capital of France?"], ["Give me three tips for learning to cook."]],
 )

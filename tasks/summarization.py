@@ -7,7 +7,7 @@ from dataclasses import replace
 from engine import GenerationRequest, InputError, RunOptions, get_spec, require_text
 from engine.data import long_document
 
-from .base import Input, Output, Task, instruct
+from .base import Api, Input, Output, Tab, Task, instruct
 
 LENGTHS = {"short": (1, 48), "medium": (3, 120), "long": (6, 240)}  # sentences asked for, token cap
 
@@ -32,9 +32,7 @@ def build_request(text: str, length: str, options: RunOptions) -> GenerationRequ
 
 TASK = Task(
     name="summarization",
-    tab_order=20,
-    label="Summarization",
-    description="Summarize a text; try the long sample document with sparse attention.",
+    tab=Tab("Summarization", "Summarize a text; try the long sample document with sparse attention.", "Summarize", 20),
     inputs=(
         Input("text", "Document", "the document", lines=8),
         # The page starts short (a quick first try); the CLI's summary is read, so it asks for more.
@@ -42,17 +40,18 @@ TASK = Task(
             "length",
             "Length",
             "short (1 sentence), medium (3) or long (6)",
-            default="short",
-            choices=tuple(LENGTHS),
+            "short",
+            (*LENGTHS,),
             flag_default="medium",
         ),
     ),
     builder=build_request,
     output=Output("text", "Summary"),
-    api_name="summarize",
-    action="Summarize",
-    summary="Summarize a document; long documents are where sparse attention pays.",
-    returns="the summary (A and B labelled, in a comparison) and the measured metrics as JSON",
+    api=Api(
+        "summarize",
+        "Summarize a document; long documents are where sparse attention pays.",
+        "the summary (A and B labelled, in a comparison) and the measured metrics as JSON",
+    ),
     examples=[
         [
             "The city council met on Tuesday to discuss the new park. After a long debate, members voted "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine import GenerationRequest, InputError, RunOptions, get_spec, require_text
 
-from .base import Input, Output, Task, instruct
+from .base import Api, Input, Output, Tab, Task, instruct
 
 LANGUAGES = {
     "en": "English",
@@ -44,25 +44,19 @@ def build_request(text: str, source: str, target: str, options: RunOptions) -> G
 
 TASK = Task(
     name="translation",
-    tab_order=10,
-    label="Translation",
-    description="Translate text between languages.",
+    tab=Tab("Translation", "Translate text between languages.", "Translate", order=10, swap=("source", "target")),
     inputs=(
         Input("text", "Text", "the text to translate", lines=4),
-        Input(
-            "source", "From", "source language code (en, fr, de, es, it, pt)", default="en", choices=tuple(LANGUAGES)
-        ),
-        Input(
-            "target", "To", "target language code, different from the source", default="fr", choices=tuple(LANGUAGES)
-        ),
+        Input("source", "From", "source language code (en, fr, de, es, it, pt)", "en", tuple(LANGUAGES)),
+        Input("target", "To", "target language code, different from the source", "fr", tuple(LANGUAGES)),
     ),
     builder=build_request,
     output=Output("text", "Translation"),
-    api_name="translate",
-    action="Translate",
-    summary="Translate text between languages with the chosen model, precision and attention.",
-    returns="the translation (A and B labelled, in a comparison) and the measured metrics as JSON",
-    swap=("source", "target"),
+    api=Api(
+        "translate",
+        "Translate text between languages with the chosen model, precision and attention.",
+        "the translation (A and B labelled, in a comparison) and the measured metrics as JSON",
+    ),
     examples=[
         ["The weather is nice today.", "en", "fr"],
         ["I would like a cup of coffee, please.", "en", "de"],

@@ -130,10 +130,10 @@ def task_endpoint(task: Task) -> Callable[..., Iterator]:
                 yield task.render(values, texts, event), to_payload(event)
 
     args = "".join(f"\n        {i.name}: {i.help}" for i in task.inputs)
-    summary = task.summary.replace("\n", "\n    ")
-    doc = f"{summary}\n\n    Args:{args}\n    Returns:\n        {task.returns}\n    "
+    summary = task.api.summary.replace("\n", "\n    ")
+    doc = f"{summary}\n\n    Args:{args}\n    Returns:\n        {task.api.returns}\n    "
     own = [inspect.Parameter(i.name, PARAMETER, annotation=i.type) for i in task.inputs]
-    return endpoint(task.api_name, doc, own, lambda values, options: task.builder(*values.values(), options), run)
+    return endpoint(task.api.name, doc, own, lambda values, options: task.builder(*values.values(), options), run)
 
 
 def attention_picture(request: GenerationRequest, layer: int, head: int, progress: gr.Progress) -> tuple:

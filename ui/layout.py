@@ -29,7 +29,7 @@ def warm_banner(warm_up: WarmUp) -> tuple[gr.Markdown, gr.Timer]:
 
 
 def build(tasks: Mapping[str, Task], warm_up: WarmUp) -> gr.Blocks:
-    """The Blocks: one tab and one endpoint per task, ordered by `tab_order`, then name."""
+    """The Blocks: one tab and one endpoint per task, ordered by their tab's `order`, then name."""
     with gr.Blocks(title="Transformer Studio") as demo:
         gr.Markdown(
             "# Transformer Studio\nDense vs sparse attention at any precision, measured on every request. "
@@ -40,7 +40,7 @@ def build(tasks: Mapping[str, Task], warm_up: WarmUp) -> gr.Blocks:
         warm_poll = gr.Timer(1.0)
         for start in (warm_poll.tick, demo.load):
             start(lambda: warm_banner(warm_up), None, [warm_line, warm_poll], queue=False, api_visibility="private")
-        for task in sorted(tasks.values(), key=lambda task: (task.tab_order, task.name)):
+        for task in sorted(tasks.values(), key=lambda task: (task.tab.order, task.name)):
             task_tab(task, history)
         lab_tab()
         history_tab(demo, history)

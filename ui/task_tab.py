@@ -29,7 +29,7 @@ def output_widget(output: Output) -> gr.Component:
 def _form_inputs(task: Task) -> dict[str, gr.Component]:
     """The inputs in declaration order; a swapped pair side by side with the swap button between."""
     made: dict[str, gr.Component] = {}
-    first, second = task.swap or (None, None)
+    first, second = task.tab.swap or (None, None)
     for declared in task.inputs:
         if declared.name == second:
             continue
@@ -46,12 +46,12 @@ def _form_inputs(task: Task) -> dict[str, gr.Component]:
 
 def form_tab(task: Task, history: gr.BrowserState) -> None:
     """Inputs, run options, the action (and Stop, for a task that generates), output, results."""
-    gr.Markdown(task.description)
+    gr.Markdown(task.tab.description)
     made = _form_inputs(task)
     inputs = [made[i.name] for i in task.inputs]
     shared = controls(task.model_task, task.generates)
     with gr.Row():
-        go = gr.Button(task.action, variant="primary", scale=4)
+        go = gr.Button(task.tab.action, variant="primary", scale=4)
         stop = gr.Button("Stop", variant="stop", visible=task.generates, scale=1)
     out = output_widget(task.output)
     panel = results_panel(history)
@@ -60,7 +60,7 @@ def form_tab(task: Task, history: gr.BrowserState) -> None:
     if (output := task.output).highlight_from:
         made[output.highlight_from].change(lambda value: gr.Code(language=output.highlight(value)),
                                            made[output.highlight_from], out, api_visibility="private")  # fmt: skip
-    running = wire([go.click], task_endpoint(task), [*inputs, *shared], [out, panel.metrics], task.api_name, panel)
+    running = wire([go.click], task_endpoint(task), [*inputs, *shared], [out, panel.metrics], task.api.name, panel)
     if task.generates:
         stoppable(stop, [running], panel.line)
     map_panel(inputs, task.map_builder or task.builder, shared)
@@ -84,14 +84,14 @@ def undo(history: list, undo_data: gr.UndoData) -> tuple[list, str]:
 def chat_tab(task: Task, history: gr.BrowserState) -> None:
     """The conversation (the task's output, and its second input: the history), the message, the
     other inputs; Send, Stop, Clear; retry, edit and undo ask again through the same handler."""
-    gr.Markdown(task.description)
+    gr.Markdown(task.tab.description)
     message_input, _, *rest = task.inputs
     bot = output_widget(task.output)
     msg = input_widget(message_input)
     inputs = [msg, bot, *(input_widget(declared) for declared in rest)]
     shared = controls(task.model_task, task.generates)
     with gr.Row():
-        send = gr.Button(task.action, variant="primary")
+        send = gr.Button(task.tab.action, variant="primary")
         stop = gr.Button("Stop", variant="stop")
         gr.ClearButton([bot, msg], value="Clear")
     panel: Panel = results_panel(history)
@@ -101,7 +101,7 @@ def chat_tab(task: Task, history: gr.BrowserState) -> None:
     # Progress and errors show on the metrics line, so a failed turn never covers the conversation.
     status = [panel.line]
     outputs = [bot, panel.metrics]
-    sent = wire([send.click, msg.submit], chat, [*inputs, *shared], outputs, task.api_name, panel, status)
+    sent = wire([send.click, msg.submit], chat, [*inputs, *shared], outputs, task.api.name, panel, status)
     sent.success(lambda: "", None, msg, api_visibility="private")  # keep the message if it failed
     again = [retried, *inputs[1:], *shared]
     retry = bot.retry(retry_turn, bot, [bot, retried], api_visibility="private")
@@ -113,5 +113,5 @@ def chat_tab(task: Task, history: gr.BrowserState) -> None:
 
 
 def task_tab(task: Task, history: gr.BrowserState) -> None:
-    with gr.Tab(task.label):
-        (chat_tab if task.layout == "chat" else form_tab)(task, history)
+    with gr.Tab(task.tab.label):
+        (chat_tab if task.tab.layout == "chat" else form_tab)(task, history)
