@@ -24,7 +24,7 @@ WARM_UP = WarmUp(DEFAULT_MODEL)  # started by launch(): the first visitor finds 
 demo = build(installed_tasks(), WARM_UP)
 
 
-def launch(**kwargs):
+def launch(**kwargs) -> tuple:
     """Serve the app; theme and CSS go to launch() in Gradio 6."""
     mcp = "--mcp" in sys.argv[1:] or SETTINGS.mcp
     if WARM_UP.state().phase == "waiting":

@@ -31,7 +31,7 @@ def map_panel(inputs: list[gr.Component], build: Callable[..., GenerationRequest
         layer, head, show, image, data = map_view()
     own, names = len(inputs), [option.name for option in OPTIONS]
 
-    def picture(*values, progress=gr.Progress()) -> tuple:
+    def picture(*values: object, progress: gr.Progress = gr.Progress()) -> tuple:
         options = options_of(dict(zip(names, values[own + 2 :], strict=True)))
         with user_errors():
             request = build(*values[:own], options)

@@ -61,8 +61,8 @@ def results_panel(history: gr.BrowserState) -> Panel:
     return Panel(metrics, [summary, compare, a_out, b_out, table, plot], history)
 
 
-def wire(start, fn: Callable, inputs: list, outputs: list, api_name: str | None = None, panel: Panel | None = None,
-         progress_on: list | None = None) -> gr.events.Dependency:  # fmt: skip
+def wire(start: list | Callable, fn: Callable, inputs: list, outputs: list, api_name: str | None = None,
+         panel: Panel | None = None, progress_on: list | None = None) -> gr.events.Dependency:  # fmt: skip
     """A model-bound event (`start`: gr.on's triggers, or a `.then`): one shared queue for every tab,
     then the results panel and the history. A handler's validator (ui.endpoints) runs before the queue."""
     start = functools.partial(gr.on, start) if isinstance(start, list) else start
