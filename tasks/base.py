@@ -112,7 +112,7 @@ class Task:
         return self.builder(text, *values.values(), options)
 
 
-def message_text(content) -> str:
+def message_text(content: object) -> str:
     """The text of a chat message: a string (API clients) or Gradio 6's list of content parts."""
     if isinstance(content, str):
         return content
