@@ -20,6 +20,7 @@ from engine.api.validation import check_labels, require_text, validate, validate
 from engine.attention.choice import SparseSettings
 from engine.attention.patterns import pattern_catalog
 from engine.experiments.attention_map import MAP_TOKENS, AttentionMap, attention_map
+from engine.experiments.statistics import compare_timing  # the tests of tasks read its verdict in words
 from engine.models.defaults import TaskDefault, model_catalog, task_default
 from engine.models.precision import resolve_precision
 from engine.models.registry import DEFAULT_MODEL, ModelSpec, get_spec, list_models
@@ -75,6 +76,7 @@ __all__ = [
     "WarmUp",
     "attention_map",
     "check_labels",
+    "compare_timing",
     "comparison_headers",
     "comparison_line",
     "comparison_rows",

@@ -3,31 +3,23 @@ model's likelihood of each label as its answer."""
 
 from __future__ import annotations
 
-from engine import Comparison, GenerationRequest, Result, RunOptions, check_labels, get_spec, require_text
-from engine.api.frontends import CliFlag, CliTask
+from collections.abc import Mapping
+from typing import Any
 
-from .base import TaskInfo, instruct
+from engine import Comparison, GenerationRequest, Result, RunOptions, check_labels, get_spec, require_text
+
+from .base import Api, Input, Output, Tab, Task, instruct
 
 DEFAULT_LABELS = ("positive", "negative", "neutral")
-
-INFO = TaskInfo(
-    name="classification",
-    label="Classification",
-    description="Score candidate labels (default: sentiment).",
-    generates=False,
-    examples=[
-        ["Great service, friendly staff, I will come back!", "positive, negative, neutral"],
-        ["This was the worst meal I have ever had. Terrible.", "positive, negative, neutral"],
-    ],
-)
+LABELS = ", ".join(DEFAULT_LABELS)  # as typed in the box
 
 
 def parse_labels(labels: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return check_labels(labels.split(",") if isinstance(labels, str) else labels)
 
 
-def scores_of(final: Result | Comparison) -> dict[str, float]:
-    """Label probabilities of the run, or of A in a comparison."""
+def scores_of(values: Mapping[str, Any], texts: Mapping[str, str], final: Result | Comparison | None) -> dict:
+    """Label probabilities of the run, or of A in a comparison (scoring streams no text: only the final)."""
     return (final if isinstance(final, Result) else final.a).scores or {}
 
 
@@ -45,8 +37,25 @@ def build_request(text: str, labels: str | list[str] | tuple[str, ...], options:
     return GenerationRequest(options, messages=messages, candidates=candidates)
 
 
-CLI = CliTask(
-    INFO.name,
-    (CliFlag("labels", ", ".join(DEFAULT_LABELS), "classification: comma-separated candidate labels"),),
-    lambda text, options, labels: build_request(text, labels, options),
+TASK = Task(
+    name="classification",
+    tab=Tab("Classification", "Score candidate labels (default: sentiment).", "Classify", 40),
+    inputs=(
+        Input("text", "Text", "the text to classify", lines=3),
+        Input("labels", "Candidate labels", "comma-separated candidate labels, at least two", LABELS),
+    ),
+    builder=build_request,
+    output=Output("label", "Labels"),
+    api=Api(
+        "classify",
+        "Classify text: a probability per candidate label (label likelihood for chat models, the head\n"
+        "for classifiers). Sampling options do not apply: labels are scored, not generated.",
+        "the label probabilities (top label first) and the measured metrics as JSON",
+    ),
+    render=scores_of,
+    generates=False,
+    examples=[
+        ["Great service, friendly staff, I will come back!", "positive, negative, neutral"],
+        ["This was the worst meal I have ever had. Terrible.", "positive, negative, neutral"],
+    ],
 )

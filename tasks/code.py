@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
-from engine import GenerationRequest, InputError, RunOptions, require_text
-from engine.api.frontends import CliFlag, CliTask
+from engine import Comparison, GenerationRequest, InputError, Result, RunOptions, require_text
 
-from .base import TaskInfo, instruct
+from .base import Api, Input, Output, Tab, Task, instruct, reference_text
 
 LANGUAGES = ("python", "javascript", "typescript", "rust", "go", "c", "cpp", "java", "bash", "sql")
-
-INFO = TaskInfo(
-    name="code",
-    label="Code generation",
-    description="Write code from a description (shown, never executed).",
-    examples=[["Write a function that returns the sum of a list of numbers.", "python"]],
-)
 
 _FENCE = re.compile(r"```[\w+-]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
@@ -40,14 +34,33 @@ def build_request(prompt: str, language: str, options: RunOptions) -> Generation
     return GenerationRequest(options, messages=messages)
 
 
-CLI = CliTask(
-    INFO.name,
-    (CliFlag("language", "python", "code: programming language"),),
-    lambda text, options, language: build_request(text, language, options),
-)
-
-
 def extract_code(text: str) -> str:
     """The first fenced block (even if unterminated while streaming), else the text itself."""
     match = _FENCE.search(text)
     return (match.group(1) if match else text).strip("\n")
+
+
+def code_of(values: Mapping[str, Any], texts: Mapping[str, str], final: Result | Comparison | None) -> str:
+    """The code so far (A's, in a comparison)."""
+    return extract_code(reference_text(texts))
+
+
+TASK = Task(
+    name="code",
+    tab=Tab("Code generation", "Write code from a description (shown, never executed).", "Generate", 50),
+    inputs=(
+        Input("prompt", "Describe the code", "what the code should do", lines=3),
+        Input("language", "Language", f"programming language ({', '.join(LANGUAGES)})", "python", LANGUAGES),
+    ),
+    builder=build_request,
+    output=Output(
+        "code", "Code (never executed)", language="python", highlight_from="language", highlight=highlight_language
+    ),
+    api=Api(
+        "generate_code",
+        "Generate code from a description. The code is returned, never executed by the server.",
+        "the code (A's, in a comparison) and the measured metrics as JSON",
+    ),
+    render=code_of,
+    examples=[["Write a function that returns the sum of a list of numbers.", "python"]],
+)

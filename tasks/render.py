@@ -1,6 +1,5 @@
-"""Engine results -> what the UI shows beyond the engine's own formatters (engine.report): the
-comparison's plot and table frame, the streamed reference text, and the attention picture. Typed
-in, no string keys."""
+"""Engine results -> what the UI shows beyond the engine's own formatters (engine.api.report): the
+comparison's plot and table frame, and the attention picture. Typed in, no string keys."""
 
 from __future__ import annotations
 
@@ -14,8 +13,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from engine import AttentionMap, Comparison
-from engine.api.report import comparison_headers, comparison_rows
+from engine import AttentionMap, Comparison, comparison_headers, comparison_rows
 
 PHASES = (("prefill", "prefill"), ("first token", "ttft"), ("per decode token", "decode"), ("total", "total"))
 
@@ -48,11 +46,6 @@ def comparison_figure(comparison: Comparison) -> Figure:
     axes.set(ylabel="ms (log)", yscale="log", title=f"Median of {trials} trial{'s' * (trials > 1)}; bars: min–max")
     axes.legend()
     return figure
-
-
-def reference_text(texts: dict[str, str]) -> str:
-    """The requested run's text, or A's in a comparison (it streams first)."""
-    return next(iter(texts.values()), "")
 
 
 def attention_image(found: AttentionMap) -> np.ndarray:

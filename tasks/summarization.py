@@ -5,26 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from engine import GenerationRequest, InputError, RunOptions, get_spec, require_text
-from engine.api.frontends import CliFlag, CliTask
 from engine.data import long_document
 
-from .base import TaskInfo, instruct
+from .base import Api, Input, Output, Tab, Task, instruct
 
 LENGTHS = {"short": (1, 48), "medium": (3, 120), "long": (6, 240)}  # sentences asked for, token cap
-
-INFO = TaskInfo(
-    name="summarization",
-    label="Summarization",
-    description="Summarize a text; try the long sample document with sparse attention.",
-    examples=[
-        [
-            "The city council met on Tuesday to discuss the new park. After a long debate, members voted "
-            "seven to two to fund the project, which will add playgrounds, a pond and walking paths. "
-            "Construction starts in spring and should finish within a year.",
-            "short",
-        ],
-    ],
-)
 
 
 def build_request(text: str, length: str, options: RunOptions) -> GenerationRequest:
@@ -45,9 +30,35 @@ def build_request(text: str, length: str, options: RunOptions) -> GenerationRequ
     return GenerationRequest(options, messages=messages)
 
 
-EXAMPLES = [*INFO.examples, [long_document(), "short"]]  # the UI's; the long one shows sparse attention at work
-CLI = CliTask(
-    INFO.name,
-    (CliFlag("length", "medium", "summarization: short, medium or long"),),
-    lambda text, options, length: build_request(text, length, options),
+TASK = Task(
+    name="summarization",
+    tab=Tab("Summarization", "Summarize a text; try the long sample document with sparse attention.", "Summarize", 20),
+    inputs=(
+        Input("text", "Document", "the document", lines=8),
+        # The page starts short (a quick first try); the CLI's summary is read, so it asks for more.
+        Input(
+            "length",
+            "Length",
+            "short (1 sentence), medium (3) or long (6)",
+            "short",
+            (*LENGTHS,),
+            flag_default="medium",
+        ),
+    ),
+    builder=build_request,
+    output=Output("text", "Summary"),
+    api=Api(
+        "summarize",
+        "Summarize a document; long documents are where sparse attention pays.",
+        "the summary (A and B labelled, in a comparison) and the measured metrics as JSON",
+    ),
+    examples=[
+        [
+            "The city council met on Tuesday to discuss the new park. After a long debate, members voted "
+            "seven to two to fund the project, which will add playgrounds, a pond and walking paths. "
+            "Construction starts in spring and should finish within a year.",
+            "short",
+        ],
+        [long_document(), "short"],  # sparse attention at work
+    ],
 )

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from engine import GenerationRequest, InputError, RunOptions, get_spec, require_text
-from engine.api.frontends import CliFlag, CliTask
 
-from .base import TaskInfo, instruct
+from .base import Api, Input, Output, Tab, Task, instruct
 
 LANGUAGES = {
     "en": "English",
@@ -15,17 +14,6 @@ LANGUAGES = {
     "it": "Italian",
     "pt": "Portuguese",
 }
-
-INFO = TaskInfo(
-    name="translation",
-    label="Translation",
-    description="Translate text between languages.",
-    examples=[
-        ["The weather is nice today.", "en", "fr"],
-        ["I would like a cup of coffee, please.", "en", "de"],
-        ["Where is the train station?", "en", "es"],
-    ],
-)
 
 
 def build_request(text: str, source: str, target: str, options: RunOptions) -> GenerationRequest:
@@ -54,11 +42,24 @@ def build_request(text: str, source: str, target: str, options: RunOptions) -> G
     return GenerationRequest(options, messages=messages, stop=stop)
 
 
-CLI = CliTask(
-    INFO.name,
-    (
-        CliFlag("source", "en", "translation: source language code"),
-        CliFlag("target", "fr", "translation: target language code"),
+TASK = Task(
+    name="translation",
+    tab=Tab("Translation", "Translate text between languages.", "Translate", order=10, swap=("source", "target")),
+    inputs=(
+        Input("text", "Text", "the text to translate", lines=4),
+        Input("source", "From", "source language code (en, fr, de, es, it, pt)", "en", tuple(LANGUAGES)),
+        Input("target", "To", "target language code, different from the source", "fr", tuple(LANGUAGES)),
     ),
-    lambda text, options, source, target: build_request(text, source, target, options),
+    builder=build_request,
+    output=Output("text", "Translation"),
+    api=Api(
+        "translate",
+        "Translate text between languages with the chosen model, precision and attention.",
+        "the translation (A and B labelled, in a comparison) and the measured metrics as JSON",
+    ),
+    examples=[
+        ["The weather is nice today.", "en", "fr"],
+        ["I would like a cup of coffee, please.", "en", "de"],
+        ["Where is the train station?", "en", "es"],
+    ],
 )

@@ -13,7 +13,7 @@ import pytest
 import torch
 from gradio_client.exceptions import AppError, ValidationError
 
-from engine.models.precision import resolve_precision
+from engine import resolve_precision
 
 pytestmark = pytest.mark.integration
 
@@ -294,9 +294,9 @@ def test_bad_input_is_a_clear_error_and_the_app_keeps_serving(client, kwargs, me
 def test_an_edited_chat_message_is_asked_again_as_edited():
     import gradio as gr
 
-    import app
+    from ui.task_tab import edit_turn
 
     history = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "one"},
                {"role": "user", "content": "second"}, {"role": "assistant", "content": "two"}]  # fmt: skip
     edit = gr.EditData(None, {"index": 2, "value": "second, edited", "previous_value": "second"})
-    assert app.edit_turn(history, edit) == (history[:2], "second, edited")
+    assert edit_turn(history, edit) == (history[:2], "second, edited")

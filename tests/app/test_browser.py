@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.models.precision import resolve_precision
+from engine import resolve_precision
 from tasks import classification, code, summarization, translation
 
 pytestmark = pytest.mark.integration
@@ -84,9 +84,9 @@ def shoot(page, name: str) -> None:
 
 
 SIMPLE_TABS = {
-    "translation": ("Translation", translation.INFO.examples[0][0], "Text", "Translate"),
-    "classification": ("Classification", classification.INFO.examples[0][0], "Text", "Classify"),
-    "code-generation": ("Code generation", code.INFO.examples[0][0], "Describe the code", "Generate"),
+    "translation": ("Translation", translation.TASK.examples[0][0], "Text", "Translate"),
+    "classification": ("Classification", classification.TASK.examples[0][0], "Text", "Classify"),
+    "code-generation": ("Code generation", code.TASK.examples[0][0], "Describe the code", "Generate"),
 }
 OUTPUT_SEEN = {
     "translation": lambda panel: panel.get_by_role("textbox", name="Translation", exact=True).input_value().strip(),
@@ -108,7 +108,7 @@ def test_tab_runs_its_example(page, name):
 
 def test_summarization_tab_in_compare_mode(page):
     panel = open_tab(page, "Summarization")
-    use_example(panel, summarization.INFO.examples[0][0], "Document")
+    use_example(panel, summarization.TASK.examples[0][0], "Document")
     panel.get_by_label("compare", exact=True).check()
     line = run_and_wait(panel, "Summarize")
     assert "sparse vs dense" in line and "prefill" in line
@@ -122,7 +122,7 @@ def test_summarization_tab_in_compare_mode(page):
 def test_classification_compares_two_precisions(page):
     """Any two settings from the page: the Compare accordion, B's precision typed in."""
     panel = open_tab(page, "Classification")
-    use_example(panel, classification.INFO.examples[0][0], "Text")
+    use_example(panel, classification.TASK.examples[0][0], "Text")
     panel.get_by_text("Compare A vs B").click()
     panel.get_by_label("precision", exact=True).check()
     panel.get_by_role("textbox", name="Compare with").fill(AUTO)
@@ -148,7 +148,7 @@ def test_dialogue_tab_keeps_history_after_an_error(page):
 
 def test_the_history_tab_lists_this_browsers_runs(page):
     panel = open_tab(page, "Translation")
-    use_example(panel, translation.INFO.examples[0][0], "Text")
+    use_example(panel, translation.TASK.examples[0][0], "Text")
     line = run_and_wait(panel, "Translate")
     history = open_tab(page, "History")
     cells = history.get_by_role("gridcell")
@@ -195,7 +195,7 @@ def test_stop_ends_a_long_generation_and_the_next_one_starts_at_once(page):
 def test_a_tab_shows_the_attention_map_of_its_request(page):
     """The long sample document (past MAP_TOKENS: drawn per tile) with sparse attention."""
     panel = open_tab(page, "Summarization")
-    use_example(panel, summarization.EXAMPLES[-1][0], "Document")
+    use_example(panel, summarization.TASK.examples[-1][0], "Document")
     panel.get_by_label("sparse", exact=True).check()
     panel.get_by_text("Attention map: what the chosen attention computes").click()
     panel.get_by_role("spinbutton", name="Layer").fill("12")

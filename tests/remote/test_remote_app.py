@@ -16,7 +16,7 @@ from gradio_client.exceptions import AppError
 from llama_server import REMOTE, registry_text, start_server
 from ports import free_port
 
-from engine.models.registry import DEFAULT_MODEL
+from engine import DEFAULT_MODEL
 
 pytestmark = [pytest.mark.llama_server, pytest.mark.integration]
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import pytest
 
-from engine import AttentionMap, Comparison, Engine, InputError, Message, Result, RunOptions, run
-from engine.api.report import comparison_line, comparison_rows, from_payload, labelled, metrics_line, to_payload
-from tasks import classification, code, dialogue, lab, summarization, translation
+from engine import (
+    AttentionMap,
+    Comparison,
+    Engine,
+    InputError,
+    Message,
+    Result,
+    RunOptions,
+    compare_timing,
+    comparison_line,
+    comparison_rows,
+    from_payload,
+    labelled,
+    metrics_line,
+    run,
+    timing_text,
+    to_payload,
+)
+from tasks import classification, code, dialogue, summarization, translation
 from tasks.render import attention_image, comparison_figure, comparison_table
 
 CHAT = RunOptions(model="tiny-llama", max_new_tokens=4)
@@ -19,7 +35,7 @@ CHAT = RunOptions(model="tiny-llama", max_new_tokens=4)
         lambda: summarization.build_request("\n", "short", CHAT),
         lambda: classification.build_request("", "a, b", CHAT),
         lambda: code.build_request(" ", "python", CHAT),
-        lambda: dialogue.build_request([], " ", "system", CHAT),
+        lambda: dialogue.build_request(" ", [], "system", CHAT),
     ],
 )
 def test_empty_inputs_are_clear_errors(tiny_env, build):
@@ -55,7 +71,7 @@ def test_dialogue_reads_gradio_and_plain_histories(tiny_env):
         {"role": "assistant", "content": "hi there"},
         {"role": "user", "content": [{"type": "file", "file": {}}]},  # nothing to say: skipped
     ]
-    request = dialogue.build_request(history, "and now?", "be brief", CHAT)
+    request = dialogue.build_request("and now?", history, "be brief", CHAT)
     assert request.messages == (
         Message("system", "be brief"),
         Message("user", "hello"),
@@ -101,9 +117,6 @@ def test_compare_render_from_metrics_json(tiny_env):
 
 
 def test_a_same_verdict_never_reads_faster():
-    from engine.api.report import timing_text
-    from engine.experiments.statistics import compare_timing
-
     same = compare_timing([100, 101, 99], [80, 120, 99])
     assert same.verdict == "same" and "faster" not in timing_text(same) and "slower" not in timing_text(same)
     assert timing_text(compare_timing([200, 201, 199], [100, 101, 99])).startswith("2.00x faster")
@@ -118,16 +131,6 @@ def test_single_run_payload_round_trips_and_renames_fail_loudly(tiny_env):
     renamed = {("prefill" if k == "prefill_ms" else k): v for k, v in to_payload(final).items()}
     with pytest.raises(ValueError, match="prefill_ms"):
         from_payload(renamed)
-
-
-def test_lab_config_validation(tiny_env):
-    options = RunOptions(model="tiny-llama", window=32)
-    config = lab.build_config(["128", 64, 64], True, 2, options)
-    assert config.lengths == (64, 128) and config.settings.window == 32
-    with pytest.raises(InputError, match="at least one"):
-        lab.build_config([], True, 2, options)
-    with pytest.raises(InputError, match="decoder"):
-        lab.build_config([64], True, 2, RunOptions(model="tiny-marian"))
 
 
 @pytest.mark.parametrize("per_token", [True, False])
@@ -148,20 +151,9 @@ def test_the_attention_picture_renders_per_token_and_per_tile(per_token):
 def test_the_chat_map_shows_the_typed_message_else_the_last_one_sent(tiny_env):
     history = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "one"},
                {"role": "user", "content": "second"}, {"role": "assistant", "content": "two"}]  # fmt: skip
-    typed = dialogue.shown_request(history, "third", "", RunOptions())
+    typed = dialogue.shown_request("third", history, "", RunOptions())
     assert [m.content for m in typed.messages] == ["first", "one", "second", "two", "third"]
-    sent = dialogue.shown_request(history, "  ", "be brief", RunOptions())
+    sent = dialogue.shown_request("  ", history, "be brief", RunOptions())
     assert [m.content for m in sent.messages] == ["be brief", "first", "one", "second"]
     with pytest.raises(InputError, match="send a message first"):
-        dialogue.shown_request([], "", "", RunOptions())
-
-
-def test_the_lab_frontier_gives_a_plot_and_a_table(tiny_env):
-    options = RunOptions(model="tiny-llama", precision="fp32")
-    plot, table = lab.run_frontier([160], [0.6], False, options)
-    assert open(plot, "rb").read(4) == b"\x89PNG"
-    assert list(table["pattern"]) == ["dense", "sliding_sinks", "quest", "block_topk"] * 2
-    with pytest.raises(InputError, match="one length and one budget"):
-        lab.run_frontier([], [0.6], False, options)
-    with pytest.raises(InputError, match="local decoder models"):
-        lab.run_frontier([160], [0.6], False, RunOptions(model="tiny-t5", precision="fp32"))
+        dialogue.shown_request("", [], "", RunOptions())

@@ -1,5 +1,5 @@
-"""Lab: the attention benchmark sweep and the speed-quality frontier (engine.bench) from the browser,
-as plots and tables, and the attention map of any prompt."""
+"""The Lab's runs: the attention benchmark sweep and the speed-quality frontier (engine.bench) on the
+shared model cache, as plot frames and tables; the last one is kept for the MCP resource."""
 
 from __future__ import annotations
 
@@ -11,15 +11,10 @@ import pandas as pd
 
 from engine import InputError, ModelSpec, RunOptions, default_engine, get_spec, validate_options
 from engine.bench import SWEEP_COLUMNS, SweepConfig, SweepRow, sweep, to_frame
-from engine.bench.frontier import DENSITIES, FRONTIER_COLUMNS, frontier, plot_frontier
-from engine.bench.frontier import LENGTHS as FRONTIER_LENGTHS
-
-from .base import TaskInfo
+from engine.bench.frontier import FRONTIER_COLUMNS, frontier, plot_frontier
 
 LENGTHS = (256, 512, 1024, 2048, 4096, 8192)
 DEFAULT_LENGTHS = (512, 1024, 2048)
-# The attention map shows decoder models: the chat models' list (it only prefills and takes one greedy step).
-MAP_INFO = TaskInfo("dialogue", "Attention map", "", generates=False)
 
 
 def _decoder(options: RunOptions, longest: int) -> ModelSpec:
@@ -102,6 +97,3 @@ def run_frontier(
     plot_frontier(rows, path)
     _remember("frontier", options, result := to_frame(rows, FRONTIER_COLUMNS).round(4))
     return str(path), result
-
-
-__all__ = ["DENSITIES", "FRONTIER_LENGTHS", "LENGTHS", "MAP_INFO", "last_benchmark", "run", "run_frontier"]

@@ -1,0 +1,143 @@
+"""Endpoints: a handler built from a declaration (every run option a parameter after its own inputs,
+typed and documented from engine.OPTIONS), and the one boundary where our errors become gr.Error."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import gradio as gr
+
+from engine import (
+    OPTIONS,
+    AttentionMap,
+    Chunk,
+    GenerationRequest,
+    Option,
+    RunOptions,
+    StudioError,
+    attention_map,
+    options_from,
+    precheck,
+    settings,
+    stream_request,
+    to_payload,
+)
+from tasks import Task
+from tasks.render import attention_image
+
+PARAMETER = inspect.Parameter.POSITIONAL_OR_KEYWORD
+OPTION_PARAMETERS = [
+    inspect.Parameter(o.name, PARAMETER, default=o.default, annotation=o.type | None if o.nullable else o.type)
+    for o in OPTIONS
+]
+Build = Callable[[dict[str, Any], RunOptions], GenerationRequest]  # (own inputs by name, options) -> request
+Run = Callable[[dict[str, Any], GenerationRequest, gr.Progress], Iterator]  # -> the outputs, as they come
+
+
+def on_gpu(fn: Callable) -> Callable:
+    """Hugging Face ZeroGPU: GPU work must run inside @spaces.GPU; elsewhere nothing changes."""
+    try:
+        import spaces
+    except ImportError:
+        return fn
+    return spaces.GPU(duration=settings().gpu_seconds)(fn)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """User-fixable errors become gr.Error: a message on the page; it and every other request carry on."""
+    try:
+        yield
+    except StudioError as exc:
+        raise gr.Error(str(exc)) from exc
+
+
+def reporter(progress: gr.Progress) -> Callable[[float, str], None]:
+    return lambda fraction, message: progress(fraction, desc=message)
+
+
+def options_of(values: Mapping[str, Any]) -> RunOptions:
+    """The run options from their controls' values by name, as a user error when they are wrong."""
+    with user_errors():
+        return options_from(values)
+
+
+def with_options_doc(doc: str, options: Sequence[Option]) -> str:
+    """Append the options' one-line help to a docstring's Args (the API page and MCP read them)."""
+    head, returns = doc.split("    Returns:")
+    lines = "".join(f"\n        {o.name}: {o.help}" for o in options)
+    return head.rstrip() + lines + "\n    Returns:" + returns
+
+
+def endpoint(name: str, doc: str, own: Sequence[inspect.Parameter], build: Build, run: Run) -> Callable[..., Iterator]:
+    """A handler with the `own` parameters, then every run option, then progress; its docstring is
+    `doc` (summary, Args of its own, Returns) with the options' help added. `build` makes the request
+    `run` receives. The same build is the event's validator (`handler.validator`), which Gradio runs
+    before the request joins the queue: a request the engine would refuse (engine.precheck) never
+    takes a slot."""
+    inputs = [*own, *OPTION_PARAMETERS]
+    signature = inspect.Signature([*inputs, inspect.Parameter("progress", PARAMETER, default=gr.Progress())])
+
+    def bound(args: tuple, kwargs: dict) -> tuple[dict[str, Any], GenerationRequest, gr.Progress]:
+        arguments = signature.bind(*args, **kwargs)
+        arguments.apply_defaults()
+        values = {p.name: arguments.arguments[p.name] for p in own}
+        options = options_from({o.name: arguments.arguments[o.name] for o in OPTIONS})
+        return values, build(values, options), arguments.arguments["progress"]
+
+    def handler(*args: Any, **kwargs: Any) -> Iterator:
+        with user_errors():
+            values, request, progress = bound(args, kwargs)
+        yield from run(values, replace(request, time_limit_s=settings().time_limit_s), progress)
+
+    def validator(*args: Any, **kwargs: Any) -> list[dict]:
+        """One gr.validate per input: the reason on the first, where the page shows it."""
+        try:
+            precheck(bound(args, kwargs)[1])
+        except StudioError as exc:
+            return [gr.validate(False, str(exc)), *(gr.validate(True, "") for _ in inputs[1:])]
+        return [gr.validate(True, "") for _ in inputs]
+
+    handler.__name__ = handler.__qualname__ = name
+    handler.__signature__ = signature
+    handler.__annotations__ = {p.name: p.annotation for p in inputs}
+    handler.__doc__ = with_options_doc(doc, OPTIONS)
+    validator.__signature__ = inspect.Signature(inputs)
+    handler.validator = validator
+    return on_gpu(handler)
+
+
+def events(request: GenerationRequest, progress: gr.Progress) -> Iterator:
+    """Engine events for the request."""
+    with user_errors():
+        yield from stream_request(request, progress=reporter(progress))
+
+
+def task_endpoint(task: Task) -> Callable[..., Iterator]:
+    """The task's endpoint: yields (its output as rendered so far, the metrics JSON once the result is in)."""
+
+    def run(values: dict[str, Any], request: GenerationRequest, progress: gr.Progress) -> Iterator[tuple]:
+        texts: dict[str, str] = {}
+        for event in events(request, progress):
+            if isinstance(event, Chunk):
+                texts[event.run] = texts.get(event.run, "") + event.text
+                yield task.render(values, texts, None), None
+            else:
+                yield task.render(values, texts, event), to_payload(event)
+
+    args = "".join(f"\n        {i.name}: {i.help}" for i in task.inputs)
+    summary = task.api.summary.replace("\n", "\n    ")
+    doc = f"{summary}\n\n    Args:{args}\n    Returns:\n        {task.api.returns}\n    "
+    own = [inspect.Parameter(i.name, PARAMETER, annotation=i.type) for i in task.inputs]
+    return endpoint(task.api.name, doc, own, lambda values, options: task.builder(*values.values(), options), run)
+
+
+def attention_picture(request: GenerationRequest, layer: int, head: int, progress: gr.Progress) -> tuple:
+    """(image, data) of the attention map of the request."""
+    with user_errors():
+        found: AttentionMap = attention_map(request, int(layer), int(head), progress=reporter(progress))
+    return attention_image(found), found.to_dict()

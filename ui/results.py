@@ -1,0 +1,92 @@
+"""Below each run: the metrics line, the compare view, the metrics JSON; and the wiring of a
+model-bound event to them (one shared queue for every tab, then the panel and the history)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gradio as gr
+
+from engine import Result, comparison_line, from_payload, metrics_line, settings
+from tasks.render import comparison_figure, comparison_table
+
+from .history import recorder
+
+STOPPED = "**Stopped.** The output so far stays here; the engine dropped the request at its next step."
+
+
+@dataclass(frozen=True)
+class Panel:
+    metrics: gr.JSON  # the event's last output: the result as JSON
+    views: list[gr.Component]  # metrics line, compare column, A output, B output, table, plot
+    history: gr.BrowserState  # the browser's runs, which each result joins
+
+    @property
+    def line(self) -> gr.Markdown:
+        return self.views[0]
+
+
+def show_results(metrics: dict | None) -> tuple:
+    """Metrics line and, for a comparison, the side-by-side view, from the typed result."""
+    if not metrics:
+        return "", gr.Column(visible=False), "", "", None, None
+    final = from_payload(metrics)
+    if isinstance(final, Result):
+        return metrics_line(final), gr.Column(visible=False), "", "", None, None
+    return (
+        comparison_line(final),
+        gr.Column(visible=True),
+        gr.Textbox(value=final.a.text, label=f"A: {final.a_label} output"),
+        gr.Textbox(value=final.b.text, label=f"B: {final.b_label} output"),
+        comparison_table(final),
+        comparison_figure(final),
+    )
+
+
+def results_panel(history: gr.BrowserState) -> Panel:
+    """Metrics line plus the compare view (hidden unless the last run compared)."""
+    summary = gr.Markdown(elem_classes="metrics-line")
+    with gr.Column(visible=False) as compare:
+        with gr.Row():
+            a_out = gr.Textbox(label="A output", lines=5, interactive=False)
+            b_out = gr.Textbox(label="B output", lines=5, interactive=False)
+        table = gr.Dataframe(interactive=False, wrap=True)
+        plot = gr.Plot(label="Milliseconds per phase")
+    with gr.Accordion("Metrics (JSON)", open=False):
+        metrics = gr.JSON(label="Metrics")
+    gr.DeepLinkButton(value="Copy a link to this result")  # the page as it stands: inputs, outputs, comparison
+    return Panel(metrics, [summary, compare, a_out, b_out, table, plot], history)
+
+
+def wire(start: list | Callable, fn: Callable, inputs: list, outputs: list, api_name: str | None = None,
+         panel: Panel | None = None, progress_on: list | None = None) -> gr.events.Dependency:  # fmt: skip
+    """A model-bound event (`start`: gr.on's triggers, or a `.then`): one shared queue for every tab,
+    then the results panel and the history. A handler's validator (ui.endpoints) runs before the queue."""
+    start = functools.partial(gr.on, start) if isinstance(start, list) else start
+    event = start(
+        fn,
+        inputs,
+        outputs,
+        api_name=api_name,
+        concurrency_id="model",
+        concurrency_limit=settings().app_concurrency,
+        show_progress_on=progress_on,
+        api_visibility="public" if api_name else "private",
+        api_description=inspect.getdoc(fn).split("\n\n")[0] if api_name else None,
+        validator=getattr(fn, "validator", None),
+    )
+    if panel:
+        event.success(show_results, outputs[-1], panel.views, api_visibility="private")
+        event.success(recorder(fn.__name__), [outputs[-1], panel.history], panel.history, queue=False,
+                      api_visibility="private")  # fmt: skip
+    return event
+
+
+def stoppable(stop: gr.Button, events: list, line: gr.Markdown) -> None:
+    """Stop cancels the running request: Gradio closes its stream, which ends the request's decode
+    loop at the next step and frees its row of the batch (engine.runtime.runner), and the output so far
+    stays on the page. Outside the queue, so it acts at once even when the queue is full."""
+    stop.click(lambda: STOPPED, None, line, cancels=events, queue=False, api_visibility="private")
