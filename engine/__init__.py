@@ -20,7 +20,17 @@ from engine.api.validation import check_labels, require_text, validate, validate
 from engine.attention.choice import SparseSettings
 from engine.attention.patterns import pattern_catalog
 from engine.experiments.attention_map import MAP_TOKENS, AttentionMap, attention_map
-from engine.experiments.statistics import compare_timing  # the tests of tasks read its verdict in words
+from engine.experiments.figures import to_frame
+from engine.experiments.frontier import DENSITIES as FRONTIER_DENSITIES
+from engine.experiments.frontier import FRONTIER_COLUMNS, frontier, plot_frontier
+from engine.experiments.frontier import LENGTHS as FRONTIER_LENGTHS
+from engine.experiments.statistics import compare_timing
+from engine.experiments.sweep import (  # the tests of tasks read its verdict in words
+    SWEEP_COLUMNS,
+    SweepConfig,
+    SweepRow,
+    sweep,
+)
 from engine.models.defaults import TaskDefault, model_catalog, task_default
 from engine.models.precision import resolve_precision
 from engine.models.registry import DEFAULT_MODEL, ModelSpec, get_spec, list_models
@@ -43,10 +53,14 @@ from engine.warmup import WarmUp
 __all__ = [
     "ATTENTION_MODES",
     "DEFAULT_MODEL",
+    "FRONTIER_COLUMNS",
+    "FRONTIER_DENSITIES",
+    "FRONTIER_LENGTHS",
     "MAP_TOKENS",
     "OPTIONS",
     "OPTION_BY_NAME",
     "PRECISIONS",
+    "SWEEP_COLUMNS",
     "AttentionConfigError",
     "AttentionMap",
     "Chunk",
@@ -69,6 +83,8 @@ __all__ = [
     "SettingsError",
     "SparseSettings",
     "StudioError",
+    "SweepConfig",
+    "SweepRow",
     "TaskDefault",
     "TimeLimitError",
     "Timing",
@@ -82,6 +98,7 @@ __all__ = [
     "comparison_rows",
     "default_engine",
     "from_payload",
+    "frontier",
     "get_spec",
     "installed_tasks",
     "labelled",
@@ -90,14 +107,17 @@ __all__ = [
     "model_catalog",
     "options_from",
     "pattern_catalog",
+    "plot_frontier",
     "precheck",
     "require_text",
     "resolve_precision",
     "run",
     "settings",
     "stream_request",
+    "sweep",
     "task_default",
     "timing_text",
+    "to_frame",
     "to_payload",
     "validate",
     "validate_options",

@@ -1,8 +1,8 @@
 """Command line: `python -m engine run ...`, `python -m engine prepare`, `python -m engine models`,
 `python -m engine settings`.
 
-The run flags come from the run options' declaration (engine.options) and from the installed tasks
-(engine.frontends). Errors become one line and exit status 2 here, and only here.
+The run flags come from the run options' declaration (engine.api.options) and from the installed tasks
+(engine.api.frontends). Errors become one line and exit status 2 here, and only here.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Warm a model before anyone asks: load it (the embedded one converts on first use) and run one
-tiny request, which also starts compiling its decode step in the background (engine.decode). The
+tiny request, which also starts compiling its decode step in the background (engine.runtime.compile). The
 app starts one at launch and shows its state; `python -m engine prepare` runs it in the foreground
 (the set-up command does, so the first request after set-up pays no conversion)."""
 

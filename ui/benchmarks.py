@@ -1,4 +1,4 @@
-"""The Lab's runs: the attention benchmark sweep and the speed-quality frontier (engine.bench) on the
+"""The Lab's runs: the attention benchmark sweep and the speed-quality frontier (engine.experiments) on the
 shared model cache, as plot frames and tables; the last one is kept for the MCP resource."""
 
 from __future__ import annotations
@@ -9,9 +9,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine import InputError, ModelSpec, RunOptions, default_engine, get_spec, validate_options
-from engine.bench import SWEEP_COLUMNS, SweepConfig, SweepRow, sweep, to_frame
-from engine.bench.frontier import FRONTIER_COLUMNS, frontier, plot_frontier
+from engine import (
+    FRONTIER_COLUMNS,
+    SWEEP_COLUMNS,
+    InputError,
+    ModelSpec,
+    RunOptions,
+    SweepConfig,
+    SweepRow,
+    default_engine,
+    frontier,
+    get_spec,
+    plot_frontier,
+    sweep,
+    to_frame,
+    validate_options,
+)
 
 LENGTHS = (256, 512, 1024, 2048, 4096, 8192)
 DEFAULT_LENGTHS = (512, 1024, 2048)

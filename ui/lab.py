@@ -10,9 +10,8 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from engine import MAP_TOKENS, OPTION_BY_NAME, GenerationRequest, options_from
-from engine.bench.frontier import DENSITIES
-from engine.bench.frontier import LENGTHS as FRONTIER_LENGTHS
+from engine import FRONTIER_DENSITIES as DENSITIES
+from engine import FRONTIER_LENGTHS, MAP_TOKENS, OPTION_BY_NAME, GenerationRequest, options_from
 
 from . import benchmarks
 from .controls import control, controls

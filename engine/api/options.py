@@ -154,7 +154,7 @@ class RunOptions:
 
     @property
     def compares(self) -> bool:
-        """An A/B experiment rather than one run (engine.validation.compare_sides makes its two sides)."""
+        """An A/B experiment rather than one run (engine.api.validation.compare_sides makes its two sides)."""
         return self.attention == "compare" or self.compare != "none"
 
 

@@ -10,7 +10,7 @@ from typing import Literal
 class Metrics:
     """Measured on the request (device synchronised before each clock read), never estimated."""
 
-    prefill_ms: float | None  # None: a remote server that does not report it (engine.remote)
+    prefill_ms: float | None  # None: a remote server that does not report it (engine.backends.openai_protocol)
     ttft_ms: float
     decode_tokens_per_s: float | None  # None when fewer than two tokens were generated
     total_ms: float
@@ -22,7 +22,9 @@ class Metrics:
     precision: str
     attention: str
     density: float | None = 1.0  # share of (query, key) pairs the attention computed during prefill (None: remote)
-    decode_path: str = "eager"  # eager | compiled | mixed: which decode step ran (engine.decode); server: remote
+    decode_path: str = (
+        "eager"  # eager | compiled | mixed: which decode step ran (engine.runtime.compile); server: remote
+    )
     compile_s: float | None = None  # compiled: how long that step took to compile, once, off any request's time
     batch_size: float = 1.0  # sequences per decode step it took part in, on average (continuous batching)
     queue_ms: float = 0.0  # waiting for the engine before its prefill began (not in ttft or total)

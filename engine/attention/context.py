@@ -12,7 +12,7 @@ from engine.platform.fallbacks import FALLBACKS, FLEX
 from engine.platform.settings import settings
 
 # (layer, query, keys, rows read, which count) of each eager sparse decode step: benchmarks measure
-# what a pattern keeps (engine.bench.frontier); nothing probes a request.
+# what a pattern keeps (engine.experiments.frontier); nothing probes a request.
 Probe = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor], None]
 PROBE: ContextVar[Probe | None] = ContextVar("studio_attention_probe", default=None)
 # (layer, query, key, scaling) of every eager self-attention call: the attention map reads a layer's
@@ -41,7 +41,7 @@ def inspect_attention(inspector: Inspector) -> AbstractContextManager[None]:
 
 def sparse_kernel_name(device: torch.device) -> str:
     """FlexAttention on CUDA; the blocked kernel on CPU (measured faster there), and after FlexAttention
-    failed once (engine.fallbacks). STUDIO_SPARSE_KERNEL overrides the first choice."""
+    failed once (engine.platform.fallbacks). STUDIO_SPARSE_KERNEL overrides the first choice."""
     if FALLBACKS.failed(FLEX):
         return "blocked"
     return settings().sparse_kernel or ("flex" if device.type == "cuda" else "blocked")

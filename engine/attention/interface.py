@@ -170,7 +170,7 @@ def studio_attention(
     position_bias: torch.Tensor | None = None,
     studio_choice: AttentionChoice
     | None = None,  # the request's choice, a forward argument on every path (None: dense)
-    studio_pages: list | None = None,  # per layer, (min, max) key bounds per page (engine.row_cache), for Quest
+    studio_pages: list | None = None,  # per layer, (min, max) key bounds per page (engine.runtime.kv_cache), for Quest
     **kwargs,
 ):
     choice = studio_choice or DENSE

@@ -4,7 +4,7 @@ client from the stream, and the server's own numbers beside them when it sends a
 
 Precision and attention are the server's. The client's timings include the network and the
 server's queue: that is what a user of the server waits. A remote request does no torch work, so
-it runs on the request's thread, not the engine's (engine.scheduler), unless it is measured alone.
+it runs on the request's thread, not the engine's (engine.runtime.runner), unless it is measured alone.
 """
 
 from __future__ import annotations

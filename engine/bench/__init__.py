@@ -13,7 +13,7 @@ The suites each print a table and, with `--out DIR`, write JSON, CSV and a PNG p
   dense on long prose and code: teacher-forced quality, attention-mass recall, density, speedups.
 
 Dense and sparse (and any A and B) are timed in interleaved, paired trials and compared with the
-product's own statistics (engine.compare): median ratio, 95% interval, verdict, noise floor.
+product's own statistics (engine.experiments.statistics): median ratio, 95% interval, verdict, noise floor.
 
 Tables and files are made in `report.py`, the command line is `__main__.py`.
 """
@@ -23,8 +23,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from engine.bench.precision import PRECISION_COLUMNS, PrecisionRow, precision_table
-from engine.bench.report import format_table, machine, plot_precisions, plot_sweep, to_frame, write_outputs
-from engine.bench.sweep import (
+from engine.bench.report import format_table, machine, plot_precisions, plot_sweep, write_outputs
+from engine.experiments.attention_op import time_attention_op
+from engine.experiments.figures import to_frame
+from engine.experiments.sweep import (
     DEFAULT_LENGTHS,
     QUICK_LENGTHS,
     SWEEP_COLUMNS,
@@ -32,7 +34,6 @@ from engine.bench.sweep import (
     SweepRow,
     corpus_ids,
     sweep,
-    time_attention_op,
     time_model,
 )
 

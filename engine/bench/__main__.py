@@ -16,12 +16,12 @@ from engine.attention.choice import SparseSettings
 from engine.bench import __doc__ as _package_doc
 from engine.bench.decode import DECODE_COLUMNS, auto_choice, decode_table, plot_decode
 from engine.bench.experiments import EXPERIMENT_COLUMNS, plot_experiments, run_experiments
-from engine.bench.frontier import DENSITIES, FRONTIER_COLUMNS, LENGTHS, STEPS, frontier, plot_frontier
-from engine.bench.frontier import QUICK_LENGTHS as FRONTIER_QUICK_LENGTHS
 from engine.bench.precision import PRECISION_COLUMNS, precision_table
 from engine.bench.report import format_table, machine, plot_precisions, plot_sweep, write_outputs
 from engine.bench.serve import SERVE_COLUMNS, plot_serve, serve_table
-from engine.bench.sweep import QUICK_LENGTHS, SWEEP_COLUMNS, Progress, SweepConfig, sweep
+from engine.experiments.frontier import DENSITIES, FRONTIER_COLUMNS, LENGTHS, STEPS, frontier, plot_frontier
+from engine.experiments.frontier import QUICK_LENGTHS as FRONTIER_QUICK_LENGTHS
+from engine.experiments.sweep import QUICK_LENGTHS, SWEEP_COLUMNS, Progress, SweepConfig, sweep
 from engine.models.registry import DEFAULT_MODEL
 from engine.platform.errors import StudioError
 

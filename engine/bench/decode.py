@@ -23,9 +23,9 @@ from pathlib import Path
 from engine.api.options import RunOptions
 from engine.api.request import GenerationRequest, Message
 from engine.api.results import Result
-from engine.bench.report import figure_panels
-from engine.bench.sweep import corpus_ids
 from engine.experiments.compare import teacher_forced_quality
+from engine.experiments.figures import figure_panels
+from engine.experiments.sweep import corpus_ids
 from engine.models.embedded import locate_packaged_file
 from engine.models.loader import LoadedModel
 from engine.models.precision_menu import PRECISION_BY_NAME
@@ -193,7 +193,7 @@ def decode_table(
     engine = Engine()
     rows = studio_rows(engine, model, precisions, new_tokens, repeats, progress)
     # llama.cpp on the same thread as the engine: both use OpenMP, which slows a second thread's
-    # team (engine.scheduler)
+    # team (engine.runtime.runner)
     anchor = engine.runner.call(lambda _: llama_cpp_row(model, new_tokens, repeats))
     if anchor is not None:
         for row in rows:

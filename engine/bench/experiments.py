@@ -17,8 +17,8 @@ from pathlib import Path
 from engine.api.options import RunOptions
 from engine.api.request import GenerationRequest, Message
 from engine.api.results import Comparison, Timing
-from engine.bench.report import figure_panels
 from engine.data import long_document
+from engine.experiments.figures import figure_panels
 from engine.models.registry import DEFAULT_MODEL
 from engine.runtime.engine import Engine
 from engine.service import run

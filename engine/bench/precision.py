@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from engine.api.options import RunOptions
 from engine.api.request import GenerationRequest
 from engine.api.validation import validate_options
-from engine.bench.sweep import Progress, corpus_ids
+from engine.experiments.sweep import Progress, corpus_ids
 from engine.models.precision import resolve_device, supported_precisions
 from engine.models.registry import DEFAULT_MODEL
 from engine.runtime.engine import Engine

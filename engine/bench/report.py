@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -14,18 +13,8 @@ import pandas as pd
 import torch
 
 from engine.bench.precision import PrecisionRow
-from engine.bench.sweep import SweepRow
-
-Panel = tuple[str, str]  # (row field, subplot title)
-
-
-def to_frame(rows: list, columns: list[str] | None = None) -> pd.DataFrame:
-    """One row per dataclass, one column per field, or per name in `columns` (fields or properties);
-    None becomes NaN in numeric columns."""
-    frame = pd.DataFrame([asdict(r) for r in rows])
-    if columns is None:
-        return frame
-    return pd.DataFrame({c: frame[c] if c in frame else [getattr(r, c) for r in rows] for c in columns})
+from engine.experiments.figures import figure_panels, to_frame
+from engine.experiments.sweep import SweepRow
 
 
 def _cell(value: Any) -> str:
@@ -50,29 +39,6 @@ def percentile(values: list[float], q: float) -> float:
     """The nearest-rank `q` quantile (0..1) of a few latencies: a value that was measured."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-@contextmanager
-def figure_panels(
-    path: Path, panels: list[Panel], panel_size: tuple[float, float], columns: int | None = None
-) -> Iterator[list[tuple[Any, Panel]]]:
-    """Subplots in rows of `columns` (default: one row), one (axes, panel) pair per panel, saved to
-    `path` as a PNG when the block ends."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    width, height = panel_size
-    columns = columns or len(panels)
-    rows = -(-len(panels) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
-    try:
-        yield list(zip(axes.flatten(), panels, strict=False))
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-    finally:
-        plt.close(fig)
 
 
 def plot_sweep(rows: list[SweepRow], path: Path) -> None:

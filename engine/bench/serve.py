@@ -23,7 +23,8 @@ from engine.api.options import RunOptions
 from engine.api.request import GenerationRequest, Message
 from engine.api.results import Result
 from engine.attention.choice import DENSE, AttentionChoice, SparseSettings
-from engine.bench.report import figure_panels, percentile
+from engine.bench.report import percentile
+from engine.experiments.figures import figure_panels
 from engine.models.precision_menu import PRECISION_BY_NAME
 from engine.models.registry import DEFAULT_MODEL
 from engine.runtime.engine import Engine

@@ -120,7 +120,7 @@ def load_model(
         ) from exc
     except (ImportError, RuntimeError) as exc:
         if is_out_of_memory(exc):
-            raise  # the cache frees memory and says so (engine.cache)
+            raise  # the cache frees memory and says so (engine.models.pool)
         raise PrecisionError(
             f"Loading {spec.name!r} at {precision} on {device.type} failed ({exc}); try fp32 or bf16."
         ) from exc

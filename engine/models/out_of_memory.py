@@ -11,7 +11,7 @@ from engine.platform.memory import free_memory
 
 def smaller_precisions(precision: str, device: torch.device) -> list[str]:
     """The precisions this device runs whose weights take fewer bits than `precision`'s, largest first."""
-    from engine.models.precision import supported_precisions  # late: engine.precision asks is_out_of_memory
+    from engine.models.precision import supported_precisions  # late: engine.models.precision asks is_out_of_memory
 
     bits = PRECISION_BY_NAME[precision].weight_bits
     available = supported_precisions(device)

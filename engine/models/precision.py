@@ -156,7 +156,7 @@ def quantize_after_load(model: torch.nn.Module, precision: str, device: torch.de
         quantize_(model, _torchao_config(precision, device), filter_fn=linear)
     except (ImportError, RuntimeError, ValueError, AssertionError, NotImplementedError) as exc:
         if is_out_of_memory(exc):
-            raise  # not a precision problem: the cache frees memory and says so (engine.cache)
+            raise  # not a precision problem: the cache frees memory and says so (engine.models.pool)
         raise PrecisionError(f"torchao could not quantize this model to {precision} ({exc}); try bf16.") from exc
 
 

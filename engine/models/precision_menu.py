@@ -1,6 +1,6 @@
 """The precisions a user can choose, each with the library and kernel that runs it.
 
-Torch-free: the options, the UI and the docs read it; engine.precision turns a name into loading.
+Torch-free: the options, the UI and the docs read it; engine.models.precision turns a name into loading.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 class PrecisionChoice:
     name: str
     runs_on: str  # the library and kernel, in a few words (the UI's menu and the README show it)
-    compiles: bool = True  # the decode step can be compiled (engine.decode)
-    torchao: bool = False  # quantized after loading by torchao (engine.precision)
+    compiles: bool = True  # the decode step can be compiled (engine.runtime.compile)
+    torchao: bool = False  # quantized after loading by torchao (engine.models.precision)
     weight_bits: int = 0  # bits a weight takes (0: auto, resolved per device); a smaller choice fits more
 
 

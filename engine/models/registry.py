@@ -12,7 +12,7 @@ A user file looks like::
     context_length = 512
     license = "CC-BY-4.0"
 
-    [[model]]                     # a remote engine (vLLM, SGLang, llama.cpp server): engine.remote
+    [[model]]                     # a remote engine (vLLM, SGLang, llama.cpp server): engine.backends.openai_protocol
     name = "llamacpp-smollm2"
     source = "openai"
     location = "http://127.0.0.1:8080/v1"   # the server's OpenAI base URL
@@ -58,14 +58,14 @@ class ModelSpec:
     text_prefixes: bool = False  # T5-style: the task is named in the input ("summarize: ...")
     served_name: str | None = None  # source "openai": the model name the server knows
     api_key_env: str | None = None  # source "openai": the environment variable holding the server's key
-    best_for: tuple[str, ...] = ()  # tasks it should be the default of, where it can load (engine.defaults)
+    best_for: tuple[str, ...] = ()  # tasks it should be the default of, where it can load (engine.models.defaults)
 
     def serves(self, task: str) -> bool:
         return task in self.tasks
 
     @property
     def remote(self) -> bool:
-        """Served by another process over the OpenAI protocol (engine.remote), not loaded here."""
+        """Served by another process over the OpenAI protocol (engine.backends.openai_protocol), not loaded here."""
         return self.source == "openai"
 
 

@@ -1,6 +1,6 @@
 """One request's decoding state (token choice, stops, limits, streamed text, timings), the seq2seq
 loop, label scoring and teacher-forced scoring; all timed. Causal requests decode in batches
-(engine.batching), each row with its own Decoding.
+(engine.runtime.batching), each row with its own Decoding.
 
 Written as short explicit steps (not `model.generate`) so prefill and each decode step are timed
 on their own, as optimum-benchmark defines them: prefill = the forward over the input up to the
@@ -80,7 +80,7 @@ def decoder_start(loaded: LoadedModel) -> int:
 
 class Decoding:
     """One request's output as it grows, whoever runs the forwards (a batch of causal sequences,
-    engine.batching, or the seq2seq loop below): the next token from each step's logits, the stops
+    engine.runtime.batching, or the seq2seq loop below): the next token from each step's logits, the stops
     and limits, the text to stream, and the timings its metrics come from."""
 
     def __init__(self, loaded: LoadedModel, request: GenerationRequest, encoded: Encoded, started: float):

@@ -255,7 +255,7 @@ def test_sparse_decode_step_attends_exactly_to_the_pattern(pattern_name, positio
     pattern, length, h, hkv, d = PATTERNS[pattern_name], 256, 6, 2, 8
     query, key, value = torch.randn(2, h, 1, d), torch.randn(2, hkv, length, d), torch.randn(2, hkv, length, d)
     at = torch.tensor(positions)[:, None]
-    reads = torch.arange(length) <= at  # each row's own length, as engine.decode.decode_step masks it
+    reads = torch.arange(length) <= at  # each row's own length, as engine.runtime.compile.decode_step masks it
     mask = studio_mask(2, 1, length, q_offset=length - 1, kv_offset=0, attention_mask=reads)
     got, _ = _sparse_one_query(query, key, value, mask, pattern, settings, None, None, at)
     for row, position in enumerate(positions):

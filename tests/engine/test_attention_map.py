@@ -1,4 +1,4 @@
-"""The attention map (engine.attention_map) on a tiny local decoder: what each attention choice
+"""The attention map (engine.experiments.attention_map) on a tiny local decoder: what each attention choice
 computes at prefill and at the first decode step, against the map's own dense probabilities."""
 
 from __future__ import annotations

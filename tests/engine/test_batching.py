@@ -1,4 +1,4 @@
-"""Continuous batching (engine.batching, engine.scheduler) on tiny local models: requests that arrive
+"""Continuous batching (engine.runtime.batching, engine.runtime.runner) on tiny local models: requests that arrive
 together decode in one batch and each gets what it would get alone."""
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ from engine.bench import (
     write_outputs,
 )
 from engine.bench.__main__ import _parser
-from engine.bench.sweep import _allowed_pairs
 from engine.data import long_document
+from engine.experiments.attention_op import allowed_pairs
 from engine.experiments.compare import interleaved
 from engine.experiments.statistics import UNMEASURED_NOISE
 
@@ -38,10 +38,10 @@ VERDICTS = ("faster", "slower", "same")
 
 
 @pytest.mark.parametrize(("length", "window", "sinks"), [(10, 4, 2), (100, 16, 4), (64, 64, 4), (7, 512, 4)])
-def test_allowed_pairs_counts_the_explicit_mask(length, window, sinks):
+def testallowed_pairs_counts_the_explicit_mask(length, window, sinks):
     settings = SparseSettings(window=window, sinks=sinks)
     pos = torch.arange(length)
-    assert _allowed_pairs(settings, length) == int(explicit_mask(PATTERNS["sliding_sinks"], settings, pos, pos).sum())
+    assert allowed_pairs(settings, length) == int(explicit_mask(PATTERNS["sliding_sinks"], settings, pos, pos).sum())
 
 
 def test_corpus_is_the_packaged_long_document_repeated():

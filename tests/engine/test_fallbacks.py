@@ -1,5 +1,5 @@
 """The untested GPU paths fall back once, on their first error, to the paths the tests run, and say
-so (engine.fallbacks). No GPU here: each failure is forced, by a real missing CUDA where the path
+so (engine.platform.fallbacks). No GPU here: each failure is forced, by a real missing CUDA where the path
 needs one, else by making the path raise as an unsupported GPU would."""
 
 from __future__ import annotations

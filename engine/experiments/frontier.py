@@ -7,9 +7,9 @@ tokens: mean KL(dense || pattern), top-1 agreement and perplexity. On sampled la
 what each step kept and measures the attention-mass recall: the share of dense attention
 probability that falls on the kept keys, averaged over heads and steps, and the density, the share
 of keys kept. Prefill and decode step times are measured on the same runs: decode as the median
-ratio of paired steps with an interval (engine.compare's statistics), prefill from one run each.
+ratio of paired steps with an interval (engine.experiments.statistics's statistics), prefill from one run each.
 With `compiled`, the decode steps are timed again through the compiled step each pattern's requests
-would use (engine.decode), after compiling it; quality and the probe always come from eager steps.
+would use (engine.runtime.compile), after compiling it; quality and the probe always come from eager steps.
 
 Patterns at the same budget (keys each decode step reads, a share of the length): the sliding
 window with sinks spends it all on the most recent keys; Quest keeps a LOCAL_WINDOW and picks the
@@ -30,10 +30,10 @@ import torch
 from engine.attention.choice import DENSE, AttentionChoice, AttentionStats, SparseSettings
 from engine.attention.content import PAGE
 from engine.attention.context import probe_attention
-from engine.bench.report import figure_panels
-from engine.bench.sweep import Progress
 from engine.data import long_document
+from engine.experiments.figures import figure_panels
 from engine.experiments.statistics import compare_timing, distribution_quality
+from engine.experiments.sweep import Progress
 from engine.models.loader import LoadedModel
 from engine.platform.errors import InputError
 from engine.runtime.engine import Engine, default_engine
