@@ -19,7 +19,7 @@ from engine.api.results import Comparison, Metrics, Quality, Result, Timing
 from engine.api.validation import check_labels, require_text, validate, validate_options
 from engine.attention.choice import SparseSettings
 from engine.attention.patterns import pattern_catalog
-from engine.experiments.attention_map import MAP_TOKENS, AttentionMap, attention_map
+from engine.experiments.attention_map import MAP_TOKENS, AttentionMap
 from engine.experiments.figures import to_frame
 from engine.experiments.frontier import DENSITIES as FRONTIER_DENSITIES
 from engine.experiments.frontier import FRONTIER_COLUMNS, frontier, plot_frontier
@@ -47,7 +47,7 @@ from engine.platform.errors import (
 )
 from engine.platform.settings import SettingsError, settings
 from engine.runtime.engine import Engine, default_engine
-from engine.service import precheck, run, stream_request
+from engine.service import attention_map, precheck, run, stream_request
 from engine.warmup import WarmUp
 
 __all__ = [

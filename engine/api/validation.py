@@ -1,4 +1,4 @@
-"""Every rule about a request, each written once; `validate` is the engine's front door."""
+"""Every rule about a request, each written once: `validate` holds those that hold whatever runs it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 
 from engine.api.options import OPTION_BY_NAME, RunOptions, check_options
 from engine.api.request import GenerationRequest
-from engine.models.precision import check_supported, resolve_precision
-from engine.models.registry import ModelSpec, get_spec
+from engine.models.precision import check_supported
+from engine.models.registry import ModelSpec
 from engine.platform.errors import InputError
 
 
@@ -36,6 +36,7 @@ def check_labels(labels: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 
 def validate_options(options: RunOptions, device: torch.device) -> None:
+    """The options' rules and this device's precisions: what the Lab and the benchmarks (local runs) check."""
     check_options(options)
     check_supported(options.precision, device)
 
@@ -55,13 +56,23 @@ def check_family(spec: ModelSpec, request: GenerationRequest) -> None:
 
 @dataclass(frozen=True)
 class Sides:
-    """The two settings of an A/B comparison: identical but for `axis`, both greedy."""
+    """The two settings of an A/B comparison: identical but for `axis`, both greedy. Precisions stay as
+    asked (`auto` too): the backend that runs a side resolves what it means (engine.backends)."""
 
     axis: str  # attention | precision | model
     a: RunOptions
     b: RunOptions
-    a_label: str
+    a_label: str  # attention: what each side runs; else the labels follow the served sides (`labels`)
     b_label: str
+
+    def labels(self, a: RunOptions, b: RunOptions) -> tuple[str, str]:
+        """The labels of the sides as served (`a`, `b`): what ran ("fp32", not "auto")."""
+        labels = (
+            (self.a_label, self.b_label) if self.axis == "attention" else (getattr(a, self.axis), getattr(b, self.axis))
+        )
+        if labels[0] == labels[1]:  # an A/A test: the same settings twice
+            return f"{labels[0]} (A)", f"{labels[1]} (B)"
+        return labels
 
 
 def _attention_label(options: RunOptions) -> str:
@@ -70,29 +81,12 @@ def _attention_label(options: RunOptions) -> str:
     return "sparse" if options.pattern == "auto" else options.pattern
 
 
-def _shared_family(options: RunOptions) -> str | None:
-    """The family `auto` is resolved for: a model comparison runs both models at one precision, so
-    theirs must agree (None: differ or not known before loading)."""
-    family = get_spec(options.model).family
-    if options.compare == "model" and options.compare_with.strip():
-        other = get_spec(options.compare_with.strip()).family
-        return family if other == family else None
-    return family
-
-
-def compare_sides(options: RunOptions, device: torch.device) -> Sides | None:
+def compare_sides(options: RunOptions) -> Sides | None:
     """A and B of the experiment the options ask for (None: a single run). `attention=compare` is
-    dense vs sparse; otherwise `compare` names the axis and `compare_with` B's value. Both run greedy
-    at a resolved precision, so the labels say what ran ("fp32", not "auto")."""
+    dense vs sparse; otherwise `compare` names the axis and `compare_with` B's value."""
     if not options.compares:
         return None
-    base = replace(
-        options,
-        temperature=0.0,
-        compare="none",
-        compare_with="",
-        precision=resolve_precision(options.precision, device, _shared_family(options)),
-    )
+    base = replace(options, temperature=0.0, compare="none", compare_with="")
     if options.attention == "compare":
         if options.compare != "none":
             raise InputError("attention=compare already compares dense with sparse: set compare to none.")
@@ -102,33 +96,27 @@ def compare_sides(options: RunOptions, device: torch.device) -> Sides | None:
     value = options.compare_with.strip()
     if not value:
         raise InputError(f"compare={options.compare} needs compare_with: B's {options.compare}.")
-    if options.compare == "attention":
-        patterns = [p for p in OPTION_BY_NAME["pattern"].choices if p != "auto"]
-        if value not in ("dense", "sparse", *patterns):
-            raise InputError(f"compare_with for attention is dense, sparse or a pattern ({', '.join(patterns)}).")
-        b = (
-            replace(base, attention=value)
-            if value in ("dense", "sparse")
-            else replace(base, attention="sparse", pattern=value)
-        )
-        labels = (_attention_label(base), value)
-    else:
-        if options.compare == "precision":
-            value = resolve_precision(value, device, get_spec(options.model).family)
-        b = replace(base, **{options.compare: value})
-        labels = (getattr(base, options.compare), value)
-    if labels[0] == labels[1]:  # an A/A test: the same settings twice
-        labels = (f"{labels[0]} (A)", f"{labels[1]} (B)")
-    return Sides(options.compare, base, b, *labels)
+    if options.compare != "attention":
+        return Sides(options.compare, base, replace(base, **{options.compare: value}), "", "")
+    patterns = [p for p in OPTION_BY_NAME["pattern"].choices if p != "auto"]
+    if value not in ("dense", "sparse", *patterns):
+        raise InputError(f"compare_with for attention is dense, sparse or a pattern ({', '.join(patterns)}).")
+    b = (
+        replace(base, attention=value)
+        if value in ("dense", "sparse")
+        else replace(base, attention="sparse", pattern=value)
+    )
+    return Sides("attention", base, b, _attention_label(base), value)
 
 
-def validate(request: GenerationRequest, device: torch.device) -> Sides | None:
-    """Every rule about a request that holds whatever runs it, checked once (a backend adds its own:
-    engine.backends). Returns the two sides when the request is a comparison (None: a single run)."""
-    validate_options(request.options, device)
-    sides = compare_sides(request.options, device)
+def validate(request: GenerationRequest) -> Sides | None:
+    """Every rule about a request that holds whatever runs it, checked once; the backend that runs it
+    adds its own (engine.backends: the device's precisions, the model's family, a server's limits).
+    Returns the two sides when the request is a comparison (None: a single run)."""
+    check_options(request.options)
+    sides = compare_sides(request.options)
     if sides is not None:
-        validate_options(sides.b, device)
+        check_options(sides.b)
     if (request.text is None) == (request.messages is None):
         raise InputError("Give either text or chat messages (exactly one).")
     if request.text is not None:
@@ -139,6 +127,4 @@ def validate(request: GenerationRequest, device: torch.device) -> Sides | None:
         raise InputError(f"time_limit_s must be positive (got {request.time_limit_s}).")
     if request.candidates is not None:
         check_labels(request.candidates)
-    for options in (request.options,) if sides is None else (sides.a, sides.b):
-        check_family(get_spec(options.model), request)
     return sides

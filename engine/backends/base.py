@@ -1,4 +1,5 @@
-"""What runs a request: a Backend, chosen once per request from its model (engine.backends.choose)."""
+"""What runs a request: a Backend, chosen once per request from its model (engine.backends.backend_for),
+and the request as admitted to run (engine.service)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from engine.api.request import GenerationRequest
 from engine.api.results import Result
 from engine.models.embedded import ProgressFn
 from engine.models.loader import LoadedModel
-from engine.models.registry import ModelSpec
 from engine.runtime.prompt import Encoded
 
 
@@ -29,14 +29,14 @@ class Prompt:
 
 
 class Backend(Protocol):
-    spec: ModelSpec
-
-    def check(self, options: RunOptions) -> None:
-        """Raise the user's error for what this backend cannot do as `options` ask."""
+    def check(self, request: GenerationRequest) -> None:
+        """Raise the user's error for what this backend cannot do as `request` asks (its rules beyond
+        engine.api.validation's: the device's precisions, the model's family, a server's limits)."""
         ...
 
     def served(self, options: RunOptions) -> RunOptions:
-        """`options` as this backend runs them (a server: its own precision and attention)."""
+        """A comparison side's `options` as this backend runs them: `auto` resolved here, a server's
+        own precision and attention."""
         ...
 
     def load(self, options: RunOptions, progress: ProgressFn | None = None) -> LoadedModel | None:
@@ -56,3 +56,25 @@ class Backend(Protocol):
     ) -> Iterator[str | Result]:
         """Text deltas, then the Result. `alone`: measured with nothing else running in this process."""
         ...
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of an admitted request: the request as its backend runs it."""
+
+    request: GenerationRequest
+    backend: Backend
+    label: str
+    prompt: Prompt | None = None  # tokenized at admission, when the model was loaded then
+
+
+@dataclass(frozen=True)
+class Admission:
+    request: GenerationRequest  # as asked
+    runs: tuple[Run, ...]  # one, or a comparison's A and B
+    axis: str | None = None  # a comparison's: what B changes
+
+    @property
+    def run(self) -> Run:
+        """The single run; a comparison's B (what an attention map shows)."""
+        return self.runs[-1]

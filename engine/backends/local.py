@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator
+from dataclasses import replace
 
 from engine.api.options import RunOptions
 from engine.api.request import GenerationRequest
@@ -12,20 +13,23 @@ from engine.api.validation import check_family
 from engine.backends.base import Prompt
 from engine.models.embedded import ProgressFn
 from engine.models.loader import LoadedModel
-from engine.models.registry import ModelSpec
+from engine.models.precision import check_supported, resolve_precision
+from engine.models.registry import get_spec
 from engine.runtime.decoding import encode_prompt
 from engine.runtime.engine import Engine
 
 
 class LocalBackend:
-    def __init__(self, spec: ModelSpec, engine: Engine):
-        self.spec, self.engine = spec, engine
+    def __init__(self, engine: Engine):
+        self.engine = engine
 
-    def check(self, options: RunOptions) -> None:
-        return None  # every option runs here; the options' own rules are checked before (engine.api.validation)
+    def check(self, request: GenerationRequest) -> None:
+        check_supported(request.options.precision, self.engine.device)
+        check_family(get_spec(request.options.model), request)  # an unregistered model's: once it is loaded
 
     def served(self, options: RunOptions) -> RunOptions:
-        return options
+        family = get_spec(options.model).family
+        return replace(options, precision=resolve_precision(options.precision, self.engine.device, family))
 
     def load(self, options: RunOptions, progress: ProgressFn | None = None) -> LoadedModel:
         return self.engine.get(options.model, options.precision, progress)

@@ -10,22 +10,24 @@ from dataclasses import replace
 from engine.api.options import RunOptions
 from engine.api.request import GenerationRequest
 from engine.api.results import Result
+from engine.api.validation import check_family
 from engine.backends.base import Prompt
 from engine.backends.openai_protocol import score_remote, stream_remote
 from engine.models.embedded import ProgressFn
-from engine.models.registry import ModelSpec
+from engine.models.registry import get_spec
 from engine.platform.errors import AttentionConfigError, InputError, PrecisionError
 from engine.runtime.engine import Engine
 
 
 class RemoteBackend:
-    def __init__(self, spec: ModelSpec, engine: Engine):
-        self.spec, self.engine = spec, engine
+    def __init__(self, engine: Engine):
+        self.engine = engine
 
-    def check(self, options: RunOptions) -> None:
+    def check(self, request: GenerationRequest) -> None:
         """A server runs its own precision and attention, and the protocol has no repetition penalty: a
         request that asks otherwise is told so rather than silently ignored."""
-        name = self.spec.name
+        options, name = request.options, request.options.model
+        check_family(get_spec(name), request)
         if options.precision != "auto" or options.compare == "precision":
             raise PrecisionError(
                 f"{name} runs at its server's precision: choose auto (and compare models, not precisions)."
@@ -61,6 +63,6 @@ class RemoteBackend:
 
     def _answer(self, request: GenerationRequest) -> Iterator[str | Result]:
         if request.candidates is not None:
-            yield score_remote(self.spec, request)
+            yield score_remote(get_spec(request.options.model), request)
         else:
-            yield from stream_remote(self.spec, request)
+            yield from stream_remote(get_spec(request.options.model), request)

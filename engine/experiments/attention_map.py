@@ -22,12 +22,13 @@ from engine.attention.content import PickedBlocks
 from engine.attention.context import inspect_attention, probe_attention
 from engine.attention.patterns import explicit_mask, pattern_for
 from engine.attention.positional import Pattern
-from engine.backends.admission import admitted
+from engine.backends import Admission
 from engine.models.embedded import ProgressFn
 from engine.models.loader import LoadedModel
+from engine.models.registry import get_spec
 from engine.platform.errors import InputError
 from engine.runtime.decoding import encode_prompt
-from engine.runtime.engine import Engine, default_engine
+from engine.runtime.engine import Engine
 from engine.runtime.kv_cache import RowCache
 from engine.runtime.step import bucket_for, decode_step, keeps_pages
 
@@ -62,38 +63,28 @@ class AttentionMap:
 
 
 def attention_map(
-    request: GenerationRequest,
-    layer: int,
-    head: int,
-    engine: Engine | None = None,
-    progress: ProgressFn | None = None,
+    admission: Admission, layer: int, head: int, engine: Engine, progress: ProgressFn | None = None
 ) -> AttentionMap:
-    """The map of `request` (a comparison: its B side) at `layer` and query `head`."""
-    engine = engine or default_engine()
-    admission = admitted(request, engine)
+    """The map of an admitted request (a comparison: its B side) at `layer` and query `head`."""
     run = admission.run
-    options, spec = run.request.options, run.backend.spec
-    if spec.family not in (None, "causal"):
-        raise InputError(f"The attention map shows decoder (causal) models; {spec.name} is a {spec.family} model.")
+    options = run.request.options
+    if (known := get_spec(options.model).family) not in (None, "causal"):  # refused before it loads
+        raise InputError(f"The attention map shows decoder (causal) models; {options.model} is a {known} model.")
     if (loaded := run.backend.load(options, progress)) is None:
-        raise InputError(f"{spec.name} runs on a remote server: its attention is not visible from here.")
-    if loaded.spec.family != "causal":
-        raise InputError(
-            f"The attention map shows decoder (causal) models; {spec.name} is a {loaded.spec.family} model."
-        )
+        raise InputError(f"{options.model} runs on a remote server: its attention is not visible from here.")
+    name, family = loaded.spec.name, loaded.spec.family
+    if family != "causal":
+        raise InputError(f"The attention map shows decoder (causal) models; {name} is a {family} model.")
     config = loaded.model.config
     layers, heads = config.num_hidden_layers, config.num_attention_heads
     if not 0 <= layer < layers or not 0 <= head < heads:
-        raise InputError(
-            f"{spec.name} has layers 0-{layers - 1} and heads 0-{heads - 1}; got layer {layer}, head {head}."
-        )
-    request = GenerationRequest(options, text=request.text, messages=request.messages)
+        raise InputError(f"{name} has layers 0-{layers - 1} and heads 0-{heads - 1}; got layer {layer}, head {head}.")
+    request = GenerationRequest(options, text=run.request.text, messages=run.request.messages)
     encoded = run.prompt.for_model(loaded) if run.prompt is not None else None
     ids = (encoded or encode_prompt(loaded, request)).input_ids
     if ids.shape[1] > MAP_LIMIT:
         raise InputError(f"The attention map shows prompts up to {MAP_LIMIT} tokens; this one has {ids.shape[1]}.")
-    with engine.in_flight.serving():
-        captured = engine.runner.call(lambda _: _capture(loaded, request, ids, layer), progress=progress)
+    captured = engine.runner.call(lambda _: _capture(loaded, request, ids, layer), progress=progress)
     return _measure(loaded, options, captured, layer, head, "B" if admission.axis is not None else "")
 
 

@@ -13,7 +13,7 @@ its steps and its timings; a remote server's runs too, so a server on the same m
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import torch
@@ -21,15 +21,31 @@ import torch
 from engine.api.events import Chunk
 from engine.api.request import GenerationRequest
 from engine.api.results import Comparison, Quality, Result, Timing
-from engine.backends import Prompt
-from engine.backends.admission import Admission, Run
+from engine.attention.choice import AttentionChoice
+from engine.backends import Admission, Prompt, Run
 from engine.experiments.statistics import compare_timing, distribution_quality, trial_count
 from engine.models.embedded import ProgressFn
 from engine.models.loader import LoadedModel
+from engine.runtime.decoding import encode_prompt
 from engine.runtime.engine import Engine
 from engine.runtime.scoring import teacher_forced_logprobs
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """One side as it scores A's output, teacher-forced: its model, its prompt ids and its attention."""
+
+    loaded: LoadedModel
+    prompt: torch.Tensor  # (1, n) ids
+    choice: AttentionChoice
+
+    @staticmethod
+    def of(loaded: LoadedModel, request: GenerationRequest) -> Scorer:
+        options = request.options
+        ids = encode_prompt(loaded, request).input_ids
+        return Scorer(loaded, ids, AttentionChoice(options.attention, options.sparse))
 
 
 def _run(run: Run, prompt: Prompt | None) -> Iterator[Chunk | Result]:
@@ -98,13 +114,7 @@ def _agreement(a: Result, b: Result, tokenizer) -> tuple[float, int | None]:
     return (sum(p == q for p, q in zip(x, y, strict=False)) / longest if longest else 1.0), first
 
 
-def teacher_forced_quality(
-    loaded_a: LoadedModel,
-    loaded_b: LoadedModel,
-    sides: tuple[GenerationRequest, GenerationRequest],
-    a: Result,
-    b: Result,
-) -> tuple[Quality | None, str]:
+def teacher_forced_quality(a_side: Scorer, b_side: Scorer, a: Result, b: Result) -> tuple[Quality | None, str]:
     """B's quality cost on A's output (None and the reason when it cannot be measured)."""
     if a.scores is not None:  # classification: the two label distributions
         labels = list(a.scores)
@@ -114,11 +124,12 @@ def teacher_forced_quality(
         return replace(distribution_quality(p, q, None), tokens=len(labels), tv_distance=tv), ""
     if not a.token_ids:
         return None, "A generated no tokens to score."
-    same_tokenizer = loaded_a.tokenizer is loaded_b.tokenizer  # one model: no need to compare vocabularies
-    if not same_tokenizer and loaded_a.tokenizer.get_vocab() != loaded_b.tokenizer.get_vocab():
+    tokenizer_a, tokenizer_b = a_side.loaded.tokenizer, b_side.loaded.tokenizer
+    same_tokenizer = tokenizer_a is tokenizer_b  # one model: no need to compare vocabularies
+    if not same_tokenizer and tokenizer_a.get_vocab() != tokenizer_b.get_vocab():
         return None, "A and B use different tokenizers, so B cannot score A's tokens."
-    logp_a = teacher_forced_logprobs(loaded_a, sides[0], a.token_ids)
-    logp_b = teacher_forced_logprobs(loaded_b, sides[1], a.token_ids)
+    logp_a = teacher_forced_logprobs(a_side.loaded, a_side.prompt, a.token_ids, a_side.choice)
+    logp_b = teacher_forced_logprobs(b_side.loaded, b_side.prompt, a.token_ids, b_side.choice)
     vocab = min(logp_a.shape[-1], logp_b.shape[-1])  # embedding tables may be padded differently
     targets = torch.tensor(a.token_ids, device=logp_a.device)
     return distribution_quality(logp_a[:, :vocab], logp_b[:, :vocab].to(logp_a.device), targets), ""
@@ -155,10 +166,8 @@ def run_comparison(
     if loaded_a is None or loaded_b is None:
         quality, note = None, "a remote server sends text, not the probabilities of A's tokens."
     else:
-        sides = (run_a.request, run_b.request)
-        quality, note = engine.runner.call(
-            lambda _: teacher_forced_quality(loaded_a, loaded_b, sides, first_a, first_b)
-        )
+        scorers = (_scorer(loaded_a, run_a, prompt_a), _scorer(loaded_b, run_b, prompt_b))
+        quality, note = engine.runner.call(lambda _: teacher_forced_quality(*scorers, first_a, first_b))
     local = loaded_a or loaded_b
     agreement, divergence = _agreement(first_a, first_b, local.tokenizer if local else None)
     report(1.0, "done")
@@ -175,3 +184,12 @@ def run_comparison(
         density=first_b.metrics.density,
         quality_note=note,
     )
+
+
+def _scorer(loaded: LoadedModel, run: Run, prompt: Prompt | None) -> Scorer:
+    """A side's scorer from the prompt tokenized for its run (once)."""
+    encoded = prompt.for_model(loaded) if prompt is not None else None
+    if encoded is None:
+        return Scorer.of(loaded, run.request)
+    options = run.request.options
+    return Scorer(loaded, encoded.input_ids, AttentionChoice(options.attention, options.sparse))

@@ -32,6 +32,7 @@ class LoadedModel:
     device: torch.device
     footprint_bytes: int
     load_seconds: float
+    decoder_start: int | None = None  # seq2seq models: the token their decoder starts from
     # Causal models' decode state, which the runtime above this layer attaches after loading
     # (engine.runtime.engine): its compiled steps (CompiledDecode) and its batches (ModelBatches).
     compiled: Any = None
@@ -145,4 +146,10 @@ def load_model(
         device=device,
         footprint_bytes=weight_bytes(model),
         load_seconds=time.perf_counter() - start,
+        decoder_start=_decoder_start(model) if family == "seq2seq" else None,
     )
+
+
+def _decoder_start(model: Any) -> int:
+    start_id = model.generation_config.decoder_start_token_id
+    return start_id if start_id is not None else model.config.decoder_start_token_id

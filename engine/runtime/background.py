@@ -103,6 +103,12 @@ class Background:
             self._unpaused_until.t = time.monotonic() + RUN_S
 
 
+# One per process, whatever the engines: a compile and a request share the process's GIL and cores,
+# and the compiler's tracing flag (torch.compiler.is_compiling) is process-wide, so an eager forward
+# of any engine must not run beside a compile that is tracing.
+PROCESS = Background(InFlight())
+
+
 def _lower_priority() -> None:
     """On Linux, let requests have the CPU first: this thread (and the compiler processes it starts)
     runs at the lowest priority. Elsewhere, or if not allowed, it simply competes."""

@@ -73,11 +73,6 @@ def encode_prompt(loaded: LoadedModel, request: GenerationRequest) -> Encoded:
     return encode(loaded, request, reserve)
 
 
-def decoder_start(loaded: LoadedModel) -> int:
-    start_id = loaded.model.generation_config.decoder_start_token_id
-    return start_id if start_id is not None else loaded.model.config.decoder_start_token_id
-
-
 class Decoding:
     """One request's output as it grows, whoever runs the forwards (a batch of causal sequences,
     engine.runtime.batching, or the seq2seq loop below): the next token from each step's logits, the stops

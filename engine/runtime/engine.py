@@ -20,7 +20,7 @@ from engine.models.precision import resolve_device
 from engine.models.precision_menu import PRECISION_BY_NAME
 from engine.models.registry import ModelSpec
 from engine.platform.settings import settings
-from engine.runtime.background import Background, InFlight
+from engine.runtime import background
 from engine.runtime.batching import ModelBatches
 from engine.runtime.compile import CompiledDecode
 from engine.runtime.runner import Runner
@@ -40,8 +40,8 @@ class Engine:
             held_mb=lambda loaded: loaded.batches.memory_bytes() / 2**20 if loaded.batches else 0.0,
         )
         self.runner = Runner(Scheduler(fits=self.models.fits), self.device)
-        self.in_flight = InFlight()  # requests being served: background work gives way to them
-        self.background = Background(self.in_flight)
+        self.background = background.PROCESS  # compiles, in the gaps between requests of every engine
+        self.in_flight = self.background.in_flight  # requests being served: background work gives way
         # Requests admitted ahead of their run (engine.backends.admission): validated and tokenized once.
         self.admitted: OrderedDict[Hashable, object] = OrderedDict()
         self.lock = threading.Lock()
@@ -52,8 +52,8 @@ class Engine:
         return self.models.get(name, precision, progress)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """End the engine thread after its current step and stop the background work; a later request
-        starts the thread again."""
+        """End the engine thread after its current step (later requests hear EngineStoppedError) and
+        the process's background work: the end of the process, when the main thread ends."""
         self.runner.stop(timeout)
         self.background.stop(timeout)
 

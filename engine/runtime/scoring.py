@@ -15,24 +15,24 @@ from engine.attention.choice import AttentionChoice, AttentionStats
 from engine.models.loader import LoadedModel
 from engine.platform.errors import InputError, TimeLimitError
 from engine.platform.measure import PeakMemory, now
-from engine.runtime.decoding import decoder_start, encode_prompt, result_metrics
+from engine.runtime.decoding import result_metrics
 from engine.runtime.prompt import Encoded
 
 
-def teacher_forced_logprobs(loaded: LoadedModel, request: GenerationRequest, continuation: list[int]) -> torch.Tensor:
+def teacher_forced_logprobs(
+    loaded: LoadedModel, prompt: torch.Tensor, continuation: list[int], choice: AttentionChoice
+) -> torch.Tensor:
     """(len(continuation), vocab) log-probabilities of the next token at each position of
-    `continuation` after the request's prompt, in one forward under the request's attention:
-    row i is the distribution that token continuation[i] was drawn from."""
-    options, model, device = request.options, loaded.model, loaded.device
-    prompt = encode_prompt(loaded, request).input_ids
+    `continuation` after the `prompt` ids (1, n), in one forward under the attention `choice`: row i
+    is the distribution that token continuation[i] was drawn from."""
+    model, device = loaded.model, loaded.device
     follow = torch.tensor([continuation[:-1]], dtype=torch.long, device=device)
-    choice = AttentionChoice(options.attention, options.sparse)
     with torch.inference_mode():
         if loaded.spec.family == "causal":
             ids = torch.cat([prompt, follow], dim=1)
             logits = model(input_ids=ids, use_cache=False, logits_to_keep=len(continuation), studio_choice=choice)
         else:
-            start = torch.tensor([[decoder_start(loaded)]], device=device)
+            start = torch.tensor([[loaded.decoder_start]], device=device)
             decoder_ids = torch.cat([start, follow], dim=1)
             logits = model(input_ids=prompt, decoder_input_ids=decoder_ids, use_cache=False, studio_choice=choice)
     return torch.log_softmax(logits.logits[0].float(), dim=-1)

@@ -13,7 +13,7 @@ from engine.api.results import Result
 from engine.attention.choice import AttentionChoice, AttentionStats
 from engine.models.loader import LoadedModel
 from engine.platform.measure import PeakMemory
-from engine.runtime.decoding import Decoding, decoder_start
+from engine.runtime.decoding import Decoding
 from engine.runtime.prompt import Encoded
 
 
@@ -34,7 +34,7 @@ def stream_seq2seq(loaded: LoadedModel, request: GenerationRequest, encoded: Enc
         with torch.inference_mode():
             encoder_out = model.get_encoder()(input_ids=decoding.encoded.input_ids, studio_choice=choice)
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        step = torch.tensor([[decoder_start(loaded)]], device=device)
+        step = torch.tensor([[loaded.decoder_start]], device=device)
         density = None
         while True:
             out = forward(decoder_input_ids=step, encoder_outputs=encoder_out, past_key_values=cache, use_cache=True)
