@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from engine import Chunk, Result, StudioError, list_models, stream_request
+from engine import Chunk, Comparison, Result, StudioError, list_models, stream_request
 from engine.api.frontends import add_option_flags, build_request, installed_tasks
 from engine.api.options import OPTIONS, options_from
 from engine.api.report import (
@@ -60,6 +60,15 @@ def _progress(fraction: float, message: str) -> None:
     print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
 
 
+def _text(final: Result | Comparison, texts: dict[str, str]) -> str:
+    """The streamed text; a run that streams none (classification) gives its final text."""
+    if texts:
+        return labelled(texts)
+    if isinstance(final, Result):
+        return final.text
+    return labelled({final.a_label: final.a.text, final.b_label: final.b.text})
+
+
 def _run(args: argparse.Namespace, tasks: dict) -> int:
     options = options_from({o.name: getattr(args, o.name) for o in OPTIONS})
     request = build_request(tasks, args.task, _read_text(args.text), options, vars(args))
@@ -73,8 +82,9 @@ def _run(args: argparse.Namespace, tasks: dict) -> int:
                 print(event.text, end="", flush=True)
         else:
             final = event
+    assert final is not None  # the stream ends with the Result or the Comparison
     if args.json:
-        print(json.dumps(to_json(final, labelled(texts) if texts else final.text), indent=2))
+        print(json.dumps(to_json(final, _text(final, texts)), indent=2))
         return 0
     if isinstance(final, Result):
         print(scores_text(final.scores) if final.scores else "")

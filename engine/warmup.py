@@ -71,5 +71,6 @@ class WarmUp:
         return self.state()
 
     def _set(self, phase: Phase, message: str) -> None:
+        assert self._started is not None  # run() sets it before any phase
         with self._lock:
             self._state = WarmState(self.model, self.precision, phase, message, time.perf_counter() - self._started)

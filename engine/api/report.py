@@ -148,7 +148,7 @@ def to_payload(final: Final) -> dict[str, Any]:
             "truncated_tokens": final.truncated_tokens,
             "finish_reason": final.finish_reason,
         }
-    payload = {
+    payload: dict[str, Any] = {
         "axis": final.axis,
         "labels": {"a": final.a_label, "b": final.b_label},
         "a": asdict(final.a.metrics),
@@ -164,7 +164,7 @@ def to_payload(final: Final) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
-    return asdict(value) if is_dataclass(value) else value
+    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
 
 
 def from_payload(payload: dict[str, Any]) -> Final:

@@ -32,6 +32,9 @@ class Metrics:
     fallbacks: list[str] | None = None  # untested GPU paths that failed in this process, and what runs instead
 
 
+FinishReason = Literal["stop", "length", "scored", "time_limit"]
+
+
 @dataclass
 class Result:
     text: str
@@ -39,7 +42,7 @@ class Result:
     token_ids: list[int] = field(default_factory=list)
     scores: dict[str, float] | None = None  # classification: label -> probability
     truncated_tokens: int = 0  # input tokens cut to fit the context (0 = nothing cut)
-    finish_reason: Literal["stop", "length", "scored", "time_limit"] = "stop"
+    finish_reason: FinishReason = "stop"
 
     def to_dict(self) -> dict:
         return asdict(self)

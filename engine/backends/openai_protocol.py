@@ -15,12 +15,14 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 from urllib.parse import urlsplit
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
-from engine.api.request import GenerationRequest
-from engine.api.results import Metrics, Result
+from engine.api.request import GenerationRequest, Message
+from engine.api.results import FinishReason, Metrics, Result
 from engine.api.validation import check_labels
 from engine.models.registry import ModelSpec
 from engine.platform.errors import RemoteError
@@ -30,7 +32,8 @@ from engine.platform.settings import settings
 SERVER = "server"  # the precision and attention that metrics show: the server's own
 CONNECT_TIMEOUT_S = 5.0
 TOP_LOGPROBS = 20  # the most the protocol allows
-FINISH = {"stop": "stop", "length": "length"}  # other reasons (content filter, tool calls) end the text too
+# other finish reasons (content filter, tool calls) end the text too
+FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length"}
 
 
 @functools.cache
@@ -38,6 +41,11 @@ def _client(location: str, api_key: str) -> openai.OpenAI:
     # No retries: a failure is reported at once, within the request's time, and the user decides.
     timeout = openai.Timeout(settings().remote_timeout_s, connect=CONNECT_TIMEOUT_S)
     return openai.OpenAI(base_url=location, api_key=api_key, max_retries=0, timeout=timeout)
+
+
+def _served_name(spec: ModelSpec) -> str:
+    assert spec.served_name is not None  # the registry refuses a remote model without one
+    return spec.served_name
 
 
 def client(spec: ModelSpec) -> openai.OpenAI:
@@ -87,8 +95,9 @@ def _sampling(request: GenerationRequest) -> dict:
     return params
 
 
-def _messages(request: GenerationRequest) -> list[dict[str, str]]:
-    return [{"role": m.role, "content": m.content} for m in request.messages]
+def _messages(messages: tuple[Message, ...]) -> list[ChatCompletionMessageParam]:
+    # the stubs type each role's message apart; these roles are all the protocol's
+    return cast("list[ChatCompletionMessageParam]", [{"role": m.role, "content": m.content} for m in messages])
 
 
 def _metrics(
@@ -102,7 +111,7 @@ def _metrics(
     input_tokens: int | None,
     server: dict[str, float] | None,
 ) -> Metrics:
-    decode = decode_rate(new_tokens, first, last)
+    decode = decode_rate(new_tokens, first, last) if first is not None and last is not None else None
     return Metrics(
         prefill_ms=server.get("prompt_ms") if server else None,
         ttft_ms=((first or ended) - started) * 1000,
@@ -142,12 +151,12 @@ def stream_remote(spec: ModelSpec, request: GenerationRequest) -> Iterator[str |
     with talking_to(spec, "streaming the answer"):
         if request.messages is not None:
             stream = api.chat.completions.create(
-                model=spec.served_name, messages=_messages(request), stream=True,
+                model=_served_name(spec), messages=_messages(request.messages), stream=True,
                 stream_options={"include_usage": True}, **_sampling(request),
             )  # fmt: skip
         else:
             stream = api.completions.create(
-                model=spec.served_name, prompt=request.text, stream=True,
+                model=_served_name(spec), prompt=request.text, stream=True,
                 stream_options={"include_usage": True}, **_sampling(request),
             )  # fmt: skip
         with stream:
@@ -178,7 +187,7 @@ def stream_remote(spec: ModelSpec, request: GenerationRequest) -> Iterator[str |
         spec, started=started, first=first, last=last, ended=time.perf_counter(), new_tokens=new_tokens,
         input_tokens=usage.prompt_tokens if usage else None, server=server,
     )  # fmt: skip
-    reason = "time_limit" if finish == "time_limit" else FINISH.get(finish, "stop")
+    reason: FinishReason = "time_limit" if finish == "time_limit" else FINISH.get(finish, "stop")
     yield Result(text="".join(texts), metrics=metrics, finish_reason=reason)
 
 
@@ -207,11 +216,13 @@ def label_scores(top: dict[str, float], labels: tuple[str, ...]) -> dict[str, fl
 def score_remote(spec: ModelSpec, request: GenerationRequest) -> Result:
     """Classification on a server: label probabilities from the top log-probabilities of the chat
     answer's first token (the protocol's `logprobs`; what vLLM, SGLang and llama.cpp's server offer)."""
+    # The caller routes classification here, and a remote model is asked as chat (tasks.classification)
+    assert request.candidates is not None and request.messages is not None
     labels = check_labels(request.candidates)
     started = time.perf_counter()
     with talking_to(spec, "scoring the labels"):
         response = client(spec).chat.completions.create(
-            model=spec.served_name, messages=_messages(request), max_tokens=1, temperature=0.0,
+            model=_served_name(spec), messages=_messages(request.messages), max_tokens=1, temperature=0.0,
             logprobs=True, top_logprobs=TOP_LOGPROBS,
         )  # fmt: skip
     ended = time.perf_counter()
@@ -228,4 +239,4 @@ def score_remote(spec: ModelSpec, request: GenerationRequest) -> Result:
         spec, started=started, first=ended, last=ended, ended=ended, new_tokens=0,
         input_tokens=usage.prompt_tokens if usage else None, server=_server_numbers(response.model_extra),
     )  # fmt: skip
-    return Result(text=max(scores, key=scores.get), metrics=metrics, scores=scores, finish_reason="scored")
+    return Result(text=max(scores, key=scores.__getitem__), metrics=metrics, scores=scores, finish_reason="scored")

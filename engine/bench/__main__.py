@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, fields, replace
 from pathlib import Path
+from typing import Any
 
 from engine.api.frontends import add_option_flags
 from engine.attention.choice import SparseSettings
@@ -58,8 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _csv(text: str | None, cast=str) -> tuple | None:
-    return tuple(cast(x.strip()) for x in text.split(",") if x.strip()) if text else None
+def _csv(text: str | None, cast: Callable[[str], Any] = str) -> tuple:
+    """The items of a comma-separated flag; empty when it is not given."""
+    return tuple(cast(x.strip()) for x in (text or "").split(",") if x.strip())
 
 
 def _report(message: str) -> Progress:
@@ -68,6 +71,8 @@ def _report(message: str) -> Progress:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    rows: list[Any]  # the suite's own row dataclasses
+    plot: Callable[[list[Any], Path], None]
     try:
         if args.suite == "precision":
             rows = precision_table(
@@ -77,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             meta = {"model": args.model, "input_tokens": args.input_tokens, "new_tokens": args.new_tokens or 64}
             meta["machine"] = machine()
         elif args.suite == "decode":
-            chosen = {"precisions": _csv(args.precisions)} if args.precisions else {}
+            chosen: dict[str, Any] = {"precisions": _csv(args.precisions)} if args.precisions else {}
             new_tokens = args.new_tokens or 128
             rows = decode_table(args.model, new_tokens=new_tokens, progress=_report("decode"), **chosen)
             columns, stem, plot = DECODE_COLUMNS, "decode", plot_decode

@@ -16,9 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar, cast
 
 from engine.api.options import RunOptions
 from engine.api.request import GenerationRequest, Message
@@ -34,6 +35,7 @@ from engine.runtime.engine import Engine
 from engine.service import run
 
 Progress = Callable[[float, str], None]
+T = TypeVar("T")
 PROMPT = "Tell me about the history of Paris in a few paragraphs."
 
 
@@ -63,31 +65,45 @@ DECODE_COLUMNS = [
 LONG_INPUT = 2048
 
 
+def _measured(value: T | None) -> T:
+    # set for every studio run and model here (None: a remote server, a decode of under two tokens, llama.cpp's row)
+    assert value is not None
+    return value
+
+
+def _result(request: GenerationRequest, engine: Engine) -> Result:
+    final = run(request, engine)
+    assert isinstance(final, Result)  # no comparison is asked for
+    return final
+
+
 def _median_run(request: GenerationRequest, engine: Engine, repeats: int) -> tuple[Result, float, float]:
     run(request, engine)  # warm-up: first-call allocations are not the steady state
-    results = [run(request, engine) for _ in range(repeats)]
-    rates = [r.metrics.decode_tokens_per_s for r in results]
-    return results[0], statistics.median(rates), statistics.median(r.metrics.prefill_ms for r in results)
+    results = [_result(request, engine) for _ in range(repeats)]
+    rates = [_measured(r.metrics.decode_tokens_per_s) for r in results]
+    return results[0], statistics.median(rates), statistics.median(_measured(r.metrics.prefill_ms) for r in results)
 
 
 def _row(precision: str, path: str, result: Result, rate: float, prefill_ms: float, **extra) -> DecodeRow:
     m = result.metrics
-    return DecodeRow("studio", precision, path, rate, prefill_ms, m.new_tokens, m.model_memory_mb,
-                     m.model_memory_mb * rate / 1024, **extra)  # fmt: skip
+    footprint = _measured(m.model_memory_mb)
+    return DecodeRow("studio", precision, path, rate, prefill_ms, m.new_tokens, footprint, footprint * rate / 1024,
+                     **extra)  # fmt: skip
 
 
 def _long_prefill_rate(loaded: LoadedModel, engine: Engine, model: str, precision: str) -> float:
-    length = min(LONG_INPUT, loaded.spec.context_length // 2)  # tiny test models have short contexts
+    length = min(LONG_INPUT, _measured(loaded.spec.context_length) // 2)  # tiny test models have short contexts
     text = loaded.tokenizer.decode(corpus_ids(loaded.tokenizer, length)[0])
     request = GenerationRequest(RunOptions(model=model, precision=precision, max_new_tokens=1), text=text)
-    result, _, prefill_ms = _median_run(request, engine, repeats=1)
-    return result.metrics.input_tokens / (prefill_ms / 1000)
+    run(request, engine)  # warm-up, as in _median_run (one new token: no decode rate)
+    result = _result(request, engine)
+    return _measured(result.metrics.input_tokens) / (_measured(result.metrics.prefill_ms) / 1000)
 
 
 def studio_rows(
     engine: Engine, model: str, precisions: tuple[str, ...], new_tokens: int, repeats: int, progress: Progress | None
 ) -> list[DecodeRow]:
-    rows = []
+    rows: list[DecodeRow] = []
     messages = (Message("user", PROMPT),)
     reference: tuple[LoadedModel, GenerationRequest, Result] | None = None
     for i, precision in enumerate(precisions):
@@ -102,7 +118,9 @@ def studio_rows(
         result, rate, prefill = _median_run(request, engine, repeats)
         reference = reference or (loaded, request, result)
         sides = (reference[0], loaded, (reference[1], request), reference[2], result)
-        quality, _ = engine.runner.call(lambda _, sides=sides: teacher_forced_quality(*sides))  # engine thread
+        # on the engine thread; mypy cannot infer a lambda whose default binds the loop's value
+        quality, why = engine.runner.call(lambda _, sides=sides: teacher_forced_quality(*sides))  # type: ignore[misc]
+        assert quality is not None, why  # one model's tokenizer, and the reference generated tokens
         first = len(rows)
         rows.append(_row(precision, "eager", result, rate, prefill))
         if PRECISION_BY_NAME[precision].compiles:
@@ -118,7 +136,7 @@ def _compiled_row(
     precision: str, loaded: LoadedModel, request: GenerationRequest, engine: Engine, eager: Result, repeats: int
 ) -> list[DecodeRow]:
     compiled = loaded.compiled
-    tokens = eager.metrics.input_tokens + request.options.max_new_tokens
+    tokens = _measured(eager.metrics.input_tokens) + request.options.max_new_tokens
     engine.runner.call(lambda _: compiled.compile_now(tokens))  # its warm-up runs on the engine's thread
     if compiled.failures:
         print(f"{precision}: not compiled ({next(iter(compiled.failures.values()))})")
@@ -156,6 +174,7 @@ def llama_cpp_row(model: str, new_tokens: int, repeats: int) -> DecodeRow | None
     """llama.cpp on the GGUF the embedded model comes from, greedy, same prompt; None without llama_cpp."""
     try:
         from llama_cpp import Llama
+        from llama_cpp.llama_types import CreateChatCompletionStreamResponse
     except ImportError:
         return None
     spec = get_spec(model)
@@ -167,9 +186,11 @@ def llama_cpp_row(model: str, new_tokens: int, repeats: int) -> DecodeRow | None
     for attempt in range(repeats + 1):  # the first is a warm-up
         start = time.perf_counter()
         arrivals = []  # one streamed chunk per generated token; the role header and the end carry no text
-        for chunk in llm.create_chat_completion(
+        stream = llm.create_chat_completion(
             [{"role": "user", "content": PROMPT}], max_tokens=new_tokens, temperature=0.0, stream=True
-        ):
+        )
+        # stream=True returns chunks; the stubs type the return as either a response or chunks
+        for chunk in cast(Iterator[CreateChatCompletionStreamResponse], stream):
             if chunk["choices"][0]["delta"].get("content"):
                 arrivals.append(time.perf_counter())
         if attempt and len(arrivals) > 1:
@@ -214,7 +235,7 @@ def request_seconds(row: DecodeRow, new_tokens: int) -> float:
     decoding `new_tokens`: the geometric mean of their times, so neither workload decides alone."""
     decode_s = new_tokens / row.decode_tokens_per_s
     chat = row.prefill_ms / 1000 + decode_s
-    long = LONG_INPUT / row.long_prefill_tokens_per_s + decode_s
+    long = LONG_INPUT / _measured(row.long_prefill_tokens_per_s) + decode_s
     return math.sqrt(chat * long)
 
 
@@ -227,7 +248,10 @@ def auto_choice(rows: list[DecodeRow], new_tokens: int) -> tuple[str, list[str]]
             best.get(row.precision), "decode_tokens_per_s", 0
         ):
             best[row.precision] = row
-    keeps = {p: r.kl_vs_reference <= AUTO_MAX_KL and r.top1_vs_reference >= AUTO_MIN_TOP1 for p, r in best.items()}
+    keeps = {
+        p: _measured(r.kl_vs_reference) <= AUTO_MAX_KL and _measured(r.top1_vs_reference) >= AUTO_MIN_TOP1
+        for p, r in best.items()
+    }
     choice = min((p for p in best if keeps[p]), key=lambda p: request_seconds(best[p], new_tokens))
     lines = [
         f"{p:8} {r.path:8} KL {r.kl_vs_reference:.4f} top-1 {r.top1_vs_reference:.0%} "

@@ -50,7 +50,7 @@ class ExperimentRow:
     perplexity_a: float | None
     perplexity_b: float | None
     token_agreement: float
-    density: float
+    density: float | None
 
 
 EXPERIMENT_COLUMNS = [
@@ -82,6 +82,7 @@ def _row(scenario: str, index: int, c: Comparison) -> ExperimentRow:
         return t.ratio, t.low, t.high, t.verdict
 
     q = c.quality
+    assert c.prefill is not None  # both sides are local models, which measure their prefill
     return ExperimentRow(
         scenario, index, c.a_label, c.b_label, c.total.trials,
         *interval(c.prefill), *interval(c.total),
@@ -104,7 +105,9 @@ def run_experiments(
         for index in range(count):
             if progress:
                 progress(len(rows) / total, f"{scenario} {index + 1} of {count}")
-            rows.append(_row(scenario, index + 1, run(requests[scenario], engine)))
+            comparison = run(requests[scenario], engine)
+            assert isinstance(comparison, Comparison)  # each scenario compares two settings
+            rows.append(_row(scenario, index + 1, comparison))
     return rows
 
 

@@ -140,7 +140,8 @@ def _warm(engine: Engine, options: RunOptions, steps: dict[AttentionChoice, set[
         tokens = 64 + options.max_new_tokens
         for choice, batch in [(c, b) for c, batches in steps.items() for b in sorted(batches)]:
             step = (tokens, choice, batch)
-            engine.runner.call(lambda _, step=step: loaded.compiled.compile_now(*step))  # on the engine's thread
+            # on the engine's thread; mypy cannot infer a lambda whose default binds the loop's value
+            engine.runner.call(lambda _, step=step: loaded.compiled.compile_now(*step))  # type: ignore[misc]
     _user(engine, [GenerationRequest(options, messages=(Message("user", QUESTIONS[0]),))])
 
 

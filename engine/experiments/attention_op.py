@@ -96,7 +96,8 @@ def time_attention_op(loaded: LoadedModel, length: int, settings: SparseSettings
 
     def both(call: Callable[[str], object], trials: int) -> tuple[list[float], list[float]]:
         """`call(mode)` timed for dense and sparse, interleaved."""
-        return interleaved(*(_timed(partial(call, mode), device) for mode in MODES), trials)
+        dense, sparse = (_timed(partial(call, mode), device) for mode in MODES)
+        return interleaved(dense, sparse, trials)
 
     def attend(mode: str, query: torch.Tensor, mask: StudioMask) -> None:
         with torch.inference_mode():
@@ -110,5 +111,5 @@ def time_attention_op(loaded: LoadedModel, length: int, settings: SparseSettings
     prefill = both(lambda mode: attend(mode, q, prefill_mask), repeats)
     density = (stats["dense"].density, stats["sparse"].density)
     decode = both(lambda mode: attend(mode, q[:, :, -1:], decode_mask), repeats * 5)
-    plan = tuple(max(0.0, f[0] - statistics.median(p)) for f, p in zip(fresh, prefill, strict=True))
-    return OpTimings(compare_timing(*prefill), compare_timing(*decode), plan, density)
+    dense_plan, sparse_plan = (max(0.0, f[0] - statistics.median(p)) for f, p in zip(fresh, prefill, strict=True))
+    return OpTimings(compare_timing(*prefill), compare_timing(*decode), (dense_plan, sparse_plan), density)

@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
-Panel = tuple[str, str]  # (row field, subplot title)
+PanelT = TypeVar("PanelT")  # what a panel shows, e.g. (row field, subplot title)
 
 
 def to_frame(rows: list, columns: list[str] | None = None) -> pd.DataFrame:
@@ -24,8 +24,8 @@ def to_frame(rows: list, columns: list[str] | None = None) -> pd.DataFrame:
 
 @contextmanager
 def figure_panels(
-    path: Path, panels: list[Panel], panel_size: tuple[float, float], columns: int | None = None
-) -> Iterator[list[tuple[Any, Panel]]]:
+    path: Path, panels: list[PanelT], panel_size: tuple[float, float], columns: int | None = None
+) -> Iterator[list[tuple[Any, PanelT]]]:
     """Subplots in rows of `columns` (default: one row), one (axes, panel) pair per panel, saved to
     `path` as a PNG when the block ends."""
     import matplotlib

@@ -57,7 +57,9 @@ def texts() -> dict[str, str]:
     import pydoc_data.topics
 
     prose = long_document() + "\n\n" + "\n\n".join(pydoc_data.topics.topics.values())
-    code = Path(find_spec("argparse").origin).read_text()
+    spec = find_spec("argparse")
+    assert spec is not None and spec.origin is not None  # a standard library module, from its source file
+    code = Path(spec.origin).read_text()
     return {"prose": prose, "code": code}
 
 
@@ -70,8 +72,8 @@ class FrontierRow:
     density: float  # share of the keys before each step that it kept (measured on the probed layers)
     kl_mean: float
     top1_agreement: float
-    perplexity: float
-    perplexity_dense: float
+    perplexity: float | None  # None only when no tokens are scored (distribution_quality); here they are
+    perplexity_dense: float | None
     mass_recall: float  # share of dense attention probability on the kept keys (probed layers, all heads)
     prefill_ms: float
     prefill_speedup: float  # dense prefill ms / this pattern's (one run each)

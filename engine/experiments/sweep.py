@@ -186,16 +186,17 @@ def _point(loaded: LoadedModel, config: SweepConfig, length: int, progress: Prog
     sparse.noise = op.prefill.noise
     _record(sparse, "op_speedup", op.prefill)
     _record(sparse, "op_decode_speedup", op.decode)
+    assert loaded.spec.context_length is not None  # the loader reads it from the model's config
     if config.whole_model and length <= min(config.max_model_length, loaded.spec.context_length):
         progress(0.5, "whole model")
         # No untimed warm-up here: a whole-model run at long lengths costs seconds to minutes, and
         # the alternating order already spreads any first-run cost over both modes.
-        runs = interleaved(
-            *(partial(time_model, loaded, length, mode, config.settings, config.decode_tokens) for mode in MODES),
-            config.model_repeats,
-            warmup=False,
+        dense_run, sparse_run = (
+            partial(time_model, loaded, length, mode, config.settings, config.decode_tokens) for mode in MODES
         )
-        per_mode = [tuple(zip(*trials, strict=True)) for trials in runs]  # (prefill ms, tokens/s, peak MB) lists
+        runs = interleaved(dense_run, sparse_run, config.model_repeats, warmup=False)
+        # (prefill ms, tokens/s, peak MB) lists
+        per_mode = [[list(column) for column in zip(*trials, strict=True)] for trials in runs]
         for row, (prefill_ms, tokens_per_s, peak_mb) in zip(rows, per_mode, strict=True):
             row.model_prefill_ms = statistics.median(prefill_ms)
             row.model_decode_tokens_per_s = statistics.median(tokens_per_s)

@@ -15,6 +15,8 @@ prefill and updated by each decode step for the one page it writes to.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
@@ -30,6 +32,11 @@ class RowCache(Cache):
         self.positions = torch.zeros(0, dtype=torch.long)  # decode: (count,) where each row's new key goes
         super().__init__(layers=[RowLayer(self) for _ in range(layers)])
 
+    @property
+    def row_layers(self) -> list[RowLayer]:
+        # Cache types its layers as any kind of layer; this cache holds only its own
+        return cast("list[RowLayer]", self.layers)
+
     def prefill(self, row: int) -> None:
         """The next forward is the prompt of the sequence in `row`, from position 0."""
         self.prefill_row = row
@@ -42,7 +49,7 @@ class RowCache(Cache):
     def move_row(self, source: int, target: int) -> None:
         """Copy a sequence to another row (the batch stays packed in rows 0..count-1)."""
         with torch.inference_mode():  # the cache's tensors were made under it
-            for layer in self.layers:
+            for layer in self.row_layers:
                 if layer.is_initialized:
                     for tensor in layer.tensors:
                         tensor[target] = tensor[source]
@@ -51,15 +58,22 @@ class RowCache(Cache):
         """Per layer, each page's (min, max) key bounds, (capacity, heads, pages, D) each; None unless kept."""
         if not self.keeps_pages:
             return None
-        return [(layer.low, layer.high) for layer in self.layers]
+        return [(layer.low, layer.high) for layer in self.row_layers]
 
     def memory_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for layer in self.layers if layer.is_initialized for t in layer.tensors)
+        return sum(
+            t.numel() * t.element_size() for layer in self.row_layers if layer.is_initialized for t in layer.tensors
+        )
 
 
 class RowLayer(CacheLayerMixin):
     is_compileable = True  # static shapes: transformers then never skips the mask for a one-token step
     is_sliding = False
+    # Tensors once lazy_initialization has run, before anything reads them (low, high: with pages only)
+    keys: torch.Tensor
+    values: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
 
     def __init__(self, rows: RowCache):
         super().__init__()
