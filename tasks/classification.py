@@ -20,6 +20,7 @@ def parse_labels(labels: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
 
 def scores_of(values: Mapping[str, Any], texts: Mapping[str, str], final: Result | Comparison | None) -> dict:
     """Label probabilities of the run, or of A in a comparison (scoring streams no text: only the final)."""
+    assert final is not None  # scoring streams no text, so render only ever sees the final result
     return (final if isinstance(final, Result) else final.a).scores or {}
 
 

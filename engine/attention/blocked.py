@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.attention.choice import SparseSettings
-from engine.attention.content import PickedBlocks
+from engine.attention.content import ContentPattern, PickedBlocks
 from engine.attention.positional import Pattern
 
 MaskFn = Callable[..., torch.Tensor]  # transformers mask function: (batch, head, q_idx, kv_idx) -> bool
@@ -69,7 +69,7 @@ class ContentKeys:
 
 
 def content_keys(
-    pattern: Pattern,
+    pattern: ContentPattern,
     settings: SparseSettings,
     shape: MaskShape,
     picked: PickedBlocks,
@@ -178,6 +178,7 @@ def blocked_attention(
             empty = ~mask.any(-1, keepdim=True)
             empty_rows = empty if bool(empty.any()) else None
             if bias is not None:  # per query head: its KV head's picked rows
+                assert position_bias is not None  # bias is only ever taken from position_bias
                 per_head = added.rows.repeat_interleave(groups, 1)[:, :, None, :].expand(-1, -1, rows, -1)
                 picked = position_bias[:, :, blk.q0 : blk.q1].expand(b, -1, -1, -1).gather(-1, per_head)
                 bias = torch.cat([bias.expand(b, -1, -1, -1), picked.reshape(b, hkv, groups * rows, -1)], dim=-1)

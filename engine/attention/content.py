@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, TypeGuard
 
 import torch
 
 from engine.attention.choice import SparseSettings
-from engine.attention.positional import SlidingWindowSinks, budget_covers
+from engine.attention.positional import Pattern, SlidingWindowSinks, budget_covers
 
 PAGE = 16  # Quest's page: keys summarised, scored and read together
 
@@ -115,6 +116,30 @@ class PickedBlocks:
     def chosen(self, query_rows: torch.Tensor, key_rows: torch.Tensor) -> torch.Tensor:
         """Whether each (query row, key row) pair lies in a picked block, (B, Hkv, Lq, Lk) bool."""
         return self.table()[:, :, query_rows // self.block][..., key_rows // self.block]
+
+
+class ContentPattern(Pattern, Protocol):
+    """A pattern that prefills by content: each query block of `block` queries also reads the key blocks
+    `select_blocks` picks, at the pairs `content_rule` allows."""
+
+    @property
+    def block(self) -> int: ...
+
+    def content_rule(self, q: torch.Tensor, k: torch.Tensor, s: SparseSettings) -> torch.Tensor: ...
+
+    def select_blocks(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        q_offset: int,
+        s: SparseSettings,
+        key_counts: torch.Tensor | None = None,
+    ) -> PickedBlocks: ...
+
+
+def prefills_by_content(pattern: Pattern) -> TypeGuard[ContentPattern]:
+    """The pattern's `prefill_by_content` flag, which promises ContentPattern's members."""
+    return pattern.prefill_by_content
 
 
 @dataclass(frozen=True)

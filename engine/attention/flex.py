@@ -10,7 +10,7 @@ import torch
 
 from engine.attention.blocked import MaskFn, MaskShape
 from engine.attention.choice import SparseSettings
-from engine.attention.content import PickedBlocks
+from engine.attention.content import ContentPattern, PickedBlocks
 from engine.attention.positional import Pattern
 from engine.platform.settings import settings
 
@@ -64,7 +64,7 @@ def _kept_pairs(block_mask, shape: MaskShape, heads: int) -> int:
 
 
 def flex_content_block_mask(
-    pattern: Pattern,
+    pattern: ContentPattern,
     settings: SparseSettings,
     shape: MaskShape,
     picked: PickedBlocks,

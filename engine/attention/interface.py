@@ -10,6 +10,7 @@ attention_mask=None and lose causal masking.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any, cast
 
 import torch
 from transformers import AttentionInterface
@@ -25,7 +26,7 @@ from transformers.masking_utils import (
 
 from engine.attention.blocked import MaskShape, SparsePlan, blocked_attention, build_plan, content_keys
 from engine.attention.choice import DENSE, AttentionChoice, SparseSettings
-from engine.attention.content import PAGE, page_bounds
+from engine.attention.content import PAGE, page_bounds, prefills_by_content
 from engine.attention.context import INSPECTOR, PROBE, sparse_kernel_name
 from engine.attention.flex import flex_block_mask, flex_content_block_mask, flex_sparse_attention
 from engine.attention.one_query import one_query_attention
@@ -39,11 +40,13 @@ class StudioMask:
     """What the mask interface hands to every layer of one forward: the arguments of the mask,
     materialised lazily (dense) or as a sparse plan, once per forward and shared by all layers."""
 
-    def __init__(self, *, batch_size, q_length, kv_length, q_offset, kv_offset, mask_function, attention_mask, **rest):
+    def __init__(
+        self, *, batch_size, q_length, kv_length, q_offset, kv_offset, mask_function, attention_mask, **rest
+    ) -> None:
         self.shape = MaskShape(batch_size, q_length, kv_length, q_offset, kv_offset)
         self.attention_mask = attention_mask
         self.mask_function = mask_function
-        self._sdpa_kwargs = {
+        self._sdpa_kwargs: dict[str, Any] = {
             "batch_size": batch_size,
             "q_length": q_length,
             "kv_length": kv_length,
@@ -182,7 +185,8 @@ def studio_attention(
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     cross_attention = getattr(module, "is_decoder", False) and not causal
     if not cross_attention and not torch.compiler.is_compiling() and (inspector := INSPECTOR.get()) is not None:
-        inspector(module.layer_idx, query, key, scaling if scaling is not None else query.shape[-1] ** -0.5)
+        # transformers' attention modules hold their layer index as an int (nn.Module's stub: Tensor | Module)
+        inspector(cast(int, module.layer_idx), query, key, scaling if scaling is not None else query.shape[-1] ** -0.5)
     pattern = pattern_for(choice.settings, causal) if choice.mode == "sparse" and not cross_attention else None
     # Quest prefills densely; a pattern that prefills by content picks key blocks instead
     dense_prefill = (
@@ -210,14 +214,14 @@ def studio_attention(
     # (Decode steps count no pairs: the density reported is the prefill's.)
     if query.shape[2] == 1 and not module.training and (torch.compiler.is_compiling() or pattern.fixed_decode_keys):
         positions = kwargs.get("position_ids")
-        pages = studio_pages[module.layer_idx] if studio_pages is not None else None
+        pages = studio_pages[cast(int, module.layer_idx)] if studio_pages is not None else None
         return _sparse_one_query(
             query, key, value, mask, pattern, choice.settings, scaling, position_bias, positions, pages,
             module.layer_idx,
         )  # fmt: skip
 
     picked = None
-    if pattern.prefill_by_content:  # per layer: this layer's queries and keys choose
+    if prefills_by_content(pattern):  # per layer: this layer's queries and keys choose
         relative_offset = mask.shape.q_offset - mask.shape.kv_offset
         picked = pattern.select_blocks(query, key, relative_offset, choice.settings, mask.key_counts())
     groups = query.shape[1] // key.shape[1]
@@ -227,6 +231,7 @@ def studio_attention(
             if picked is None:
                 block_mask, computed = mask.block_mask(pattern, choice.settings, query.device)
             else:
+                assert prefills_by_content(pattern)  # blocks are picked only for such a pattern
                 block_mask, computed = flex_content_block_mask(
                     pattern, choice.settings, mask.shape, picked, model_mask=mask.model_mask(),
                     heads=query.shape[1], device=query.device,
@@ -239,6 +244,7 @@ def studio_attention(
         if picked is None:
             plan, added = mask.plan(pattern, choice.settings, groups, query.device), None
         else:  # query blocks of the selection's size, so each one's picked keys sit beside its positional ones
+            assert prefills_by_content(pattern)  # blocks are picked only for such a pattern
             plan = mask.plan(pattern, replace(choice.settings, block_size=picked.block), groups, query.device)
             added = content_keys(
                 pattern, choice.settings, mask.shape, picked, model_mask=mask.model_mask(), groups=groups

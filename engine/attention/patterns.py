@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from engine.attention.choice import SparseSettings
-from engine.attention.content import BlockTopK, PickedBlocks, QuestPages
+from engine.attention.content import BlockTopK, PickedBlocks, QuestPages, prefills_by_content
 from engine.attention.positional import LocalGlobal, Pattern, RandomBlocks, SlidingWindowSinks
 from engine.platform.errors import AttentionConfigError
 
@@ -58,5 +58,6 @@ def explicit_mask(
     allowed = pattern.rule(q_pos[:, None], k_pos[None, :], settings)
     if picked is None:
         return allowed
+    assert prefills_by_content(pattern)  # only a pattern that prefills by content picks blocks
     content = pattern.content_rule(q_pos[:, None], k_pos[None, :], settings)
     return allowed | (content & picked.chosen(q_pos - q_pos[0], k_pos))

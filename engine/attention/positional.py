@@ -11,11 +11,21 @@ from engine.attention.choice import SparseSettings
 
 
 class Pattern(Protocol):
-    name: str
-    causal: bool  # for decoders (True) or encoders (False)
-    fixed_decode_keys: bool  # decode_keys gives a fixed-size key set (else None: the rule masks the whole cache)
-    query_aware: bool  # decode also reads keys `select` picks by content
-    prefill_by_content: bool  # prefill also reads key blocks `select_blocks` picks (query-aware without it: dense)
+    # read-only properties: the patterns are frozen dataclasses, whose fields cannot be set
+    @property
+    def name(self) -> str: ...
+
+    @property  # for decoders (True) or encoders (False)
+    def causal(self) -> bool: ...
+
+    @property  # decode_keys gives a fixed-size key set (else None: the rule masks the whole cache)
+    def fixed_decode_keys(self) -> bool: ...
+
+    @property  # decode also reads keys `select` picks by content
+    def query_aware(self) -> bool: ...
+
+    @property  # prefill also reads key blocks `select_blocks` picks (query-aware without it: dense)
+    def prefill_by_content(self) -> bool: ...
 
     def key_ranges(self, q0: int, q1: int, kv_len: int, s: SparseSettings) -> list[tuple[int, int]]: ...
 

@@ -75,8 +75,9 @@ def _convert(gguf: Path, target: Path, progress: ProgressFn) -> None:
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # The weights are now plain float tensors; drop the GGUF marker so they save as safetensors.
     del model.config.quantization_config
-    model.hf_quantizer = None
-    model.is_quantized = False
+    # transformers sets these in __init__ without declaring them: mypy sees nn.Module's Tensor | Module attributes
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:

@@ -137,7 +137,7 @@ def _torchao_config(precision: str, device: torch.device):
     )
 
 
-def _int4_fits(module: torch.nn.Module) -> bool:
+def _int4_fits(module: torch.nn.Linear) -> bool:
     # the int4 kernels need whole groups along the input and output rows in multiples of 8;
     # other layers (e.g. a 2-label classifier head) stay in bf16
     return module.in_features % INT4_GROUP == 0 and module.out_features % 8 == 0

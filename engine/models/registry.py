@@ -69,7 +69,7 @@ class ModelSpec:
         return self.source == "openai"
 
 
-_PREFIXES = {"hub:": "hub", "local:": "local", "gguf:": "gguf"}
+_PREFIXES: dict[str, Source] = {"hub:": "hub", "local:": "local", "gguf:": "gguf"}
 
 
 def _parse(text: str, where: str) -> list[ModelSpec]:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from transformers import PreTrainedModel
 
 from engine.attention.choice import DENSE, AttentionChoice
 from engine.platform.fallbacks import CUDA_GRAPHS, FALLBACKS
@@ -62,7 +63,7 @@ StepId = tuple[BatchKey, int]  # (batch key, rows)
 class CompiledDecode:
     """The compiled decode steps of one loaded causal model, by batch key and row count."""
 
-    def __init__(self, model: torch.nn.Module, enabled: bool, capacity: int, background: Background):
+    def __init__(self, model: PreTrainedModel, enabled: bool, capacity: int, background: Background):
         self.model, self.enabled, self.capacity, self.background = model, enabled, capacity, background
         self.compile_seconds: dict[StepId, float] = {}
         self.failures: dict[StepId, str] = {}

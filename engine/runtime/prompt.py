@@ -34,6 +34,7 @@ def encode(loaded: LoadedModel, request: GenerationRequest, reserve: int) -> Enc
         ids = _chat_ids(tokenizer, request.messages)
     else:
         ids = tokenizer(request.text)["input_ids"]
+    assert loaded.spec.context_length is not None  # the loader always fills it in (LoadedModel.spec)
     limit = loaded.spec.context_length - reserve
     cut = 0
     if len(ids) > limit:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Generator, Iterator
+from typing import TypeVar, cast
 
 import torch
 
@@ -197,8 +197,10 @@ class Runner:
 
     def _advance(self, job: Job) -> None:
         try:
+            assert job.items is not None  # _start sets it before it lists the job
             if job.ticket.cancelled.is_set():
-                job.items.close()
+                # stream()'s callers pass generator functions: closing one runs its cleanup
+                cast(Generator, job.items).close()
                 raise StopIteration
             job.ticket.put(next(job.items))
         except StopIteration:

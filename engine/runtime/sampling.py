@@ -3,6 +3,8 @@ tokens, and the text streamed as it grows."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from transformers.generation.logits_process import (
     LogitsProcessorList,
@@ -27,7 +29,7 @@ class TokenPicker:
         self.greedy = options.greedy
         self.processors = LogitsProcessorList()
         if banned:
-            self.processors.append(SuppressTokensLogitsProcessor(banned, device=loaded.device))
+            self.processors.append(SuppressTokensLogitsProcessor(banned, device=str(loaded.device)))
         if options.repetition_penalty != 1.0:
             self.processors.append(RepetitionPenaltyLogitsProcessor(options.repetition_penalty))
         if not self.greedy:
@@ -42,7 +44,8 @@ class TokenPicker:
 
     def __call__(self, logits: torch.Tensor, seen: torch.Tensor) -> int:
         """`logits`: (vocab,) for the next position; `seen`: (1, n) every token so far, prompt included."""
-        scores = self.processors(seen, logits.float()[None])  # (1, vocab)
+        # transformers annotates the ids as the legacy torch.LongTensor, which no tensor has statically
+        scores = self.processors(cast(torch.LongTensor, seen), logits.float()[None])  # (1, vocab)
         if self.greedy:
             return int(scores.argmax())
         return int(torch.multinomial(torch.softmax(scores[0], -1), 1, generator=self.generator))
