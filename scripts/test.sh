@@ -15,4 +15,5 @@ fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 ruff check .
 ruff format --check .
+mypy  # the engine and the tasks ([tool.mypy] in pyproject.toml)
 python -m pytest -q "$@"

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from engine.api.options import OPTION_BY_NAME, RunOptions, check_options
+from engine.api.options import PATTERN_CHOICES, RunOptions, check_options
 from engine.api.request import GenerationRequest
 from engine.models.precision import check_supported
 from engine.models.registry import ModelSpec
@@ -97,8 +97,9 @@ def compare_sides(options: RunOptions) -> Sides | None:
     if not value:
         raise InputError(f"compare={options.compare} needs compare_with: B's {options.compare}.")
     if options.compare != "attention":
-        return Sides(options.compare, base, replace(base, **{options.compare: value}), "", "")
-    patterns = [p for p in OPTION_BY_NAME["pattern"].choices if p != "auto"]
+        b = replace(base, precision=value) if options.compare == "precision" else replace(base, model=value)
+        return Sides(options.compare, base, b, "", "")
+    patterns = [p for p in PATTERN_CHOICES if p != "auto"]
     if value not in ("dense", "sparse", *patterns):
         raise InputError(f"compare_with for attention is dense, sparse or a pattern ({', '.join(patterns)}).")
     b = (
@@ -121,7 +122,7 @@ def validate(request: GenerationRequest) -> Sides | None:
         raise InputError("Give either text or chat messages (exactly one).")
     if request.text is not None:
         require_text(request.text)
-    elif not any(m.content.strip() for m in request.messages if m.role == "user"):
+    elif not any(m.content.strip() for m in request.messages or () if m.role == "user"):
         raise InputError("The conversation has no user message: type a message first.")
     if request.time_limit_s is not None and request.time_limit_s <= 0:
         raise InputError(f"time_limit_s must be positive (got {request.time_limit_s}).")

@@ -18,13 +18,14 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TypeVar, cast
 
 from engine.api.options import RunOptions
 from engine.api.request import GenerationRequest, Message
-from engine.api.results import Result
-from engine.experiments.compare import teacher_forced_quality
+from engine.api.results import Quality, Result
+from engine.experiments.compare import Scorer, teacher_forced_quality
 from engine.experiments.figures import figure_panels
 from engine.experiments.sweep import corpus_ids
 from engine.models.embedded import locate_packaged_file
@@ -105,7 +106,7 @@ def studio_rows(
 ) -> list[DecodeRow]:
     rows: list[DecodeRow] = []
     messages = (Message("user", PROMPT),)
-    reference: tuple[LoadedModel, GenerationRequest, Result] | None = None
+    reference: tuple[Scorer, Result] | None = None
     for i, precision in enumerate(precisions):
         if progress:
             progress(i / len(precisions), precision)
@@ -116,10 +117,9 @@ def studio_rows(
         compiled = loaded.compiled
         compiled.enabled = False  # eager first: no background compile may run during these timings
         result, rate, prefill = _median_run(request, engine, repeats)
-        reference = reference or (loaded, request, result)
-        sides = (reference[0], loaded, (reference[1], request), reference[2], result)
-        # on the engine thread; mypy cannot infer a lambda whose default binds the loop's value
-        quality, why = engine.runner.call(lambda _, sides=sides: teacher_forced_quality(*sides))  # type: ignore[misc]
+        reference = reference or (Scorer.of(loaded, request), result)
+        scored = (reference[0], Scorer.of(loaded, request), reference[1], result)
+        quality, why = engine.runner.call(partial(_quality, scored))  # on the engine thread
         assert quality is not None, why  # one model's tokenizer, and the reference generated tokens
         first = len(rows)
         rows.append(_row(precision, "eager", result, rate, prefill))
@@ -270,3 +270,7 @@ def plot_decode(rows: list[DecodeRow], path: Path) -> None:
         colors = ["C1" if r.engine != "studio" else "C0" for r in rows]
         axes.bar(labels, [r.decode_tokens_per_s for r in rows], color=colors)
         axes.set(ylabel="decode tokens/s", title=title)
+
+
+def _quality(scored: tuple[Scorer, Scorer, Result, Result], report: object) -> tuple[Quality | None, str]:
+    return teacher_forced_quality(*scored)

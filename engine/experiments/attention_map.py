@@ -18,7 +18,7 @@ import torch
 from engine.api.options import RunOptions
 from engine.api.request import GenerationRequest
 from engine.attention.choice import AttentionChoice
-from engine.attention.content import PickedBlocks
+from engine.attention.content import PickedBlocks, prefills_by_content
 from engine.attention.context import inspect_attention, probe_attention
 from engine.attention.patterns import explicit_mask, pattern_for
 from engine.attention.positional import Pattern
@@ -145,7 +145,7 @@ def _measure(
     positions = torch.arange(length)
     causal = positions[:, None] >= positions[None, :]
     kept, content = _prefill_pairs(pattern, options, seen, kv_head, causal)
-    block = pattern.block if pattern is not None and pattern.prefill_by_content else options.block_size
+    block = pattern.block if pattern is not None and prefills_by_content(pattern) else options.block_size
     scores = (seen.query[head] @ seen.key[kv_head].T) * seen.scaling
     probabilities = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
 
@@ -181,7 +181,7 @@ def _prefill_pairs(
         return causal, nothing
     positions = torch.arange(length)
     positional = explicit_mask(pattern, settings, positions, positions) & causal
-    if not pattern.prefill_by_content:
+    if not prefills_by_content(pattern):
         return positional, nothing
     picked = pattern.select_blocks(seen.query[None], seen.key[None], 0, settings)
     one_head = PickedBlocks(picked.blocks[:, kv_head : kv_head + 1], picked.valid[:, kv_head : kv_head + 1], picked.block,

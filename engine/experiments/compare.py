@@ -80,18 +80,11 @@ def interleaved(
     return results
 
 
-def _timings(a_runs: list[Result], b_runs: list[Result]) -> dict[str, Timing | None]:
-    def values(runs: list[Result], name: str) -> list[float | None]:
-        return [getattr(r.metrics, name) for r in runs]
-
-    timings: dict[str, Timing | None] = {}
-    for key, name in (
-        ("prefill", "prefill_ms"), ("ttft", "ttft_ms"), ("total", "total_ms"), ("decode", "decode_tokens_per_s")
-    ):  # fmt: skip
-        a, b = values(a_runs, name), values(b_runs, name)
-        # None when a side lacks the measure: a decode of under two tokens, a server that reports no prefill
-        timings[key] = compare_timing(a, b, higher_is_better=key == "decode") if None not in a + b else None
-    return timings
+def _timing(a_runs: list[Result], b_runs: list[Result], name: str, higher_is_better: bool = False) -> Timing | None:
+    """B vs A on one metric over the paired trials; None when a side lacks the measure (a decode of
+    under two tokens, a server that reports no prefill)."""
+    a, b = [getattr(r.metrics, name) for r in a_runs], [getattr(r.metrics, name) for r in b_runs]
+    return None if None in a + b else compare_timing(a, b, higher_is_better)
 
 
 def _agreement(a: Result, b: Result, tokenizer) -> tuple[float, int | None]:
@@ -117,10 +110,10 @@ def _agreement(a: Result, b: Result, tokenizer) -> tuple[float, int | None]:
 def teacher_forced_quality(a_side: Scorer, b_side: Scorer, a: Result, b: Result) -> tuple[Quality | None, str]:
     """B's quality cost on A's output (None and the reason when it cannot be measured)."""
     if a.scores is not None:  # classification: the two label distributions
-        labels = list(a.scores)
+        labels, b_scores = list(a.scores), b.scores or {}
         p = torch.tensor([[a.scores[k] for k in labels]]).clamp_min(1e-12).log()
-        q = torch.tensor([[b.scores.get(k, 0.0) for k in labels]]).clamp_min(1e-12).log()
-        tv = 0.5 * sum(abs(a.scores[k] - b.scores.get(k, 0.0)) for k in labels)
+        q = torch.tensor([[b_scores.get(k, 0.0) for k in labels]]).clamp_min(1e-12).log()
+        tv = 0.5 * sum(abs(a.scores[k] - b_scores.get(k, 0.0)) for k in labels)
         return replace(distribution_quality(p, q, None), tokens=len(labels), tv_distance=tv), ""
     if not a.token_ids:
         return None, "A generated no tokens to score."
@@ -177,7 +170,10 @@ def run_comparison(
         b_label=run_b.label,
         a=first_a,
         b=first_b,
-        **_timings(a_runs, b_runs),
+        prefill=_timing(a_runs, b_runs, "prefill_ms"),
+        ttft=compare_timing([r.metrics.ttft_ms for r in a_runs], [r.metrics.ttft_ms for r in b_runs]),
+        decode=_timing(a_runs, b_runs, "decode_tokens_per_s", higher_is_better=True),
+        total=compare_timing([r.metrics.total_ms for r in a_runs], [r.metrics.total_ms for r in b_runs]),
         quality=quality,
         token_agreement=agreement,
         first_divergence=divergence,

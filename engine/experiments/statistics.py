@@ -59,7 +59,7 @@ def distribution_quality(logp_a: torch.Tensor, logp_b: torch.Tensor, targets: to
     """KL(A || B) per row, top-1 agreement, and (given the tokens A emitted) each side's perplexity."""
     kl = (logp_a.exp() * (logp_a - logp_b)).sum(-1).clamp_min(0)  # (rows,); clamp: rounding can go below 0
     top1 = (logp_a.argmax(-1) == logp_b.argmax(-1)).float()
-    perplexity = [None, None]
+    perplexity: list[float | None] = [None, None]
     if targets is not None:
         perplexity = [float(torch.exp(-lp.gather(-1, targets[:, None]).mean())) for lp in (logp_a, logp_b)]
-    return Quality(float(kl.mean()), float(top1.mean()), *perplexity, tokens=logp_a.shape[0])
+    return Quality(float(kl.mean()), float(top1.mean()), perplexity[0], perplexity[1], tokens=logp_a.shape[0])

@@ -103,9 +103,7 @@ class Settings(BaseSettings):
     @classmethod
     def from_environment(cls) -> Settings:
         try:
-            # Every field has a default or comes from the environment: without pydantic's mypy plugin,
-            # mypy reads the aliased fields as required arguments
-            return cls()  # type: ignore[call-arg]
+            return cls()
         except ValidationError as exc:
             first = exc.errors()[0]
             name = first["loc"][0] if first["loc"] else "settings"

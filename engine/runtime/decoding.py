@@ -14,7 +14,7 @@ import time
 import torch
 
 from engine.api.request import GenerationRequest
-from engine.api.results import Metrics, Result
+from engine.api.results import FinishReason, Metrics, Result
 from engine.models.loader import LoadedModel
 from engine.platform.fallbacks import FALLBACKS
 from engine.platform.measure import decode_rate, now
@@ -85,7 +85,7 @@ class Decoding:
         self.streamer = TextStreamer(loaded.tokenizer, request.stop)
         self.new_ids: list[int] = []
         self.seen = encoded.input_ids  # every token so far, prompt included (repetition penalty)
-        self.finish: str | None = None  # set when done: stop | length | time_limit
+        self.finish: FinishReason | None = None  # set when done: stop | length | time_limit
         self.started = started  # perf_counter when the engine took it up (queue wait excluded)
         self.prefill_started = self.ttft_s = self.ended = 0.0
         self.prefill_s: float | None = None  # known once the first token is picked
@@ -142,6 +142,7 @@ class Decoding:
             queue_s=queue_s,
             **path,
         )
+        assert self.finish is not None  # a Result is made once decoding finished
         return Result(
             text=self.streamer.text,
             metrics=metrics,

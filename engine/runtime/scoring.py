@@ -41,6 +41,7 @@ def teacher_forced_logprobs(
 def score_labels(loaded: LoadedModel, request: GenerationRequest, encoded: Encoded) -> Result:
     """Classification: P(label | input) from a classifier head, or from a causal LM's
     log-likelihood of each label as the answer (no free-text parsing)."""
+    assert request.candidates is not None  # only a request with candidates is scored (engine.runtime.runner)
     labels = list(check_labels(request.candidates))
     device = loaded.device
     stats = AttentionStats()
@@ -69,7 +70,7 @@ def score_labels(loaded: LoadedModel, request: GenerationRequest, encoded: Encod
         peak=memory.peak_mb(),
         density=stats.density,
     )
-    best = max(scores, key=scores.get)
+    best = max(scores, key=lambda label: scores[label])
     return Result(
         text=best,
         metrics=metrics,
