@@ -171,11 +171,13 @@ def studio_attention(
     scaling: float | None = None,
     is_causal: bool | None = None,
     position_bias: torch.Tensor | None = None,
-    studio_choice: AttentionChoice
-    | None = None,  # the request's choice, a forward argument on every path (None: dense)
+    studio_choice: AttentionChoice | None = None,  # the request's, a forward argument on every path (None: dense)
     studio_pages: list | None = None,  # per layer, (min, max) key bounds per page (engine.runtime.kv_cache), for Quest
+    studio_traced: bool = False,  # a compiled decode step, as the compiler traces it (engine.runtime.step)
     **kwargs,
 ):
+    # `studio_traced`, not torch.compiler.is_compiling(): that flag is process-wide, so a compile tracing
+    # in a background thread would turn it on for an eager forward on the engine thread.
     choice = studio_choice or DENSE
     if not isinstance(attention_mask, StudioMask):  # a caller-made 4D mask or None: plain SDPA
         return sdpa_attention_forward(
@@ -184,7 +186,7 @@ def studio_attention(
     mask = attention_mask
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     cross_attention = getattr(module, "is_decoder", False) and not causal
-    if not cross_attention and not torch.compiler.is_compiling() and (inspector := INSPECTOR.get()) is not None:
+    if not cross_attention and not studio_traced and (inspector := INSPECTOR.get()) is not None:
         # transformers' attention modules hold their layer index as an int (nn.Module's stub: Tensor | Module)
         inspector(cast(int, module.layer_idx), query, key, scaling if scaling is not None else query.shape[-1] ** -0.5)
     pattern = pattern_for(choice.settings, causal) if choice.mode == "sparse" and not cross_attention else None
@@ -203,7 +205,7 @@ def studio_attention(
             pairs = mask.shape.dense_pairs(causal)
             choice.stats.computed_pairs += pairs
             choice.stats.dense_pairs += pairs
-        if query.shape[2] == 1 and torch.compiler.is_compiling():  # a compiled decode step (eagerly SDPA is faster)
+        if query.shape[2] == 1 and studio_traced:  # a compiled decode step (eagerly SDPA is faster)
             return one_query_attention(query, key, value, mask.dense(), scaling, position_bias), None
         return sdpa_attention_forward(
             module, query, key, value, mask.dense(), dropout, scaling, is_causal, position_bias, **kwargs
@@ -212,12 +214,12 @@ def studio_attention(
     # A sparse decode step: compiled, it needs static shapes; eagerly, a gathered key set is as fast as the
     # blocked kernel and keeps both paths' tokens equal, while masking the whole cache would be slower.
     # (Decode steps count no pairs: the density reported is the prefill's.)
-    if query.shape[2] == 1 and not module.training and (torch.compiler.is_compiling() or pattern.fixed_decode_keys):
+    if query.shape[2] == 1 and not module.training and (studio_traced or pattern.fixed_decode_keys):
         positions = kwargs.get("position_ids")
         pages = studio_pages[cast(int, module.layer_idx)] if studio_pages is not None else None
         return _sparse_one_query(
             query, key, value, mask, pattern, choice.settings, scaling, position_bias, positions, pages,
-            module.layer_idx,
+            module.layer_idx, studio_traced,
         )  # fmt: skip
 
     picked = None
@@ -259,14 +261,15 @@ def studio_attention(
 
 
 def _sparse_one_query(
-    query, key, value, mask: StudioMask, pattern, settings, scaling, position_bias, positions, pages=None, layer=0
-):
+    query, key, value, mask: StudioMask, pattern, settings, scaling, position_bias, positions, pages=None, layer=0,
+    traced=False,
+):  # fmt: skip
     """One query per sequence under a pattern with static shapes (a compiled step traces it once per
     bucket): each sequence's fixed-size key set gathered from the cache, or, for a pattern without
     one, the whole cache masked by the pattern's rule. A query-aware pattern adds, per KV head, the
     keys it picks by content from the page bounds (`pages`: kept by the cache; else computed here)."""
     rows, keep = mask.one_query_keys(pattern, settings, key.shape[2], query.device, positions)
-    probe = None if torch.compiler.is_compiling() else PROBE.get()
+    probe = None if traced else PROBE.get()
     if rows is None:
         if probe is not None:
             probe(layer, query, key, None, keep)

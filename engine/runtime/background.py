@@ -103,9 +103,8 @@ class Background:
             self._unpaused_until.t = time.monotonic() + RUN_S
 
 
-# One per process, whatever the engines: a compile and a request share the process's GIL and cores,
-# and the compiler's tracing flag (torch.compiler.is_compiling) is process-wide, so an eager forward
-# of any engine must not run beside a compile that is tracing.
+# One per process, whatever the engines: a compile and a request of any engine share the process's GIL
+# and cores, so compiles give way to the requests of every engine.
 PROCESS = Background(InFlight())
 
 

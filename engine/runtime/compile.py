@@ -127,7 +127,7 @@ class CompiledDecode:
 
         def run(tokens: torch.Tensor, positions: torch.Tensor, cache: RowCache) -> torch.Tensor:
             cache.decode(positions, cache.length)
-            return compiled(model, tokens, positions, cache, choice)
+            return compiled(model, tokens, positions, cache, choice, True)
 
         # A scratch cache of the batches' shape: the step serves any cache of that shape, and
         # the batches' own caches are in use meanwhile.

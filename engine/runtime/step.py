@@ -19,11 +19,14 @@ def bucket_for(tokens: int) -> int:
     return max(MIN_BUCKET, 1 << (tokens - 1).bit_length())
 
 
-def decode_step(model, tokens: torch.Tensor, positions: torch.Tensor, cache: RowCache, choice) -> torch.Tensor:
+def decode_step(
+    model, tokens: torch.Tensor, positions: torch.Tensor, cache: RowCache, choice, traced: bool = False
+) -> torch.Tensor:
     """Logits (rows, vocab) of one new token per sequence: `tokens` (rows, 1) at `positions` (rows,) of
-    the cache's first rows, each sequence reading its own keys up to its position (cache.decode first)."""
-    # The attention choice goes in as an argument (not the ContextVar the prefill reads): the
-    # compiler traces it as a constant, so the whole step is one graph.
+    the cache's first rows, each sequence reading its own keys up to its position (cache.decode first).
+    `traced`: the step as the compiler traces it (engine.runtime.compile)."""
+    # The attention choice goes in as an argument: the compiler traces it as a constant, so the whole
+    # step is one graph.
     reads = torch.arange(cache.view_length, device=tokens.device) <= positions[:, None]
     out = model(
         input_ids=tokens,
@@ -33,6 +36,7 @@ def decode_step(model, tokens: torch.Tensor, positions: torch.Tensor, cache: Row
         use_cache=True,
         studio_choice=choice,
         studio_pages=cache.page_bounds(),
+        studio_traced=traced,
     )
     return out.logits[:, -1]
 
