@@ -47,7 +47,7 @@ def stream_request(
             yield from run_comparison(admission, engine, progress)
             return
         run = admission.run
-        for item in run.backend.stream(run.request, progress=progress, prompt=run.prompt):
+        for item in run.backend.stream(run, progress=progress):
             yield item if isinstance(item, Result) else Chunk(item, run.label)
 
 

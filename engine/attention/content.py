@@ -8,7 +8,7 @@ from typing import Protocol, TypeGuard
 import torch
 
 from engine.attention.choice import SparseSettings
-from engine.attention.positional import Pattern, SlidingWindowSinks, budget_covers
+from engine.attention.positional import Pattern, SlidingWindowSinks, Traits, budget_covers
 
 PAGE = 16  # Quest's page: keys summarised, scored and read together
 
@@ -29,16 +29,14 @@ def page_bounds(keys: torch.Tensor, written: torch.Tensor | None = None) -> tupl
 
 
 @dataclass(frozen=True)
-class QuestPages:
+class QuestPages(Traits):
     """Quest (Tang et al., 2024): at each decode step, for each KV head, the pages of PAGE keys whose
     per-channel key bounds promise this query the highest score, `budget` keys of them, plus the
     sinks and the window. Prefill is dense, as in the paper: the choice is made per generated token."""
 
     name: str = "quest"
-    causal: bool = True
     fixed_decode_keys: bool = True
     query_aware: bool = True
-    prefill_by_content: bool = False
 
     def key_ranges(self, q0, q1, kv_len, s):
         return [(0, min(q1, kv_len))]

@@ -55,14 +55,22 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 @dataclass(frozen=True)
-class SlidingWindowSinks:
+class Traits:
+    """A pattern's flags (Pattern's first five members), by default those of a causal positional pattern."""
+
+    name: str = ""
+    causal: bool = True
+    fixed_decode_keys: bool = False
+    query_aware: bool = False
+    prefill_by_content: bool = False
+
+
+@dataclass(frozen=True)
+class SlidingWindowSinks(Traits):
     """StreamingLLM: each query sees the `window` most recent keys plus the first `sinks` keys."""
 
     name: str = "sliding_sinks"
-    causal: bool = True
     fixed_decode_keys: bool = True
-    query_aware: bool = False
-    prefill_by_content: bool = False
 
     def key_ranges(self, q0, q1, kv_len, s):
         lo = max(0, q0 - s.window + 1)
@@ -85,15 +93,12 @@ class SlidingWindowSinks:
 
 
 @dataclass(frozen=True)
-class LocalGlobal:
+class LocalGlobal(Traits):
     """Longformer / BigBird-ITC: a bidirectional window of `window` keys centred on the query,
     plus `sinks` global tokens that see, and are seen by, every token."""
 
     name: str = "local_global"
     causal: bool = False
-    fixed_decode_keys: bool = False
-    query_aware: bool = False
-    prefill_by_content: bool = False
 
     def key_ranges(self, q0, q1, kv_len, s):
         if q0 < s.sinks:  # a block holding global queries reads every key
@@ -112,16 +117,12 @@ class LocalGlobal:
 
 
 @dataclass(frozen=True)
-class RandomBlocks:
+class RandomBlocks(Traits):
     """BigBird for decoders: the sliding window and sinks, plus about `random_blocks` earlier key
     blocks of `block` tokens per query block. The choice is a fixed hash of the two block indices,
     so every layer, decode step and kernel sees the same blocks without storing them."""
 
     name: str = "bigbird_random"
-    causal: bool = True
-    fixed_decode_keys: bool = False
-    query_aware: bool = False
-    prefill_by_content: bool = False
     random_blocks: int = 2
     block: int = 64
 

@@ -47,14 +47,9 @@ class Backend(Protocol):
         """The request's prompt tokenized now, if its model is loaded already (None otherwise)."""
         ...
 
-    def stream(
-        self,
-        request: GenerationRequest,
-        alone: bool = False,
-        progress: ProgressFn | None = None,
-        prompt: Prompt | None = None,
-    ) -> Iterator[str | Result]:
-        """Text deltas, then the Result. `alone`: measured with nothing else running in this process."""
+    def stream(self, run: Run, alone: bool = False, progress: ProgressFn | None = None) -> Iterator[str | Result]:
+        """Text deltas, then the Result, of `run` (its prompt too, when tokenized already). `alone`:
+        measured with nothing else running in this process."""
         ...
 
 

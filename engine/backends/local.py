@@ -10,7 +10,7 @@ from engine.api.options import RunOptions
 from engine.api.request import GenerationRequest
 from engine.api.results import Result
 from engine.api.validation import check_family
-from engine.backends.base import Prompt
+from engine.backends.base import Prompt, Run
 from engine.models.embedded import ProgressFn
 from engine.models.loader import LoadedModel
 from engine.models.precision import check_supported, resolve_precision
@@ -41,15 +41,10 @@ class LocalBackend:
         check_family(loaded.spec, request)
         return Prompt(weakref.ref(loaded), encode_prompt(loaded, request))
 
-    def stream(
-        self,
-        request: GenerationRequest,
-        alone: bool = False,
-        progress: ProgressFn | None = None,
-        prompt: Prompt | None = None,
-    ) -> Iterator[str | Result]:
+    def stream(self, run: Run, alone: bool = False, progress: ProgressFn | None = None) -> Iterator[str | Result]:
+        request = run.request
         loaded = self.load(request.options, progress)
-        encoded = prompt.for_model(loaded) if prompt is not None else None
+        encoded = run.prompt.for_model(loaded) if run.prompt is not None else None
         if encoded is None:  # not tokenized yet, or for a model since evicted
             check_family(loaded.spec, request)  # the family of an unregistered model is known only now
             encoded = encode_prompt(loaded, request)

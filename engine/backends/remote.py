@@ -11,7 +11,7 @@ from engine.api.options import RunOptions
 from engine.api.request import GenerationRequest
 from engine.api.results import Result
 from engine.api.validation import check_family
-from engine.backends.base import Prompt
+from engine.backends.base import Prompt, Run
 from engine.backends.openai_protocol import score_remote, stream_remote
 from engine.models.embedded import ProgressFn
 from engine.models.registry import get_spec
@@ -50,13 +50,8 @@ class RemoteBackend:
     def prompt(self, request: GenerationRequest) -> Prompt | None:
         return None  # the server tokenizes
 
-    def stream(
-        self,
-        request: GenerationRequest,
-        alone: bool = False,
-        progress: ProgressFn | None = None,
-        prompt: Prompt | None = None,
-    ) -> Iterator[str | Result]:
+    def stream(self, run: Run, alone: bool = False, progress: ProgressFn | None = None) -> Iterator[str | Result]:
+        request = run.request
         if alone:  # measured: on the engine thread, with nothing else running (a server on this machine has its CPU)
             return self.engine.runner.stream(lambda: self._answer(request), alone=True)
         return self._answer(request)

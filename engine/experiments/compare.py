@@ -22,7 +22,7 @@ from engine.api.events import Chunk
 from engine.api.request import GenerationRequest
 from engine.api.results import Comparison, Quality, Result, Timing
 from engine.attention.choice import AttentionChoice
-from engine.backends import Admission, Prompt, Run
+from engine.backends import Admission, Run
 from engine.experiments.statistics import compare_timing, distribution_quality, trial_count
 from engine.models.embedded import ProgressFn
 from engine.models.loader import LoadedModel
@@ -48,9 +48,9 @@ class Scorer:
         return Scorer(loaded, ids, AttentionChoice(options.attention, options.sparse))
 
 
-def _run(run: Run, prompt: Prompt | None) -> Iterator[Chunk | Result]:
+def _run(run: Run) -> Iterator[Chunk | Result]:
     """One run, alone: its text deltas as they arrive, then the Result."""
-    for item in run.backend.stream(run.request, alone=True, prompt=prompt):
+    for item in run.backend.stream(run, alone=True):
         yield item if isinstance(item, Result) else Chunk(item, run.label)
 
 
@@ -136,12 +136,14 @@ def run_comparison(
     run_a, run_b = admission.runs
     loaded_a = run_a.backend.load(run_a.request.options, progress)  # None: a server's side
     loaded_b = run_b.backend.load(run_b.request.options, progress)
-    prompt_a, prompt_b = run_a.backend.prompt(run_a.request), run_b.backend.prompt(run_b.request)  # tokenized once
+    # Each side's prompt tokenized once, for every trial and the quality scoring
+    run_a = replace(run_a, prompt=run_a.backend.prompt(run_a.request))
+    run_b = replace(run_b, prompt=run_b.backend.prompt(run_b.request))
     first: dict[str, Result] = {}
-    for fraction, run, prompt in ((0.0, run_a, prompt_a), (0.05, run_b, prompt_b)):
+    for fraction, run in ((0.0, run_a), (0.05, run_b)):
         # The warm-up run streams its text (the outputs shown come from it); its timings are not used.
         report(fraction, f"warm-up: {run.label}")
-        for item in _run(run, prompt):
+        for item in _run(run):
             if isinstance(item, Result):
                 first[run.label] = item
             else:
@@ -149,8 +151,8 @@ def run_comparison(
     first_a, first_b = first[run_a.label], first[run_b.label]
     trials = trial_count(admission.request.options.trials, first_a, first_b)
     a_runs, b_runs = interleaved(
-        lambda: _last(_run(run_a, prompt_a)),
-        lambda: _last(_run(run_b, prompt_b)),
+        lambda: _last(_run(run_a)),
+        lambda: _last(_run(run_b)),
         trials,
         warmup=False,  # the streamed runs above were the warm-up
         on_trial=lambda trial: report(0.1 + 0.8 * trial / trials, f"trial {trial + 1} of {trials}"),
@@ -159,7 +161,7 @@ def run_comparison(
     if loaded_a is None or loaded_b is None:
         quality, note = None, "a remote server sends text, not the probabilities of A's tokens."
     else:
-        scorers = (_scorer(loaded_a, run_a, prompt_a), _scorer(loaded_b, run_b, prompt_b))
+        scorers = (_scorer(loaded_a, run_a), _scorer(loaded_b, run_b))
         quality, note = engine.runner.call(lambda _: teacher_forced_quality(*scorers, first_a, first_b))
     local = loaded_a or loaded_b
     agreement, divergence = _agreement(first_a, first_b, local.tokenizer if local else None)
@@ -182,9 +184,9 @@ def run_comparison(
     )
 
 
-def _scorer(loaded: LoadedModel, run: Run, prompt: Prompt | None) -> Scorer:
+def _scorer(loaded: LoadedModel, run: Run) -> Scorer:
     """A side's scorer from the prompt tokenized for its run (once)."""
-    encoded = prompt.for_model(loaded) if prompt is not None else None
+    encoded = run.prompt.for_model(loaded) if run.prompt is not None else None
     if encoded is None:
         return Scorer.of(loaded, run.request)
     options = run.request.options
