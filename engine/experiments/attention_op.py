@@ -13,7 +13,8 @@ from transformers.masking_utils import causal_mask_function
 
 from engine.api.results import Timing
 from engine.attention.choice import AttentionChoice, AttentionStats, SparseSettings
-from engine.attention.interface import StudioMask, studio_attention
+from engine.attention.interface import studio_attention
+from engine.attention.mask import StudioMask
 from engine.attention.patterns import pattern_for
 from engine.experiments.compare import interleaved
 from engine.experiments.statistics import compare_timing

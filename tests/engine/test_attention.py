@@ -247,7 +247,8 @@ def test_sparse_decode_step_attends_exactly_to_the_pattern(pattern_name, positio
     """A batch of two sequences, each with one query at its own position, over a 256-slot cache (as
     a batch's step sees it: keys past each position are stale): the decode step (gathered key sets,
     or the rule over the whole cache) equals SDPA under each row's explicit pattern mask."""
-    from engine.attention.interface import _sparse_one_query, studio_mask
+    from engine.attention.interface import _sparse_one_query
+    from engine.attention.mask import studio_mask
     from engine.attention.patterns import PATTERNS, explicit_mask
 
     torch.manual_seed(1)
@@ -301,7 +302,8 @@ def test_quest_decode_step_attends_exactly_to_its_pages(positions, window, budge
     """The Quest decode step (pages scored against each query, per KV head, then the gathered keys)
     equals SDPA under Quest's mask written out by hand: a 203-slot cache (not a page multiple), GQA
     (6 query heads on 2 KV heads), stale keys past each position, and padding in the first row."""
-    from engine.attention.interface import _sparse_one_query, studio_mask
+    from engine.attention.interface import _sparse_one_query
+    from engine.attention.mask import studio_mask
 
     torch.manual_seed(2)
     settings = SparseSettings(window=window, sinks=4, pattern="quest", budget=budget)
