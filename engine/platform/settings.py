@@ -42,7 +42,7 @@ class Settings(BaseSettings):
         None,
         ge=0,
         alias="STUDIO_MEMORY_BUDGET_MB",
-        description="model cache budget; least recently used models are evicted (default: 80% of GPU or 50% of RAM)",
+        description="the model pool's budget; least recently used models are evicted (default: 80% of GPU or 50% of RAM)",
     )
     four_bit_compute: Literal["fp32", "fp16", "bf16"] | None = Field(
         None,

@@ -18,7 +18,7 @@ from engine.api.results import FinishReason, Metrics, Result
 from engine.models.loader import LoadedModel
 from engine.platform.fallbacks import FALLBACKS
 from engine.platform.measure import decode_rate, now
-from engine.runtime.prompt import Encoded, encode
+from engine.runtime.prompt import Encoded, as_text, encode
 from engine.runtime.sampling import TextStreamer, TokenPicker, stop_ids
 
 
@@ -67,7 +67,7 @@ def encode_prompt(loaded: LoadedModel, request: GenerationRequest) -> Encoded:
     if loaded.spec.family != "causal":
         reserve = 0
     elif request.candidates is not None:
-        reserve = max(len(loaded.tokenizer(" " + label)["input_ids"]) for label in request.candidates)
+        reserve = max(len(as_text(loaded.tokenizer, " " + label, True)) for label in request.candidates)
     else:
         reserve = request.options.max_new_tokens
     return encode(loaded, request, reserve)

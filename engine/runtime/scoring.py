@@ -16,7 +16,7 @@ from engine.models.loader import LoadedModel
 from engine.platform.errors import InputError, TimeLimitError
 from engine.platform.measure import PeakMemory, now
 from engine.runtime.decoding import result_metrics
-from engine.runtime.prompt import Encoded
+from engine.runtime.prompt import Encoded, as_text
 
 
 def teacher_forced_logprobs(
@@ -113,7 +113,7 @@ def _likelihood_scores(
             "shorten the text."
         )
     first_logp = torch.log_softmax(first.float(), -1)
-    label_ids = [tokenizer(lab, add_special_tokens=False)["input_ids"] for lab in labels]
+    label_ids = [as_text(tokenizer, lab) for lab in labels]  # a label is text, whatever it holds
     width = max(len(ids) for ids in label_ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batch = torch.tensor([ids + [pad] * (width - len(ids)) for ids in label_ids], device=loaded.device)
