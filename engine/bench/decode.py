@@ -94,7 +94,8 @@ def _row(precision: str, path: str, result: Result, rate: float, prefill_ms: flo
 
 def _long_prefill_rate(loaded: LoadedModel, engine: Engine, model: str, precision: str) -> float:
     length = min(LONG_INPUT, _measured(loaded.spec.context_length) // 2)  # tiny test models have short contexts
-    text = loaded.tokenizer.decode(corpus_ids(loaded.tokenizer, length)[0])
+    # as text a user could type: control tokens (BOS, a tiny tokenizer's <unk>) would come back as text
+    text = loaded.tokenizer.decode(corpus_ids(loaded.tokenizer, length)[0], skip_special_tokens=True)
     request = GenerationRequest(RunOptions(model=model, precision=precision, max_new_tokens=1), text=text)
     run(request, engine)  # warm-up, as in _median_run (one new token: no decode rate)
     result = _result(request, engine)

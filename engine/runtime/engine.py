@@ -73,8 +73,8 @@ class Engine:
 
 _default: Engine | None = None
 _default_lock = threading.Lock()
-_engines: weakref.WeakSet[Engine] = weakref.WeakSet()  # to stop at exit
-_engines_lock = threading.Lock()
+_runners: weakref.WeakSet[Runner] = weakref.WeakSet()  # to stop at exit (a running thread keeps its runner)
+_exit_lock = threading.Lock()
 _exit_watch: threading.Thread | None = None
 
 
@@ -89,8 +89,8 @@ def default_engine() -> Engine:
 
 def _stop_at_exit(engine: Engine) -> None:
     global _exit_watch
-    with _engines_lock:
-        _engines.add(engine)
+    with _exit_lock:
+        _runners.add(engine.runner)
         if _exit_watch is None:
             _exit_watch = threading.Thread(target=_stop_when_main_ends, name="studio-exit")
             _exit_watch.start()
@@ -98,9 +98,11 @@ def _stop_at_exit(engine: Engine) -> None:
 
 def _stop_when_main_ends() -> None:
     """At exit, the main thread ends before the interpreter joins the threads that are not daemons
-    (this one) and finalizes: the engines' daemon threads must not be inside torch by then (a thread
-    inside a torch op at finalization aborts the process: "terminate called without an active
-    exception", seen here), nor compiling while inductor shuts its compile workers down."""
+    (this one) and finalizes: the engine threads and the background compiles must not be inside torch
+    by then (a thread inside a torch op at finalization aborts the process: "terminate called without
+    an active exception", seen here), nor compiling while inductor shuts its compile workers down.
+    Every runner still alive is stopped, whether or not its engine still is."""
     threading.main_thread().join()
-    for engine in list(_engines):
-        engine.stop()
+    for runner in list(_runners):
+        runner.stop()
+    background.PROCESS.stop()
