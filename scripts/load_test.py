@@ -17,21 +17,18 @@ wall times is the speed-up.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
+from app_process import launch, stop
 from gradio_client import Client
 
 from engine.bench.report import percentile
 
-ROOT = Path(__file__).resolve().parent.parent
 WARM_UP_PAUSE_S = 90  # idle after the warm-up burst: background compiles run only between requests
 MODES = {
     "batched": {},
@@ -47,18 +44,8 @@ CALLS = [  # (endpoint, arguments): the kinds of request the app serves, short a
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(env_extra: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = {**os.environ, **env_extra, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
-    app = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)  # fmt: skip
-    url = f"http://127.0.0.1:{port}/"
+    app, url = launch(env_extra)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         try:
@@ -104,8 +91,7 @@ def run_mode(mode: str, users: int, requests: int, warm_up: bool) -> dict:
         outcomes = _round(url, users, requests)
         wall = time.perf_counter() - start
     finally:
-        app.terminate()
-        app.wait(30)
+        stop(app)
     latencies = [t for t, error, _ in outcomes if error is None] or [0.0]
     errors = [error for _, error, _ in outcomes if error is not None]
     return {

@@ -55,7 +55,7 @@ def build_config(lengths: list, whole_model: bool, decode_tokens: int, options: 
         decode_tokens=max(1, int(decode_tokens)),
         repeats=2,
         whole_model=whole_model,
-        model_repeats=1,  # one paired whole-model trial: its verdict allows the unmeasured 10% noise
+        model_repeats=1,  # one paired whole-model trial: an indicative ratio, quick in the Lab
     )
 
 

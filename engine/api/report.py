@@ -67,7 +67,9 @@ def metrics_line(result: Result) -> str:
 
 
 def timing_text(t: Timing) -> str:
-    """A timing's verdict in words with its interval; `same` never says faster or slower."""
+    """A timing's verdict in words with its interval; `same` and `indicative` never say faster or slower."""
+    if t.verdict == "indicative":
+        return f"indicative {t.ratio:.2f}x ({t.trials} trials: too few for a verdict)"
     if t.verdict == "same":
         return f"same ({t.low:.2f}–{t.high:.2f}x, {t.trials} trials)"
     if t.verdict == "faster":
@@ -126,7 +128,19 @@ def comparison_rows(c: Comparison) -> list[list[str]]:
             rows.append(["label distributions: total variation", "", "", f"{q.tv_distance:.3f}"])
     first = "no divergence" if c.first_divergence is None else f"first at {c.first_divergence}"
     rows.append(["output agreement (free-running)", "", "", f"{c.token_agreement:.0%} identical, {first}"])
+    if c.other_work_ms:
+        rows.append(["other work during trials (CPU ms)", "", "", other_work_text(c)])
     return rows
+
+
+def other_work_text(c: Comparison) -> str:
+    """What else ran during the timed pairs: the most CPU other work took in one, and the pairs redone."""
+    text = f"at most {max(c.other_work_ms):.0f} ms in a pair"
+    if c.redone:
+        text += f"; {c.redone} pair{'s' * (c.redone > 1)} disturbed and run again"
+    if c.disturbed:
+        text += f", {c.disturbed} still disturbed"
+    return text
 
 
 def text_table(headers: list[str], rows: list[list[str]]) -> str:

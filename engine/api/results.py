@@ -48,7 +48,7 @@ class Result:
         return asdict(self)
 
 
-Verdict = Literal["faster", "slower", "same"]
+Verdict = Literal["faster", "slower", "same", "indicative"]  # indicative: too few pairs for a verdict
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Timing:
     ratio: float  # median of the per-trial paired ratios
     low: float  # interval of that median (bootstrap, 95%); equal to `ratio` with one trial
     high: float
-    verdict: Verdict  # "same" when the interval, widened by the measured noise, includes 1
+    verdict: Verdict  # "same" when the interval, widened by the measured noise, includes 1; under 3 pairs "indicative"
     trials: int
     noise: float  # relative run-to-run spread of each side on its own (the noise floor)
     a: list[float]  # the per-trial values, A then B (ms, or tokens/s for decode)
@@ -100,6 +100,11 @@ class Comparison:
     first_divergence: int | None  # index of the first differing new token, None if identical
     density: float | None  # share of (query, key) pairs B's attention computed in prefill (None: B is remote)
     quality_note: str = ""  # why quality is missing, when it is
+    # Per pair kept, the most CPU ms other work (other processes, background compiles) took during
+    # either of its runs; empty when not measured (a server's runs)
+    other_work_ms: list[float] = field(default_factory=list)
+    redone: int = 0  # pairs run again because other work disturbed them
+    disturbed: int = 0  # of the pairs kept, those disturbed even when run again
 
     def to_dict(self) -> dict:
         return asdict(self)

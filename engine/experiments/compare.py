@@ -2,6 +2,12 @@
 trials after a warm-up; each timing gets a median ratio, an interval and a verdict, and B's quality
 cost is measured teacher-forced on A's output.
 
+The trials run alone twice over: each run is scheduled `alone`, and the whole timed span holds the
+process's background work (engine.runtime.background: no compile advances, its processes are
+suspended). What other processes still take is measured per run (engine.platform.measure.OtherWork):
+a disturbed pair is run again once. Pairs are added while an interval is too wide to decide and the
+time budget allows (engine.experiments.statistics.trial_plan).
+
 Why this shape: one dense run followed by one sparse run reported 0.82x-1.55x "speedups" for
 identical kernels on this project's CPU. Alternating the order (A B, then B A, ...) cancels drift
 and order effects, pairing each A with the B next to it cancels slow load changes, and a verdict
@@ -12,6 +18,7 @@ its steps and its timings; a remote server's runs too, so a server on the same m
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -23,9 +30,17 @@ from engine.api.request import GenerationRequest
 from engine.api.results import Comparison, Quality, Result, Timing
 from engine.attention.choice import AttentionChoice
 from engine.backends import Admission, Run
-from engine.experiments.statistics import compare_timing, distribution_quality, trial_count
+from engine.experiments.statistics import (
+    TrialPlan,
+    compare_timing,
+    decided,
+    distribution_quality,
+    disturbed,
+    trial_plan,
+)
 from engine.models.embedded import ProgressFn
 from engine.models.loader import LoadedModel
+from engine.platform.measure import OtherWork
 from engine.runtime.decoding import encode_prompt
 from engine.runtime.engine import Engine
 from engine.runtime.scoring import teacher_forced_logprobs
@@ -78,6 +93,68 @@ def interleaved(
         for run, into in order if trial % 2 == 0 else order[::-1]:
             into.append(run())
     return results
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One timed run, and the CPU ms other work took meanwhile (None: not measured, a server's run)."""
+
+    result: Result
+    other_ms: float | None
+    wall_ms: float
+
+    @property
+    def disturbed(self) -> bool:
+        return self.other_ms is not None and disturbed(self.other_ms, self.wall_ms)
+
+
+@dataclass(frozen=True)
+class Pair:
+    a: Trial
+    b: Trial
+    redone: bool = False  # run again: the first time, other work disturbed it
+
+    @property
+    def disturbed(self) -> bool:
+        return self.a.disturbed or self.b.disturbed
+
+    @property
+    def other_ms(self) -> float | None:
+        measured = [t.other_ms for t in (self.a, self.b) if t.other_ms is not None]
+        return max(measured) if measured else None
+
+
+def timed_pairs(
+    a: Callable[[], Trial],
+    b: Callable[[], Trial],
+    plan: TrialPlan,
+    settled: Callable[[list[Pair]], bool],
+    on_pair: Callable[[int, int], None] | None = None,
+) -> list[Pair]:
+    """Paired trials in alternating order (A B, B A, ...): the plan's pairs, then more while not
+    `settled` and the budget holds another; a disturbed pair is run again once, and the rerun kept."""
+    pairs: list[Pair] = []
+    started = time.perf_counter()
+    while len(pairs) < plan.most:
+        spent = time.perf_counter() - started
+        if len(pairs) >= plan.planned and (settled(pairs) or spent * (len(pairs) + 1) / len(pairs) > plan.budget_s):
+            break
+        if on_pair:
+            on_pair(len(pairs), plan.planned)
+        a_first = len(pairs) % 2 == 0
+        kept = _pair(a, b, a_first)
+        if kept.disturbed:
+            kept = replace(_pair(a, b, a_first), redone=True)
+        pairs.append(kept)
+    return pairs
+
+
+def _pair(a: Callable[[], Trial], b: Callable[[], Trial], a_first: bool) -> Pair:
+    if a_first:
+        trial_a = a()
+        return Pair(trial_a, b())
+    trial_b = b()
+    return Pair(a(), trial_b)
 
 
 def _timing(a_runs: list[Result], b_runs: list[Result], name: str, higher_is_better: bool = False) -> Timing | None:
@@ -149,14 +226,24 @@ def run_comparison(
             else:
                 yield item
     first_a, first_b = first[run_a.label], first[run_b.label]
-    trials = trial_count(admission.request.options.trials, first_a, first_b)
-    a_runs, b_runs = interleaved(
-        lambda: _last(_run(run_a)),
-        lambda: _last(_run(run_b)),
-        trials,
-        warmup=False,  # the streamed runs above were the warm-up
-        on_trial=lambda trial: report(0.1 + 0.8 * trial / trials, f"trial {trial + 1} of {trials}"),
-    )
+
+    def timings(pairs: list[Pair]) -> list[Timing]:
+        a_runs, b_runs = [p.a.result for p in pairs], [p.b.result for p in pairs]
+        first_token = _timing(a_runs, b_runs, "prefill_ms") or _timing(a_runs, b_runs, "ttft_ms")
+        return [t for t in (first_token, _timing(a_runs, b_runs, "total_ms")) if t is not None]
+
+    plan = trial_plan(admission.request.options.trials, first_a, first_b)
+    with engine.background.hold():
+        pairs = timed_pairs(
+            _trial(run_a, engine, measured=loaded_a is not None),
+            _trial(run_b, engine, measured=loaded_b is not None),
+            plan,
+            settled=lambda pairs: decided(timings(pairs)),
+            on_pair=lambda done, planned: report(
+                0.1 + 0.8 * min(done / planned, 1), f"trial {done + 1} of {max(planned, done + 1)}"
+            ),
+        )
+    a_runs, b_runs = [p.a.result for p in pairs], [p.b.result for p in pairs]
     report(0.9, "quality: B scores A's output")
     if loaded_a is None or loaded_b is None:
         quality, note = None, "a remote server sends text, not the probabilities of A's tokens."
@@ -181,7 +268,21 @@ def run_comparison(
         first_divergence=divergence,
         density=first_b.metrics.density,
         quality_note=note,
+        other_work_ms=[ms for p in pairs if (ms := p.other_ms) is not None],
+        redone=sum(p.redone for p in pairs),
+        disturbed=sum(p.disturbed for p in pairs),
     )
+
+
+def _trial(run: Run, engine: Engine, measured: bool) -> Callable[[], Trial]:
+    """One timed run of a side; a local side's with the CPU other work took meanwhile."""
+
+    def trial() -> Trial:
+        with OtherWork(engine.background.cpu_s) as other:
+            result = _last(_run(run))
+        return Trial(result, other.ms if measured else None, other.wall_ms)
+
+    return trial
 
 
 def _scorer(loaded: LoadedModel, run: Run) -> Scorer:

@@ -205,7 +205,9 @@ def frontier(
     engine = engine or default_engine()
     loaded = engine.get(model, precision)
     report = progress or (lambda fraction, what: None)
-    with engine.in_flight.serving():
+    # Timed alone, background compiles held; not while compiling its own steps, which the dynamo lock a
+    # held compile keeps would stall (engine.runtime.background)
+    with engine.background.hold() if not compiled else engine.in_flight.serving():
         return engine.runner.call(lambda _: _frontier(loaded, lengths, densities, report, compiled), alone=True)
 
 

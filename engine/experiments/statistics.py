@@ -1,32 +1,63 @@
 """The statistics of a comparison: how many trials, paired ratios with bootstrap intervals and a
-verdict, and the quality cost of two next-token distributions."""
+verdict (with fewer than three pairs: indicative), when a trial was disturbed, and the quality
+cost of two next-token distributions."""
 
 from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from engine.api.results import Quality, Result, Timing, Verdict
 
-BUDGET_S = 20.0  # timed trials fill about this long...
-MIN_TRIALS = 3  # ...but at least this many, unless one run alone outlasts the budget (then one)
-MAX_TRIALS = 20
+BUDGET_S = 20.0  # the planned pairs fill about this long...
+SHORT_PAIRS = 5  # ...but at least this many...
+MAX_BUDGET_S = 60.0  # ...as far as this holds them; pairs are added up to it while the interval is wide
+MAX_TRIALS = 30
+VERDICT_PAIRS = 3  # fewer pairs give an `indicative` ratio, never a verdict
+DECIDED_WIDTH = 1.2  # a `same` interval wider than high/low = 1.2 (about +-9%) is worth more pairs
 UNMEASURED_NOISE = 0.10  # one trial measures no noise: differences under 10% are called `same`
 MIN_NOISE = 0.01  # no measurement is steadier than 1%
 BOOTSTRAP = 2000
+# A run during which other work took more than a tenth of a core, and more than the kernel's
+# 10 ms ticks can blur (two reads), was disturbed: its pair is run again once.
+DISTURBED_SHARE, DISTURBED_MIN_MS = 0.10, 30.0
 
 
-def trial_count(requested: int, first_a: Result, first_b: Result) -> int:
+@dataclass(frozen=True)
+class TrialPlan:
+    """How many paired trials: `planned` always (short of `budget_s`), more up to `most` while the
+    timings are undecided and the budget allows."""
+
+    planned: int
+    most: int
+    budget_s: float
+
+
+def trial_plan(requested: int, first_a: Result, first_b: Result) -> TrialPlan:
+    """Pairs sized by the warm-up runs: as many as BUDGET_S holds, at least SHORT_PAIRS, and no more
+    than MAX_BUDGET_S holds (under VERDICT_PAIRS for a request that long: an indicative ratio).
+    Asked for (`requested` > 0): exactly that many."""
     if requested > 0:
-        return requested
-    longest = max(first_a.metrics.total_ms, first_b.metrics.total_ms) / 1000
-    if longest > BUDGET_S:
-        return 1
-    pair = (first_a.metrics.total_ms + first_b.metrics.total_ms) / 1000
-    return min(MAX_TRIALS, max(MIN_TRIALS, math.floor(BUDGET_S / pair)))
+        return TrialPlan(requested, requested, math.inf)
+    pair_s = (first_a.metrics.total_ms + first_b.metrics.total_ms) / 1000
+    fits = max(1, math.floor(MAX_BUDGET_S / pair_s)) if pair_s > 0 else MAX_TRIALS
+    planned = min(MAX_TRIALS, fits, max(SHORT_PAIRS, math.floor(BUDGET_S / pair_s) if pair_s > 0 else MAX_TRIALS))
+    return TrialPlan(planned, MAX_TRIALS, MAX_BUDGET_S)
+
+
+def decided(timings: list[Timing]) -> bool:
+    """Whether more pairs would tell nothing new: each timing has a verdict, or an interval narrow
+    enough to call `same` with confidence."""
+    return all(t.verdict in ("faster", "slower") or t.high / t.low <= DECIDED_WIDTH for t in timings)
+
+
+def disturbed(other_ms: float, wall_ms: float) -> bool:
+    """Whether other work took enough CPU during a run (engine.platform.measure.OtherWork) to spoil it."""
+    return other_ms > max(DISTURBED_MIN_MS, DISTURBED_SHARE * wall_ms)
 
 
 def _spread(values: list[float]) -> float:
@@ -48,7 +79,9 @@ def compare_timing(a: list[float], b: list[float], higher_is_better: bool = Fals
         low, high = (float(x) for x in np.percentile(medians, [2.5, 97.5]))
         noise = max(MIN_NOISE, _spread(a), _spread(b))
     verdict: Verdict = "same"
-    if low / (1 + noise) > 1:
+    if len(pairs) < VERDICT_PAIRS:
+        verdict = "indicative"
+    elif low / (1 + noise) > 1:
         verdict = "faster"
     elif high * (1 + noise) < 1:
         verdict = "slower"

@@ -58,7 +58,7 @@ def _interval_column(speedup: str) -> property:
 class SweepRow:
     """One (precision, length, mode) point; timings are medians of the mode's trials. Sparse rows
     also carry the comparison with dense: speedup (median paired ratio, above 1 = sparse faster),
-    its 95% interval, the verdict ("faster" | "slower" | "same") and the op's noise floor."""
+    its 95% interval, the verdict ("faster" | "slower" | "same"; "indicative" under 3 pairs) and the op's noise floor."""
 
     precision: str
     length: int
@@ -210,9 +210,9 @@ def _point(loaded: LoadedModel, config: SweepConfig, length: int, progress: Prog
 def sweep(config: SweepConfig, engine: Engine | None = None, progress: Progress | None = None) -> list[SweepRow]:
     """Run the attention sweep; `progress(fraction, message)` is called before each part of each point.
     It runs alone on the engine's scheduler thread (as every forward does): requests on that engine wait,
-    and background compiles pause, as for a request (their CPU would skew the timings)."""
+    and background compiles are held (engine.runtime.background: their CPU would skew the timings)."""
     engine = engine or Engine()
-    with engine.in_flight.serving():
+    with engine.background.hold():
         return engine.runner.call(lambda report: _sweep(config, engine, report), alone=True, progress=progress)
 
 

@@ -1,10 +1,12 @@
-"""Clocks and memory probes. Every clock read follows a device synchronisation."""
+"""Clocks, memory probes and the CPU other work takes. Every clock read follows a device synchronisation."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import torch
 
 
@@ -67,3 +69,31 @@ def process_peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class OtherWork:
+    """The CPU time other work took while a span ran (`ms`, after it): every other process on the
+    machine (a compile's worker processes included) and this process's own background threads
+    (`background_s`: their CPU seconds so far), but not this process's serving. The kernel counts in
+    ticks of 10 ms, so a few tens of ms is the resolution."""
+
+    def __init__(self, background_s: Callable[[], float]):
+        self._background_s = background_s
+        self.ms = 0.0
+        self.wall_ms = 0.0
+
+    def _sample(self) -> tuple[float, float, float, float]:
+        machine = psutil.cpu_times()
+        busy = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+        own = psutil.Process().cpu_times()
+        return time.perf_counter(), busy, own.user + own.system, self._background_s()
+
+    def __enter__(self) -> OtherWork:
+        self._start = self._sample()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        end = self._sample()
+        wall, busy, own, background = (e - s for e, s in zip(end, self._start, strict=True))
+        self.wall_ms = wall * 1000
+        self.ms = max(0.0, busy - own + background) * 1000

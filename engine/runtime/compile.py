@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch._inductor.config as inductor_config
 from transformers import PreTrainedModel
 
 from engine.attention.choice import DENSE, AttentionChoice
@@ -98,6 +99,9 @@ class CompiledDecode:
         # Inductor keeps its compiled kernels on disk: next to the model cache they outlive a restart
         # (a later process compiles the same step in seconds), unless TORCHINDUCTOR_CACHE_DIR says otherwise.
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(settings().cache / "inductor"))
+        # One compile thread: no pool of worker processes (each resident, and each taking a core from
+        # requests); the C++ compiler runs as a child of this thread, which timed work suspends.
+        inductor_config.compile_threads = int(os.environ.get("TORCHINDUCTOR_COMPILE_THREADS", "1"))
         for mode in graph_modes(next(model.parameters()).device):
             try:
                 step = self._compile_step(step_id, mode)

@@ -39,9 +39,9 @@ class Engine:
             load=self._load,
             held_mb=lambda loaded: loaded.batches.memory_bytes() / 2**20 if loaded.batches else 0.0,
         )
-        self.runner = Runner(Scheduler(fits=self.models.fits), self.device)
         self.background = background.PROCESS  # compiles, in the gaps between requests of every engine
         self.in_flight = self.background.in_flight  # requests being served: background work gives way
+        self.runner = Runner(Scheduler(fits=self.models.fits), self.device, stepped=self.in_flight.step)
         # Requests admitted ahead of their run (engine.backends.admission): validated and tokenized once.
         self.admitted: OrderedDict[Hashable, object] = OrderedDict()
         self.lock = threading.Lock()

@@ -48,8 +48,9 @@ IDLE_EXIT_S = 30.0  # the thread ends after this long with nothing to do (a late
 class Runner:
     """The engine's one thread and what it runs now."""
 
-    def __init__(self, scheduler: Scheduler, device: torch.device):
+    def __init__(self, scheduler: Scheduler, device: torch.device, stepped: Callable[[], None] = lambda: None):
         self.scheduler, self.device = scheduler, device
+        self._stepped = stepped  # told at each step (background work held meanwhile knows it is not stuck)
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -157,6 +158,7 @@ class Runner:
                 if self._stopping:
                     break
                 admitted = self.scheduler.admit(self._busy())
+            self._stepped()
             for work in admitted:
                 try:
                     self._start(work)

@@ -1,0 +1,111 @@
+"""A/A comparisons on a freshly launched app: does every verdict survive a fresh start (a compile in
+the background) and other users?
+
+Launches the app (embedded default model, default settings) as a user does, and as soon as its page
+answers (a few seconds after launch) sends N comparisons one after another through its API: the same
+settings on both sides (dense vs dense), on a short text, trials chosen by the studio. With `--users
+K`, K other users stream chats the whole time. Every honest verdict is `same`; the table shows each
+comparison's trials, intervals, the pairs redone because other work disturbed them, and the most CPU
+other work took in a pair. One launch per value of --users.
+
+    python scripts/fresh_aa.py --comparisons 20 --users 0,4
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+from app_process import launch, stop, wait_for_page
+from gradio_client import Client
+
+SHORT_TEXT = (
+    "The town council met on Monday to discuss the new park. Residents asked for more trees, a playground "
+    "and benches near the pond. The council agreed to publish a plan by the end of the month."
+)
+CHATS = ["Tell me about the moon.", "Give me three tips for better sleep.", "Why is the sky blue?", "Name some fruits."]
+
+
+def _timing(t: dict) -> str:
+    return f"{t['verdict']} {t['ratio']:.2f} ({t['low']:.2f}-{t['high']:.2f})"
+
+
+@contextmanager
+def chatting(url: str, users: int) -> Iterator[list[int]]:
+    """`users` threads streaming chats until the block ends; yields the count of chats answered per user."""
+    done, answered = threading.Event(), [0] * users
+
+    def user(index: int) -> None:
+        client = Client(url, verbose=False)
+        while not done.is_set():
+            job = client.submit(CHATS[index % len(CHATS)], [], "", max_new_tokens=48, api_name="/chat")
+            for _ in job:  # streamed: each update as it comes
+                pass
+            answered[index] += 1
+
+    with ThreadPoolExecutor(users or 1) as pool:
+        futures = [pool.submit(user, i) for i in range(users)]
+        try:
+            yield answered
+        finally:
+            done.set()
+            for future in futures:
+                future.result()
+
+
+def run(comparisons: int, users: int, trials: int) -> list[str]:
+    launched = time.perf_counter()
+    app, url = launch()
+    try:
+        wait_for_page(app, url)
+        client = Client(url, verbose=False)
+        rows, same = [], {"prefill": 0, "total": 0}
+        with chatting(url, users) as answered:
+            for index in range(comparisons):
+                started = time.perf_counter() - launched
+                _, metrics = client.predict(
+                    SHORT_TEXT, "short", compare="attention", compare_with="dense", trials=trials,
+                    max_new_tokens=16, api_name="/summarize",
+                )  # fmt: skip
+                c = metrics["comparison"]
+                same["prefill"] += c["prefill"]["verdict"] == "same"
+                same["total"] += c["total"]["verdict"] == "same"
+                other = f"{max(c['other_work_ms']):.0f}" if c["other_work_ms"] else "-"
+                rows.append(
+                    f"| {users} | {index + 1} | {started:.1f} | {c['total']['trials']} | {_timing(c['prefill'])} | "
+                    f"{_timing(c['total'])} | {c['redone']} | {c['disturbed']} | {other} | {metrics['a']['decode_path']} |"
+                )
+        rows.append(
+            f"users {users}: prefill same {same['prefill']}/{comparisons}, total same {same['total']}/{comparisons}; "
+            f"chats answered meanwhile {sum(answered)}"
+        )
+        return rows
+    finally:
+        stop(app)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--comparisons", type=int, default=20)
+    parser.add_argument("--users", default="0,4", help="other users streaming chats, one launch per value")
+    parser.add_argument("--trials", type=int, default=0, help="pairs per comparison (0: as the studio chooses)")
+    args = parser.parse_args()
+    print("| users | # | started s after launch | pairs | prefill B/A | total B/A | redone | disturbed | "
+          "other work ms | decode path |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    summaries = []
+    for users in (int(u) for u in args.users.split(",")):
+        *rows, summary = run(args.comparisons, users, args.trials)
+        print("\n".join(rows), flush=True)
+        summaries.append(summary)
+    print("\n".join(summaries))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
