@@ -24,6 +24,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from engine.api.request import GenerationRequest, Message
 from engine.api.results import FinishReason, Metrics, Result
 from engine.api.validation import check_labels
+from engine.backends.user_text import controls, escape_controls
 from engine.models.registry import ModelSpec
 from engine.platform.errors import RemoteError
 from engine.platform.measure import decode_rate
@@ -95,9 +96,17 @@ def _sampling(request: GenerationRequest) -> dict:
     return params
 
 
-def _messages(messages: tuple[Message, ...]) -> list[ChatCompletionMessageParam]:
-    # the stubs type each role's message apart; these roles are all the protocol's
-    return cast("list[ChatCompletionMessageParam]", [{"role": m.role, "content": m.content} for m in messages])
+def chat_messages(spec: ModelSpec, messages: tuple[Message, ...]) -> list[ChatCompletionMessageParam]:
+    """The messages as sent: every content is the user's (a system prompt and a chat's history
+    too), with its control strings broken so that the server reads them as text (engine.backends.user_text)."""
+    strings = controls(spec)
+    sent = [{"role": m.role, "content": escape_controls(m.content, strings)} for m in messages]
+    return cast("list[ChatCompletionMessageParam]", sent)  # the stubs type each role apart; these are the protocol's
+
+
+def completion_prompt(spec: ModelSpec, text: str) -> str:
+    """A plain-text prompt as sent: the user's text, its control strings broken like a message's."""
+    return escape_controls(text, controls(spec))
 
 
 def _metrics(
@@ -151,12 +160,12 @@ def stream_remote(spec: ModelSpec, request: GenerationRequest) -> Iterator[str |
     with talking_to(spec, "streaming the answer"):
         if request.messages is not None:
             stream = api.chat.completions.create(
-                model=_served_name(spec), messages=_messages(request.messages), stream=True,
+                model=_served_name(spec), messages=chat_messages(spec, request.messages), stream=True,
                 stream_options={"include_usage": True}, **_sampling(request),
             )  # fmt: skip
         else:
             stream = api.completions.create(
-                model=_served_name(spec), prompt=request.text, stream=True,
+                model=_served_name(spec), prompt=completion_prompt(spec, request.text or ""), stream=True,
                 stream_options={"include_usage": True}, **_sampling(request),
             )  # fmt: skip
         with stream:
@@ -222,7 +231,7 @@ def score_remote(spec: ModelSpec, request: GenerationRequest) -> Result:
     started = time.perf_counter()
     with talking_to(spec, "scoring the labels"):
         response = client(spec).chat.completions.create(
-            model=_served_name(spec), messages=_messages(request.messages), max_tokens=1, temperature=0.0,
+            model=_served_name(spec), messages=chat_messages(spec, request.messages), max_tokens=1, temperature=0.0,
             logprobs=True, top_logprobs=TOP_LOGPROBS,
         )  # fmt: skip
     ended = time.perf_counter()

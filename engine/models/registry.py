@@ -19,6 +19,7 @@ A user file looks like::
     served_name = "smollm2"                 # the model name the server knows
     family = "causal"
     api_key_env = "STUDIO_REMOTE_KEY"      # optional: the environment variable holding its key
+    tokenizer = "smollm2-135m-instruct"     # optional: its tokenizer, a registered model or a directory
 
 Names that are not registered still work when prefixed: `hub:org/name`, `local:/dir`,
 `gguf:/path/model.gguf`; their family is read from the model's config at load time. A remote
@@ -58,6 +59,9 @@ class ModelSpec:
     text_prefixes: bool = False  # T5-style: the task is named in the input ("summarize: ...")
     served_name: str | None = None  # source "openai": the model name the server knows
     api_key_env: str | None = None  # source "openai": the environment variable holding the server's key
+    # source "openai": the served model's tokenizer (a registered model's name or a directory), whose
+    # control strings are broken in what a user sends (engine.backends.user_text)
+    tokenizer: str | None = None
     best_for: tuple[str, ...] = ()  # tasks it should be the default of, where it can load (engine.models.defaults)
 
     def serves(self, task: str) -> bool:
@@ -92,6 +96,10 @@ def _parse(text: str, where: str) -> list[ModelSpec]:
             raise UnknownModelError(f"Bad family {family!r} in {where}; use one of {FAMILIES}.")
         if entry["source"] == "openai":
             _check_remote(entry, where)
+        elif "tokenizer" in entry:
+            raise UnknownModelError(
+                f"{entry['name']} in {where}: tokenizer is for remote (openai) models; a local one uses its own."
+            )
         for key in ("tasks", "languages", "best_for"):
             if key in entry:
                 entry[key] = tuple(entry[key])
@@ -101,7 +109,8 @@ def _parse(text: str, where: str) -> list[ModelSpec]:
 
 def _check_remote(entry: dict, where: str) -> None:
     """A remote entry names an http(s) base URL and the server's model name, and is a chat model:
-    every server of the protocol speaks chat completions."""
+    every server of the protocol speaks chat completions. Its tokenizer, when named, is resolved
+    at the first request (engine.backends.user_text): the registry is still being read here."""
     name = entry["name"]
     if not str(entry.get("location", "")).startswith(("http://", "https://")):
         raise UnknownModelError(f"{name} in {where}: location must be the server's base URL (http://host:port/v1).")
@@ -110,6 +119,11 @@ def _check_remote(entry: dict, where: str) -> None:
     if entry.get("family", "causal") != "causal":
         raise UnknownModelError(f'{name} in {where}: remote models are chat (causal) models; set family = "causal".')
     entry["family"] = "causal"
+    tokenizer = entry.get("tokenizer")
+    if tokenizer is not None and (not isinstance(tokenizer, str) or not tokenizer.strip()):
+        raise UnknownModelError(
+            f"{name} in {where}: tokenizer must name a registered model or a tokenizer directory, not {tokenizer!r}."
+        )
 
 
 @functools.cache
