@@ -110,6 +110,8 @@ def comparison_rows(c: Comparison) -> list[list[str]]:
             rows.append(
                 [title, _num(statistics.median(timing.a)), _num(statistics.median(timing.b)), timing_text(timing)]
             )
+    if d.decode_path != s.decode_path:  # e.g. one side's compiled step not ready yet: not the axis's doing
+        rows.append(["decode path", d.decode_path, s.decode_path, "differs: decode and total compare the paths too"])
     skipped = f"{1 - s.density:.0%} of pairs skipped" if s.density is not None else ""
     rows += [
         ["peak memory (MB)", _num(d.peak_memory_mb), _num(s.peak_memory_mb), ""],

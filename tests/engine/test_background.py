@@ -124,3 +124,27 @@ def test_other_processes_cpu_during_a_span_is_counted():
     finally:
         busy.kill()
         busy.wait()
+
+
+def test_a_comparisons_trials_hold_the_processs_background_work(tiny_env):
+    """From the first timed pair to the last, a background thread (a compile) makes no progress."""
+    import torch
+
+    from engine import Engine, GenerationRequest, RunOptions
+    from engine.runtime.background import PROCESS
+    from engine.service import run
+
+    counter, seen = Counter(), []
+    PROCESS.start(counter.run, name="counter")
+    try:
+        assert wait_for(lambda: counter.count > 10)
+        options = RunOptions(model="tiny-llama", compare="attention", compare_with="dense", trials=4, max_new_tokens=4)
+        request = GenerationRequest(options, text="the quick brown fox " * 8)
+        progress = lambda fraction, message: seen.append((message, counter.count))  # noqa: E731
+        comparison = run(request, Engine(budget_mb=10_000, device=torch.device("cpu")), progress=progress)
+        during = [count for message, count in seen if message.startswith("trial")]
+        assert len(during) == comparison.total.trials == 4
+        assert during[1] == during[-1]  # the first pair's start may still see a call under way
+        assert wait_for(lambda: counter.count > during[-1])  # and it goes on once they end
+    finally:
+        counter.done.set()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 import itertools
+
+import pytest
 
 from engine.api.results import Metrics, Result
 from engine.experiments.compare import Pair, Trial, timed_pairs

@@ -104,7 +104,10 @@ def test_compare_render_from_metrics_json(tiny_env):
     assert typed.prefill == final.prefill and typed.quality == final.quality and typed.b.text == final.b.text
     rows = comparison_rows(typed)
     assert [r[0] for r in rows][:4] == ["prefill (ms)", "time to first token (ms)", "decode (tokens/s)", "total (ms)"]
-    assert rows[-1][0].startswith("output agreement") and "identical" in rows[-1][3]
+    agreement = next(r for r in rows if r[0].startswith("output agreement"))
+    assert "identical" in agreement[3]
+    assert len(final.other_work_ms) == final.total.trials  # measured for every pair (local sides)
+    assert rows[-1][0].startswith("other work") and "at most" in rows[-1][3]
     assert rows == comparison_rows(final)
     table = comparison_table(typed)
     assert list(table.columns) == ["metric", "A: dense", "B: sparse", "B vs A"]
