@@ -11,6 +11,8 @@ The suites each print a table and, with `--out DIR`, write JSON, CSV and a PNG p
   (every verdict should be `same`), dense vs sparse on the long document, fp32 vs nf4 on a chat.
 - `frontier` (`frontier.py`): sparse decode patterns (the sliding window, Quest) at budgets, against
   dense on long prose and code: teacher-forced quality, attention-mass recall, density, speedups.
+- `soak` (`soak.py`): N mixed requests through the engine, the resident memory and the engine's own
+  accounting every 25 (`--requests`, default 500): whether the footprint stays flat.
 
 Dense and sparse (and any A and B) are timed in interleaved, paired trials and compared with the
 product's own statistics (engine.experiments.statistics): median ratio, 95% interval, verdict, noise floor.

@@ -1,4 +1,4 @@
-"""The benchmark command line: `python -m engine.bench [attention|precision] [flags]` (see the package docstring).
+"""The benchmark command line: `python -m engine.bench [SUITE] [flags]` (see the package docstring).
 
 Prints the suite's table; with `--out DIR` also writes `<suite>.json`, `.csv` and `.png` there
 (`attention.*` or `precision.*`). Errors become one line and exit status 2.
@@ -21,6 +21,7 @@ from engine.bench.experiments import EXPERIMENT_COLUMNS, plot_experiments, run_e
 from engine.bench.precision import PRECISION_COLUMNS, precision_table
 from engine.bench.report import format_table, machine, plot_precisions, plot_sweep, write_outputs
 from engine.bench.serve import SERVE_COLUMNS, plot_serve, serve_table
+from engine.bench.soak import SINCE, SOAK_COLUMNS, growth, plot_soak, soak_table
 from engine.experiments.frontier import DENSITIES, FRONTIER_COLUMNS, LENGTHS, STEPS, frontier, plot_frontier
 from engine.experiments.frontier import QUICK_LENGTHS as FRONTIER_QUICK_LENGTHS
 from engine.experiments.sweep import QUICK_LENGTHS, SWEEP_COLUMNS, Progress, SweepConfig, sweep
@@ -34,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         "suite",
         nargs="?",
         default="attention",
-        choices=("attention", "precision", "compare", "decode", "serve", "frontier"),
+        choices=("attention", "precision", "compare", "decode", "serve", "frontier", "soak"),
     )
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--quick", action="store_true", help="a short sweep (about a minute on a laptop CPU)")
@@ -46,14 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-repeats", type=int, default=2, help="whole model: paired dense/sparse trials")
     parser.add_argument("--input-tokens", type=int, default=256, help="precision: prompt length")
     parser.add_argument(
-        "--new-tokens", type=int, help="tokens generated: precision and serve (default 64), decode (128)"
+        "--new-tokens", type=int, help="tokens generated: precision, serve and soak (default 64), decode (128)"
     )
     parser.add_argument("--op-only", action="store_true", help="attention op only, no whole-model runs")
     parser.add_argument(
         "--runs", help="compare: comparisons per scenario, e.g. identical=10,long=3,precision=1 (the default)"
     )
-    parser.add_argument("--users", default="1,2,4,8,16", help="serve: concurrent user counts")
+    parser.add_argument("--users", help="serve: concurrent user counts (default 1,2,4,8,16); soak: one count (4)")
     parser.add_argument("--per-user", type=int, default=2, help="serve: requests each user sends, one after another")
+    parser.add_argument("--requests", type=int, default=500, help="soak: requests sent in all")
     parser.add_argument("--densities", help="frontier: budgets as shares of the length (default 0.06,0.12)")
     parser.add_argument("--compiled", action="store_true", help="frontier: also time the compiled decode steps")
     parser.add_argument("--out", type=Path, help="write JSON, CSV and PNG here")
@@ -92,10 +94,19 @@ def main(argv: list[str] | None = None) -> int:
         elif args.suite == "serve":
             precision = (_csv(args.precisions) or ("auto",))[0]
             new_tokens = args.new_tokens or 64
-            users = _csv(args.users, int)
+            users = _csv(args.users or "1,2,4,8,16", int)
             rows = serve_table(args.model, precision, users, args.per_user, new_tokens, _report("serve"))
             columns, stem, plot = SERVE_COLUMNS, "serve", plot_serve
             meta = {"model": args.model, "precision": precision, "new_tokens": new_tokens, "machine": machine()}
+        elif args.suite == "soak":
+            new_tokens, soak_users = args.new_tokens or 64, int(args.users or 4)
+            rows = soak_table(args.model, args.requests, soak_users, new_tokens, progress=_report("soak"))
+            columns, stem, plot = SOAK_COLUMNS, "soak", plot_soak
+            ratio = growth(rows)
+            print(f"resident memory after request {rows[-1].requests} / after request {SINCE}: {ratio:.3f}"
+                  if ratio else f"resident memory: no row after request {SINCE} to compare with")  # fmt: skip
+            meta = {"model": args.model, "new_tokens": new_tokens, "users": soak_users, "growth": ratio}
+            meta["machine"] = machine()
         elif args.suite == "frontier":
             precision = (_csv(args.precisions) or ("auto",))[0]
             lengths = _csv(args.lengths, int) or (FRONTIER_QUICK_LENGTHS if args.quick else LENGTHS)

@@ -83,6 +83,10 @@ class ModelPool:
         with self._lock:
             return list(self._models)
 
+    def loaded_models(self) -> list[LoadedModel]:
+        with self._lock:
+            return list(self._models.values())
+
     def clear(self) -> None:
         with self._lock:
             self._models.clear()

@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         alias="STUDIO_COMPILE_DECODE",
         description="decode causal models with a static cache and a compiled step, compiled in the background",
     )
+    max_compiled_steps: int = Field(
+        8,
+        ge=0,
+        alias="STUDIO_MAX_COMPILED_STEPS",
+        description="compiled decode steps per model, one per length bucket and row count (each about 100 MB for the embedded model); other shapes decode eagerly",
+    )
 
     @property
     def app_concurrency(self) -> int:

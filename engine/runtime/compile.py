@@ -55,17 +55,17 @@ class CompiledStep:
     compile_s: float  # how long compiling it took (in the background)
 
 
-MAX_STEPS = 8  # per model: beyond these, steps run eagerly
-
-
 StepId = tuple[BatchKey, int]  # (batch key, rows)
 
 
 class CompiledDecode:
-    """The compiled decode steps of one loaded causal model, by batch key and row count."""
+    """The compiled decode steps of one loaded causal model, by batch key and row count: at most
+    `max_steps` (STUDIO_MAX_COMPILED_STEPS) are ever started: each compile grows the process for good
+    (the embedded model at fp32: about 100 MB a step, measured), and steps are kept for the model's life."""
 
-    def __init__(self, model: PreTrainedModel, enabled: bool, capacity: int, background: Background):
+    def __init__(self, model: PreTrainedModel, enabled: bool, capacity: int, background: Background, max_steps: int):
         self.model, self.enabled, self.capacity, self.background = model, enabled, capacity, background
+        self.max_steps = max_steps
         self.compile_seconds: dict[StepId, float] = {}
         self.failures: dict[StepId, str] = {}
         self._steps: dict[StepId, CompiledStep] = {}
@@ -78,13 +78,23 @@ class CompiledDecode:
         compiled step with more rows serves."""
         rows = step_rows(batch, self.capacity)
         with self._lock:
-            start = self.enabled and (key, rows) not in self._started and len(self._started) < MAX_STEPS
+            start = self.enabled and (key, rows) not in self._started and len(self._started) < self.max_steps
             if start:
                 self._started.add((key, rows))
             ready = [s for (k, r), s in self._steps.items() if k == key and r >= batch]
         if start:
             self.background.start(lambda: self._compile((key, rows)), name=f"compile-{key[0]}-{rows}")
         return min(ready, key=lambda s: s.rows, default=None)
+
+    def kept(self) -> int:
+        """Compiled steps held now."""
+        with self._lock:
+            return len(self._steps)
+
+    def compiling(self) -> int:
+        """Compiles started and not yet done (ready or failed)."""
+        with self._lock:
+            return len(self._started) - len(self._steps) - len(self.failures)
 
     def compile_now(self, tokens: int, choice: AttentionChoice = DENSE, batch: int = 1) -> None:
         """Compile the step for `batch` sequences of `tokens` in this thread (benchmarks and tests;

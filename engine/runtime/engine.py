@@ -63,8 +63,11 @@ class Engine:
         def load(report: ProgressFn) -> LoadedModel:
             loaded = load_model(spec, precision, device, report)
             if loaded.spec.family == "causal":
-                compiles = settings().compile_decode and PRECISION_BY_NAME[loaded.precision].compiles
-                loaded.compiled = CompiledDecode(loaded.model, compiles, self.max_batch, self.background)
+                chosen = settings()
+                compiles = chosen.compile_decode and PRECISION_BY_NAME[loaded.precision].compiles
+                loaded.compiled = CompiledDecode(
+                    loaded.model, compiles, self.max_batch, self.background, chosen.max_compiled_steps
+                )
                 loaded.batches = ModelBatches(self.max_batch)
             return loaded
 

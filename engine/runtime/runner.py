@@ -30,6 +30,7 @@ from engine.models.embedded import ProgressFn
 from engine.models.loader import LoadedModel
 from engine.models.out_of_memory import out_of_memory
 from engine.platform.errors import EngineStoppedError
+from engine.platform.heap import give_back
 from engine.platform.measure import PeakMemory
 from engine.platform.memory import is_out_of_memory
 from engine.runtime.batching import Batch, Row, batch_key
@@ -165,16 +166,21 @@ class Runner:
                 except Exception as exc:  # its prompt failed: this request hears why, the rest carry on
                     work.ticket.put(self._explained(exc, "reading the prompt of", getattr(work, "loaded", None)))
             self._drop_cancelled()
-            for batch in list(self._batches):
-                if batch.rows:
-                    try:
-                        batch.step()
-                    except Exception as exc:  # the step itself failed: every request in it hears why
-                        batch.fail(self._explained(exc, f"decoding {len(batch.rows)} requests of", batch.loaded))
+            self._step_batches()
             for job in list(self._jobs):
                 self._advance(job)
             self._retire_empty()
         self._end_all(EngineStoppedError("The engine shut down before this request finished."))
+
+    def _step_batches(self) -> None:
+        """A decode step for every batch. In a frame of its own: a loop variable left in `_loop` kept
+        the last batch stepped, and its KV cache, alive while the thread waited for work."""
+        for batch in list(self._batches):
+            if batch.rows:
+                try:
+                    batch.step()
+                except Exception as exc:  # the step itself failed: every request in it hears why
+                    batch.fail(self._explained(exc, f"decoding {len(batch.rows)} requests of", batch.loaded))
 
     def _start(self, work: Work) -> None:
         ticket = work.ticket
@@ -218,10 +224,18 @@ class Runner:
                 batch.remove(row)
 
     def _retire_empty(self) -> None:
-        """Batches with no rows left free their caches."""
-        for batch in [b for b in self._batches if not b.rows]:
+        """Batches with no rows left free their caches; once nothing runs, malloc gives the pages back
+        (their caches and what their requests freed: engine.platform.heap), not at every step."""
+        if self._drop_empty() and not self._busy():
+            give_back()
+
+    def _drop_empty(self) -> int:
+        """Drop the batches with no rows left (nothing else holds them or their caches); how many."""
+        empty = [b for b in self._batches if not b.rows]
+        for batch in empty:
             self._batches.remove(batch)
             batch.loaded.batches.by_key.pop(batch.key, None)
+        return len(empty)
 
     def _explained(self, exc: Exception, doing: str, loaded: LoadedModel | None) -> Exception:
         """An out-of-memory becomes the user's error (engine.models.out_of_memory), naming the model

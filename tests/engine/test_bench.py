@@ -29,6 +29,7 @@ from engine.bench import (
     write_outputs,
 )
 from engine.bench.__main__ import _parser
+from engine.bench.soak import SOAK_COLUMNS, plan
 from engine.data import long_document
 from engine.experiments.attention_op import allowed_pairs
 from engine.experiments.compare import interleaved
@@ -294,3 +295,29 @@ def test_frontier_suite_scores_patterns_against_dense(tiny_env, tmp_path, capsys
     assert {r["decode_path"] for r in rows} == {"compiled"}  # --compiled: the steps timed are the compiled ones
     assert (tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
     assert "mass_recall" in capsys.readouterr().out
+
+
+def test_soak_suite_reads_memory_and_the_engines_accounting_at_rest(tiny_env, tmp_path, capsys):
+    """`python -m engine.bench soak` on a tiny model: a row before the first request and one every 25,
+    each read at rest (no batch alive, no admission left), every mixed request answered."""
+    argv = ["soak", "--model", "tiny-llama", "--requests", "30", "--users", "3", "--new-tokens", "4"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "soak.json").read_text())
+    rows = saved["rows"]
+    assert [r["requests"] for r in rows] == [0, 25, 30] and saved["meta"]["users"] == 3
+    assert all(r["failures"] == 0 and r["caches_mb"] == 0 and r["admitted"] == 0 for r in rows)
+    assert all(r["rss_mb"] > r["models_mb"] > 0 for r in rows)
+    assert rows[-1]["compiled_steps"] == 0  # the tests' settings compile nothing
+    out = capsys.readouterr().out
+    assert "no row after request 100" in out and out.splitlines()[1].split() == SOAK_COLUMNS
+    assert (tmp_path / "soak.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_soak_requests_are_the_same_every_run_and_mix_the_tasks(tiny_env):
+    from engine import installed_tasks
+
+    first, again = plan(40, 8, "tiny-llama"), plan(40, 8, "tiny-llama")
+    assert first == again and len(set(first)) > 10
+    kinds = {("candidates" if r.candidates else "messages" if r.messages else "text") for r in first}
+    assert "candidates" in kinds and "messages" in kinds and len(installed_tasks()) == 5
+    assert all(r.options.max_new_tokens <= 8 and r.options.model == "tiny-llama" for r in first)
