@@ -58,13 +58,14 @@ def chatting(url: str, users: int) -> Iterator[list[int]]:
                 future.result()
 
 
-def run(comparisons: int, users: int, trials: int) -> list[str]:
+def run(comparisons: int, users: int, trials: int) -> str:
+    """One launch: a row per comparison as it ends; returns the summary line."""
     launched = time.perf_counter()
     app, url = launch()
     try:
         wait_for_page(app, url)
         client = Client(url, verbose=False)
-        rows, same = [], {"prefill": 0, "total": 0}
+        same = {"prefill": 0, "total": 0}
         with chatting(url, users) as answered:
             for index in range(comparisons):
                 started = time.perf_counter() - launched
@@ -76,15 +77,15 @@ def run(comparisons: int, users: int, trials: int) -> list[str]:
                 same["prefill"] += c["prefill"]["verdict"] == "same"
                 same["total"] += c["total"]["verdict"] == "same"
                 other = f"{max(c['other_work_ms']):.0f}" if c["other_work_ms"] else "-"
-                rows.append(
+                print(
                     f"| {users} | {index + 1} | {started:.1f} | {c['total']['trials']} | {_timing(c['prefill'])} | "
-                    f"{_timing(c['total'])} | {c['redone']} | {c['disturbed']} | {other} | {metrics['a']['decode_path']} |"
+                    f"{_timing(c['total'])} | {c['redone']} | {c['disturbed']} | {other} | {metrics['a']['decode_path']} |",
+                    flush=True,  # as each ends: a launch with users chatting takes half an hour
                 )
-        rows.append(
+        return (
             f"users {users}: prefill same {same['prefill']}/{comparisons}, total same {same['total']}/{comparisons}; "
             f"chats answered meanwhile {sum(answered)}"
         )
-        return rows
     finally:
         stop(app)
 
@@ -98,11 +99,7 @@ def main() -> int:
     print("| users | # | started s after launch | pairs | prefill B/A | total B/A | redone | disturbed | "
           "other work ms | decode path |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
-    summaries = []
-    for users in (int(u) for u in args.users.split(",")):
-        *rows, summary = run(args.comparisons, users, args.trials)
-        print("\n".join(rows), flush=True)
-        summaries.append(summary)
+    summaries = [run(args.comparisons, int(users), args.trials) for users in args.users.split(",")]
     print("\n".join(summaries))
     return 0
 
