@@ -13,6 +13,7 @@ from typing import Literal
 
 from engine.api.options import options_from
 from engine.api.request import GenerationRequest
+from engine.models.precision import supported_precisions
 from engine.platform.errors import StudioError
 from engine.runtime.engine import Engine, default_engine
 from engine.service import run
@@ -59,6 +60,10 @@ class WarmUp:
         engine = self._engine or default_engine()
         try:
             self._set("loading", f"loading {self.model}")
+            # The precision check of every request's validator imports bitsandbytes and torchao (~4 s
+            # here, more on a busy machine): now, not in the first visitor's queue join, which
+            # gradio_client gives 5 s.
+            supported_precisions(engine.device)
             loaded = engine.get(self.model, self.precision, lambda fraction, message: self._set("loading", message))
             self._set("warming", f"first run of {self.model} at {loaded.precision}")
             options = options_from({"model": self.model, "precision": self.precision, "max_new_tokens": 2})

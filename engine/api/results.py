@@ -30,6 +30,9 @@ class Metrics:
     queue_ms: float = 0.0  # waiting for the engine before its prefill began (not in ttft or total)
     server: dict[str, float] | None = None  # remote: the server's own timings when it sends them (llama.cpp)
     fallbacks: list[str] | None = None  # untested GPU paths that failed in this process, and what runs instead
+    # runs measured alone (a comparison's): CPU ms other processes and this one's background work took
+    # from the moment the engine started it (engine.platform.measure.OtherWork); None otherwise
+    other_work_ms: float | None = None
 
 
 FinishReason = Literal["stop", "length", "scored", "time_limit"]

@@ -4,7 +4,8 @@ cost is measured teacher-forced on A's output.
 
 The trials run alone twice over: each run is scheduled `alone`, and the whole timed span holds the
 process's background work (engine.runtime.background: no compile advances, its processes are
-suspended). What other processes still take is measured per run (engine.platform.measure.OtherWork):
+suspended). What other processes still take is measured per run, from the moment the engine starts
+it (Metrics.other_work_ms: not while it waits for other users' requests to end):
 a disturbed pair is run again once. Pairs are added while an interval is too wide to decide and the
 time budget allows (engine.experiments.statistics.trial_plan).
 
@@ -40,7 +41,6 @@ from engine.experiments.statistics import (
 )
 from engine.models.embedded import ProgressFn
 from engine.models.loader import LoadedModel
-from engine.platform.measure import OtherWork
 from engine.runtime.decoding import encode_prompt
 from engine.runtime.engine import Engine
 from engine.runtime.scoring import teacher_forced_logprobs
@@ -97,15 +97,14 @@ def interleaved(
 
 @dataclass(frozen=True)
 class Trial:
-    """One timed run, and the CPU ms other work took meanwhile (None: not measured, a server's run)."""
+    """One timed run, and the CPU ms other work took while it ran (None: not measured, a server's run)."""
 
     result: Result
     other_ms: float | None
-    wall_ms: float
 
     @property
     def disturbed(self) -> bool:
-        return self.other_ms is not None and disturbed(self.other_ms, self.wall_ms)
+        return self.other_ms is not None and disturbed(self.other_ms, self.result.metrics.total_ms)
 
 
 @dataclass(frozen=True)
@@ -235,8 +234,8 @@ def run_comparison(
     plan = trial_plan(admission.request.options.trials, first_a, first_b)
     with engine.background.hold():
         pairs = timed_pairs(
-            _trial(run_a, engine, measured=loaded_a is not None),
-            _trial(run_b, engine, measured=loaded_b is not None),
+            _trial(run_a, measured=loaded_a is not None),
+            _trial(run_b, measured=loaded_b is not None),
             plan,
             settled=lambda pairs: decided(timings(pairs)),
             on_pair=lambda done, planned: report(
@@ -274,13 +273,12 @@ def run_comparison(
     )
 
 
-def _trial(run: Run, engine: Engine, measured: bool) -> Callable[[], Trial]:
+def _trial(run: Run, measured: bool) -> Callable[[], Trial]:
     """One timed run of a side; a local side's with the CPU other work took meanwhile."""
 
     def trial() -> Trial:
-        with OtherWork(engine.background.cpu_s) as other:
-            result = _last(_run(run))
-        return Trial(result, other.ms if measured else None, other.wall_ms)
+        result = _last(_run(run))  # run alone: the engine measures other work from its start (Ticket)
+        return Trial(result, result.metrics.other_work_ms if measured else None)
 
     return trial
 

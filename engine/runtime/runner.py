@@ -184,6 +184,7 @@ class Runner:
 
     def _start(self, work: Work) -> None:
         ticket = work.ticket
+        ticket.started()
         queue_s = time.perf_counter() - ticket.submitted
         if isinstance(work, Job):
             work.items = work.start()

@@ -6,12 +6,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from engine.api.request import GenerationRequest
 from engine.api.results import Result
 from engine.models.loader import LoadedModel
+from engine.platform.measure import OtherWork
+from engine.runtime.background import PROCESS
 from engine.runtime.prompt import Encoded
 from engine.runtime.step import BatchKey
 
@@ -28,9 +30,18 @@ class Ticket:
         self.cancelled = threading.Event()
         self.ended = threading.Event()
         self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._other: OtherWork | None = None
+
+    def started(self) -> None:
+        """The engine starts it now. Work run `alone` measures from here, not from its wait in the queue
+        (other users' requests run meanwhile), what other work takes until its Result."""
+        if self.alone:
+            self._other = OtherWork(PROCESS.cpu_s).start()
 
     def put(self, item: object) -> None:
         """An event; a Result or an error is the last one."""
+        if isinstance(item, Result) and self._other is not None:
+            item = replace(item, metrics=replace(item.metrics, other_work_ms=self._other.stop()))
         self._events.put(item)
         if isinstance(item, Result | BaseException):
             self.end()

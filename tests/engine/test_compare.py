@@ -81,7 +81,7 @@ def _trials(totals, other_ms=None):
     """A side whose runs take `totals` ms in turn, with `other_ms` of other work during each."""
     values = iter(totals)
     others = iter(other_ms) if other_ms is not None else itertools.repeat(0.0)
-    return lambda: Trial(_result(next(values)), next(others), 100.0)
+    return lambda: Trial(_result(next(values)), next(others))
 
 
 def test_a_disturbed_pair_is_run_again_once_and_the_rerun_kept():
@@ -96,7 +96,7 @@ def test_pairs_alternate_their_order():
     calls = []
 
     def side(name):
-        return lambda: calls.append(name) or Trial(_result(100), None, 100.0)
+        return lambda: calls.append(name) or Trial(_result(100), None)
 
     timed_pairs(side("a"), side("b"), TrialPlan(3, 3, 60.0), settled=lambda _: True)
     assert calls == ["a", "b", "b", "a", "a", "b"]

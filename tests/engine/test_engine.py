@@ -163,6 +163,16 @@ def test_identical_settings_cost_no_quality(cache, compare, compare_with):
     assert comparison.total.trials == 2
 
 
+def test_runs_measured_alone_say_what_other_work_took_and_others_do_not(cache):
+    """A comparison's runs are scheduled alone, and each reports the CPU other work took from the moment
+    the engine started it (its wait behind other users' requests excluded); an ordinary run reports none."""
+    comparison = run(ask("tiny-llama", max_new_tokens=4, compare="attention", compare_with="dense", trials=2), cache)
+    for side in (comparison.a, comparison.b):
+        assert side.metrics.other_work_ms is not None and side.metrics.other_work_ms >= 0
+    assert len(comparison.other_work_ms) == comparison.total.trials == 2
+    assert run(ask("tiny-llama", max_new_tokens=4), cache).metrics.other_work_ms is None
+
+
 def test_precision_comparison_measures_a_quality_cost(cache):
     text = " ".join(["the quick brown fox jumps over the lazy dog"] * 4)
     comparison = run(ask("tiny-llama", text=text, max_new_tokens=8, precision="fp32", compare="precision",
