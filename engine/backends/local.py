@@ -13,7 +13,7 @@ from engine.api.validation import check_family
 from engine.backends.base import Prompt, Run
 from engine.models.embedded import ProgressFn
 from engine.models.loader import LoadedModel
-from engine.models.precision import check_supported, resolve_precision
+from engine.models.precision import check_source, check_supported, resolve_precision
 from engine.models.registry import get_spec
 from engine.runtime.decoding import encode_prompt
 from engine.runtime.engine import Engine
@@ -24,8 +24,10 @@ class LocalBackend:
         self.engine = engine
 
     def check(self, request: GenerationRequest) -> None:
+        spec = get_spec(request.options.model)
         check_supported(request.options.precision, self.engine.device)
-        check_family(get_spec(request.options.model), request)  # an unregistered model's: once it is loaded
+        check_source(request.options.precision, spec)
+        check_family(spec, request)  # an unregistered model's: once it is loaded
 
     def served(self, options: RunOptions) -> RunOptions:
         family = get_spec(options.model).family

@@ -20,19 +20,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
+
+import torch
 
 from engine.api.options import RunOptions
 from engine.api.request import GenerationRequest, Message
 from engine.api.results import Quality, Result
 from engine.experiments.compare import Scorer, teacher_forced_quality
 from engine.experiments.figures import figure_panels
+from engine.experiments.statistics import distribution_quality
 from engine.experiments.sweep import corpus_ids
-from engine.models.embedded import locate_packaged_file
-from engine.models.loader import LoadedModel
+from engine.models.loader import LoadedModel, gguf_file
 from engine.models.precision_menu import PRECISION_BY_NAME
 from engine.models.registry import DEFAULT_MODEL, get_spec
 from engine.runtime.engine import Engine
+from engine.runtime.scoring import teacher_forced_logprobs
 from engine.service import run
 
 Progress = Callable[[float, str], None]
@@ -102,12 +105,15 @@ def _long_prefill_rate(loaded: LoadedModel, engine: Engine, model: str, precisio
     return _measured(result.metrics.input_tokens) / (_measured(result.metrics.prefill_ms) / 1000)
 
 
+Reference = tuple[Scorer, Result]  # the first precision's prompt and answer, which every row is scored on
+
+
 def studio_rows(
     engine: Engine, model: str, precisions: tuple[str, ...], new_tokens: int, repeats: int, progress: Progress | None
-) -> list[DecodeRow]:
+) -> tuple[list[DecodeRow], Reference]:
     rows: list[DecodeRow] = []
     messages = (Message("user", PROMPT),)
-    reference: tuple[Scorer, Result] | None = None
+    reference: Reference | None = None
     for i, precision in enumerate(precisions):
         if progress:
             progress(i / len(precisions), precision)
@@ -130,7 +136,8 @@ def studio_rows(
         for row in rows[first:]:
             row.kl_vs_reference, row.top1_vs_reference = quality.kl_mean, quality.top1_agreement
             row.long_prefill_tokens_per_s = long_rate
-    return rows
+    assert reference is not None  # at least one precision
+    return rows, reference
 
 
 def _compiled_row(
@@ -171,18 +178,18 @@ def compile_seconds(model: str, precision: str, tokens: str) -> float:
     return next(iter(compiled.compile_seconds.values()))
 
 
-def llama_cpp_row(model: str, new_tokens: int, repeats: int) -> DecodeRow | None:
-    """llama.cpp on the GGUF the embedded model comes from, greedy, same prompt; None without llama_cpp."""
+def llama_cpp_row(model: str, new_tokens: int, repeats: int, reference: Reference) -> DecodeRow | None:
+    """llama.cpp on the GGUF the model comes from, greedy, same prompt, and its quality scored like
+    every row's (teacher-forced on the reference's answer); None without llama_cpp or a GGUF."""
     try:
         from llama_cpp import Llama
         from llama_cpp.llama_types import CreateChatCompletionStreamResponse
     except ImportError:
         return None
-    spec = get_spec(model)
-    if spec.source not in ("embedded", "gguf"):
+    if (path := gguf_file(get_spec(model))) is None:
         return None
-    path = locate_packaged_file(spec.location) if spec.source == "embedded" else Path(spec.location)
-    llm = Llama(model_path=str(path), n_ctx=2048, n_threads=os.cpu_count(), verbose=False)
+    # logits_all: the logits of every position, for the teacher-forced quality (decode speed is unaffected)
+    llm = Llama(model_path=str(path), n_ctx=2048, n_threads=os.cpu_count(), logits_all=True, verbose=False)
     rates, prefills, counts = [], [], []
     for attempt in range(repeats + 1):  # the first is a warm-up
         start = time.perf_counter()
@@ -201,22 +208,40 @@ def llama_cpp_row(model: str, new_tokens: int, repeats: int) -> DecodeRow | None
     size_mb = path.stat().st_size / 2**20
     rate = statistics.median(rates)
     quant = path.stem.rsplit(".", 1)[-1]  # e.g. Q4_1
+    quality = llama_cpp_quality(llm, reference)
     return DecodeRow("llama.cpp", f"{quant} (GGUF)", "llama.cpp", rate, statistics.median(prefills), counts[0],
-                     size_mb, size_mb * rate / 1024)  # fmt: skip
+                     size_mb, size_mb * rate / 1024, kl_vs_reference=quality.kl_mean,
+                     top1_vs_reference=quality.top1_agreement)  # fmt: skip
+
+
+def llama_cpp_quality(llm: Any, reference: Reference) -> Quality:
+    """llama.cpp's own kernels (it multiplies with its activations quantized to 8 bits) scored against
+    the reference: the same prompt and answer ids evaluated in one pass, each answer position's
+    distribution against the reference's, as teacher_forced_quality does for the studio's rows."""
+    scorer, answer = reference
+    prompt = scorer.prompt[0].tolist()
+    tokens = prompt + answer.token_ids[:-1]
+    llm.reset()
+    llm.eval(tokens)
+    logits = torch.from_numpy(llm.scores[len(prompt) - 1 : len(tokens)].copy())  # row i predicts answer token i
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    reference_logp = teacher_forced_logprobs(scorer.loaded, scorer.prompt, answer.token_ids, scorer.choice)
+    vocab = min(logp.shape[-1], reference_logp.shape[-1])
+    return distribution_quality(reference_logp[:, :vocab], logp[:, :vocab], torch.tensor(answer.token_ids))
 
 
 def decode_table(
     model: str = DEFAULT_MODEL,
-    precisions: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8", "nf4", "int8-wo", "int4-wo"),
+    precisions: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8", "nf4", "int8-wo", "int4-wo", "gguf"),
     new_tokens: int = 128,
     repeats: int = 2,
     progress: Progress | None = None,
 ) -> list[DecodeRow]:
     engine = Engine()
-    rows = studio_rows(engine, model, precisions, new_tokens, repeats, progress)
+    rows, reference = studio_rows(engine, model, precisions, new_tokens, repeats, progress)
     # llama.cpp on the same thread as the engine: both use OpenMP, which slows a second thread's
     # team (engine.runtime.runner)
-    anchor = engine.runner.call(lambda _: llama_cpp_row(model, new_tokens, repeats))
+    anchor = engine.runner.call(lambda _: llama_cpp_row(model, new_tokens, repeats, reference))
     if anchor is not None:
         for row in rows:
             row.vs_llama_cpp = row.decode_tokens_per_s / anchor.decode_tokens_per_s

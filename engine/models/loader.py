@@ -10,8 +10,10 @@ from typing import Any
 import torch
 
 from engine import attention
-from engine.models.embedded import ProgressFn, ensure_converted, locate_packaged_file
-from engine.models.precision import load_kwargs, quantize_after_load, weight_bytes
+from engine.models.embedded import BLOCKS, ProgressFn, ensure_converted, locate_packaged_file
+from engine.models.gguf_blocks import load_blocks
+from engine.models.packed import pack_gguf
+from engine.models.precision import GGUF_ONLY, check_source, load_kwargs, quantize_after_load, weight_bytes
 from engine.models.registry import ModelSpec, with_family
 from engine.platform.errors import ModelLoadError, PrecisionError
 from engine.platform.memory import is_out_of_memory
@@ -43,15 +45,22 @@ class LoadedModel:
         return self.footprint_bytes / 2**20
 
 
-def resolve_location(spec: ModelSpec, progress: ProgressFn | None = None) -> str:
-    """A directory or hub id that `from_pretrained` can read; GGUF sources go through the cache."""
+def gguf_file(spec: ModelSpec) -> Path | None:
+    """The GGUF file a model comes from (None: not from a GGUF)."""
     if spec.source == "embedded":
-        return str(ensure_converted(locate_packaged_file(spec.location), progress))
+        return locate_packaged_file(spec.location)
     if spec.source == "gguf":
         path = Path(spec.location).expanduser()
         if not path.is_file():
             raise ModelLoadError(f"GGUF file {path} for model {spec.name!r} does not exist; check the path.")
-        return str(ensure_converted(path, progress))
+        return path
+    return None
+
+
+def resolve_location(spec: ModelSpec, progress: ProgressFn | None = None) -> str:
+    """A directory or hub id that `from_pretrained` can read; GGUF sources go through the cache."""
+    if (gguf := gguf_file(spec)) is not None:
+        return str(ensure_converted(gguf, progress))
     if spec.source == "local":
         path = Path(spec.location).expanduser()
         if not (path / "config.json").is_file():
@@ -95,6 +104,7 @@ def load_model(
     import transformers
 
     attention.register()
+    check_source(precision, spec)
     start = time.perf_counter()
     location = resolve_location(spec, progress)
     if progress:
@@ -132,6 +142,8 @@ def load_model(
     if "device_map" not in kwargs:
         model.to(device)
     quantize_after_load(model, precision, device)
+    if precision in GGUF_ONLY:  # check_source: a GGUF source, whose cache holds its blocks
+        pack_gguf(model, load_blocks(Path(location) / BLOCKS))
     model.eval()
     if getattr(tokenizer, "pad_token_id", None) is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -15,7 +15,7 @@ def smaller_precisions(precision: str, device: torch.device) -> list[str]:
 
     bits = PRECISION_BY_NAME[precision].weight_bits
     available = supported_precisions(device)
-    smaller = [c for c in PRECISION_CHOICES if 0 < c.weight_bits < bits and c.name in available]
+    smaller = [c for c in PRECISION_CHOICES if 0 < c.weight_bits < bits and c.name in available and not c.gguf_only]
     return [c.name for c in sorted(smaller, key=lambda c: -c.weight_bits)]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from engine.models.precision_menu import PRECISION_CHOICES
+from engine.models.registry import ModelSpec
 from engine.platform.errors import PrecisionError
 from engine.platform.memory import is_out_of_memory
 from engine.platform.settings import settings
@@ -28,6 +29,7 @@ CUDA_AUTO = "fp16"
 FLOAT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 BITSANDBYTES = ("int8", "nf4", "fp4")
 TORCHAO = tuple(c.name for c in PRECISION_CHOICES if c.torchao)
+GGUF_ONLY = tuple(c.name for c in PRECISION_CHOICES if c.gguf_only)
 TORCHAO_BASE = torch.bfloat16  # the weight-only formats' activations: their CPU kernels take bf16
 # Weights per int4 scale. Embedded model, fp32's answer teacher-forced: groups of 64 gave KL 0.354 and
 # top-1 69% (HQQ's scales: 0.297, 75%), groups of 32 KL 0.051 and 88%, at about the same speed; 128 was slower.
@@ -73,6 +75,8 @@ def supported_precisions(device: torch.device) -> list[str]:
         names.extend(BITSANDBYTES)
     if _importable("torchao"):
         names.extend(TORCHAO)
+    if device.type == "cpu":  # PyTorch's packed-int4 CPU kernel; its CUDA twin takes another layout, not wired here
+        names.extend(GGUF_ONLY)
     return names
 
 
@@ -94,6 +98,15 @@ def check_supported(precision: str, device: torch.device) -> None:
         )
 
 
+def check_source(precision: str, spec: ModelSpec) -> None:
+    """A GGUF-only precision needs a model loaded from a GGUF file (the local backend's check)."""
+    if precision in GGUF_ONLY and spec.source not in ("embedded", "gguf"):
+        raise PrecisionError(
+            f"Precision {precision!r} runs a GGUF file's own blocks, and {spec.name} is not loaded from a GGUF; "
+            "choose int4-wo or int8-wo for low-bit weights."
+        )
+
+
 def compute_dtype(device: torch.device) -> torch.dtype:
     """dtype of the non-quantized parts and of 4-bit matmuls (STUDIO_4BIT_COMPUTE overrides)."""
     if override := settings().four_bit_compute:
@@ -105,6 +118,8 @@ def load_kwargs(precision: str, device: torch.device) -> dict[str, Any]:
     """Keyword arguments for `from_pretrained` that realise the (resolved, checked) `precision` on `device`."""
     if precision in FLOAT_DTYPES:
         return {"dtype": FLOAT_DTYPES[precision]}
+    if precision in GGUF_ONLY:
+        return {"dtype": torch.float32}  # the file's blocks replace the float weights after loading
     if precision in TORCHAO:
         return {"dtype": TORCHAO_BASE}  # quantized after loading (quantize_after_load)
     from transformers import BitsAndBytesConfig

@@ -15,6 +15,7 @@ class PrecisionChoice:
     compiles: bool = True  # the decode step can be compiled (engine.runtime.compile)
     torchao: bool = False  # quantized after loading by torchao (engine.models.precision)
     weight_bits: int = 0  # bits a weight takes (0: auto, resolved per device); a smaller choice fits more
+    gguf_only: bool = False  # runs a GGUF file's own blocks (engine.models.packed): models loaded from a GGUF
 
 
 PRECISION_CHOICES: tuple[PrecisionChoice, ...] = (
@@ -35,6 +36,13 @@ PRECISION_CHOICES: tuple[PrecisionChoice, ...] = (
         "torchao int4 weight-only (groups of 32), bf16 activations, PyTorch's packed-int4 matmul",
         torchao=True,
         weight_bits=4,
+    ),
+    PrecisionChoice(
+        "gguf",
+        "the GGUF file's own blocks, not re-quantized: Q4_0/Q4_1 (Q8_0 as two 4-bit halves) in PyTorch's "
+        "packed-int4 matmul with bf16 scales and inputs, the rest fp32; models from a GGUF, on CPU",
+        weight_bits=6,  # 4 bits and an fp32 scale and zero per 32 weights
+        gguf_only=True,
     ),
 )
 PRECISION_BY_NAME = {choice.name: choice for choice in PRECISION_CHOICES}

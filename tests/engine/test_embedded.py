@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -69,9 +70,36 @@ def test_footprints_of_torchao_precisions(cache):
     assert mb["int4-wo"] < mb["int8-wo"] < 0.75 * mb["bf16"]
 
 
-def test_compiled_decode_gives_the_eager_tokens(cache):
-    req = chat("Name three rivers in Europe.", max_new_tokens=24, precision="fp32")
-    compiled_decode = cache.get(DEFAULT_MODEL, "fp32").compiled
+def test_gguf_precision_runs_the_files_own_blocks(cache):
+    from engine.experiments.compare import Scorer, teacher_forced_quality
+    from engine.models.packed import BlockEmbedding, Int4Linear
+
+    loaded = cache.get(DEFAULT_MODEL, "gguf")
+    layers = [m for m in loaded.model.modules() if isinstance(m, torch.nn.Linear | Int4Linear)]
+    # every linear layer of the 30 blocks (7 each) and the tied output layer hold the file's blocks
+    assert len(layers) == 211 and all(isinstance(m, Int4Linear) for m in layers)
+    assert isinstance(loaded.model.get_input_embeddings(), BlockEmbedding)
+    assert loaded.footprint_mb < 0.3 * cache.get(DEFAULT_MODEL, "fp32").footprint_mb
+    # quality against the fp32 reference (the same blocks dequantized), teacher-forced on its answer
+    req = chat("Tell me about the history of Paris.", max_new_tokens=48)
+    fp32, gguf = (replace(req, options=replace(req.options, precision=p)) for p in ("fp32", "gguf"))
+    reference, answer = run(fp32, cache), run(gguf, cache)
+    reference_side = Scorer.of(cache.get(DEFAULT_MODEL, "fp32"), fp32)
+    quality, _ = teacher_forced_quality(reference_side, Scorer.of(loaded, gguf), reference, answer)
+    assert quality is not None and quality.kl_mean < 0.005, quality
+
+
+def test_a_non_gguf_model_cannot_take_the_gguf_precision(tiny_env):
+    from engine import PrecisionError
+
+    with pytest.raises(PrecisionError, match="not loaded from a GGUF"):
+        run(GenerationRequest(RunOptions(model="tiny-llama", precision="gguf"), text="hi"), Engine())
+
+
+@pytest.mark.parametrize("precision", ["fp32", "gguf"])
+def test_compiled_decode_gives_the_eager_tokens(cache, precision):
+    req = chat("Name three rivers in Europe.", max_new_tokens=24, precision=precision)
+    compiled_decode = cache.get(DEFAULT_MODEL, precision).compiled
     eager = run(req, cache)
     assert eager.metrics.decode_path == "eager"
     compiled_decode.compile_now(eager.metrics.input_tokens + 24)
@@ -80,7 +108,7 @@ def test_compiled_decode_gives_the_eager_tokens(cache):
     assert compiled.metrics.decode_path == "compiled" and compiled.token_ids == eager.token_ids
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "nf4", "int8-wo", "int4-wo"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "nf4", "int8-wo", "int4-wo", "gguf"])
 def test_greedy_answer_is_real_and_reproducible(cache, precision):
     req = chat("What is the capital of France?", max_new_tokens=16, precision=precision)
     first, second = run(req, cache), run(req, cache)
