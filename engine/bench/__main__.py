@@ -16,7 +16,8 @@ from typing import Any
 from engine.api.frontends import add_option_flags
 from engine.attention.choice import SparseSettings
 from engine.bench import __doc__ as _package_doc
-from engine.bench.decode import DECODE_COLUMNS, auto_choice, decode_table, plot_decode
+from engine.bench.auto import auto_choice
+from engine.bench.decode import DECODE_COLUMNS, decode_table, plot_decode
 from engine.bench.experiments import EXPERIMENT_COLUMNS, plot_experiments, run_experiments
 from engine.bench.precision import PRECISION_COLUMNS, precision_table
 from engine.bench.report import format_table, machine, plot_precisions, plot_sweep, write_outputs

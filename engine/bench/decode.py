@@ -9,7 +9,6 @@ prefill speed on a long input.
 
 from __future__ import annotations
 
-import math
 import os
 import statistics
 import subprocess
@@ -69,7 +68,7 @@ DECODE_COLUMNS = [
 LONG_INPUT = 2048
 
 
-def _measured(value: T | None) -> T:
+def measured(value: T | None) -> T:
     # set for every studio run and model here (None: a remote server, a decode of under two tokens, llama.cpp's row)
     assert value is not None
     return value
@@ -84,25 +83,25 @@ def _result(request: GenerationRequest, engine: Engine) -> Result:
 def _median_run(request: GenerationRequest, engine: Engine, repeats: int) -> tuple[Result, float, float]:
     run(request, engine)  # warm-up: first-call allocations are not the steady state
     results = [_result(request, engine) for _ in range(repeats)]
-    rates = [_measured(r.metrics.decode_tokens_per_s) for r in results]
-    return results[0], statistics.median(rates), statistics.median(_measured(r.metrics.prefill_ms) for r in results)
+    rates = [measured(r.metrics.decode_tokens_per_s) for r in results]
+    return results[0], statistics.median(rates), statistics.median(measured(r.metrics.prefill_ms) for r in results)
 
 
 def _row(precision: str, path: str, result: Result, rate: float, prefill_ms: float, **extra) -> DecodeRow:
     m = result.metrics
-    footprint = _measured(m.model_memory_mb)
+    footprint = measured(m.model_memory_mb)
     return DecodeRow("studio", precision, path, rate, prefill_ms, m.new_tokens, footprint, footprint * rate / 1024,
                      **extra)  # fmt: skip
 
 
 def _long_prefill_rate(loaded: LoadedModel, engine: Engine, model: str, precision: str) -> float:
-    length = min(LONG_INPUT, _measured(loaded.spec.context_length) // 2)  # tiny test models have short contexts
+    length = min(LONG_INPUT, measured(loaded.spec.context_length) // 2)  # tiny test models have short contexts
     # as text a user could type: control tokens (BOS, a tiny tokenizer's <unk>) would come back as text
     text = loaded.tokenizer.decode(corpus_ids(loaded.tokenizer, length)[0], skip_special_tokens=True)
     request = GenerationRequest(RunOptions(model=model, precision=precision, max_new_tokens=1), text=text)
     run(request, engine)  # warm-up, as in _median_run (one new token: no decode rate)
     result = _result(request, engine)
-    return _measured(result.metrics.input_tokens) / (_measured(result.metrics.prefill_ms) / 1000)
+    return measured(result.metrics.input_tokens) / (measured(result.metrics.prefill_ms) / 1000)
 
 
 Reference = tuple[Scorer, Result]  # the first precision's prompt and answer, which every row is scored on
@@ -144,7 +143,7 @@ def _compiled_row(
     precision: str, loaded: LoadedModel, request: GenerationRequest, engine: Engine, eager: Result, repeats: int
 ) -> list[DecodeRow]:
     compiled = loaded.compiled
-    tokens = _measured(eager.metrics.input_tokens) + request.options.max_new_tokens
+    tokens = measured(eager.metrics.input_tokens) + request.options.max_new_tokens
     engine.runner.call(lambda _: compiled.compile_now(tokens))  # its warm-up runs on the engine's thread
     if compiled.failures:
         print(f"{precision}: not compiled ({next(iter(compiled.failures.values()))})")
@@ -248,46 +247,6 @@ def decode_table(
         anchor.vs_llama_cpp = 1.0
         rows.append(anchor)
     return rows
-
-
-# `auto` keeps quality when, teacher-forced on the reference's (fp32's) answer, the mean per-token KL
-# is at most AUTO_MAX_KL nats and the top token agrees at AUTO_MIN_TOP1 of the positions.
-AUTO_MAX_KL = 0.05
-AUTO_MIN_TOP1 = 0.90
-
-
-def request_seconds(row: DecodeRow, new_tokens: int) -> float:
-    """A chat request (this table's prompt) and a long-document one (LONG_INPUT tokens), each then
-    decoding `new_tokens`: the geometric mean of their times, so neither workload decides alone."""
-    decode_s = new_tokens / row.decode_tokens_per_s
-    chat = row.prefill_ms / 1000 + decode_s
-    long = LONG_INPUT / _measured(row.long_prefill_tokens_per_s) + decode_s
-    return math.sqrt(chat * long)
-
-
-def auto_choice(rows: list[DecodeRow], new_tokens: int) -> tuple[str, list[str]]:
-    """What `auto` should be on this machine, from one decode table, and the lines that show why: of
-    the precisions that keep quality, the one whose faster path gives the shortest request_seconds."""
-    best: dict[str, DecodeRow] = {}
-    for row in rows:
-        if row.engine == "studio" and row.decode_tokens_per_s > getattr(
-            best.get(row.precision), "decode_tokens_per_s", 0
-        ):
-            best[row.precision] = row
-    keeps = {
-        p: _measured(r.kl_vs_reference) <= AUTO_MAX_KL and _measured(r.top1_vs_reference) >= AUTO_MIN_TOP1
-        for p, r in best.items()
-    }
-    choice = min((p for p in best if keeps[p]), key=lambda p: request_seconds(best[p], new_tokens))
-    lines = [
-        f"{p:8} {r.path:8} KL {r.kl_vs_reference:.4f} top-1 {r.top1_vs_reference:.0%} "
-        f"{'keeps quality ' if keeps[p] else 'changes output'} request {request_seconds(r, new_tokens):.2f} s"
-        for p, r in best.items()
-    ]
-    return choice, [
-        *lines,
-        f"auto on this machine: {choice} (KL <= {AUTO_MAX_KL}, top-1 >= {AUTO_MIN_TOP1:.0%}, fastest)",
-    ]
 
 
 def plot_decode(rows: list[DecodeRow], path: Path) -> None:

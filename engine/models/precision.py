@@ -15,7 +15,7 @@ from engine.platform.memory import is_out_of_memory
 from engine.platform.settings import settings
 
 # `auto` on CPU: the fastest precision that keeps quality, from `python -m engine.bench decode` on the
-# embedded model (2-core AMD EPYC, avx512_bf16; README "Decode speed"; the rule is bench.decode.auto_choice).
+# embedded model (2-core AMD EPYC, avx512_bf16; README "Decode speed"; the rule is bench.auto.auto_choice).
 # Against fp32's answer, teacher-forced: bf16, fp16, int8 and int8-wo keep quality (KL <= 0.05, top-1
 # >= 90%), nf4 and int4-wo (KL 0.051, top-1 88%) do not. With compiled decode, int8-wo makes a chat
 # request and a 2k-token document request fastest (geometric mean 4.2 s; bf16 5.1, fp32 9.2); without

@@ -41,7 +41,7 @@ PRECISION_CHOICES: tuple[PrecisionChoice, ...] = (
         "gguf",
         "the GGUF file's own blocks, not re-quantized: Q4_0/Q4_1 (Q8_0 as two 4-bit halves) in PyTorch's "
         "packed-int4 matmul with bf16 scales and inputs, the rest fp32; models from a GGUF, on CPU",
-        weight_bits=6,  # 4 bits and an fp32 scale and zero per 32 weights
+        weight_bits=5,  # 4 bits, and a bf16 scale and zero per 32 weights
         gguf_only=True,
     ),
 )

@@ -233,7 +233,8 @@ def test_decode_suite_times_each_precision_eager_and_compiled(tiny_env):
 
 
 def test_auto_is_the_fastest_precision_that_keeps_quality():
-    from engine.bench.decode import DecodeRow, auto_choice
+    from engine.bench.auto import auto_choice
+    from engine.bench.decode import DecodeRow
 
     def row(precision, path, rate, kl, top1, long_rate=1000.0):
         return DecodeRow("studio", precision, path, rate, 100.0, 128, 100.0, 1.0, kl_vs_reference=kl,
