@@ -40,7 +40,9 @@ def _parser(tasks: dict) -> argparse.ArgumentParser:
         run.add_argument(f"--{flag.name}", default=flag.default, help=flag.help)
     run.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     run.add_argument("text", help="the input; '-' reads stdin, '@FILE' reads a file")
-    prepare = sub.add_parser("prepare", help="load a model and run it once, so the first request is fast")
+    prepare = sub.add_parser(
+        "prepare", help="load a model, run it once and compile its decode step, so the first request is fast"
+    )
     prepare.add_argument("--model", default=DEFAULT_MODEL)
     prepare.add_argument("--precision", default="auto")
     sub.add_parser("models", help="list the model registry")
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             print(settings_table(settings()))
             return 0
         if args.command == "prepare":
-            state = WarmUp(args.model, args.precision).run()
+            state = WarmUp(args.model, args.precision).run(wait_for_compiles=True)
             print(f"{'ready' if state.phase == 'ready' else 'error'}: {state.message} ({state.seconds:.1f} s)")
             return 0 if state.phase == "ready" else 2
         return _run(args, tasks)

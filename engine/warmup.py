@@ -55,7 +55,9 @@ class WarmUp:
     def start(self) -> None:
         threading.Thread(target=self.run, name=f"warm-{self.model}", daemon=True).start()
 
-    def run(self) -> WarmState:
+    def run(self, wait_for_compiles: bool = False) -> WarmState:
+        """`wait_for_compiles` (set-up): also wait for the decode step its request started compiling,
+        so that it is in the compiler's cache on disk when the app starts."""
         self._started = time.perf_counter()
         engine = self._engine or default_engine()
         try:
@@ -68,6 +70,9 @@ class WarmUp:
             self._set("warming", f"first run of {self.model} at {loaded.precision}")
             options = options_from({"model": self.model, "precision": self.precision, "max_new_tokens": 2})
             run(GenerationRequest(options, text="Hello"), engine)
+            while wait_for_compiles and loaded.compiled is not None and loaded.compiled.compiling():
+                self._set("warming", f"compiling the decode step of {self.model} at {loaded.precision}")
+                time.sleep(0.5)
             self._set("ready", f"{self.model} at {loaded.precision} is loaded and warm")
         except Exception as exc:  # a boundary: a failed warm-up is reported, and requests still try for themselves
             reason = str(exc) if isinstance(exc, StudioError) else f"{type(exc).__name__}: {exc}"

@@ -32,6 +32,7 @@ class CliTask:
     name: str
     flags: tuple[CliFlag, ...]
     build: Callable[..., GenerationRequest]  # (text, options, **flags) -> request
+    examples: list[list]  # the app's example rows; the first value is the text
 
 
 def installed_tasks() -> dict[str, CliTask]:

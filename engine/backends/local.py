@@ -30,8 +30,8 @@ class LocalBackend:
         check_family(spec, request)  # an unregistered model's: once it is loaded
 
     def served(self, options: RunOptions) -> RunOptions:
-        family = get_spec(options.model).family
-        return replace(options, precision=resolve_precision(options.precision, self.engine.device, family))
+        spec = get_spec(options.model)
+        return replace(options, precision=resolve_precision(options.precision, self.engine.device, spec))
 
     def load(self, options: RunOptions, progress: ProgressFn | None = None) -> LoadedModel:
         return self.engine.get(options.model, options.precision, progress)

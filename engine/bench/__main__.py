@@ -17,7 +17,14 @@ from engine.api.frontends import add_option_flags
 from engine.attention.choice import SparseSettings
 from engine.bench import __doc__ as _package_doc
 from engine.bench.auto import auto_choice
-from engine.bench.decode import DECODE_COLUMNS, decode_table, plot_decode
+from engine.bench.decode import (
+    DECODE_COLUMNS,
+    decode_table,
+    example_answers,
+    example_lines,
+    memory_bandwidth,
+    plot_decode,
+)
 from engine.bench.experiments import EXPERIMENT_COLUMNS, plot_experiments, run_experiments
 from engine.bench.precision import PRECISION_COLUMNS, precision_table
 from engine.bench.report import format_table, machine, plot_precisions, plot_sweep, write_outputs
@@ -90,8 +97,13 @@ def main(argv: list[str] | None = None) -> int:
             rows = decode_table(args.model, new_tokens=new_tokens, progress=_report("decode"), **chosen)
             columns, stem, plot = DECODE_COLUMNS, "decode", plot_decode
             auto, why = auto_choice(rows, new_tokens)
-            print("\n".join(why))
-            meta = {"model": args.model, "new_tokens": new_tokens, "machine": machine(), "auto": auto, "auto_why": why}
+            studio = tuple(dict.fromkeys(r.precision for r in rows if r.engine == "studio"))
+            examples = example_lines(example_answers(args.model, studio), reference=studio[0])
+            bandwidth = memory_bandwidth()
+            print("\n".join([*why, "", "the app's examples, greedy, against the first precision:", *examples]))
+            print("memory bandwidth: " + ", ".join(f"{k} {v:.1f}" for k, v in bandwidth.items()))
+            meta = {"model": args.model, "new_tokens": new_tokens, "machine": machine(), "auto": auto, "auto_why": why,
+                    "examples": examples, "bandwidth": bandwidth}  # fmt: skip
         elif args.suite == "serve":
             precision = (_csv(args.precisions) or ("auto",))[0]
             new_tokens = args.new_tokens or 64

@@ -23,6 +23,7 @@ from typing import Any, TypeVar, cast
 
 import torch
 
+from engine.api.frontends import installed_tasks
 from engine.api.options import RunOptions
 from engine.api.request import GenerationRequest, Message
 from engine.api.results import Quality, Result
@@ -177,18 +178,22 @@ def compile_seconds(model: str, precision: str, tokens: str) -> float:
     return next(iter(compiled.compile_seconds.values()))
 
 
-def llama_cpp_row(model: str, new_tokens: int, repeats: int, reference: Reference) -> DecodeRow | None:
-    """llama.cpp on the GGUF the model comes from, greedy, same prompt, and its quality scored like
-    every row's (teacher-forced on the reference's answer); None without llama_cpp or a GGUF."""
+def _llama(model: str) -> tuple[Any, Path] | None:
+    """llama.cpp on the GGUF the model comes from (`logits_all`: every position's logits, for the
+    teacher-forced quality; decode speed is unaffected); None without llama_cpp or a GGUF."""
     try:
         from llama_cpp import Llama
-        from llama_cpp.llama_types import CreateChatCompletionStreamResponse
     except ImportError:
         return None
     if (path := gguf_file(get_spec(model))) is None:
         return None
-    # logits_all: the logits of every position, for the teacher-forced quality (decode speed is unaffected)
-    llm = Llama(model_path=str(path), n_ctx=2048, n_threads=os.cpu_count(), logits_all=True, verbose=False)
+    return Llama(model_path=str(path), n_ctx=2048, n_threads=os.cpu_count(), logits_all=True, verbose=False), path
+
+
+def _llama_cpp_runs(llm: Any, new_tokens: int, repeats: int) -> tuple[float, float, int]:
+    """Greedy, this table's prompt: median decode tokens/s, median prefill ms, tokens generated."""
+    from llama_cpp.llama_types import CreateChatCompletionStreamResponse
+
     rates, prefills, counts = [], [], []
     for attempt in range(repeats + 1):  # the first is a warm-up
         start = time.perf_counter()
@@ -204,13 +209,28 @@ def llama_cpp_row(model: str, new_tokens: int, repeats: int, reference: Referenc
             rates.append((len(arrivals) - 1) / (arrivals[-1] - arrivals[0]))
             prefills.append((arrivals[0] - start) * 1000)
             counts.append(len(arrivals))
+    return statistics.median(rates), statistics.median(prefills), counts[0]
+
+
+def llama_cpp_decode_rate(model: str, new_tokens: int, repeats: int) -> float | None:
+    """llama.cpp's decode tokens/s on this table's prompt (scripts/api_decode.py); None without it."""
+    if (found := _llama(model)) is None:
+        return None
+    return _llama_cpp_runs(found[0], new_tokens, repeats)[0]
+
+
+def llama_cpp_row(model: str, new_tokens: int, repeats: int, reference: Reference) -> DecodeRow | None:
+    """llama.cpp on the GGUF the model comes from, greedy, same prompt, and its quality scored like
+    every row's (teacher-forced on the reference's answer); None without llama_cpp or a GGUF."""
+    if (found := _llama(model)) is None:
+        return None
+    llm, path = found
+    rate, prefill, count = _llama_cpp_runs(llm, new_tokens, repeats)
     size_mb = path.stat().st_size / 2**20
-    rate = statistics.median(rates)
     quant = path.stem.rsplit(".", 1)[-1]  # e.g. Q4_1
     quality = llama_cpp_quality(llm, reference)
-    return DecodeRow("llama.cpp", f"{quant} (GGUF)", "llama.cpp", rate, statistics.median(prefills), counts[0],
-                     size_mb, size_mb * rate / 1024, kl_vs_reference=quality.kl_mean,
-                     top1_vs_reference=quality.top1_agreement)  # fmt: skip
+    return DecodeRow("llama.cpp", f"{quant} (GGUF)", "llama.cpp", rate, prefill, count, size_mb, size_mb * rate / 1024,
+                     kl_vs_reference=quality.kl_mean, top1_vs_reference=quality.top1_agreement)  # fmt: skip
 
 
 def llama_cpp_quality(llm: Any, reference: Reference) -> Quality:
@@ -231,7 +251,7 @@ def llama_cpp_quality(llm: Any, reference: Reference) -> Quality:
 
 def decode_table(
     model: str = DEFAULT_MODEL,
-    precisions: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8", "nf4", "int8-wo", "int4-wo", "gguf"),
+    precisions: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8", "nf4", "int8-wo", "int4-wo", "gguf", "gguf-q8"),
     new_tokens: int = 128,
     repeats: int = 2,
     progress: Progress | None = None,
@@ -247,6 +267,60 @@ def decode_table(
         anchor.vs_llama_cpp = 1.0
         rows.append(anchor)
     return rows
+
+
+def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> dict[str, float]:
+    """This machine's memory bandwidth as PyTorch reaches it (STREAM-like, all threads): reading a
+    buffer far larger than the caches (a sum), and copying it (read + write), best of `repeats`."""
+    buffer = torch.ones(megabytes * 2**20 // 4)
+    rates: dict[str, float] = {}
+    ops: tuple[tuple[str, Callable[[torch.Tensor], torch.Tensor], int], ...] = (
+        ("read", torch.sum, 1),
+        ("copy", torch.clone, 2),
+    )
+    for name, op, traffic in ops:
+        op(buffer)  # first touch
+        best = min(_seconds(op, buffer) for _ in range(repeats))
+        rates[f"{name}_gb_per_s"] = traffic * buffer.numel() * 4 / best / 1e9
+    return rates
+
+
+def _seconds(op: Callable[[torch.Tensor], torch.Tensor], buffer: torch.Tensor) -> float:
+    start = time.perf_counter()
+    op(buffer)
+    return time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class ExampleAnswer:
+    task: str
+    example: str  # the example's text (its first input)
+    answers: dict[str, str]  # precision -> greedy answer
+
+
+def example_answers(model: str, precisions: tuple[str, ...], new_tokens: int = 32) -> list[ExampleAnswer]:
+    """Each installed task's examples (the ones the app offers), answered greedily at each precision:
+    whether a precision changes what a user sees first."""
+    engine = Engine()
+    found = []
+    for name, task in installed_tasks().items():
+        for example in task.examples:
+            answers = {}
+            for precision in precisions:
+                options = RunOptions(model=model, precision=precision, max_new_tokens=new_tokens)
+                answers[precision] = _result(task.build(example[0], options), engine).text
+            found.append(ExampleAnswer(name, example[0], answers))
+    return found
+
+
+def example_lines(answers: list[ExampleAnswer], reference: str) -> list[str]:
+    """One line per example: for each precision, `same` when its answer is the reference's."""
+    precisions = list(answers[0].answers) if answers else []
+    lines = [f"{'task':14} {'example':44} " + " ".join(f"{p:>8}" for p in precisions)]
+    for a in answers:
+        marks = " ".join(f"{'same' if a.answers[p] == a.answers[reference] else 'differs':>8}" for p in precisions)
+        lines.append(f"{a.task:14} {a.example[:44]:44} {marks}")
+    return lines
 
 
 def plot_decode(rows: list[DecodeRow], path: Path) -> None:

@@ -1,22 +1,16 @@
-"""The `gguf` precision: a GGUF model's weights as the file stores them, in PyTorch's packed-int4 CPU
-matmul (`_weight_int4pack_mm_for_cpu`). The integers are not re-quantized.
+"""The `gguf` precisions: a GGUF model's weights as the file stores them (Q4_0, Q4_1, Q8_0 blocks of
+32 integers with fp16 scales), multiplied by our kernel (`studio::gguf_mm`, gguf_mm.cpp). The integers
+are never re-quantized; what differs between the two is the activations:
+    gguf      fp32 activations: each output is exact up to the order of fp32 additions
+    gguf-q8   activations rounded to int8 per block of 32, as llama.cpp multiplies (integer dot
+              products: about twice as fast on a CPU whose fp32 throughput is the limit)
+Prefill's many rows make a matmul compute-bound: from PREFILL_ROWS rows on, a layer dequantizes its
+blocks (exactly: ggml's formula in fp32) and calls the BLAS matmul, as fp32 does, on the activations
+each precision multiplies (gguf-q8: rounded the same way), so a prompt and its answer are computed alike.
 
-That kernel reads groups of 32 4-bit integers with a scale and a zero per group and computes
-w = (q - 8) * scale + zero, so each ggml block maps onto a group:
-    Q4_0  w = d (q - 8)      scale d, zero 0
-    Q4_1  w = d q + m        scale d, zero m + 8 d
-    Q8_0  w = d q            two 4-bit halves: q = 16 hi + lo (hi -8..7, lo 0..15), so
-                             w = 16 d hi + d lo: one layer of scale 16 d, zero 0 on hi + 8,
-                             one of scale d, zero 8 d on lo; their outputs add.
-The kernel is vectorized for bf16 activations only (fp32 ones take a scalar path, 20x slower here),
-so scales, zeros and each layer's input are bf16: the integers are the file's, each scale and zero
-is rounded once from the file's fp16 to bf16 (relative error at most 2^-9; Q8_0's halves scale by
-powers of two, so a whole block moves by one factor), and the layer's output returns to fp32. The
-load proves the mapping (`pack_gguf`): each layer's blocks, dequantized by ggml's formula, equal the
-float weight transformers loaded from the same file.
-
-A layer whose shape the kernel refuses (rows not a multiple of 16), or whose tensor is in another
-GGUF format (F16, Q6_K...), keeps its float weights.
+The load proves the mapping (`pack_gguf`): each layer's blocks, dequantized by ggml's formula, equal
+the float weight transformers loaded from the same file. A layer whose tensor is in another GGUF
+format (F16, Q6_K...) keeps its float weights.
 """
 
 from __future__ import annotations
@@ -26,50 +20,69 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from engine.models.gguf_blocks import BLOCK, Blocks, dequantize_rows
+from engine.models.gguf_kernel import gguf_mm, load_kernel
 
 log = logging.getLogger(__name__)
-KERNEL_DTYPE = torch.bfloat16  # the kernel's vectorized path; see above
+PREFILL_ROWS = 64  # rows from which a dequantized BLAS matmul beats the kernel (measured: README)
 
 
-def _int4_parts(blocks: Blocks) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(q 0..15, scale, zero) per int4 layer whose outputs add up to the block format's matmul."""
-    d = blocks.d.float()
-    if blocks.kind == "Q4_0":
-        return [(blocks.q, d, torch.zeros_like(d))]
-    if blocks.kind == "Q4_1":
-        assert blocks.m is not None
-        return [(blocks.q, d, blocks.m.float() + 8 * d)]
-    q = blocks.q.to(torch.int16)
-    high, low = (q >> 4) + 8, q & 0x0F  # q = 16 (high - 8) + low
-    return [(high.to(torch.uint8), 16 * d, torch.zeros_like(d)), (low.to(torch.uint8), d, 8 * d)]
+def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
+    """(N, K) integers 0..15 as ggml stores them: per block 16 bytes, weight j in the low nibble of
+    byte j and weight j + 16 in its high nibble."""
+    blocks = q.reshape(q.shape[0], -1, BLOCK)
+    return (blocks[..., :16] | (blocks[..., 16:] << 4)).reshape(q.shape[0], -1).contiguous()
 
 
-class Int4Linear(nn.Module):
-    """y = x W^T (+ bias), W held as one or two packed int4 matrices with a scale and zero per group."""
+def unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
+    """pack_nibbles undone: (N, K / 2) bytes to (N, K) integers 0..15."""
+    blocks = packed.reshape(packed.shape[0], -1, BLOCK // 2)
+    return torch.cat([blocks & 0x0F, blocks >> 4], dim=-1).reshape(packed.shape[0], -1)
 
-    def __init__(self, blocks: Blocks, bias: torch.Tensor | None):
+
+def round_blocks(x: torch.Tensor) -> torch.Tensor:
+    """(M, K) rounded to int8 per block of 32 and back: each block by its scale max|x| / 127 (ggml's
+    Q8_0), what gguf-q8's kernel multiplies."""
+    blocks = x.reshape(x.shape[0], -1, BLOCK)
+    scale = blocks.abs().amax(-1, keepdim=True) / 127
+    rounded = torch.where(scale > 0, torch.round(blocks / scale), 0.0) * scale
+    return rounded.reshape(x.shape)
+
+
+class BlockLinear(nn.Module):
+    """y = x W^T (+ bias), W held as the file's blocks: `q` (4-bit: packed two a byte; Q8_0: int8 as
+    bytes), `d` and `m` fp16 per 32 weights."""
+
+    def __init__(self, blocks: Blocks, bias: torch.Tensor | None, int8_activations: bool):
         super().__init__()
+        load_kernel()
+        self.kind, self.int8_activations = blocks.kind, int8_activations
         self.out_features, self.in_features = blocks.shape
-        self.halves = len(parts := _int4_parts(blocks))
-        for i, (q, scale, zero) in enumerate(parts):
-            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).contiguous(), 1)
-            self.register_buffer(f"packed{i}", packed)
-            # the kernel's (groups, N, 2) layout of (scale, zero)
-            scales_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).to(KERNEL_DTYPE).contiguous()
-            self.register_buffer(f"scales_zeros{i}", scales_zeros)
+        q = blocks.q.view(torch.uint8) if blocks.kind == "Q8_0" else pack_nibbles(blocks.q)
+        self.register_buffer("q", q.contiguous())
+        self.register_buffer("d", blocks.d.contiguous())
+        self.register_buffer("m", None if blocks.m is None else blocks.m.contiguous())
         self.bias = None if bias is None else nn.Parameter(bias.detach().float(), requires_grad=False)
 
+    def weight_fp32(self) -> torch.Tensor:
+        """The blocks dequantized by ggml's formula: the fp32 weight the file means."""
+        q, d, m = self.q, self.d, self.m  # buffers (nn.Module types its attributes as Tensor | Module)
+        assert isinstance(q, torch.Tensor) and isinstance(d, torch.Tensor)
+        integers = q.view(torch.int8) if self.kind == "Q8_0" else unpack_nibbles(q)
+        return dequantize_rows(self.kind, integers, d, m if isinstance(m, torch.Tensor) else None)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous()
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed0, BLOCK, self.scales_zeros0).to(x.dtype)
-        if self.halves == 2:
-            half = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed1, BLOCK, self.scales_zeros1)
-            out = out + half.to(x.dtype)
+        rows = x.reshape(-1, self.in_features).float()
+        if rows.shape[0] >= PREFILL_ROWS:
+            out = F.linear(round_blocks(rows) if self.int8_activations else rows, self.weight_fp32())
+        else:
+            m = self.m if isinstance(self.m, torch.Tensor) else None
+            out = gguf_mm(rows, self.q, self.d, m, self.kind, self.int8_activations)  # type: ignore[arg-type]
         if self.bias is not None:
             out = out + self.bias
-        return out.reshape(*x.shape[:-1], self.out_features)
+        return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
 
 class BlockEmbedding(nn.Module):
@@ -89,9 +102,9 @@ class BlockEmbedding(nn.Module):
         return dequantize_rows(self.kind, q[ids], d[ids], m[ids] if isinstance(m, torch.Tensor) else None)
 
 
-def pack_gguf(model: Any, blocks: dict[str, Blocks]) -> int:
+def pack_gguf(model: Any, blocks: dict[str, Blocks], int8_activations: bool) -> int:
     """Replace the linear layers and embeddings whose GGUF tensors are in a block format (`blocks`,
-    by parameter name) by those blocks; returns how many were replaced. Each layer's blocks must
+    by parameter name) by those blocks (`int8_activations`: gguf-q8); returns how many were replaced. Each layer's blocks must
     dequantize to exactly the float weight it replaces, or the layer stays as it was (and says so)."""
     layers = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear | nn.Embedding)]
     # by the weight itself: a tied output layer (SmolLM2's) shares the embedding's tensor and its blocks
@@ -103,11 +116,10 @@ def pack_gguf(model: Any, blocks: dict[str, Blocks]) -> int:
         if not torch.equal(found.dequantize(), module.weight.detach().float()):
             log.warning("%s: the GGUF blocks do not match the loaded weight; it stays %s", name, module.weight.dtype)
             continue
-        try:
-            packed = Int4Linear(found, module.bias) if isinstance(module, nn.Linear) else BlockEmbedding(found)
-        except RuntimeError as exc:  # a shape the packed kernel does not take
-            log.warning("%s stays %s: %s", name, module.weight.dtype, exc)
-            continue
+        if isinstance(module, nn.Linear):
+            packed: nn.Module = BlockLinear(found, module.bias, int8_activations)
+        else:
+            packed = BlockEmbedding(found)
         parent, _, attribute = name.rpartition(".")
         setattr(model.get_submodule(parent), attribute, packed)
         replaced += 1

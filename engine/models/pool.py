@@ -58,7 +58,7 @@ class ModelPool:
             raise ModelLoadError(
                 f"{name} is served by {spec.location}, not loaded here: the Lab and the benchmarks measure local models."
             )
-        key = (name, resolve_precision(precision, self.device, spec.family))
+        key = (name, resolve_precision(precision, self.device, spec))
         if (loaded := self._touch(key)) is not None:
             return loaded
         key_lock = self._key_locks.setdefault(key, threading.Lock())
@@ -77,7 +77,7 @@ class ModelPool:
         if spec.remote:
             return None
         with self._lock:
-            return self._models.get((name, resolve_precision(precision, self.device, spec.family)))
+            return self._models.get((name, resolve_precision(precision, self.device, spec)))
 
     def loaded(self) -> list[Key]:
         with self._lock:
@@ -158,6 +158,6 @@ def _tested_instead(spec: ModelSpec, precision: str, device: torch.device) -> _I
     if precision in BITSANDBYTES:
         return _Instead(BITSANDBYTES_GPU, precision, cpu, f"{precision} with bitsandbytes on the CPU")
     if precision == "fp16":
-        tested = resolve_precision("auto", cpu, spec.family)
+        tested = resolve_precision("auto", cpu, spec)
         return _Instead(FP16_GPU, tested, cpu, f"{tested} on the CPU")
     return None

@@ -14,22 +14,21 @@ from engine.platform.errors import PrecisionError
 from engine.platform.memory import is_out_of_memory
 from engine.platform.settings import settings
 
-# `auto` on CPU: the fastest precision that keeps quality, from `python -m engine.bench decode` on the
-# embedded model (2-core AMD EPYC, avx512_bf16; README "Decode speed"; the rule is bench.auto.auto_choice).
-# Against fp32's answer, teacher-forced: bf16, fp16, int8 and int8-wo keep quality (KL <= 0.05, top-1
-# >= 90%), nf4 and int4-wo (KL 0.051, top-1 88%) do not. With compiled decode, int8-wo makes a chat
-# request and a 2k-token document request fastest (geometric mean 4.2 s; bf16 5.1, fp32 9.2); without
-# it (eager int8-wo expands its weights at every matmul: 12.8 s) bf16 is (7.5 s; fp32 9.8). Both need a CPU with bf16
-# arithmetic: elsewhere bf16 is emulated, and fp32 stays. Models that decode eagerly (encoder-decoders,
-# classifiers), or a machine without a C++ compiler for inductor, get bf16 for the same reason.
-COMPILED_CPU_AUTO = "int8-wo"
-EAGER_CPU_AUTO = "bf16"
+# `auto` on CPU: the fastest precision whose quality cost against fp32 is at most what llama.cpp's own
+# kernels cost (KL <= 0.005, top-1 >= 90%; the rule is bench.auto.auto_choice), from `python -m engine.bench
+# decode` on the embedded model (README "Decode speed"). A model loaded from a GGUF gets gguf-q8: its
+# own blocks with llama.cpp's arithmetic (KL 0.002), the fastest decode of any precision (1.0x llama.cpp
+# on a 2-core AVX2 EPYC) and fp32's prefill; it needs a C++ compiler for its kernel. Otherwise bf16 on a
+# CPU with bf16 arithmetic (KL 0.001; int8-wo, faster there, costs KL 0.006), else fp32.
+GGUF_CPU_AUTO = "gguf-q8"
+BF16_CPU_AUTO = "bf16"
 CUDA_AUTO = "fp16"
 
 FLOAT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 BITSANDBYTES = ("int8", "nf4", "fp4")
 TORCHAO = tuple(c.name for c in PRECISION_CHOICES if c.torchao)
 GGUF_ONLY = tuple(c.name for c in PRECISION_CHOICES if c.gguf_only)
+GGUF_SOURCES = ("embedded", "gguf")  # models loaded from a GGUF file, whose blocks the GGUF precisions run
 TORCHAO_BASE = torch.bfloat16  # the weight-only formats' activations: their CPU kernels take bf16
 # Weights per int4 scale. Embedded model, fp32's answer teacher-forced: groups of 64 gave KL 0.354 and
 # top-1 69% (HQQ's scales: 0.297, 75%), groups of 32 KL 0.051 and 88%, at about the same speed; 128 was slower.
@@ -42,17 +41,16 @@ def resolve_device() -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(precision: str, device: torch.device, family: str | None) -> str:
-    """The concrete precision `auto` stands for on this device for a model of `family` (None: not
-    known before loading); the model cache calls this, once per request."""
+def resolve_precision(precision: str, device: torch.device, spec: ModelSpec) -> str:
+    """The concrete precision `auto` stands for on this device for the model `spec`; the model cache
+    calls this, once per request."""
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return CUDA_AUTO
-    if not _native_bf16():
-        return "fp32"
-    compiled = family == "causal" and settings().compile_decode and _importable("torchao") and _cpp_compiler()
-    return COMPILED_CPU_AUTO if compiled else EAGER_CPU_AUTO
+    if spec.source in GGUF_SOURCES and _cpp_compiler():
+        return GGUF_CPU_AUTO
+    return BF16_CPU_AUTO if _native_bf16() else "fp32"
 
 
 def _native_bf16() -> bool:
@@ -75,7 +73,7 @@ def supported_precisions(device: torch.device) -> list[str]:
         names.extend(BITSANDBYTES)
     if _importable("torchao"):
         names.extend(TORCHAO)
-    if device.type == "cpu":  # PyTorch's packed-int4 CPU kernel; its CUDA twin takes another layout, not wired here
+    if device.type == "cpu":  # the block kernel (engine/models/gguf_mm.cpp) is a CPU kernel
         names.extend(GGUF_ONLY)
     return names
 
@@ -100,7 +98,7 @@ def check_supported(precision: str, device: torch.device) -> None:
 
 def check_source(precision: str, spec: ModelSpec) -> None:
     """A GGUF-only precision needs a model loaded from a GGUF file (the local backend's check)."""
-    if precision in GGUF_ONLY and spec.source not in ("embedded", "gguf"):
+    if precision in GGUF_ONLY and spec.source not in GGUF_SOURCES:
         raise PrecisionError(
             f"Precision {precision!r} runs a GGUF file's own blocks, and {spec.name} is not loaded from a GGUF; "
             "choose int4-wo or int8-wo for low-bit weights."

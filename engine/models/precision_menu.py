@@ -39,9 +39,16 @@ PRECISION_CHOICES: tuple[PrecisionChoice, ...] = (
     ),
     PrecisionChoice(
         "gguf",
-        "the GGUF file's own blocks, not re-quantized: Q4_0/Q4_1 (Q8_0 as two 4-bit halves) in PyTorch's "
-        "packed-int4 matmul with bf16 scales and inputs, the rest fp32; models from a GGUF, on CPU",
-        weight_bits=5,  # 4 bits, and a bf16 scale and zero per 32 weights
+        "the GGUF file's own Q4_0/Q4_1/Q8_0 blocks, not re-quantized, fp32 activations (exact): the studio's "
+        "block kernel; models from a GGUF, on CPU",
+        weight_bits=5,  # 4 bits, and an fp16 scale and minimum per 32 weights
+        gguf_only=True,
+    ),
+    PrecisionChoice(
+        "gguf-q8",
+        "the GGUF file's own blocks, activations rounded to int8 per 32 as llama.cpp multiplies: the studio's "
+        "block kernel; models from a GGUF, on CPU",
+        weight_bits=5,
         gguf_only=True,
     ),
 )

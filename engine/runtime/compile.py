@@ -22,6 +22,7 @@ import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch._inductor.config as inductor_config
@@ -68,6 +69,7 @@ class CompiledDecode:
         self.max_steps = max_steps
         self.compile_seconds: dict[StepId, float] = {}
         self.failures: dict[StepId, str] = {}
+        self.failed_variants: set[str] = set()  # StepVariant names that failed for this model
         self._steps: dict[StepId, CompiledStep] = {}
         self._started: set[StepId] = set()
         self._lock = threading.Lock()
@@ -112,12 +114,13 @@ class CompiledDecode:
         # One compile thread: no pool of worker processes (each resident, and each taking a core from
         # requests); the C++ compiler runs as a child of this thread, which timed work suspends.
         inductor_config.compile_threads = int(os.environ.get("TORCHINDUCTOR_COMPILE_THREADS", "1"))
-        for mode in graph_modes(next(model.parameters()).device):
+        variants = [v for v in step_variants(next(model.parameters()).device) if v.name not in self.failed_variants]
+        for variant in variants:
             try:
-                step = self._compile_step(step_id, mode)
-            except Exception as exc:  # any compiler failure: this step stays eager, and says why
-                if mode == "reduce-overhead":  # never run on a GPU here: without graphs next
-                    FALLBACKS.record(CUDA_GRAPHS, "compiled steps without CUDA graphs", exc)
+                step = self._compile_step(step_id, variant)
+            except Exception as exc:  # any compiler failure: the next variant, else this step stays eager
+                if variant is not variants[-1]:
+                    self._variant_failed(variant, exc)
                     continue
                 with self._lock:
                     self.failures[step_id] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -131,13 +134,28 @@ class CompiledDecode:
                      step_id[0][0], step.compile_s)  # fmt: skip
             return
 
-    def _compile_step(self, step_id: StepId, mode: str | None) -> CompiledStep:
+    def _variant_failed(self, variant: StepVariant, exc: Exception) -> None:
+        """A variant that failed is not tried again: for every model (an untested GPU path, recorded
+        process-wide), or for this model's steps (a compiler bug its graph meets)."""
+        if variant.fallback is not None:
+            FALLBACKS.record(variant.fallback, variant.instead, exc)
+            return
+        self.failed_variants.add(variant.name)
+        log.warning("%s failed for this model (%s: %s); %s", variant.name, type(exc).__name__,
+                    str(exc).splitlines()[0] if str(exc) else "", variant.instead)  # fmt: skip
+
+    def _compile_step(self, step_id: StepId, variant: StepVariant) -> CompiledStep:
         (bucket, choice), rows = step_id
         model = self.model
         start = time.perf_counter()
         device = next(model.parameters()).device
         own = _own_copy(decode_step, f"decode_step_{bucket}_{choice.mode}_{rows}_{next(_step_ids)}")
-        compiled = torch.compile(own, dynamic=False, fullgraph=True, mode=mode)
+        # No guards on the model's modules: a step only ever runs this model, whose modules and
+        # weights never change after loading; checking ~900 of them cost ~2 ms a step (profile:
+        # README). The guards on the step's inputs (tokens, positions, cache) stay.
+        options: dict[str, Any] = {"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
+        options.update(variant.inductor)
+        compiled = torch.compile(own, dynamic=False, fullgraph=True, mode=variant.mode, options=options)
 
         def run(tokens: torch.Tensor, positions: torch.Tensor, cache: RowCache) -> torch.Tensor:
             cache.decode(positions, cache.length)
@@ -155,9 +173,38 @@ class CompiledDecode:
         return CompiledStep(run, rows, compile_s=time.perf_counter() - start)
 
 
-def graph_modes(device: torch.device) -> list[str | None]:
-    """The compile modes to try, in order: on CUDA, the step captured as a CUDA graph too (static cache
-    shapes allow it), unless that failed once in this process; then the plain compiled step."""
+@dataclass(frozen=True)
+class StepVariant:
+    """One way to compile a step; when it fails, the next one is tried."""
+
+    name: str
+    mode: str | None  # torch.compile's mode
+    inductor: dict[str, bool]  # inductor settings for this compile only
+    fallback: str | None = None  # the FALLBACKS path its failure records process-wide (else: this model's)
+    instead: str = ""
+
+
+# The step's wrapper in C++ (inductor's cpp_wrapper): the generated code calls each kernel from C++
+# rather than Python, ~4 ms less per step of the embedded model (profile: README). Built apart from
+# the kernels (cpp_wrapper_build_separate): one translation unit of both took 10 minutes to compile.
+# A graph can meet a bug of it (int8-wo's did: a bmm into a reused buffer failed at run time); that
+# model's steps then take the Python wrapper.
+CPP_WRAPPER = StepVariant(
+    "the C++ wrapper (inductor's cpp_wrapper)",
+    None,
+    {"cpp_wrapper": True, "cpp_wrapper_build_separate": True},
+    instead="its steps take the Python wrapper",
+)
+PLAIN = StepVariant("the plain compiled step", None, {})
+
+
+def step_variants(device: torch.device) -> list[StepVariant]:
+    """The variants to try, in order: on CUDA, the step captured as a CUDA graph too (static cache
+    shapes allow it), unless that failed once in this process; on CPU, a C++ wrapper; then the plain
+    compiled step."""
     if device.type == "cuda" and not FALLBACKS.failed(CUDA_GRAPHS):
-        return ["reduce-overhead", None]
-    return [None]
+        graphs = StepVariant("CUDA graphs", "reduce-overhead", {}, CUDA_GRAPHS, "compiled steps without CUDA graphs")
+        return [graphs, PLAIN]
+    if device.type == "cpu":
+        return [CPP_WRAPPER, PLAIN]
+    return [PLAIN]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from gradio_client.exceptions import AppError, ValidationError
 
-from engine import resolve_precision
+from engine import DEFAULT_MODEL, get_spec, resolve_precision
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ PARK = (
     "two to fund the project, which will add playgrounds, a pond and walking paths. Construction starts in "
     "spring and should finish within a year."
 )
-AUTO = resolve_precision("auto", torch.device("cpu"), "causal")  # what the app's default stands for here
+AUTO = resolve_precision("auto", torch.device("cpu"), get_spec(DEFAULT_MODEL))  # what the app's default stands for here
 METRIC_FIELDS = {
     "prefill_ms",
     "ttft_ms",

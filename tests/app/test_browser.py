@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import resolve_precision
+from engine import DEFAULT_MODEL, get_spec, resolve_precision
 from tasks import classification, code, summarization, translation
 
 pytestmark = pytest.mark.integration
@@ -21,7 +21,7 @@ CHROMIUM = os.environ.get("STUDIO_CHROMIUM") or shutil.which("chromium") or "/us
 SHOTS = Path(os.environ.get("STUDIO_SCREENSHOTS", Path(__file__).resolve().parents[2] / "build" / "screenshots"))
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 TIMEOUT_MS = 120_000
-AUTO = resolve_precision("auto", torch.device("cpu"), "causal")  # what the app's default stands for here
+AUTO = resolve_precision("auto", torch.device("cpu"), get_spec(DEFAULT_MODEL))  # what the app's default stands for here
 
 
 @pytest.fixture(scope="module")

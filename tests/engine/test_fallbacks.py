@@ -10,8 +10,9 @@ from test_engine import ask
 
 from engine import Engine, run
 from engine.models.precision import resolve_precision
+from engine.models.registry import get_spec
 from engine.platform.fallbacks import CUDA_GRAPHS, FALLBACKS
-from engine.runtime.compile import graph_modes
+from engine.runtime.compile import CPP_WRAPPER, PLAIN, step_variants
 
 PROMPT = "the quick brown fox jumps over the lazy dog " * 12
 
@@ -54,7 +55,7 @@ def test_cuda_graphs_failing_compile_the_step_without_them(cache, monkeypatch):
         return compile_for_real(fn, **kwargs)
 
     monkeypatch.setattr(
-        "engine.runtime.compile.graph_modes", lambda device: graph_modes(torch.device("cuda"))
+        "engine.runtime.compile.step_variants", lambda device: step_variants(torch.device("cuda"))
     )  # as on CUDA
     monkeypatch.setattr("engine.runtime.compile.torch.compile", no_graphs)
     loaded.compiled.compile_now(64)
@@ -62,7 +63,28 @@ def test_cuda_graphs_failing_compile_the_step_without_them(cache, monkeypatch):
     assert FALLBACKS.active() == [
         f"{CUDA_GRAPHS} failed (RuntimeError: CUDA graphs need a GPU); compiled steps without CUDA graphs instead"
     ]
-    assert graph_modes(torch.device("cuda")) == [None]  # for good, in this process
+    assert [v.mode for v in step_variants(torch.device("cuda"))] == [None]  # for good, in this process
+
+
+def test_a_failing_cpp_wrapper_compiles_the_models_steps_with_pythons(cache, monkeypatch):
+    loaded = cache.get("tiny-llama", "fp32")
+    compile_for_real = torch.compile
+    asked = []
+
+    def no_cpp_wrapper(fn, **kwargs):
+        asked.append(kwargs["options"].get("cpp_wrapper", False))
+        if asked[-1]:
+            raise RuntimeError("no C++ wrapper today")
+        return compile_for_real(fn, **kwargs)
+
+    monkeypatch.setattr("engine.runtime.compile.torch.compile", no_cpp_wrapper)
+    loaded.compiled.compile_now(64)
+    assert asked == [True, False] and not loaded.compiled.failures
+    assert loaded.compiled.failed_variants == {CPP_WRAPPER.name}
+    loaded.compiled.compile_now(64, batch=2)  # this model's next step goes straight to the Python wrapper
+    assert asked == [True, False, False] and len(loaded.compiled.compile_seconds) == 2
+    assert FALLBACKS.active() == []  # a compiler bug one model's graph meets; other models still try it
+    assert step_variants(torch.device("cpu")) == [CPP_WRAPPER, PLAIN]
 
 
 def test_a_load_on_cuda_that_fails_loads_the_tested_way(tiny_env):
@@ -72,7 +94,10 @@ def test_a_load_on_cuda_that_fails_loads_the_tested_way(tiny_env):
     int8 = cache.get("tiny-llama", "int8")
     assert (int8.device.type, int8.precision) == ("cpu", "int8")
     fp16 = cache.get("tiny-llama", "fp16")
-    assert (fp16.device.type, fp16.precision) == ("cpu", resolve_precision("auto", torch.device("cpu"), "causal"))
+    assert (fp16.device.type, fp16.precision) == (
+        "cpu",
+        resolve_precision("auto", torch.device("cpu"), get_spec("tiny-llama")),
+    )
     active = FALLBACKS.active()
     assert [a.split(" failed")[0] for a in active] == ["bitsandbytes on CUDA", "fp16 on CUDA"]
     assert active[0].endswith("; int8 with bitsandbytes on the CPU instead")

@@ -1,6 +1,6 @@
-"""The `gguf` precision: a GGUF's own blocks, decoded exactly and mapped onto PyTorch's packed-int4
-kernel (engine.models.gguf_blocks, engine.models.packed). Synthetic blocks come from gguf-py's own
-quantizers, the reference is gguf-py's own dequantization (ggml's formulas)."""
+"""The `gguf` precisions: a GGUF's own blocks, decoded exactly and multiplied by the studio's block
+kernel (engine.models.gguf_blocks, engine.models.packed, engine/models/gguf_mm.cpp). Synthetic blocks
+come from gguf-py's own quantizers, the reference is gguf-py's own dequantization (ggml's formulas)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ from gguf import GGMLQuantizationType, quants
 from torch import nn
 
 from engine.models.gguf_blocks import BLOCK, FORMATS, Blocks, decode, load_blocks, save_blocks
-from engine.models.packed import KERNEL_DTYPE, BlockEmbedding, Int4Linear, _int4_parts, pack_gguf
+from engine.models.packed import (
+    PREFILL_ROWS,
+    BlockEmbedding,
+    BlockLinear,
+    pack_gguf,
+    pack_nibbles,
+    round_blocks,
+    unpack_nibbles,
+)
 
 ROWS, COLUMNS = 32, 4 * BLOCK
 
@@ -45,41 +53,68 @@ def test_decoded_blocks_dequantize_exactly_as_ggml(kind):
 
 
 @pytest.mark.parametrize("kind", FORMATS)
-def test_the_kernels_convention_holds_the_blocks(kind):
-    """(q - 8) * scale + zero over the int4 layers adds up to ggml's weights: exactly where fp32 holds
-    the sums exactly, else within fp32's rounding of them."""
+def test_a_layer_holds_the_files_integers_and_scales(kind):
+    """Nothing is re-quantized or rounded: the layer's blocks dequantize to ggml's weights bit for bit."""
     blocks = decode(kind, _raw(kind, _weights(1)), COLUMNS)
-    total = torch.zeros(ROWS, COLUMNS)
-    for q, scale, zero in _int4_parts(blocks):
-        assert q.dtype == torch.uint8 and int(q.max()) <= 15
-        groups = (q.float() - 8).view(ROWS, -1, BLOCK) * scale[..., None] + zero[..., None]
-        total += groups.view(ROWS, COLUMNS)
-    torch.testing.assert_close(total, blocks.dequantize(), rtol=2e-7, atol=0.0)
+    layer = BlockLinear(blocks, bias=None, int8_activations=False)
+    assert torch.equal(layer.weight_fp32(), blocks.dequantize())
+    assert layer.q.dtype == torch.uint8 and layer.d.dtype == torch.float16
+    if kind != "Q8_0":
+        assert layer.q.shape == (ROWS, COLUMNS // 2)  # two 4-bit weights a byte, as the file stores them
+        assert torch.equal(unpack_nibbles(pack_nibbles(blocks.q)), blocks.q)
+
+
+def _error_bound(x: torch.Tensor, weights: torch.Tensor, relative: float) -> torch.Tensor:
+    """Each output's tolerance, relative to the size of its terms (sum |x w|), so that tiny and
+    huge scales are held to the same standard."""
+    return relative * (x.abs() @ weights.abs().T) + 1e-30
 
 
 @pytest.mark.parametrize("kind", FORMATS)
-def test_a_packed_layer_computes_the_files_matmul(kind):
-    """The integers are the file's; each scale and zero is the mapping's rounded once to bf16, so each
-    weight moves by at most 2^-8 of |(q - 8) scale| + |zero|; the kernel computes with those weights."""
+@pytest.mark.parametrize("rows", [1, 3, 8, 11, PREFILL_ROWS])  # one decode row, a batch, over 8, prefill
+def test_fp32_activations_compute_the_files_matmul(kind, rows):
+    """gguf: fp32 activations, so the result is the fp32 matmul with ggml's weights up to the order of
+    fp32 additions (float64 is the reference)."""
     blocks = decode(kind, _raw(kind, _weights(2)), COLUMNS)
-    layer = Int4Linear(blocks, bias=None)
-    effective, bound = torch.zeros(ROWS, COLUMNS), torch.zeros(ROWS, COLUMNS)
-    for i, (q, scale, zero) in enumerate(_int4_parts(blocks)):
-        stored = getattr(layer, f"scales_zeros{i}")
-        assert stored.dtype == KERNEL_DTYPE
-        assert torch.equal(stored, torch.stack([scale, zero], -1).transpose(0, 1).to(KERNEL_DTYPE))
-        steps = (q.float() - 8).view(ROWS, -1, BLOCK)
-        rounded_scale, rounded_zero = stored.float().transpose(0, 1).unbind(-1)
-        effective += (steps * rounded_scale[..., None] + rounded_zero[..., None]).view(ROWS, COLUMNS)
-        bound += ((steps * scale[..., None]).abs() + zero[..., None].abs()).view(ROWS, COLUMNS) * 2**-8
-    assert ((effective - blocks.dequantize()).abs() <= bound).all()
-    x = torch.randn(3, 5, COLUMNS)
+    layer = BlockLinear(blocks, bias=None, int8_activations=False)
+    x = torch.randn(rows, COLUMNS)
     out = layer(x)
-    assert out.shape == (3, 5, ROWS) and out.dtype == torch.float32
-    expected = x.to(KERNEL_DTYPE).float() @ effective.T  # the kernel's inputs are bf16 too
-    # fp32 accumulation, a bf16 result: within a few bf16 steps of each output's own size
-    terms = x.to(KERNEL_DTYPE).float().abs() @ effective.abs().T
-    assert ((out - expected).abs() <= 2**-7 * terms + 1e-6).all()
+    weights = blocks.dequantize()
+    expected = (x.double() @ weights.double().T).float()
+    assert out.shape == (rows, ROWS) and out.dtype == torch.float32
+    assert ((out - expected).abs() <= _error_bound(x, weights, 1e-6)).all()
+
+
+@pytest.mark.parametrize("kind", FORMATS)
+@pytest.mark.parametrize("rows", [1, 10, PREFILL_ROWS])  # the kernel (twice 8 rows and 2), BLAS
+def test_int8_activations_round_each_block_of_x_as_llama_cpp(kind, rows):
+    """gguf-q8: x rounded to int8 per block of 32 (scale max|x| / 127) and multiplied exactly: the fp32
+    matmul of the rounded x, on the kernel's path and on prefill's alike; within half a step of x per
+    weight of the true matmul."""
+    blocks = decode(kind, _raw(kind, _weights(3)), COLUMNS)
+    layer = BlockLinear(blocks, bias=None, int8_activations=True)
+    x = torch.randn(rows, COLUMNS)
+    x[0, :BLOCK] = 0.0  # an all-zero block: scale 0
+    out = layer(x)
+    blocked = x.view(rows, -1, BLOCK)
+    scale = blocked.abs().amax(-1, keepdim=True) / 127
+    rounded = (torch.where(scale > 0, torch.round(blocked / scale), 0.0) * scale).reshape(rows, COLUMNS)
+    assert torch.equal(round_blocks(x), rounded)
+    weights = blocks.dequantize()
+    expected = (rounded.double() @ weights.double().T).float()
+    assert ((out - expected).abs() <= _error_bound(rounded, weights, 1e-5)).all()
+    half_step = (scale / 2).expand_as(blocked).reshape(rows, COLUMNS)
+    assert ((out - x @ weights.T).abs() <= half_step @ weights.abs().T + 1e-4).all()
+
+
+def test_a_bias_is_added_and_the_input_dtype_kept():
+    blocks = decode("Q4_1", _raw("Q4_1", _weights(4)), COLUMNS)
+    bias = torch.randn(ROWS)
+    layer = BlockLinear(blocks, bias=bias, int8_activations=False)
+    x = torch.randn(2, COLUMNS, dtype=torch.float64)
+    out = layer(x)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out.float(), x.float() @ blocks.dequantize().T + bias, rtol=1e-5, atol=1e-5)
 
 
 def test_an_embedding_reads_its_rows_exactly():
@@ -89,39 +124,38 @@ def test_an_embedding_reads_its_rows_exactly():
 
 
 class _Tiny(nn.Module):
-    """A model shaped like SmolLM2's: an embedding tied to the output layer, and a layer the kernel refuses."""
+    """A model shaped like SmolLM2's: an embedding tied to the output layer, and a layer stored in a
+    format the kernel does not read."""
 
     def __init__(self, blocks: dict[str, Blocks]):
         super().__init__()
         self.embed = nn.Embedding(ROWS, COLUMNS)
         self.proj = nn.Linear(COLUMNS, ROWS, bias=False)
-        self.odd = nn.Linear(COLUMNS, 24, bias=False)  # 24 rows: not a multiple of 16
+        self.odd = nn.Linear(COLUMNS, 24, bias=False)  # F16 in the file: no blocks
         self.head = nn.Linear(COLUMNS, ROWS, bias=False)
         self.head.weight = self.embed.weight  # tied
         with torch.no_grad():
-            for name in ("embed", "proj", "odd"):
+            for name in ("embed", "proj"):
                 getattr(self, name).weight.copy_(blocks[f"{name}.weight"].dequantize())
 
 
 def _tiny_blocks() -> dict[str, Blocks]:
-    odd = np.random.default_rng(4).standard_normal((24, COLUMNS)).astype(np.float32)
     return {
         "embed.weight": decode("Q8_0", _raw("Q8_0", _weights(5)), COLUMNS),
         "proj.weight": decode("Q4_1", _raw("Q4_1", _weights(6)), COLUMNS),
-        "odd.weight": decode("Q4_0", _raw("Q4_0", odd), COLUMNS),
     }
 
 
-def test_pack_gguf_replaces_tied_layers_and_keeps_what_the_kernel_refuses(tmp_path):
+def test_pack_gguf_replaces_tied_layers_and_keeps_what_has_no_blocks(tmp_path):
     blocks = _tiny_blocks()
     save_blocks(blocks, tmp_path / "blocks.safetensors")
     loaded = load_blocks(tmp_path / "blocks.safetensors")
     assert {name: b.kind for name, b in loaded.items()} == {name: b.kind for name, b in blocks.items()}
     model = _Tiny(blocks)
-    assert pack_gguf(model, loaded) == 3  # embed, proj and the tied head
-    assert isinstance(model.embed, BlockEmbedding) and isinstance(model.proj, Int4Linear)
-    assert isinstance(model.head, Int4Linear) and model.head.halves == 2  # Q8_0: two 4-bit halves
-    assert type(model.odd) is nn.Linear  # the kernel's fallback: float weights as they were
+    assert pack_gguf(model, loaded, int8_activations=False) == 3  # embed, proj and the tied head
+    assert isinstance(model.embed, BlockEmbedding) and isinstance(model.proj, BlockLinear)
+    assert isinstance(model.head, BlockLinear) and model.head.kind == "Q8_0"  # the embedding's blocks
+    assert type(model.odd) is nn.Linear  # float weights as they were
 
 
 def test_blocks_that_do_not_match_the_loaded_weight_are_not_used():
@@ -129,5 +163,5 @@ def test_blocks_that_do_not_match_the_loaded_weight_are_not_used():
     model = _Tiny(blocks)
     with torch.no_grad():
         model.proj.weight[0, 0] += 1e-3  # e.g. a name map or a row order gone wrong
-    pack_gguf(model, blocks)
+    pack_gguf(model, blocks, int8_activations=False)
     assert type(model.proj) is nn.Linear and isinstance(model.embed, BlockEmbedding)

@@ -1,0 +1,67 @@
+"""`torch.ops.studio.gguf_mm` (gguf_mm.cpp): built for this CPU on first use, kept under STUDIO_CACHE.
+
+PyTorch's JIT extension builder compiles it once (about 20 s) into a folder named after the CPU's
+vector capability, since a cache directory may move between machines; a later process loads the
+built library in milliseconds. The compiler sees the op through its fake (shape-only) version, so a
+compiled decode step calls it like any other kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from engine.platform.errors import PrecisionError
+from engine.platform.settings import settings
+
+log = logging.getLogger(__name__)
+SOURCE = Path(__file__).with_name("gguf_mm.cpp")
+KINDS = {"Q4_0": 0, "Q4_1": 1, "Q8_0": 2}  # the op's `kind` argument
+_VECTOR_FLAGS = {"AVX2": ["-mavx2", "-mfma", "-mf16c"], "AVX512": ["-mavx2", "-mfma", "-mf16c"]}
+
+
+@functools.cache
+def load_kernel() -> None:
+    """Build (first time) and load the op; PrecisionError when this machine cannot build it."""
+    from torch.utils.cpp_extension import load
+
+    if shutil.which("ninja") is None:  # the builder runs `ninja`: the pip package's, when the venv is not on PATH
+        with contextlib.suppress(ImportError):
+            import ninja
+
+            os.environ["PATH"] = f"{ninja.BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"
+    capability = torch.backends.cpu.get_cpu_capability()  # AVX2, AVX512, DEFAULT...
+    name = f"studio_gguf_mm_{capability.lower()}"
+    build = settings().cache / "kernels" / name
+    build.mkdir(parents=True, exist_ok=True)
+    # -fopenmp: ATen's parallel_for is OpenMP; without it the kernel would run on one core
+    flags = ["-O3", "-fopenmp", *_VECTOR_FLAGS.get(capability, [])]
+    try:
+        load(name=name, sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+             build_directory=str(build), is_python_module=False)  # fmt: skip
+    except (RuntimeError, OSError, ImportError) as exc:  # no C++ compiler or ninja, or a failed build
+        raise PrecisionError(
+            f"The gguf precisions need their kernel built with a C++ compiler (g++) and ninja, and building it "
+            f"failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); choose int4-wo or fp32."
+        ) from exc
+    torch.library.register_fake("studio::gguf_mm", _shape)
+    log.info("gguf_mm kernel loaded (%s, %s)", capability, build)
+
+
+def _shape(
+    x: torch.Tensor, q: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None, kind: int, int8_activations: bool
+) -> torch.Tensor:
+    return x.new_empty(x.shape[0], q.shape[0])
+
+
+def gguf_mm(
+    x: torch.Tensor, q: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None, kind: str, int8_activations: bool
+) -> torch.Tensor:
+    """(M, K) fp32 times the blocks' (N, K) matrix transposed: (M, N) fp32 (see gguf_mm.cpp)."""
+    return torch.ops.studio.gguf_mm(x, q, d, m, KINDS[kind], int8_activations)

@@ -1,0 +1,236 @@
+// studio::gguf_mm: y = x W^T with W in a GGUF block format, read as the file stores it.
+//
+// Why a kernel of our own: PyTorch's packed-int4 CPU kernel runs at about 2 GB/s of weights on an
+// AVX2 machine (its vectorized path wants native bf16), a third of what decode needs to match
+// llama.cpp. This one keeps activations in fp32 and the weights' integers as they are:
+//     Q4_0  w = d (q - 8)   Q4_1  w = d q + m   Q8_0  w = d q     (32 weights a block, fp16 d and m)
+// so a block's share of an output is d * sum(x q) + m * sum(x) (Q4_0: m = -8 d), exact up to the
+// order of fp32 additions; or, with int8_activations, the same of x rounded to int8 per block (as
+// llama.cpp multiplies). Weights are read once for up to ROWS rows of x; rows are sequences of a
+// decode batch (prefill, with many rows, dequantizes and calls the BLAS matmul in Python).
+//
+// q: Q4_x (N, K / 2) uint8, per block 16 bytes whose low nibbles are weights 0..15 and high ones
+// 16..31 (ggml's layout); Q8_0 (N, K) int8. d, m: (N, K / 32) fp16.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/Half.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cmath>
+#include <vector>
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define STUDIO_AVX2 1
+#endif
+
+namespace {
+
+constexpr int64_t BLOCK = 32;
+constexpr int64_t ROWS = 8;
+enum Kind : int64_t { Q4_0 = 0, Q4_1 = 1, Q8_0 = 2 };
+
+// What a row of x contributes to every output: its fp32 values, or (int8 activations) those values
+// rounded to int8 per block of 32 as llama.cpp does (ggml's Q8_0/Q8_1: scale dx = max|x| / 127), and
+// sum(x) per block for the 4-bit formats' m term (of the rounded x, as ggml's Q8_1 keeps it). So with
+// int8 activations the result is the matmul of the rounded x, whichever term. Prepared once per call.
+struct Activations {
+  int64_t K = 0;
+  std::vector<float> sums;  // (rows, K / 32)
+  std::vector<int8_t> qx;   // (rows, K), empty: fp32 activations
+  std::vector<float> dx;    // (rows, K / 32)
+
+  Activations(const float* x, int64_t rows, int64_t K, bool int8) : K(K), sums(rows * (K / BLOCK)) {
+    if (int8) {
+      qx.resize(rows * K);
+      dx.resize(rows * (K / BLOCK));
+    }
+    for (int64_t i = 0; i < rows * (K / BLOCK); ++i) {
+      const float* block = x + i * BLOCK;
+      float total = 0.0f, largest = 0.0f;
+      for (int64_t j = 0; j < BLOCK; ++j) {
+        total += block[j];
+        largest = std::max(largest, std::fabs(block[j]));
+      }
+      sums[i] = total;
+      if (!int8) continue;
+      dx[i] = largest / 127.0f;
+      int32_t rounded_total = 0;
+      for (int64_t j = 0; j < BLOCK; ++j) {
+        qx[i * BLOCK + j] = largest > 0.0f ? static_cast<int8_t>(std::nearbyint(block[j] / dx[i])) : 0;
+        rounded_total += qx[i * BLOCK + j];
+      }
+      sums[i] = dx[i] * static_cast<float>(rounded_total);  // the m term sees the rounded x too
+    }
+  }
+};
+
+#ifdef STUDIO_AVX2
+inline float sum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float half(const at::Half& h) { return _cvtsh_ss(h.x); }
+
+// The 32 integers of a 4-bit block as 32 bytes in weight order (0..15 then 16..31).
+inline __m256i nibbles(const uint8_t* block) {
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block));
+  const __m128i mask = _mm_set1_epi8(0x0F);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), mask), _mm_and_si128(packed, mask));
+}
+
+// One weight row against ROWS rows of x. Integers: the weights' bytes once per block, then per row
+// maddubs (unsigned x signed bytes, pairs summed to int16) and madd (to int32); Q8_0's signed weights
+// move their sign onto x, as ggml does. Floats: the weights widened to fp32 once per block.
+template <int64_t kind, int64_t ROWS_N>
+void output_row(const float* x, const Activations& a, const uint8_t* row, const at::Half* d, const at::Half* m,
+                float* y, int64_t N) {
+  const int64_t K = a.K, blocks = K / BLOCK;
+  __m256 acc[ROWS_N];
+  float offset[ROWS_N];
+  for (int64_t r = 0; r < ROWS_N; ++r) acc[r] = _mm256_setzero_ps(), offset[r] = 0.0f;
+  const bool int8 = !a.qx.empty();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float scale = half(d[b]);
+    const float minimum = kind == Q4_1 ? half(m[b]) : kind == Q4_0 ? -8.0f * scale : 0.0f;
+    if constexpr (kind != Q8_0)
+      for (int64_t r = 0; r < ROWS_N; ++r) offset[r] += minimum * a.sums[r * blocks + b];
+    if (int8) {
+      __m256i w, sign;
+      if constexpr (kind == Q8_0) {
+        sign = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + b * BLOCK));
+        w = _mm256_sign_epi8(sign, sign);
+      } else {
+        w = nibbles(row + b * BLOCK / 2);
+      }
+      for (int64_t r = 0; r < ROWS_N; ++r) {
+        __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qx.data() + r * K + b * BLOCK));
+        if constexpr (kind == Q8_0) xq = _mm256_sign_epi8(xq, sign);
+        const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(w, xq), _mm256_set1_epi16(1));
+        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(scale * a.dx[r * blocks + b]), _mm256_cvtepi32_ps(sums), acc[r]);
+      }
+      continue;
+    }
+    __m256 w[4];
+    if constexpr (kind == Q8_0) {
+      const int8_t* q = reinterpret_cast<const int8_t*>(row) + b * BLOCK;
+      for (int i = 0; i < 4; ++i)
+        w[i] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8 * i))));
+    } else {
+      const __m256i q = nibbles(row + b * BLOCK / 2);
+      const __m128i low = _mm256_castsi256_si128(q), high = _mm256_extracti128_si256(q, 1);
+      w[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(low));
+      w[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(low, 8)));
+      w[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(high));
+      w[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(high, 8)));
+    }
+    const __m256 scale8 = _mm256_set1_ps(scale);
+    for (int64_t r = 0; r < ROWS_N; ++r) {
+      const float* xb = x + r * K + b * BLOCK;
+      __m256 dot = _mm256_mul_ps(w[0], _mm256_loadu_ps(xb));
+      dot = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(xb + 8), dot);
+      dot = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(xb + 16), dot);
+      dot = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(xb + 24), dot);
+      acc[r] = _mm256_fmadd_ps(scale8, dot, acc[r]);
+    }
+  }
+  for (int64_t r = 0; r < ROWS_N; ++r) y[r * N] = sum8(acc[r]) + offset[r];
+}
+#else
+// Portable path (a CPU without AVX2/FMA/F16C): the same arithmetic, one weight at a time.
+template <int64_t kind, int64_t ROWS_N>
+void output_row(const float* x, const Activations& a, const uint8_t* row, const at::Half* d, const at::Half* m,
+                float* y, int64_t N) {
+  const int64_t K = a.K, blocks = K / BLOCK;
+  const bool int8 = !a.qx.empty();
+  for (int64_t r = 0; r < ROWS_N; ++r) {
+    float total = 0.0f;
+    for (int64_t b = 0; b < blocks; ++b) {
+      float dot = 0.0f;
+      for (int64_t j = 0; j < BLOCK; ++j) {
+        float w;
+        if constexpr (kind == Q8_0) {
+          w = static_cast<float>(reinterpret_cast<const int8_t*>(row)[b * BLOCK + j]);
+        } else {
+          const uint8_t byte = row[b * BLOCK / 2 + j % 16];
+          w = static_cast<float>(j < 16 ? byte & 0x0F : byte >> 4);
+        }
+        const int64_t i = r * K + b * BLOCK + j;
+        dot += w * (int8 ? static_cast<float>(a.qx[i]) : x[i]);
+      }
+      const float scale = static_cast<float>(d[b]);
+      const float minimum = kind == Q4_1 ? static_cast<float>(m[b]) : kind == Q4_0 ? -8.0f * scale : 0.0f;
+      total += (int8 ? scale * a.dx[r * blocks + b] : scale) * dot + minimum * a.sums[r * blocks + b];
+    }
+    y[r * N] = total;
+  }
+}
+#endif
+
+// Outputs [begin, end) for `rows` rows of x (at most ROWS), with the row count fixed at compile time
+// so that each row's accumulator stays in a register.
+template <int64_t kind>
+void output_range(const float* x, const Activations& a, int64_t rows, const uint8_t* q, int64_t q_stride,
+                  const at::Half* d, const at::Half* m, float* y, int64_t N, int64_t begin, int64_t end) {
+  const int64_t blocks = a.K / BLOCK;
+  for (int64_t n = begin; n < end; ++n) {
+    const uint8_t* row = q + n * q_stride;
+    const at::Half* dn = d + n * blocks;
+    const at::Half* mn = m + n * blocks;
+    switch (rows) {
+#define STUDIO_ROWS(R) \
+  case R:              \
+    output_row<kind, R>(x, a, row, dn, mn, y + n, N); \
+    break;
+      STUDIO_ROWS(1) STUDIO_ROWS(2) STUDIO_ROWS(3) STUDIO_ROWS(4)
+      STUDIO_ROWS(5) STUDIO_ROWS(6) STUDIO_ROWS(7) STUDIO_ROWS(8)
+#undef STUDIO_ROWS
+    }
+  }
+}
+
+at::Tensor gguf_mm(const at::Tensor& x, const at::Tensor& q, const at::Tensor& d, const c10::optional<at::Tensor>& m,
+                   int64_t kind, bool int8_activations) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat, "gguf_mm: x must be (M, K) fp32");
+  TORCH_CHECK(kind == Q4_0 || kind == Q4_1 || kind == Q8_0, "gguf_mm: unknown block kind ", kind);
+  TORCH_CHECK(d.scalar_type() == at::kHalf && d.dim() == 2, "gguf_mm: d must be (N, K / 32) fp16");
+  TORCH_CHECK(kind != Q4_1 || (m.has_value() && m->sizes() == d.sizes() && m->scalar_type() == at::kHalf),
+              "gguf_mm: Q4_1 needs m shaped like d");
+  const int64_t M = x.size(0), K = x.size(1), N = q.size(0);
+  TORCH_CHECK(K % BLOCK == 0 && d.size(0) == N && d.size(1) == K / BLOCK, "gguf_mm: shapes do not match");
+  TORCH_CHECK(q.size(1) == (kind == Q8_0 ? K : K / 2), "gguf_mm: q has the wrong width for its kind");
+  const at::Tensor xc = x.contiguous(), qc = q.contiguous(), dc = d.contiguous();
+  const at::Tensor mc = kind == Q4_1 ? m->contiguous() : dc;
+  at::Tensor y = at::empty({M, N}, x.options());
+  const auto* qp = qc.const_data_ptr<uint8_t>();
+  const auto* dp = dc.const_data_ptr<at::Half>();
+  const auto* mp = mc.const_data_ptr<at::Half>();
+  const int64_t q_stride = qc.size(1);
+  for (int64_t first = 0; first < M; first += ROWS) {  // weights are read once per ROWS rows
+    const int64_t rows = std::min(ROWS, M - first);
+    const float* xp = xc.const_data_ptr<float>() + first * K;
+    const Activations a(xp, rows, K, int8_activations);
+    float* yp = y.data_ptr<float>() + first * N;
+    at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
+      if (kind == Q8_0)
+        output_range<Q8_0>(xp, a, rows, qp, q_stride, dp, mp, yp, N, begin, end);
+      else if (kind == Q4_1)
+        output_range<Q4_1>(xp, a, rows, qp, q_stride, dp, mp, yp, N, begin, end);
+      else
+        output_range<Q4_0>(xp, a, rows, qp, q_stride, dp, mp, yp, N, begin, end);
+    });
+  }
+  return y;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(studio, library) { library.def("gguf_mm(Tensor x, Tensor q, Tensor d, Tensor? m, int kind, bool int8_activations) -> Tensor"); }
+
+TORCH_LIBRARY_IMPL(studio, CPU, library) { library.impl("gguf_mm", &gguf_mm); }
