@@ -34,6 +34,7 @@ from engine.experiments.sweep import corpus_ids
 from engine.models.loader import LoadedModel, gguf_file
 from engine.models.precision_menu import PRECISION_BY_NAME
 from engine.models.registry import DEFAULT_MODEL, get_spec
+from engine.platform.errors import ContextLengthError
 from engine.runtime.engine import Engine
 from engine.runtime.scoring import teacher_forced_logprobs
 from engine.service import run
@@ -306,9 +307,13 @@ def example_answers(model: str, precisions: tuple[str, ...], new_tokens: int = 3
     for name, task in installed_tasks().items():
         for example in task.examples:
             answers = {}
-            for precision in precisions:
-                options = RunOptions(model=model, precision=precision, max_new_tokens=new_tokens)
-                answers[precision] = _result(task.build(example[0], options), engine).text
+            try:
+                for precision in precisions:
+                    options = RunOptions(model=model, precision=precision, max_new_tokens=new_tokens)
+                    answers[precision] = _result(task.build(example[0], options), engine).text
+            except ContextLengthError as exc:  # e.g. a long document and a tiny model: not this model's example
+                print(f"{name}: an example left out ({exc})")
+                continue
             found.append(ExampleAnswer(name, example[0], answers))
     return found
 

@@ -20,7 +20,9 @@ class PrecisionChoice:
 
 PRECISION_CHOICES: tuple[PrecisionChoice, ...] = (
     PrecisionChoice(
-        "auto", "the fastest that keeps quality, measured: int8-wo or bf16 on CPUs with bf16, else fp32; fp16 on CUDA"
+        "auto",
+        "the fastest that keeps quality (KL <= llama.cpp's), measured: gguf-q8 for models from a GGUF on CPU; "
+        "else bf16 on CPUs with bf16, fp32 without; fp16 on CUDA",
     ),
     PrecisionChoice("fp32", "PyTorch fp32 matmuls", weight_bits=32),
     PrecisionChoice("fp16", "PyTorch fp16 matmuls (converted on CPUs without fp16 arithmetic)", weight_bits=16),

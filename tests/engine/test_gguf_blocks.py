@@ -77,7 +77,7 @@ def test_fp32_activations_compute_the_files_matmul(kind, rows):
     fp32 additions (float64 is the reference)."""
     blocks = decode(kind, _raw(kind, _weights(2)), COLUMNS)
     layer = BlockLinear(blocks, bias=None, int8_activations=False)
-    x = torch.randn(rows, COLUMNS)
+    x = torch.randn(rows, COLUMNS, dtype=torch.float32)
     out = layer(x)
     weights = blocks.dequantize()
     expected = (x.double() @ weights.double().T).float()
@@ -93,7 +93,7 @@ def test_int8_activations_round_each_block_of_x_as_llama_cpp(kind, rows):
     weight of the true matmul."""
     blocks = decode(kind, _raw(kind, _weights(3)), COLUMNS)
     layer = BlockLinear(blocks, bias=None, int8_activations=True)
-    x = torch.randn(rows, COLUMNS)
+    x = torch.randn(rows, COLUMNS, dtype=torch.float32)
     x[0, :BLOCK] = 0.0  # an all-zero block: scale 0
     out = layer(x)
     blocked = x.view(rows, -1, BLOCK)
@@ -109,7 +109,7 @@ def test_int8_activations_round_each_block_of_x_as_llama_cpp(kind, rows):
 
 def test_a_bias_is_added_and_the_input_dtype_kept():
     blocks = decode("Q4_1", _raw("Q4_1", _weights(4)), COLUMNS)
-    bias = torch.randn(ROWS)
+    bias = torch.randn(ROWS, dtype=torch.float32)
     layer = BlockLinear(blocks, bias=bias, int8_activations=False)
     x = torch.randn(2, COLUMNS, dtype=torch.float64)
     out = layer(x)
@@ -129,10 +129,10 @@ class _Tiny(nn.Module):
 
     def __init__(self, blocks: dict[str, Blocks]):
         super().__init__()
-        self.embed = nn.Embedding(ROWS, COLUMNS)
-        self.proj = nn.Linear(COLUMNS, ROWS, bias=False)
-        self.odd = nn.Linear(COLUMNS, 24, bias=False)  # F16 in the file: no blocks
-        self.head = nn.Linear(COLUMNS, ROWS, bias=False)
+        self.embed = nn.Embedding(ROWS, COLUMNS, dtype=torch.float32)
+        self.proj = nn.Linear(COLUMNS, ROWS, bias=False, dtype=torch.float32)
+        self.odd = nn.Linear(COLUMNS, 24, bias=False, dtype=torch.float32)  # F16 in the file: no blocks
+        self.head = nn.Linear(COLUMNS, ROWS, bias=False, dtype=torch.float32)
         self.head.weight = self.embed.weight  # tied
         with torch.no_grad():
             for name in ("embed", "proj"):
