@@ -104,7 +104,7 @@ def test_a_retired_batch_frees_its_cache_at_once(cache):
 @pytest.mark.skipif(heap_mb() is None, reason="reads glibc's malloc")
 def test_the_heap_counts_what_malloc_holds():
     before = heap_mb()
-    block = torch.ones(2**24)  # 64 MB from malloc
+    block = torch.ones(2**24, dtype=torch.float32)  # 64 MB from malloc, whatever the default dtype
     assert heap_mb() - before >= 63
     del block
     give_back()
