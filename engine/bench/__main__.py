@@ -20,11 +20,10 @@ from engine.bench.auto import auto_choice
 from engine.bench.decode import (
     DECODE_COLUMNS,
     decode_table,
-    example_answers,
-    example_lines,
     memory_bandwidth,
     plot_decode,
 )
+from engine.bench.examples import example_answers, example_lines
 from engine.bench.experiments import EXPERIMENT_COLUMNS, plot_experiments, run_experiments
 from engine.bench.precision import PRECISION_COLUMNS, precision_table
 from engine.bench.report import format_table, machine, plot_precisions, plot_sweep, write_outputs

@@ -23,7 +23,6 @@ from typing import Any, TypeVar, cast
 
 import torch
 
-from engine.api.frontends import installed_tasks
 from engine.api.options import RunOptions
 from engine.api.request import GenerationRequest, Message
 from engine.api.results import Quality, Result
@@ -34,7 +33,6 @@ from engine.experiments.sweep import corpus_ids
 from engine.models.loader import LoadedModel, gguf_file
 from engine.models.precision_menu import PRECISION_BY_NAME
 from engine.models.registry import DEFAULT_MODEL, get_spec
-from engine.platform.errors import ContextLengthError
 from engine.runtime.engine import Engine
 from engine.runtime.scoring import teacher_forced_logprobs
 from engine.service import run
@@ -76,7 +74,7 @@ def measured(value: T | None) -> T:
     return value
 
 
-def _result(request: GenerationRequest, engine: Engine) -> Result:
+def single_result(request: GenerationRequest, engine: Engine) -> Result:
     final = run(request, engine)
     assert isinstance(final, Result)  # no comparison is asked for
     return final
@@ -84,7 +82,7 @@ def _result(request: GenerationRequest, engine: Engine) -> Result:
 
 def _median_run(request: GenerationRequest, engine: Engine, repeats: int) -> tuple[Result, float, float]:
     run(request, engine)  # warm-up: first-call allocations are not the steady state
-    results = [_result(request, engine) for _ in range(repeats)]
+    results = [single_result(request, engine) for _ in range(repeats)]
     rates = [measured(r.metrics.decode_tokens_per_s) for r in results]
     return results[0], statistics.median(rates), statistics.median(measured(r.metrics.prefill_ms) for r in results)
 
@@ -102,7 +100,7 @@ def _long_prefill_rate(loaded: LoadedModel, engine: Engine, model: str, precisio
     text = loaded.tokenizer.decode(corpus_ids(loaded.tokenizer, length)[0], skip_special_tokens=True)
     request = GenerationRequest(RunOptions(model=model, precision=precision, max_new_tokens=1), text=text)
     run(request, engine)  # warm-up, as in _median_run (one new token: no decode rate)
-    result = _result(request, engine)
+    result = single_result(request, engine)
     return measured(result.metrics.input_tokens) / (measured(result.metrics.prefill_ms) / 1000)
 
 
@@ -290,42 +288,6 @@ def _seconds(op: Callable[[torch.Tensor], torch.Tensor], buffer: torch.Tensor) -
     start = time.perf_counter()
     op(buffer)
     return time.perf_counter() - start
-
-
-@dataclass(frozen=True)
-class ExampleAnswer:
-    task: str
-    example: str  # the example's text (its first input)
-    answers: dict[str, str]  # precision -> greedy answer
-
-
-def example_answers(model: str, precisions: tuple[str, ...], new_tokens: int = 32) -> list[ExampleAnswer]:
-    """Each installed task's examples (the ones the app offers), answered greedily at each precision:
-    whether a precision changes what a user sees first."""
-    engine = Engine()
-    found = []
-    for name, task in installed_tasks().items():
-        for example in task.examples:
-            answers = {}
-            try:
-                for precision in precisions:
-                    options = RunOptions(model=model, precision=precision, max_new_tokens=new_tokens)
-                    answers[precision] = _result(task.build(example[0], options), engine).text
-            except ContextLengthError as exc:  # e.g. a long document and a tiny model: not this model's example
-                print(f"{name}: an example left out ({exc})")
-                continue
-            found.append(ExampleAnswer(name, example[0], answers))
-    return found
-
-
-def example_lines(answers: list[ExampleAnswer], reference: str) -> list[str]:
-    """One line per example: for each precision, `same` when its answer is the reference's."""
-    precisions = list(answers[0].answers) if answers else []
-    lines = [f"{'task':14} {'example':44} " + " ".join(f"{p:>8}" for p in precisions)]
-    for a in answers:
-        marks = " ".join(f"{'same' if a.answers[p] == a.answers[reference] else 'differs':>8}" for p in precisions)
-        lines.append(f"{a.task:14} {a.example[:44]:44} {marks}")
-    return lines
 
 
 def plot_decode(rows: list[DecodeRow], path: Path) -> None:

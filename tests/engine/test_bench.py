@@ -254,7 +254,7 @@ def test_auto_is_the_fastest_precision_that_keeps_quality():
 
 
 def test_the_apps_examples_are_answered_at_each_precision(tiny_env):
-    from engine.bench.decode import example_answers, example_lines
+    from engine.bench.examples import example_answers, example_lines
 
     answers = example_answers("tiny-llama", ("fp32", "nf4"), new_tokens=4)
     tasks = {a.task for a in answers}
