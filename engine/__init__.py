@@ -1,6 +1,11 @@
 """Transformer Studio engine: load models at any precision, run requests with dense or sparse
 attention, and measure them. Knows nothing of the UI or of the tasks."""
 
+from engine.platform.settings import place_compiler_cache
+
+place_compiler_cache()  # before anything below imports torch's compiler
+
+
 from engine.api.events import Chunk
 from engine.api.frontends import CliFlag, CliTask, installed_tasks
 from engine.api.options import ATTENTION_MODES, OPTION_BY_NAME, OPTIONS, PRECISIONS, Option, RunOptions, options_from

@@ -10,6 +10,7 @@ import importlib.metadata
 import json
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,10 @@ ProgressFn = Callable[[float, str], None]
 MANIFEST = "studio-manifest.json"
 BLOCKS = "gguf-blocks.safetensors"
 _FORMAT_VERSION = 2  # bump when the cache layout changes (2: the blocks file)
+# transformers builds a model with torch's default dtype set to the model's, process-wide, and puts
+# back the one it found: two threads building at once can put back each other's (float tensors made
+# later came out bf16). Every model is built under this lock.
+BUILDING = threading.Lock()
 
 
 def cache_root() -> Path:
@@ -76,7 +81,8 @@ def _convert(gguf: Path, target: Path, progress: ProgressFn) -> None:
 
     progress(0.05, f"Dequantising {gguf.name} (first use only, ~20 s)")
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    with BUILDING:
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # The weights are now plain float tensors; drop the GGUF marker so they save as safetensors.
     del model.config.quantization_config
     # transformers sets these in __init__ without declaring them: mypy sees nn.Module's Tensor | Module attributes

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from engine import attention
-from engine.models.embedded import BLOCKS, ProgressFn, ensure_converted, locate_packaged_file
+from engine.models.embedded import BLOCKS, BUILDING, ProgressFn, ensure_converted, locate_packaged_file
 from engine.models.gguf_blocks import load_blocks
 from engine.models.packed import pack_gguf
 from engine.models.precision import GGUF_ONLY, check_source, load_kwargs, quantize_after_load, weight_bytes
@@ -120,7 +120,8 @@ def load_model(
     auto_class = getattr(transformers, _AUTO_CLASSES[family])
     kwargs = load_kwargs(precision, device)
     try:
-        model = auto_class.from_pretrained(location, attn_implementation=attention.IMPLEMENTATION, **kwargs)
+        with BUILDING:
+            model = auto_class.from_pretrained(location, attn_implementation=attention.IMPLEMENTATION, **kwargs)
     except ValueError as exc:
         if "attn_implementation" not in str(exc) and "attention" not in str(exc):
             raise ModelLoadError(f"Cannot load {spec.name!r} at {precision}: {exc}") from exc

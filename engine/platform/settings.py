@@ -121,6 +121,17 @@ def settings() -> Settings:
     return Settings.from_environment()
 
 
+def place_compiler_cache() -> None:
+    """Inductor's cache (compiled kernels, saved decode steps: engine.runtime.saved_steps) goes beside
+    the model cache, where it outlives a reboot, unless TORCHINDUCTOR_CACHE_DIR says otherwise. Called
+    as the engine is imported, before torch's compiler is: its import fixes the directory for the
+    process (in /tmp when unset)."""
+    try:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(settings().cache / "inductor"))
+    except SettingsError:
+        pass  # said where the settings are first used
+
+
 def reload() -> Settings:
     """Read the environment again (tests change it; a running app never does)."""
     settings.cache_clear()

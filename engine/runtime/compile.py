@@ -6,10 +6,12 @@ step per bucket, attention choice and row count, so a few shapes cover every req
 reads each sequence's fixed-size key set (sinks + window) from the cache, so it compiles like the
 dense one. A compiled step serves every cache of its shape.
 
-Compiling takes up to a minute on a small CPU, so it never happens on a request: the first batch
-to need a step starts its compile in the background (engine.runtime.background: between requests,
-giving way to them) and decodes eagerly; later steps use the compiled one when it is ready. Any
-failure to compile is recorded once and that step stays eager; the metrics say which path ran.
+Compiling takes minutes on a small CPU, so it never happens on a request: the first batch to need
+a step starts its compile in the background (engine.runtime.background: between requests, giving
+way to them) and decodes eagerly; later steps use the compiled one when it is ready. On CPU a step is
+compiled ahead of time and saved (engine.runtime.saved_steps): the next process (the app after
+`python -m engine prepare`) loads it in seconds. Any failure to compile is recorded once and that
+step stays eager; the metrics say which path ran.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from transformers import PreTrainedModel
 
 from engine.attention.choice import DENSE, AttentionChoice
 from engine.platform.fallbacks import CUDA_GRAPHS, FALLBACKS
-from engine.platform.settings import settings
+from engine.runtime import saved_steps
 from engine.runtime.background import Background
 from engine.runtime.kv_cache import RowCache
 from engine.runtime.step import BatchKey, bucket_for, decode_step, keeps_pages, step_key, step_rows
@@ -53,7 +55,8 @@ class CompiledStep:
 
     run: Callable[[torch.Tensor, torch.Tensor, RowCache], torch.Tensor]  # (tokens, positions, cache) -> logits
     rows: int
-    compile_s: float  # how long compiling it took (in the background)
+    compile_s: float  # how long compiling (or loading) it took, in the background
+    loaded: bool = False  # loaded as saved by an earlier process
 
 
 StepId = tuple[BatchKey, int]  # (batch key, rows)
@@ -62,11 +65,21 @@ StepId = tuple[BatchKey, int]  # (batch key, rows)
 class CompiledDecode:
     """The compiled decode steps of one loaded causal model, by batch key and row count: at most
     `max_steps` (STUDIO_MAX_COMPILED_STEPS) are ever started: each compile grows the process for good
-    (the embedded model at fp32: about 100 MB a step, measured), and steps are kept for the model's life."""
+    (the embedded model at fp32: about 100 MB a step, measured), and steps are kept for the model's life.
+    `identity`: the loaded model in words (source, precision, configuration), which names its saved
+    steps."""
 
-    def __init__(self, model: PreTrainedModel, enabled: bool, capacity: int, background: Background, max_steps: int):
-        self.model, self.enabled, self.capacity, self.background = model, enabled, capacity, background
-        self.max_steps = max_steps
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        identity: str,
+        enabled: bool,
+        capacity: int,
+        background: Background,
+        max_steps: int,
+    ):
+        self.model, self.identity, self.enabled, self.capacity = model, identity, enabled, capacity
+        self.background, self.max_steps = background, max_steps
         self.compile_seconds: dict[StepId, float] = {}
         self.failures: dict[StepId, str] = {}
         self.failed_variants: set[str] = set()  # StepVariant names that failed for this model
@@ -108,9 +121,6 @@ class CompiledDecode:
 
     def _compile(self, step_id: StepId) -> None:
         model = self.model
-        # Inductor keeps its compiled kernels on disk: next to the model cache they outlive a restart
-        # (a later process compiles the same step in seconds), unless TORCHINDUCTOR_CACHE_DIR says otherwise.
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(settings().cache / "inductor"))
         # One compile thread: no pool of worker processes (each resident, and each taking a core from
         # requests); the C++ compiler runs as a child of this thread, which timed work suspends.
         inductor_config.compile_threads = int(os.environ.get("TORCHINDUCTOR_COMPILE_THREADS", "1"))
@@ -130,8 +140,8 @@ class CompiledDecode:
             with self._lock:
                 self._steps[step_id] = step
                 self.compile_seconds[step_id] = step.compile_s
-            log.info("compiled the %s decode step for %d x %d tokens in %.1f s", step_id[0][1].mode, step_id[1],
-                     step_id[0][0], step.compile_s)  # fmt: skip
+            log.info("%s the %s decode step for %d x %d tokens in %.1f s", "loaded" if step.loaded else "compiled",
+                     step_id[0][1].mode, step_id[1], step_id[0][0], step.compile_s)  # fmt: skip
             return
 
     def _variant_failed(self, variant: StepVariant, exc: Exception) -> None:
@@ -149,28 +159,50 @@ class CompiledDecode:
         model = self.model
         start = time.perf_counter()
         device = next(model.parameters()).device
-        own = _own_copy(decode_step, f"decode_step_{bucket}_{choice.mode}_{rows}_{next(_step_ids)}")
-        # No guards on the model's modules: a step only ever runs this model, whose modules and
-        # weights never change after loading; checking ~900 of them cost ~2 ms a step (profile:
-        # README). The guards on the step's inputs (tokens, positions, cache) stay.
-        options: dict[str, Any] = {"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
-        options.update(variant.inductor)
-        compiled = torch.compile(own, dynamic=False, fullgraph=True, mode=variant.mode, options=options)
-
-        def run(tokens: torch.Tensor, positions: torch.Tensor, cache: RowCache) -> torch.Tensor:
-            cache.decode(positions, cache.length)
-            return compiled(model, tokens, positions, cache, choice, True)
-
         # A scratch cache of the batches' shape: the step serves any cache of that shape, and
         # the batches' own caches are in use meanwhile.
         scratch = RowCache(model.config.num_hidden_layers, self.capacity, bucket, pages=keeps_pages(choice))
-        with torch.inference_mode():  # as the batches' steps run: the compiler guards on it
+        with torch.inference_mode():  # as the batches' steps run: the compiler guards on it (inputs too)
             token = torch.zeros((rows, 1), dtype=torch.long, device=device)
             scratch.prefill(0)  # allocates the cache's tensors
             model(input_ids=token[:1], position_ids=token[:1], past_key_values=scratch, use_cache=True)
-            for position in (1, 2):  # the first call compiles; the second checks it is reused
+            compiled, loaded = self._compiled_function(step_id, variant, token, scratch)
+
+            def run(tokens: torch.Tensor, positions: torch.Tensor, cache: RowCache) -> torch.Tensor:
+                cache.decode(positions, cache.length)
+                return compiled(model, tokens, positions, cache, choice, True)
+
+            for position in (1, 2):  # the first call compiles (unless ahead of time); the second checks it is reused
                 run(token, torch.full((rows,), position, device=device), scratch)
-        return CompiledStep(run, rows, compile_s=time.perf_counter() - start)
+        return CompiledStep(run, rows, compile_s=time.perf_counter() - start, loaded=loaded)
+
+    def _compiled_function(
+        self, step_id: StepId, variant: StepVariant, token: torch.Tensor, scratch: RowCache
+    ) -> tuple[Callable[..., torch.Tensor], bool]:
+        """decode_step compiled as `variant` says, and whether it was loaded from disk. Ahead of time
+        (`variant.saved`), it is traced on the scratch cache and saved; otherwise on its first call."""
+        # No guards on the model's modules: a step only ever runs this model, whose modules and
+        # weights never change after loading; checking ~900 of them cost ~2 ms a step (profile:
+        # README). The guards on the step's inputs (tokens, positions, cache) stay.
+        guards = saved_steps.portable_guards if variant.saved else torch.compiler.skip_guard_on_all_nn_modules_unsafe
+        options: dict[str, Any] = {"guard_filter_fn": guards, **variant.inductor}
+        if not variant.saved:
+            (bucket, choice), rows = step_id
+            own = _own_copy(decode_step, f"decode_step_{bucket}_{choice.mode}_{rows}_{next(_step_ids)}")
+            return torch.compile(own, dynamic=False, fullgraph=True, mode=variant.mode, options=options), False
+        path = saved_steps.step_file(
+            self.identity,
+            f"{step_id!r} capacity={self.capacity} {variant.name} {variant.mode} {sorted(variant.inductor.items())}",
+        )
+        if (step := saved_steps.load(path)) is not None:
+            return step, True
+        compiler = torch.compile(decode_step, dynamic=False, fullgraph=True, mode=variant.mode, options=options)
+        positions = torch.ones((token.shape[0],), dtype=torch.long, device=token.device)
+        scratch.decode(positions, scratch.length)
+        # torch.compile is typed as returning the function; what it returns has aot_compile (torch >= 2.10)
+        step = compiler.aot_compile(((self.model, token, positions, scratch, step_id[0][1], True), {}))  # type: ignore[attr-defined]
+        saved_steps.save(step, path)
+        return step, False
 
 
 @dataclass(frozen=True)
@@ -182,6 +214,7 @@ class StepVariant:
     inductor: dict[str, bool]  # inductor settings for this compile only
     fallback: str | None = None  # the FALLBACKS path its failure records process-wide (else: this model's)
     instead: str = ""
+    saved: bool = False  # compiled ahead of time and saved for later processes (engine.runtime.saved_steps)
 
 
 # The step's wrapper in C++ (inductor's cpp_wrapper): the generated code calls each kernel from C++
@@ -189,22 +222,25 @@ class StepVariant:
 # the kernels (cpp_wrapper_build_separate): one translation unit of both took 10 minutes to compile.
 # A graph can meet a bug of it (int8-wo's did: a bmm into a reused buffer failed at run time); that
 # model's steps then take the Python wrapper.
+_CPP = {"cpp_wrapper": True, "cpp_wrapper_build_separate": True}
 CPP_WRAPPER = StepVariant(
-    "the C++ wrapper (inductor's cpp_wrapper)",
-    None,
-    {"cpp_wrapper": True, "cpp_wrapper_build_separate": True},
-    instead="its steps take the Python wrapper",
+    "the C++ wrapper (inductor's cpp_wrapper)", None, _CPP, instead="its steps take the Python wrapper"
+)
+# The same step compiled ahead of time and saved (torch's precompile): a later process loads it in
+# seconds. A graph torch cannot save (or whose saved step fails) compiles on its first call instead.
+SAVED = StepVariant(
+    "the saved step (torch's aot_compile)", None, _CPP, instead="its steps compile in each process", saved=True
 )
 PLAIN = StepVariant("the plain compiled step", None, {})
 
 
 def step_variants(device: torch.device) -> list[StepVariant]:
     """The variants to try, in order: on CUDA, the step captured as a CUDA graph too (static cache
-    shapes allow it), unless that failed once in this process; on CPU, a C++ wrapper; then the plain
-    compiled step."""
+    shapes allow it), unless that failed once in this process; on CPU, a C++ wrapper, saved for later
+    processes, else compiled in each; then the plain compiled step."""
     if device.type == "cuda" and not FALLBACKS.failed(CUDA_GRAPHS):
         graphs = StepVariant("CUDA graphs", "reduce-overhead", {}, CUDA_GRAPHS, "compiled steps without CUDA graphs")
         return [graphs, PLAIN]
     if device.type == "cpu":
-        return [CPP_WRAPPER, PLAIN]
+        return [SAVED, CPP_WRAPPER, PLAIN]
     return [PLAIN]

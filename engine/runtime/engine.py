@@ -65,8 +65,11 @@ class Engine:
             if loaded.spec.family == "causal":
                 chosen = settings()
                 compiles = chosen.compile_decode and PRECISION_BY_NAME[loaded.precision].compiles
+                identity = (
+                    f"{spec.source}:{spec.location} {loaded.precision} {device} {loaded.model.config.to_json_string()}"
+                )
                 loaded.compiled = CompiledDecode(
-                    loaded.model, compiles, self.max_batch, self.background, chosen.max_compiled_steps
+                    loaded.model, identity, compiles, self.max_batch, self.background, chosen.max_compiled_steps
                 )
                 loaded.batches = ModelBatches(self.max_batch)
             return loaded

@@ -12,7 +12,7 @@ from engine import Engine, run
 from engine.models.precision import resolve_precision
 from engine.models.registry import get_spec
 from engine.platform.fallbacks import CUDA_GRAPHS, FALLBACKS
-from engine.runtime.compile import CPP_WRAPPER, PLAIN, step_variants
+from engine.runtime.compile import CPP_WRAPPER, PLAIN, SAVED, step_variants
 
 PROMPT = "the quick brown fox jumps over the lazy dog " * 12
 
@@ -78,13 +78,14 @@ def test_a_failing_cpp_wrapper_compiles_the_models_steps_with_pythons(cache, mon
         return compile_for_real(fn, **kwargs)
 
     monkeypatch.setattr("engine.runtime.compile.torch.compile", no_cpp_wrapper)
+    monkeypatch.setattr("engine.runtime.saved_steps.load", lambda path: None)  # none saved by an earlier test
     loaded.compiled.compile_now(64)
-    assert asked == [True, False] and not loaded.compiled.failures
-    assert loaded.compiled.failed_variants == {CPP_WRAPPER.name}
+    assert asked == [True, True, False] and not loaded.compiled.failures  # saved, C++ in-process, Python
+    assert loaded.compiled.failed_variants == {SAVED.name, CPP_WRAPPER.name}
     loaded.compiled.compile_now(64, batch=2)  # this model's next step goes straight to the Python wrapper
-    assert asked == [True, False, False] and len(loaded.compiled.compile_seconds) == 2
+    assert asked == [True, True, False, False] and len(loaded.compiled.compile_seconds) == 2
     assert FALLBACKS.active() == []  # a compiler bug one model's graph meets; other models still try it
-    assert step_variants(torch.device("cpu")) == [CPP_WRAPPER, PLAIN]
+    assert step_variants(torch.device("cpu")) == [SAVED, CPP_WRAPPER, PLAIN]
 
 
 def test_a_load_on_cuda_that_fails_loads_the_tested_way(tiny_env):

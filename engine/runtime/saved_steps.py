@@ -1,0 +1,78 @@
+"""Decode steps compiled ahead of time and kept on disk (torch's precompile, `aot_compile`): a later
+process loads a step in a few seconds, where compiling it again takes ~25 s with the compiler's cache
+warm and minutes cold (the embedded model, measured: README).
+
+A saved step is the traced step (bytecode), the guards on its inputs and the compiled graph; the
+model's weights are inputs of the step, not part of it. So it serves the same model at the same
+precision loaded again, and its file is named by everything the step depends on: the model (name,
+source, precision, configuration), the step (cache length, attention choice, rows, cache capacity),
+how it was compiled, and what traced it (the engine's own sources, torch's and transformers'
+versions, the CPU's instruction set). Saved steps live in the compiler's cache directory, beside the
+kernels they were built from: clearing that cache clears them too.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+log = logging.getLogger(__name__)
+_ENGINE = Path(__file__).resolve().parents[1]
+
+
+def portable_guards(entries: Sequence[Any]) -> list[bool]:
+    """The guard filter of a step to be saved: the guards on its input tensors' shapes and on global
+    state (grad mode and the like), which torch can write down; not those on the model's modules,
+    which never change after loading (as for every compiled step), nor on Python objects (the file's
+    name already holds what the step was traced for)."""
+    portable = torch.compiler.keep_portable_guards_unsafe(entries)
+    not_modules = torch.compiler.skip_guard_on_all_nn_modules_unsafe(entries)
+    return [a and b for a, b in zip(portable, not_modules, strict=True)]
+
+
+@functools.cache
+def _engine_digest() -> str:
+    """The engine's sources, as one hash: a step traced by other code is another step."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in _ENGINE.rglob("*") if p.suffix in (".py", ".cpp")):
+        digest.update(path.relative_to(_ENGINE).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def step_file(model: str, step: str) -> Path:
+    """Where the step described by `model` and `step` (each a string holding everything it names)
+    is kept."""
+    versions = f"{torch.__version__} {transformers.__version__} {torch.backends.cpu.get_cpu_capability()}"
+    key = "\n".join((_engine_digest(), versions, model, step))
+    return Path(cache_dir()) / "studio-steps" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.step"
+
+
+def load(path: Path) -> Callable[..., Any] | None:
+    """The step saved at `path`, or None when there is none or it no longer loads (then it is removed
+    and compiled anew)."""
+    if not path.exists():
+        return None
+    try:
+        with path.open("rb") as handle:
+            return torch.compiler.load_compiled_function(handle)
+    except Exception as exc:  # a file from another torch, or cut short: compiling anew replaces it
+        log.warning("the saved decode step %s does not load (%s: %s); compiling it anew", path.name,
+                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")  # fmt: skip
+        path.unlink(missing_ok=True)
+        return None
+
+
+def save(step: Any, path: Path) -> None:
+    """Keep a step `aot_compile` returned (written whole or not at all)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    step.save_compiled_function(os.fspath(path))

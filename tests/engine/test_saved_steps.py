@@ -1,0 +1,67 @@
+"""Decode steps compiled ahead of time and saved (engine.runtime.saved_steps): a later process loads
+a step instead of compiling it, and decodes the same tokens; a file that does not load is compiled
+anew; a step's file is named by everything it depends on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+from test_engine import ask
+
+from engine import Engine, run
+from engine.attention.choice import DENSE
+from engine.runtime import saved_steps
+from engine.runtime.step import bucket_for, step_key
+
+# A fresh process: the step for this request, compiled or loaded, then the request through it
+_LATER_PROCESS = """
+import json, sys, torch
+from test_engine import ask
+from engine import Engine, run
+from engine.attention.choice import DENSE
+from engine.runtime.step import bucket_for, step_key
+engine = Engine(budget_mb=10_000, device=torch.device("cpu"))
+compiled = engine.get("tiny-llama", "fp32").compiled
+compiled.compile_now(64)
+step = compiled.step(step_key(bucket_for(64), DENSE), 1)
+result = run(ask("tiny-llama", precision="fp32", max_new_tokens=12), engine)
+print(json.dumps({"loaded": step.loaded, "path": result.metrics.decode_path, "tokens": result.token_ids}))
+"""
+
+
+def test_a_step_compiled_here_is_loaded_by_the_next_process_and_decodes_the_eager_tokens(tiny_env):
+    engine = Engine(budget_mb=10_000, device=torch.device("cpu"))
+    request = ask("tiny-llama", precision="fp32", max_new_tokens=12)
+    eager = run(request, engine)
+    assert eager.metrics.decode_path == "eager"
+    compiled = engine.get("tiny-llama", "fp32").compiled
+    compiled.compile_now(64)  # compiled and saved (or loaded, saved by an earlier run of the tests)
+    assert not compiled.failures and not compiled.failed_variants
+    tests = os.path.dirname(__file__)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", _LATER_PROCESS], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    later = json.loads(done.stdout.strip().splitlines()[-1])
+    assert later == {"loaded": True, "path": "compiled", "tokens": list(eager.token_ids)}
+
+
+def test_a_saved_step_that_does_not_load_is_removed(tmp_path, caplog):
+    broken = tmp_path / "cut-short.step"
+    broken.write_bytes(b"\x80\x04 not a whole step")
+    assert saved_steps.load(broken) is None
+    assert not broken.exists()  # compiling anew writes it again
+    assert "does not load" in caplog.text
+    assert saved_steps.load(tmp_path / "never-saved.step") is None
+
+
+def test_a_steps_file_is_named_by_the_model_and_the_step():
+    key = repr((step_key(bucket_for(64), DENSE), 1))
+    here = saved_steps.step_file("embedded:a.gguf gguf-q8 cpu {}", key)
+    assert here == saved_steps.step_file("embedded:a.gguf gguf-q8 cpu {}", key)
+    assert here != saved_steps.step_file("embedded:a.gguf gguf cpu {}", key)
+    assert here != saved_steps.step_file("embedded:a.gguf gguf-q8 cpu {}", repr((step_key(512, DENSE), 1)))
+    assert here.parent.name == "studio-steps"
