@@ -195,14 +195,14 @@ class CompiledDecode:
             f"{step_id!r} capacity={self.capacity} {variant.name} {variant.mode} {sorted(variant.inductor.items())}",
         )
         if (step := saved_steps.load(path)) is not None:
-            return step, True
+            return saved_steps.guarded(step, decode_step), True
         compiler = torch.compile(decode_step, dynamic=False, fullgraph=True, mode=variant.mode, options=options)
         positions = torch.ones((token.shape[0],), dtype=torch.long, device=token.device)
         scratch.decode(positions, scratch.length)
         # torch.compile is typed as returning the function; what it returns has aot_compile (torch >= 2.10)
         step = compiler.aot_compile(((self.model, token, positions, scratch, step_id[0][1], True), {}))  # type: ignore[attr-defined]
         saved_steps.save(step, path)
-        return step, False
+        return saved_steps.guarded(step, decode_step), False
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ model's weights are inputs of the step, not part of it. So it serves the same mo
 precision loaded again, and its file is named by everything the step depends on: the model (name,
 source, precision, configuration), the step (cache length, attention choice, rows, cache capacity),
 how it was compiled, and what traced it (the engine's own sources, torch's and transformers'
-versions, the CPU's instruction set). Saved steps live in the compiler's cache directory, beside the
+versions, the CPU's instruction set and torch's thread count). Saved steps live in the compiler's cache directory, beside the
 kernels they were built from: clearing that cache clears them too.
 """
 
@@ -52,12 +52,33 @@ def _engine_digest() -> str:
 def step_file(model: str, step: str) -> Path:
     """Where the step described by `model` and `step` (each a string holding everything it names)
     is kept."""
-    versions = f"{torch.__version__} {transformers.__version__} {torch.backends.cpu.get_cpu_capability()}"
+    # the compiled kernels are built for this many threads, and the step guards on it
+    machine = f"{torch.backends.cpu.get_cpu_capability()} threads={torch.get_num_threads()}"
+    versions = f"{torch.__version__} {transformers.__version__} {machine}"
     key = "\n".join((_engine_digest(), versions, model, step))
     return Path(cache_dir()) / "studio-steps" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.step"
 
 
-def load(path: Path) -> Callable[..., Any] | None:
+def guarded(step: Any, eager: Callable[..., Any]) -> Callable[..., Any]:
+    """A step `aot_compile` made (or `load` read) that runs `eager` instead where its guards fail: it
+    was traced for inputs of one shape under one global state (grad mode, torch's thread count), and
+    torch raises rather than compile again when they change."""
+    step.disable_guard_check()  # checked here instead
+    warned = False
+
+    def run(*args: Any) -> Any:
+        nonlocal warned
+        if step.guard_check(*args):
+            return step(*args)
+        if not warned:
+            log.warning("a saved decode step's guards fail (torch's thread count changed?); decoding eagerly")
+            warned = True
+        return eager(*args)
+
+    return run
+
+
+def load(path: Path) -> Any | None:
     """The step saved at `path`, or None when there is none or it no longer loads (then it is removed
     and compiled anew)."""
     if not path.exists():

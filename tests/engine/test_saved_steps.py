@@ -15,7 +15,8 @@ from test_engine import ask
 from engine import Engine, run
 from engine.attention.choice import DENSE
 from engine.runtime import saved_steps
-from engine.runtime.step import bucket_for, step_key
+from engine.runtime.kv_cache import RowCache
+from engine.runtime.step import bucket_for, decode_step, step_key
 
 # A fresh process: the step for this request, compiled or loaded, then the request through it
 _LATER_PROCESS = """
@@ -65,3 +66,30 @@ def test_a_steps_file_is_named_by_the_model_and_the_step():
     assert here != saved_steps.step_file("embedded:a.gguf gguf cpu {}", key)
     assert here != saved_steps.step_file("embedded:a.gguf gguf-q8 cpu {}", repr((step_key(512, DENSE), 1)))
     assert here.parent.name == "studio-steps"
+
+
+def test_a_saved_step_whose_guards_fail_decodes_eagerly_instead_of_raising(tiny_env, caplog):
+    """A saved step is traced under one global state; where it changes (here torch's thread count),
+    torch would raise rather than compile again: the step decodes eagerly and says so."""
+    loaded = Engine(budget_mb=10_000, device=torch.device("cpu")).get("tiny-llama", "fp32")
+    loaded.compiled.compile_now(64)
+    step = loaded.compiled.step(step_key(bucket_for(64), DENSE), 1)
+    assert step is not None
+    model, threads = loaded.model, torch.get_num_threads()
+    cache = RowCache(model.config.num_hidden_layers, loaded.compiled.capacity, bucket_for(64))
+    with torch.inference_mode():
+        cache.prefill(0)
+        ids = torch.tensor([[5, 6, 7]])
+        model(input_ids=ids, position_ids=torch.arange(3)[None], past_key_values=cache, use_cache=True)
+        token, position = torch.tensor([[8]]), torch.tensor([3])
+        before = step.run(token, position, cache)
+        torch.set_num_threads(1 if threads > 1 else 2)
+        try:
+            after = step.run(token, position, cache)
+        finally:
+            torch.set_num_threads(threads)
+        cache.decode(position, cache.length)
+        eager = decode_step(model, token, position, cache, DENSE)
+    assert "guards fail" in caplog.text
+    torch.testing.assert_close(after, eager)
+    torch.testing.assert_close(before, eager, atol=1e-4, rtol=1e-4)
