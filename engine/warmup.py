@@ -1,7 +1,8 @@
-"""Warm a model before anyone asks: load it (the embedded one converts on first use) and run one
-tiny request, which also starts compiling its decode step in the background (engine.runtime.compile). The
-app starts one at launch and shows its state; `python -m engine prepare` runs it in the foreground
-(the set-up command does, so the first request after set-up pays no conversion)."""
+"""Warm a model before anyone asks: load it (the embedded one converts on first use), load the decode
+step that set-up saved for short requests, and run one tiny request, which starts compiling that step
+in the background where none was saved (engine.runtime.compile). The app starts one at launch and
+shows its state; `python -m engine prepare` runs it in the foreground and waits for the compile (the
+set-up command does, so the first request after set-up pays neither conversion nor compile)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from engine.api.request import GenerationRequest
 from engine.models.precision import supported_precisions
 from engine.platform.errors import StudioError
 from engine.runtime.engine import Engine, default_engine
+from engine.runtime.step import MIN_BUCKET
 from engine.service import run
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,9 @@ class WarmUp:
             # gradio_client gives 5 s.
             supported_precisions(engine.device)
             loaded = engine.get(self.model, self.precision, lambda fraction, message: self._set("loading", message))
+            if loaded.compiled is not None:  # a short chat's step, if set-up saved it: the first one is fast
+                self._set("warming", f"loading the saved decode step of {self.model} at {loaded.precision}")
+                loaded.compiled.load_saved(MIN_BUCKET)
             self._set("warming", f"first run of {self.model} at {loaded.precision}")
             options = options_from({"model": self.model, "precision": self.precision, "max_new_tokens": 2})
             run(GenerationRequest(options, text="Hello"), engine)

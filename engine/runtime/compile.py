@@ -24,6 +24,7 @@ import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -119,6 +120,34 @@ class CompiledDecode:
             self._started.add(step_id)
         self._compile(step_id)
 
+    def load_saved(self, tokens: int, choice: AttentionChoice = DENSE, batch: int = 1) -> bool:
+        """Load the step for `batch` sequences of `tokens` here and now if an earlier process saved it
+        (`python -m engine prepare` does): a few seconds, so a warm-up leaves the first request on the
+        compiled path. False where none is saved or it does not load: the first request to need the
+        step starts its compile in the background, as ever."""
+        step_id = (step_key(bucket_for(tokens), choice), step_rows(batch, self.capacity))
+        saved = next((v for v in step_variants(next(self.model.parameters()).device) if v.saved), None)
+        with self._lock:
+            if not self.enabled or saved is None or saved.name in self.failed_variants or step_id in self._started:
+                return step_id in self._steps
+            self._started.add(step_id)
+        try:
+            function = saved_steps.load(self._saved_file(step_id, saved))
+            step = self._compile_step(step_id, saved, function) if function is not None else None
+        except Exception as exc:  # as a failed compile: the background one tries the next variants
+            log.warning("the saved decode step did not run (%s: %s)", type(exc).__name__, exc)
+            step = None
+        if step is None:
+            with self._lock:
+                self._started.discard(step_id)
+            return False
+        with self._lock:
+            self._steps[step_id] = step
+            self.compile_seconds[step_id] = step.compile_s
+        log.info("loaded the saved %s decode step for %d x %d tokens in %.1f s", choice.mode, step_id[1],
+                 step_id[0][0], step.compile_s)  # fmt: skip
+        return True
+
     def _compile(self, step_id: StepId) -> None:
         model = self.model
         # One compile thread: no pool of worker processes (each resident, and each taking a core from
@@ -154,7 +183,8 @@ class CompiledDecode:
         log.warning("%s failed for this model (%s: %s); %s", variant.name, type(exc).__name__,
                     str(exc).splitlines()[0] if str(exc) else "", variant.instead)  # fmt: skip
 
-    def _compile_step(self, step_id: StepId, variant: StepVariant) -> CompiledStep:
+    def _compile_step(self, step_id: StepId, variant: StepVariant, saved: Any = None) -> CompiledStep:
+        """The step compiled as `variant` says (`saved`: as loaded from its file), run on a scratch cache."""
         (bucket, choice), rows = step_id
         model = self.model
         start = time.perf_counter()
@@ -166,7 +196,10 @@ class CompiledDecode:
             token = torch.zeros((rows, 1), dtype=torch.long, device=device)
             scratch.prefill(0)  # allocates the cache's tensors
             model(input_ids=token[:1], position_ids=token[:1], past_key_values=scratch, use_cache=True)
-            compiled, loaded = self._compiled_function(step_id, variant, token, scratch)
+            if saved is None:
+                compiled, loaded = self._compiled_function(step_id, variant, token, scratch)
+            else:
+                compiled, loaded = saved_steps.guarded(saved, decode_step), True
 
             def run(tokens: torch.Tensor, positions: torch.Tensor, cache: RowCache) -> torch.Tensor:
                 cache.decode(positions, cache.length)
@@ -190,10 +223,7 @@ class CompiledDecode:
             (bucket, choice), rows = step_id
             own = _own_copy(decode_step, f"decode_step_{bucket}_{choice.mode}_{rows}_{next(_step_ids)}")
             return torch.compile(own, dynamic=False, fullgraph=True, mode=variant.mode, options=options), False
-        path = saved_steps.step_file(
-            self.identity,
-            f"{step_id!r} capacity={self.capacity} {variant.name} {variant.mode} {sorted(variant.inductor.items())}",
-        )
+        path = self._saved_file(step_id, variant)
         if (step := saved_steps.load(path)) is not None:
             return saved_steps.guarded(step, decode_step), True
         compiler = torch.compile(decode_step, dynamic=False, fullgraph=True, mode=variant.mode, options=options)
@@ -203,6 +233,10 @@ class CompiledDecode:
         step = compiler.aot_compile(((self.model, token, positions, scratch, step_id[0][1], True), {}))  # type: ignore[attr-defined]
         saved_steps.save(step, path)
         return saved_steps.guarded(step, decode_step), False
+
+    def _saved_file(self, step_id: StepId, variant: StepVariant) -> Path:
+        how = f"{step_id!r} capacity={self.capacity} {variant.name} {variant.mode} {sorted(variant.inductor.items())}"
+        return saved_steps.step_file(self.identity, how)
 
 
 @dataclass(frozen=True)

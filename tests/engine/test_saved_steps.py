@@ -12,7 +12,7 @@ import sys
 import torch
 from test_engine import ask
 
-from engine import Engine, run
+from engine import Engine, WarmUp, run
 from engine.attention.choice import DENSE
 from engine.runtime import saved_steps
 from engine.runtime.kv_cache import RowCache
@@ -22,7 +22,7 @@ from engine.runtime.step import bucket_for, decode_step, step_key
 _LATER_PROCESS = """
 import json, sys, torch
 from test_engine import ask
-from engine import Engine, run
+from engine import Engine, WarmUp, run
 from engine.attention.choice import DENSE
 from engine.runtime.step import bucket_for, step_key
 engine = Engine(budget_mb=10_000, device=torch.device("cpu"))
@@ -93,3 +93,15 @@ def test_a_saved_step_whose_guards_fail_decodes_eagerly_instead_of_raising(tiny_
     assert "guards fail" in caplog.text
     torch.testing.assert_close(after, eager)
     torch.testing.assert_close(before, eager, atol=1e-4, rtol=1e-4)
+
+
+def test_a_warm_up_loads_the_saved_step_so_the_first_request_decodes_compiled(tiny_env, studio_env):
+    Engine(budget_mb=10_000, device=torch.device("cpu")).get("tiny-llama", "fp32").compiled.compile_now(64)
+    studio_env("STUDIO_COMPILE_DECODE", "1")  # as the app runs (the tests compile only when they ask)
+    engine = Engine(budget_mb=10_000, device=torch.device("cpu"))  # as the app after set-up
+    assert WarmUp("tiny-llama", "fp32", engine).run().phase == "ready"
+    first = run(ask("tiny-llama", precision="fp32", max_new_tokens=12), engine)
+    assert first.metrics.decode_path == "compiled"
+    compiled = engine.get("tiny-llama", "fp32").compiled
+    assert not compiled.load_saved(64, batch=8)  # never saved: nothing is compiled here (a request starts it)
+    assert compiled.compiling() == 0
