@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             print(settings_table(settings()))
             return 0
         if args.command == "prepare":
-            state = WarmUp(args.model, args.precision).run(wait_for_compiles=True)
+            state = WarmUp(args.model, args.precision).run(compile_here=True)
             print(f"{'ready' if state.phase == 'ready' else 'error'}: {state.message} ({state.seconds:.1f} s)")
             return 0 if state.phase == "ready" else 2
         return _run(args, tasks)

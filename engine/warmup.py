@@ -57,9 +57,10 @@ class WarmUp:
     def start(self) -> None:
         threading.Thread(target=self.run, name=f"warm-{self.model}", daemon=True).start()
 
-    def run(self, wait_for_compiles: bool = False) -> WarmState:
-        """`wait_for_compiles` (set-up): also wait for the decode step its request started compiling,
-        so that it is in the compiler's cache on disk when the app starts."""
+    def run(self, compile_here: bool = False) -> WarmState:
+        """`compile_here` (set-up): compile the short requests' decode step in this thread (or load it,
+        if saved before) rather than in the background, which gives way at every Python call (a cold
+        compile took twice as long there); it is saved for the app to load."""
         self._started = time.perf_counter()
         engine = self._engine or default_engine()
         try:
@@ -69,15 +70,16 @@ class WarmUp:
             # gradio_client gives 5 s.
             supported_precisions(engine.device)
             loaded = engine.get(self.model, self.precision, lambda fraction, message: self._set("loading", message))
-            if loaded.compiled is not None:  # a short chat's step, if set-up saved it: the first one is fast
+            compiled = loaded.compiled
+            if compiled is not None and compiled.enabled and compile_here:
+                self._set("warming", f"compiling the decode step of {self.model} at {loaded.precision}")
+                compiled.compile_now(MIN_BUCKET)
+            elif compiled is not None:  # a short chat's step, if set-up saved it: the first one is fast
                 self._set("warming", f"loading the saved decode step of {self.model} at {loaded.precision}")
-                loaded.compiled.load_saved(MIN_BUCKET)
+                compiled.load_saved(MIN_BUCKET)
             self._set("warming", f"first run of {self.model} at {loaded.precision}")
             options = options_from({"model": self.model, "precision": self.precision, "max_new_tokens": 2})
             run(GenerationRequest(options, text="Hello"), engine)
-            while wait_for_compiles and loaded.compiled is not None and loaded.compiled.compiling():
-                self._set("warming", f"compiling the decode step of {self.model} at {loaded.precision}")
-                time.sleep(0.5)
             self._set("ready", f"{self.model} at {loaded.precision} is loaded and warm")
         except Exception as exc:  # a boundary: a failed warm-up is reported, and requests still try for themselves
             reason = str(exc) if isinstance(exc, StudioError) else f"{type(exc).__name__}: {exc}"
