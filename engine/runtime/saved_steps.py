@@ -84,7 +84,9 @@ def load(path: Path) -> Any | None:
     if not path.exists():
         return None
     try:
-        with path.open("rb") as handle:
+        # torch rebuilds the guards from the example inputs saved with the step: read in inference mode
+        # they are inference tensors, as when traced (and as every step's inputs are: engine.runtime.batching)
+        with path.open("rb") as handle, torch.inference_mode():
             return torch.compiler.load_compiled_function(handle)
     except Exception as exc:  # a file from another torch, or cut short: compiling anew replaces it
         log.warning("the saved decode step %s does not load (%s: %s); compiling it anew", path.name,

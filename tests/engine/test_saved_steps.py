@@ -46,6 +46,7 @@ def test_a_step_compiled_here_is_loaded_by_the_next_process_and_decodes_the_eage
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", _LATER_PROCESS], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "guards fail" not in done.stderr  # the loaded step ran, not the eager fallback
     later = json.loads(done.stdout.strip().splitlines()[-1])
     assert later == {"loaded": True, "path": "compiled", "tokens": list(eager.token_ids)}
 
@@ -95,13 +96,13 @@ def test_a_saved_step_whose_guards_fail_decodes_eagerly_instead_of_raising(tiny_
     torch.testing.assert_close(before, eager, atol=1e-4, rtol=1e-4)
 
 
-def test_a_warm_up_loads_the_saved_step_so_the_first_request_decodes_compiled(tiny_env, studio_env):
+def test_a_warm_up_loads_the_saved_step_so_the_first_request_decodes_compiled(tiny_env, studio_env, caplog):
     Engine(budget_mb=10_000, device=torch.device("cpu")).get("tiny-llama", "fp32").compiled.compile_now(64)
     studio_env("STUDIO_COMPILE_DECODE", "1")  # as the app runs (the tests compile only when they ask)
     engine = Engine(budget_mb=10_000, device=torch.device("cpu"))  # as the app after set-up
     assert WarmUp("tiny-llama", "fp32", engine).run().phase == "ready"
     first = run(ask("tiny-llama", precision="fp32", max_new_tokens=12), engine)
-    assert first.metrics.decode_path == "compiled"
+    assert first.metrics.decode_path == "compiled" and "guards fail" not in caplog.text
     compiled = engine.get("tiny-llama", "fp32").compiled
     assert not compiled.load_saved(64, batch=8)  # never saved: nothing is compiled here (a request starts it)
     assert compiled.compiling() == 0
