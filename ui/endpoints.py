@@ -4,6 +4,7 @@ typed and documented from engine.OPTIONS), and the one boundary where our errors
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -117,15 +118,24 @@ def events(request: GenerationRequest, progress: gr.Progress) -> Iterator:
         yield from stream_request(request, progress=reporter(progress))
 
 
+# The text so far goes to the page at most this often (the first token at once): each update is
+# rendered, diffed and sent by Python holding the GIL the decode loop needs, and at ~50 tokens/s the
+# page gains nothing from one per token.
+STREAM_INTERVAL_S = 0.1
+
+
 def task_endpoint(task: Task) -> Callable[..., Iterator]:
     """The task's endpoint: yields (its output as rendered so far, the metrics JSON once the result is in)."""
 
     def run(values: dict[str, Any], request: GenerationRequest, progress: gr.Progress) -> Iterator[tuple]:
         texts: dict[str, str] = {}
+        shown = 0.0  # when the page was last sent the text so far
         for event in events(request, progress):
             if isinstance(event, Chunk):
                 texts[event.run] = texts.get(event.run, "") + event.text
-                yield task.render(values, texts, None), None
+                if time.monotonic() - shown >= STREAM_INTERVAL_S:
+                    shown = time.monotonic()
+                    yield task.render(values, texts, None), None
             else:
                 yield task.render(values, texts, event), to_payload(event)
 
