@@ -70,13 +70,15 @@ class WarmUp:
             # gradio_client gives 5 s.
             supported_precisions(engine.device)
             loaded = engine.get(self.model, self.precision, lambda fraction, message: self._set("loading", message))
+            # On the engine thread, as every forward: torch keeps a team of OpenMP threads per thread
+            # that ran a parallel region, and more teams than cores slow every step (README)
             compiled = loaded.compiled
             if compiled is not None and compiled.enabled and compile_here:
                 self._set("warming", f"compiling the decode step of {self.model} at {loaded.precision}")
-                compiled.compile_now(MIN_BUCKET)
+                engine.runner.call(lambda _: compiled.compile_now(MIN_BUCKET))
             elif compiled is not None:  # a short chat's step, if set-up saved it: the first one is fast
                 self._set("warming", f"loading the saved decode step of {self.model} at {loaded.precision}")
-                compiled.load_saved(MIN_BUCKET)
+                engine.runner.call(lambda _: compiled.load_saved(MIN_BUCKET))
             self._set("warming", f"first run of {self.model} at {loaded.precision}")
             options = options_from({"model": self.model, "precision": self.precision, "max_new_tokens": 2})
             run(GenerationRequest(options, text="Hello"), engine)

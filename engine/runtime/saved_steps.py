@@ -13,7 +13,6 @@ kernels they were built from: clearing that cache clears them too.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import os
@@ -39,7 +38,6 @@ def portable_guards(entries: Sequence[Any]) -> list[bool]:
     return [a and b for a, b in zip(portable, not_modules, strict=True)]
 
 
-@functools.cache
 def _engine_digest() -> str:
     """The engine's sources, as one hash: a step traced by other code is another step."""
     digest = hashlib.sha256()
@@ -49,13 +47,17 @@ def _engine_digest() -> str:
     return digest.hexdigest()
 
 
+# Read as the engine is imported (~5 ms): the code this process runs, even if the files change later
+_ENGINE_DIGEST = _engine_digest()
+
+
 def step_file(model: str, step: str) -> Path:
     """Where the step described by `model` and `step` (each a string holding everything it names)
     is kept."""
     # the compiled kernels are built for this many threads, and the step guards on it
     machine = f"{torch.backends.cpu.get_cpu_capability()} threads={torch.get_num_threads()}"
     versions = f"{torch.__version__} {transformers.__version__} {machine}"
-    key = "\n".join((_engine_digest(), versions, model, step))
+    key = "\n".join((_ENGINE_DIGEST, versions, model, step))
     return Path(cache_dir()) / "studio-steps" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.step"
 
 
