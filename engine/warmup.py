@@ -73,14 +73,19 @@ class WarmUp:
             # On the engine thread, as every forward: torch keeps a team of OpenMP threads per thread
             # that ran a parallel region, and more teams than cores slow every step (README)
             compiled = loaded.compiled
+            ready = False
             if compiled is not None and compiled.enabled and compile_here:
                 self._set("warming", f"compiling the decode step of {self.model} at {loaded.precision}")
                 engine.runner.call(lambda _: compiled.compile_now(MIN_BUCKET))
             elif compiled is not None:  # a short chat's step, if set-up saved it: the first one is fast
                 self._set("warming", f"loading the saved decode step of {self.model} at {loaded.precision}")
-                engine.runner.call(lambda _: compiled.load_saved(MIN_BUCKET))
+                ready = engine.runner.call(lambda _: compiled.load_saved(MIN_BUCKET))
             self._set("warming", f"first run of {self.model} at {loaded.precision}")
-            options = options_from({"model": self.model, "precision": self.precision, "max_new_tokens": 2})
+            # Two tokens take a decode step, which starts the step's compile where none was loaded;
+            # where one was, one token (prefill only): a decode step beside a visitor's first request
+            # would make a batch of two, whose step would then compile in the background for minutes.
+            new_tokens = 1 if ready else 2
+            options = options_from({"model": self.model, "precision": self.precision, "max_new_tokens": new_tokens})
             run(GenerationRequest(options, text="Hello"), engine)
             self._set("ready", f"{self.model} at {loaded.precision} is loaded and warm")
         except Exception as exc:  # a boundary: a failed warm-up is reported, and requests still try for themselves
