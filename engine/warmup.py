@@ -1,7 +1,7 @@
 """Warm a model before anyone asks: load it (the embedded one converts on first use), load the decode
 step that set-up saved for short requests, and run one tiny request, which starts compiling that step
 in the background where none was saved (engine.runtime.compile). The app starts one at launch and
-shows its state; `python -m engine prepare` runs it in the foreground and waits for the compile (the
+shows its state; `python -m engine prepare` runs it in the foreground and compiles that step there (the
 set-up command does, so the first request after set-up pays neither conversion nor compile)."""
 
 from __future__ import annotations

@@ -156,6 +156,18 @@ def fresh_settings():
     settings.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def default_dtype_kept():
+    """transformers sets torch's default dtype process-wide while it builds a model: a test (or a
+    thread it started) that leaves another one behind changes the tensors of every later test, and
+    the global state every later compiled step is traced under."""
+    before = torch.get_default_dtype()
+    yield
+    if (after := torch.get_default_dtype()) != before:
+        torch.set_default_dtype(before)
+        pytest.fail(f"torch's default dtype was left at {after} (it was {before})")
+
+
 @pytest.fixture
 def studio_env(monkeypatch):
     """Set a STUDIO_* variable for this test and re-read the settings."""

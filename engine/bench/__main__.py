@@ -17,12 +17,7 @@ from engine.api.frontends import add_option_flags
 from engine.attention.choice import SparseSettings
 from engine.bench import __doc__ as _package_doc
 from engine.bench.auto import auto_choice
-from engine.bench.decode import (
-    DECODE_COLUMNS,
-    decode_table,
-    memory_bandwidth,
-    plot_decode,
-)
+from engine.bench.decode import DECODE_COLUMNS, decode_table, plot_decode
 from engine.bench.examples import example_answers, example_lines
 from engine.bench.experiments import EXPERIMENT_COLUMNS, plot_experiments, run_experiments
 from engine.bench.precision import PRECISION_COLUMNS, precision_table
@@ -34,6 +29,7 @@ from engine.experiments.frontier import QUICK_LENGTHS as FRONTIER_QUICK_LENGTHS
 from engine.experiments.sweep import QUICK_LENGTHS, SWEEP_COLUMNS, Progress, SweepConfig, sweep
 from engine.models.registry import DEFAULT_MODEL
 from engine.platform.errors import StudioError
+from engine.platform.measure import memory_bandwidth
 
 
 def _parser() -> argparse.ArgumentParser:

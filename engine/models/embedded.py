@@ -24,7 +24,8 @@ BLOCKS = "gguf-blocks.safetensors"
 _FORMAT_VERSION = 2  # bump when the cache layout changes (2: the blocks file)
 # transformers builds a model with torch's default dtype set to the model's, process-wide, and puts
 # back the one it found: two threads building at once can put back each other's (float tensors made
-# later came out bf16). Every model is built under this lock.
+# later came out bf16). Every model is built, and every decode step compiled (which saves and puts
+# back the default dtype too: engine.runtime.compile), under this lock.
 BUILDING = threading.Lock()
 
 

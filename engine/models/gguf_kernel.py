@@ -51,6 +51,7 @@ def load_kernel() -> None:
             f"failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); choose int4-wo or fp32."
         ) from exc
     torch.library.register_fake("studio::gguf_mm", _shape)
+    torch.library.register_fake("studio::gguf_mm_group", _group_shape)
     log.info("gguf_mm kernel loaded (%s, %s)", capability, build)
 
 
@@ -58,6 +59,17 @@ def _shape(
     x: torch.Tensor, q: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None, kind: int, int8_activations: bool
 ) -> torch.Tensor:
     return x.new_empty(x.shape[0], q.shape[0])
+
+
+def _group_shape(
+    x: torch.Tensor,
+    q: list[torch.Tensor],
+    d: list[torch.Tensor],
+    m: list[torch.Tensor | None],
+    kind: int,
+    int8_activations: bool,
+) -> torch.Tensor:
+    return x.new_empty(x.shape[0], sum(each.shape[0] for each in q))
 
 
 def gguf_mm(

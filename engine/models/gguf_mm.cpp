@@ -90,7 +90,7 @@ inline __m256i nibbles(const uint8_t* block) {
 // move their sign onto x, as ggml does. Floats: the weights widened to fp32 once per block.
 template <int64_t kind, int64_t ROWS_N>
 void output_row(const float* x, const Activations& a, const uint8_t* row, const at::Half* d, const at::Half* m,
-                float* y, int64_t N) {
+                float* y, int64_t y_stride) {
   const int64_t K = a.K, blocks = K / BLOCK;
   __m256 acc[ROWS_N];
   float offset[ROWS_N];
@@ -140,13 +140,13 @@ void output_row(const float* x, const Activations& a, const uint8_t* row, const 
       acc[r] = _mm256_fmadd_ps(scale8, dot, acc[r]);
     }
   }
-  for (int64_t r = 0; r < ROWS_N; ++r) y[r * N] = sum8(acc[r]) + offset[r];
+  for (int64_t r = 0; r < ROWS_N; ++r) y[r * y_stride] = sum8(acc[r]) + offset[r];
 }
 #else
 // Portable path (a CPU without AVX2/FMA/F16C): the same arithmetic, one weight at a time.
 template <int64_t kind, int64_t ROWS_N>
 void output_row(const float* x, const Activations& a, const uint8_t* row, const at::Half* d, const at::Half* m,
-                float* y, int64_t N) {
+                float* y, int64_t y_stride) {
   const int64_t K = a.K, blocks = K / BLOCK;
   const bool int8 = !a.qx.empty();
   for (int64_t r = 0; r < ROWS_N; ++r) {
@@ -168,7 +168,7 @@ void output_row(const float* x, const Activations& a, const uint8_t* row, const 
       const float minimum = kind == Q4_1 ? static_cast<float>(m[b]) : kind == Q4_0 ? -8.0f * scale : 0.0f;
       total += (int8 ? scale * a.dx[r * blocks + b] : scale) * dot + minimum * a.sums[r * blocks + b];
     }
-    y[r * N] = total;
+    y[r * y_stride] = total;
   }
 }
 #endif
@@ -177,7 +177,7 @@ void output_row(const float* x, const Activations& a, const uint8_t* row, const 
 // so that each row's accumulator stays in a register.
 template <int64_t kind>
 void output_range(const float* x, const Activations& a, int64_t rows, const uint8_t* q, int64_t q_stride,
-                  const at::Half* d, const at::Half* m, float* y, int64_t N, int64_t begin, int64_t end) {
+                  const at::Half* d, const at::Half* m, float* y, int64_t y_stride, int64_t begin, int64_t end) {
   const int64_t blocks = a.K / BLOCK;
   for (int64_t n = begin; n < end; ++n) {
     const uint8_t* row = q + n * q_stride;
@@ -186,7 +186,7 @@ void output_range(const float* x, const Activations& a, int64_t rows, const uint
     switch (rows) {
 #define STUDIO_ROWS(R) \
   case R:              \
-    output_row<kind, R>(x, a, row, dn, mn, y + n, N); \
+    output_row<kind, R>(x, a, row, dn, mn, y + n, y_stride); \
     break;
       STUDIO_ROWS(1) STUDIO_ROWS(2) STUDIO_ROWS(3) STUDIO_ROWS(4)
       STUDIO_ROWS(5) STUDIO_ROWS(6) STUDIO_ROWS(7) STUDIO_ROWS(8)
@@ -195,42 +195,78 @@ void output_range(const float* x, const Activations& a, int64_t rows, const uint
   }
 }
 
-at::Tensor gguf_mm(const at::Tensor& x, const at::Tensor& q, const at::Tensor& d, const c10::optional<at::Tensor>& m,
-                   int64_t kind, bool int8_activations) {
+// x [W_1; W_2; ...]^T: the products of x with matrices of one format side by side, (M, N_1 + N_2 + ...),
+// as if they were one matrix (a layer's q, k and v projections; its gate and up). x is prepared once
+// and one parallel loop covers all the outputs, where a small matrix alone leaves a core idle for
+// part of its call (the compiled step groups them: engine.models.gguf_group).
+at::Tensor gguf_mm_group(const at::Tensor& x, at::TensorList qs, at::TensorList ds,
+                         const c10::List<c10::optional<at::Tensor>>& ms, int64_t kind, bool int8_activations) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat, "gguf_mm: x must be (M, K) fp32");
   TORCH_CHECK(kind == Q4_0 || kind == Q4_1 || kind == Q8_0, "gguf_mm: unknown block kind ", kind);
-  TORCH_CHECK(d.scalar_type() == at::kHalf && d.dim() == 2, "gguf_mm: d must be (N, K / 32) fp16");
-  TORCH_CHECK(kind != Q4_1 || (m.has_value() && m->sizes() == d.sizes() && m->scalar_type() == at::kHalf),
-              "gguf_mm: Q4_1 needs m shaped like d");
-  const int64_t M = x.size(0), K = x.size(1), N = q.size(0);
-  TORCH_CHECK(K % BLOCK == 0 && d.size(0) == N && d.size(1) == K / BLOCK, "gguf_mm: shapes do not match");
-  TORCH_CHECK(q.size(1) == (kind == Q8_0 ? K : K / 2), "gguf_mm: q has the wrong width for its kind");
-  const at::Tensor xc = x.contiguous(), qc = q.contiguous(), dc = d.contiguous();
-  const at::Tensor mc = kind == Q4_1 ? m->contiguous() : dc;
-  at::Tensor y = at::empty({M, N}, x.options());
-  const auto* qp = qc.const_data_ptr<uint8_t>();
-  const auto* dp = dc.const_data_ptr<at::Half>();
-  const auto* mp = mc.const_data_ptr<at::Half>();
-  const int64_t q_stride = qc.size(1);
+  TORCH_CHECK(!qs.empty() && ds.size() == qs.size() && ms.size() == qs.size(), "gguf_mm: one q, d and m a matrix");
+  const int64_t M = x.size(0), K = x.size(1);
+  TORCH_CHECK(K % BLOCK == 0, "gguf_mm: K must be a multiple of 32");
+  struct Matrix {
+    at::Tensor q, d, m;
+    int64_t first;  // its first output column
+  };
+  std::vector<Matrix> matrices;
+  int64_t total = 0;
+  for (size_t i = 0; i < qs.size(); ++i) {
+    const at::Tensor &q = qs[i], &d = ds[i];
+    const c10::optional<at::Tensor> m = ms.get(i);
+    const int64_t N = q.size(0);
+    TORCH_CHECK(d.scalar_type() == at::kHalf && d.dim() == 2, "gguf_mm: d must be (N, K / 32) fp16");
+    TORCH_CHECK(kind != Q4_1 || (m.has_value() && m->sizes() == d.sizes() && m->scalar_type() == at::kHalf),
+                "gguf_mm: Q4_1 needs m shaped like d");
+    TORCH_CHECK(d.size(0) == N && d.size(1) == K / BLOCK, "gguf_mm: shapes do not match");
+    TORCH_CHECK(q.size(1) == (kind == Q8_0 ? K : K / 2), "gguf_mm: q has the wrong width for its kind");
+    const at::Tensor dc = d.contiguous();
+    matrices.push_back({q.contiguous(), dc, kind == Q4_1 ? m->contiguous() : dc, total});
+    total += N;
+  }
+  const at::Tensor xc = x.contiguous();
+  at::Tensor y = at::empty({M, total}, x.options());
   for (int64_t first = 0; first < M; first += ROWS) {  // weights are read once per ROWS rows
     const int64_t rows = std::min(ROWS, M - first);
     const float* xp = xc.const_data_ptr<float>() + first * K;
     const Activations a(xp, rows, K, int8_activations);
-    float* yp = y.data_ptr<float>() + first * N;
-    at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
-      if (kind == Q8_0)
-        output_range<Q8_0>(xp, a, rows, qp, q_stride, dp, mp, yp, N, begin, end);
-      else if (kind == Q4_1)
-        output_range<Q4_1>(xp, a, rows, qp, q_stride, dp, mp, yp, N, begin, end);
-      else
-        output_range<Q4_0>(xp, a, rows, qp, q_stride, dp, mp, yp, N, begin, end);
+    at::parallel_for(0, total, 16, [&](int64_t begin, int64_t end) {
+      for (const Matrix& w : matrices) {
+        const int64_t N = w.q.size(0);
+        const int64_t lo = std::max(begin, w.first) - w.first, hi = std::min(end, w.first + N) - w.first;
+        if (lo >= hi) continue;
+        const auto* qp = w.q.const_data_ptr<uint8_t>();
+        const auto* dp = w.d.const_data_ptr<at::Half>();
+        const auto* mp = w.m.const_data_ptr<at::Half>();
+        float* yp = y.data_ptr<float>() + first * total + w.first;  // rows of y are `total` apart
+        const int64_t stride = w.q.size(1);
+        if (kind == Q8_0)
+          output_range<Q8_0>(xp, a, rows, qp, stride, dp, mp, yp, total, lo, hi);
+        else if (kind == Q4_1)
+          output_range<Q4_1>(xp, a, rows, qp, stride, dp, mp, yp, total, lo, hi);
+        else
+          output_range<Q4_0>(xp, a, rows, qp, stride, dp, mp, yp, total, lo, hi);
+      }
     });
   }
   return y;
 }
 
+at::Tensor gguf_mm(const at::Tensor& x, const at::Tensor& q, const at::Tensor& d, const c10::optional<at::Tensor>& m,
+                   int64_t kind, bool int8_activations) {
+  return gguf_mm_group(x, {q}, {d}, c10::List<c10::optional<at::Tensor>>({m}), kind, int8_activations);
+}
+
 }  // namespace
 
-TORCH_LIBRARY(studio, library) { library.def("gguf_mm(Tensor x, Tensor q, Tensor d, Tensor? m, int kind, bool int8_activations) -> Tensor"); }
+TORCH_LIBRARY(studio, library) {
+  library.def("gguf_mm(Tensor x, Tensor q, Tensor d, Tensor? m, int kind, bool int8_activations) -> Tensor");
+  library.def(
+      "gguf_mm_group(Tensor x, Tensor[] q, Tensor[] d, Tensor?[] m, int kind, bool int8_activations) -> Tensor");
+}
 
-TORCH_LIBRARY_IMPL(studio, CPU, library) { library.impl("gguf_mm", &gguf_mm); }
+TORCH_LIBRARY_IMPL(studio, CPU, library) {
+  library.impl("gguf_mm", &gguf_mm);
+  library.impl("gguf_mm_group", &gguf_mm_group);
+}

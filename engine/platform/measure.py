@@ -111,3 +111,25 @@ class OtherWork:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> dict[str, float]:
+    """This machine's memory bandwidth as PyTorch reaches it (STREAM-like, all threads): reading a
+    buffer far larger than the caches (a sum), and copying it (read + write), best of `repeats`."""
+    buffer = torch.ones(megabytes * 2**20 // 4)
+    rates: dict[str, float] = {}
+    ops: tuple[tuple[str, Callable[[torch.Tensor], torch.Tensor], int], ...] = (
+        ("read", torch.sum, 1),
+        ("copy", torch.clone, 2),
+    )
+    for name, op, traffic in ops:
+        op(buffer)  # first touch
+        best = min(_seconds(op, buffer) for _ in range(repeats))
+        rates[f"{name}_gb_per_s"] = traffic * buffer.numel() * 4 / best / 1e9
+    return rates
+
+
+def _seconds(op: Callable[[torch.Tensor], torch.Tensor], buffer: torch.Tensor) -> float:
+    start = time.perf_counter()
+    op(buffer)
+    return time.perf_counter() - start

@@ -15,6 +15,7 @@ jumped from ~150 ms to 350-400 ms).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -127,12 +128,19 @@ class Background:
     def start(self, work: Callable[[], None], name: str) -> None:
         threading.Thread(target=self._run, args=(work,), name=name, daemon=True).start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the background threads and wait (up to `timeout`) for them to end."""
+    def stop(self, timeout: float = 10.0, end_compilers: bool = False) -> None:
+        """Stop the background threads and wait (up to `timeout`) for them to end. `end_compilers` (the
+        process's end): the process's compilers end too, or a thread waiting on the C++ compiler (a
+        minute or two for a step's wrapper) would wait for it."""
         self._stop.set()
+        for process in _compiler_processes() if end_compilers else []:
+            with contextlib.suppress(psutil.Error):  # it ended meanwhile
+                process.kill()
         deadline = time.monotonic() + timeout
         for thread in list(self._threads):
             thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("%s is still running after %.0f s; exiting now may abort", thread.name, timeout)
 
     def _run(self, work: Callable[[], None]) -> None:
         _lower_priority()

@@ -32,6 +32,9 @@ import torch._inductor.config as inductor_config
 from transformers import PreTrainedModel
 
 from engine.attention.choice import DENSE, AttentionChoice
+from engine.models.embedded import BUILDING
+from engine.models.gguf_group import GROUP_BLOCK_MATMULS
+from engine.models.packed import BlockLinear
 from engine.platform.fallbacks import CUDA_GRAPHS, FALLBACKS
 from engine.runtime import saved_steps
 from engine.runtime.background import Background
@@ -132,8 +135,7 @@ class CompiledDecode:
                 return step_id in self._steps
             self._started.add(step_id)
         try:
-            function = saved_steps.load(self._saved_file(step_id, saved))
-            step = self._compile_step(step_id, saved, function) if function is not None else None
+            step = self._compile_step(step_id, saved, load_only=True)
         except Exception as exc:  # as a failed compile: the background one tries the next variants
             log.warning("the saved decode step did not run (%s: %s)", type(exc).__name__, exc)
             step = None
@@ -141,11 +143,7 @@ class CompiledDecode:
             with self._lock:
                 self._started.discard(step_id)
             return False
-        with self._lock:
-            self._steps[step_id] = step
-            self.compile_seconds[step_id] = step.compile_s
-        log.info("loaded the saved %s decode step for %d x %d tokens in %.1f s", choice.mode, step_id[1],
-                 step_id[0][0], step.compile_s)  # fmt: skip
+        self._keep(step_id, step)
         return True
 
     def _compile(self, step_id: StepId) -> None:
@@ -157,6 +155,7 @@ class CompiledDecode:
         for variant in variants:
             try:
                 step = self._compile_step(step_id, variant)
+                assert step is not None  # not load_only: compiled if not loaded
             except Exception as exc:  # any compiler failure: the next variant, else this step stays eager
                 if variant is not variants[-1]:
                     self._variant_failed(variant, exc)
@@ -166,12 +165,15 @@ class CompiledDecode:
                 log.warning("%s decode step for %d x %d tokens not compiled (%s); decoding eagerly",
                             step_id[0][1].mode, step_id[1], step_id[0][0], self.failures[step_id])  # fmt: skip
                 return
-            with self._lock:
-                self._steps[step_id] = step
-                self.compile_seconds[step_id] = step.compile_s
-            log.info("%s the %s decode step for %d x %d tokens in %.1f s", "loaded" if step.loaded else "compiled",
-                     step_id[0][1].mode, step_id[1], step_id[0][0], step.compile_s)  # fmt: skip
+            self._keep(step_id, step)
             return
+
+    def _keep(self, step_id: StepId, step: CompiledStep) -> None:
+        with self._lock:
+            self._steps[step_id] = step
+            self.compile_seconds[step_id] = step.compile_s
+        log.info("%s the %s decode step for %d x %d tokens in %.1f s", "loaded" if step.loaded else "compiled",
+                 step_id[0][1].mode, step_id[1], step_id[0][0], step.compile_s)  # fmt: skip
 
     def _variant_failed(self, variant: StepVariant, exc: Exception) -> None:
         """A variant that failed is not tried again: for every model (an untested GPU path, recorded
@@ -183,8 +185,8 @@ class CompiledDecode:
         log.warning("%s failed for this model (%s: %s); %s", variant.name, type(exc).__name__,
                     str(exc).splitlines()[0] if str(exc) else "", variant.instead)  # fmt: skip
 
-    def _compile_step(self, step_id: StepId, variant: StepVariant, saved: Any = None) -> CompiledStep:
-        """The step compiled as `variant` says (`saved`: as loaded from its file), run on a scratch cache."""
+    def _compile_step(self, step_id: StepId, variant: StepVariant, load_only: bool = False) -> CompiledStep | None:
+        """The step compiled as `variant` says, run on a scratch cache; `load_only`: only if saved (else None)."""
         (bucket, choice), rows = step_id
         model = self.model
         start = time.perf_counter()
@@ -192,14 +194,16 @@ class CompiledDecode:
         # A scratch cache of the batches' shape: the step serves any cache of that shape, and
         # the batches' own caches are in use meanwhile.
         scratch = RowCache(model.config.num_hidden_layers, self.capacity, bucket, pages=keeps_pages(choice))
-        with torch.inference_mode():  # as the batches' steps run: the compiler guards on it (inputs too)
+        # BUILDING: the compiler saves torch's process-wide default dtype as it starts and puts it back
+        # as it ends, as a model's build does around its own: overlapping, they left bf16 behind
+        # (seen: a load beside a background compile), and a step traced under it fails its guards.
+        with BUILDING, torch.inference_mode():  # as the batches' steps run: the compiler guards on it (inputs too)
             token = torch.zeros((rows, 1), dtype=torch.long, device=device)
             scratch.prefill(0)  # allocates the cache's tensors
             model(input_ids=token[:1], position_ids=token[:1], past_key_values=scratch, use_cache=True)
-            if saved is None:
-                compiled, loaded = self._compiled_function(step_id, variant, token, scratch)
-            else:
-                compiled, loaded = saved_steps.guarded(saved, decode_step), True
+            compiled, loaded = self._compiled_function(step_id, variant, token, scratch, load_only)
+            if compiled is None:
+                return None
 
             def run(tokens: torch.Tensor, positions: torch.Tensor, cache: RowCache) -> torch.Tensor:
                 cache.decode(positions, cache.length)
@@ -210,29 +214,36 @@ class CompiledDecode:
         return CompiledStep(run, rows, compile_s=time.perf_counter() - start, loaded=loaded)
 
     def _compiled_function(
-        self, step_id: StepId, variant: StepVariant, token: torch.Tensor, scratch: RowCache
-    ) -> tuple[Callable[..., torch.Tensor], bool]:
-        """decode_step compiled as `variant` says, and whether it was loaded from disk. Ahead of time
-        (`variant.saved`), it is traced on the scratch cache and saved; otherwise on its first call."""
+        self, step_id: StepId, variant: StepVariant, token: torch.Tensor, scratch: RowCache, load_only: bool
+    ) -> tuple[Callable[..., torch.Tensor] | None, bool]:
+        """decode_step compiled as `variant` says, and whether it was loaded from disk (`load_only`: None
+        where none is saved). Ahead of time (`variant.saved`), it is traced on the scratch cache and
+        saved; otherwise on its first call."""
         # No guards on the model's modules: a step only ever runs this model, whose modules and
         # weights never change after loading; checking ~900 of them cost ~2 ms a step (profile:
         # README). The guards on the step's inputs (tokens, positions, cache) stay.
         guards = saved_steps.portable_guards if variant.saved else torch.compiler.skip_guard_on_all_nn_modules_unsafe
         options: dict[str, Any] = {"guard_filter_fn": guards, **variant.inductor}
+        if any(isinstance(module, BlockLinear) for module in self.model.modules()):
+            options["post_grad_custom_pre_pass"] = GROUP_BLOCK_MATMULS  # the gguf precisions
         if not variant.saved:
             (bucket, choice), rows = step_id
             own = _own_copy(decode_step, f"decode_step_{bucket}_{choice.mode}_{rows}_{next(_step_ids)}")
             return torch.compile(own, dynamic=False, fullgraph=True, mode=variant.mode, options=options), False
         path = self._saved_file(step_id, variant)
-        if (step := saved_steps.load(path)) is not None:
-            return saved_steps.guarded(step, decode_step), True
-        compiler = torch.compile(decode_step, dynamic=False, fullgraph=True, mode=variant.mode, options=options)
         positions = torch.ones((token.shape[0],), dtype=torch.long, device=token.device)
         scratch.decode(positions, scratch.length)
-        # torch.compile is typed as returning the function; what it returns has aot_compile (torch >= 2.10)
-        step = compiler.aot_compile(((self.model, token, positions, scratch, step_id[0][1], True), {}))  # type: ignore[attr-defined]
-        saved_steps.save(step, path)
-        return saved_steps.guarded(step, decode_step), False
+        inputs = (self.model, token, positions, scratch, step_id[0][1], True)
+        step = saved_steps.load(path, inputs)
+        loaded = step is not None
+        if step is None and load_only:
+            return None, False
+        if step is None:
+            compiler = torch.compile(decode_step, dynamic=False, fullgraph=True, mode=variant.mode, options=options)
+            # torch.compile is typed as returning the function; what it returns has aot_compile (torch >= 2.10)
+            step = compiler.aot_compile((inputs, {}))  # type: ignore[attr-defined]
+            saved_steps.save(step, path)
+        return saved_steps.guarded(step, decode_step), loaded
 
     def _saved_file(self, step_id: StepId, variant: StepVariant) -> Path:
         how = f"{step_id!r} capacity={self.capacity} {variant.name} {variant.mode} {sorted(variant.inductor.items())}"

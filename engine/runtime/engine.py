@@ -82,6 +82,9 @@ _default_lock = threading.Lock()
 _runners: weakref.WeakSet[Runner] = weakref.WeakSet()  # to stop at exit (a running thread keeps its runner)
 _exit_lock = threading.Lock()
 _exit_watch: threading.Thread | None = None
+# How long exit waits for an engine thread's current step (a model's load, a decode step) and for the
+# background compiles to end: a load of the embedded model took ~20 s on a busy 2-core machine
+EXIT_WAIT_S = 120.0
 
 
 def default_engine() -> Engine:
@@ -109,6 +112,6 @@ def _stop_when_main_ends() -> None:
     an active exception", seen here), nor compiling while inductor shuts its compile workers down.
     Every runner still alive is stopped, whether or not its engine still is."""
     threading.main_thread().join()
+    background.PROCESS.stop(EXIT_WAIT_S, end_compilers=True)  # first: no compile of any thread waits on a compiler
     for runner in list(_runners):
-        runner.stop()
-    background.PROCESS.stop()
+        runner.stop(EXIT_WAIT_S)

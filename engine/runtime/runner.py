@@ -107,6 +107,8 @@ class Runner:
             self._cond.notify()
         if thread is not None:
             thread.join(timeout)
+            if thread.is_alive():
+                log.warning("the engine thread is still inside a step after %.0f s; exiting now may abort", timeout)
 
     def _follow(self, work: Work) -> Iterator:
         self._submit(work)

@@ -7,8 +7,8 @@ model's weights are inputs of the step, not part of it. So it serves the same mo
 precision loaded again, and its file is named by everything the step depends on: the model (name,
 source, precision, configuration), the step (cache length, attention choice, rows, cache capacity),
 how it was compiled, and what traced it (the engine's own sources, torch's and transformers'
-versions, the CPU's instruction set and torch's thread count). Saved steps live in the compiler's cache directory, beside the
-kernels they were built from: clearing that cache clears them too.
+versions, the CPU's instruction set and torch's thread count). Saved steps live in the compiler's
+cache directory, beside the kernels they were built from: clearing that cache clears them too.
 """
 
 from __future__ import annotations
@@ -73,28 +73,39 @@ def guarded(step: Any, eager: Callable[..., Any]) -> Callable[..., Any]:
         if step.guard_check(*args):
             return step(*args)
         if not warned:
-            log.warning("a saved decode step's guards fail (torch's thread count changed?); decoding eagerly")
+            log.warning("a saved decode step's guards fail (%s); decoding eagerly", _failed_guard(step, args))
             warned = True
         return eager(*args)
 
     return run
 
 
-def load(path: Path) -> Any | None:
-    """The step saved at `path`, or None when there is none or it no longer loads (then it is removed
-    and compiled anew)."""
+def _failed_guard(step: Any, args: Sequence[Any]) -> str:
+    """The guard that failed, as torch words it (its private API: the public one says only no)."""
+    failed = step._artifacts.guard_manager.check_verbose(step.prepare_f_locals(*args))
+    return "; ".join(failed.verbose_code_parts)[:300]
+
+
+def load(path: Path, inputs: Sequence[Any]) -> Any | None:
+    """The step saved at `path`, or None when there is none, it no longer loads, or its guards fail
+    on `inputs` (example inputs of the step, made in inference mode): then it is removed and
+    compiled anew. A step traced under another global state (a default dtype another thread had set
+    for a moment, say) would otherwise fail its guards on every call of every later process."""
     if not path.exists():
         return None
     try:
         # torch rebuilds the guards from the example inputs saved with the step: read in inference mode
         # they are inference tensors, as when traced (and as every step's inputs are: engine.runtime.batching)
         with path.open("rb") as handle, torch.inference_mode():
-            return torch.compiler.load_compiled_function(handle)
+            step: Any = torch.compiler.load_compiled_function(handle)  # an AOTCompiledFunction
+            reason = None if step.guard_check(*inputs) else f"its guards fail here: {_failed_guard(step, inputs)}"
     except Exception as exc:  # a file from another torch, or cut short: compiling anew replaces it
-        log.warning("the saved decode step %s does not load (%s: %s); compiling it anew", path.name,
-                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")  # fmt: skip
-        path.unlink(missing_ok=True)
-        return None
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    if reason is None:
+        return step
+    log.warning("the saved decode step %s does not serve (%s); compiling it anew", path.name, reason)
+    path.unlink(missing_ok=True)
+    return None
 
 
 def save(step: Any, path: Path) -> None:

@@ -11,6 +11,7 @@ from engine.attention.blocked import MaskShape, blocked_attention, build_plan
 from engine.attention.choice import SparseSettings
 from engine.attention.flex import flex_block_mask, flex_sparse_attention
 from engine.attention.patterns import PATTERNS, explicit_mask
+from engine.models.embedded import BUILDING
 
 
 def reference(q, k, v, allowed, bias=None):
@@ -193,7 +194,8 @@ def test_flex_and_blocked_kernels_agree_inside_a_model(studio_env, pattern):
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=128, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024)  # fmt: skip
-    model = LlamaForCausalLM._from_config(config, attn_implementation="studio").eval()
+    with BUILDING:  # as every build: transformers sets torch's default dtype for the process meanwhile
+        model = LlamaForCausalLM._from_config(config, attn_implementation="studio").eval()
     ids = torch.randint(0, 128, (1, 600))
     settings = SparseSettings(window=32, sinks=4, pattern=pattern, budget=64)
 

@@ -268,7 +268,7 @@ def test_the_apps_examples_are_answered_at_each_precision(tiny_env):
 
 
 def test_memory_bandwidth_is_measured():
-    from engine.bench.decode import memory_bandwidth
+    from engine.platform.measure import memory_bandwidth
 
     rates = memory_bandwidth(megabytes=64, repeats=2)
     assert set(rates) == {"read_gb_per_s", "copy_gb_per_s"} and all(0.1 < v < 10_000 for v in rates.values())

@@ -34,6 +34,7 @@ from engine import (
 from engine.api.options import OPTION_BY_NAME
 from engine.api.report import metrics_line
 from engine.attention.choice import AttentionChoice
+from engine.models.embedded import BUILDING
 
 GENERATORS = ("tiny-llama", "tiny-marian", "tiny-bart", "tiny-t5")
 CPU_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "nf4", "fp4", "int8-wo", "int4-wo")
@@ -266,8 +267,11 @@ def test_the_choice_travels_as_the_forward_argument_and_none_is_dense():
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256)  # fmt: skip
-    studio = LlamaForCausalLM._from_config(config, attn_implementation="studio").eval()
-    sdpa = LlamaForCausalLM._from_config(copy.deepcopy(config), attn_implementation="sdpa").eval()  # sets its config's
+    with BUILDING:  # as every build: transformers sets torch's default dtype for the process meanwhile
+        studio = LlamaForCausalLM._from_config(config, attn_implementation="studio").eval()
+        sdpa = LlamaForCausalLM._from_config(
+            copy.deepcopy(config), attn_implementation="sdpa"
+        ).eval()  # sets its config's
     sdpa.load_state_dict(studio.state_dict())
     ids = torch.randint(0, 64, (1, 100))
     stats = AttentionStats()
@@ -403,7 +407,7 @@ def test_decode_compiles_in_the_background_and_gives_the_same_tokens(cache, prec
     request = ask("tiny-llama", text=text, max_new_tokens=12, precision=precision, attention=attention, window=16)
     compiled_decode = cache.get("tiny-llama", precision).compiled
     compiled_decode.enabled = True  # the suite runs with STUDIO_COMPILE_DECODE=0
-    monkeypatch.setattr("engine.runtime.saved_steps.load", lambda path: None)  # compiled, not loaded as saved
+    monkeypatch.setattr("engine.runtime.saved_steps.load", lambda path, inputs: None)  # compiled, not loaded as saved
     eager = run(request, cache)
     assert eager.metrics.decode_path == "eager"
     with cache.in_flight.serving():  # another request in flight: the compiler gives way

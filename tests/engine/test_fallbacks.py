@@ -78,7 +78,7 @@ def test_a_failing_cpp_wrapper_compiles_the_models_steps_with_pythons(cache, mon
         return compile_for_real(fn, **kwargs)
 
     monkeypatch.setattr("engine.runtime.compile.torch.compile", no_cpp_wrapper)
-    monkeypatch.setattr("engine.runtime.saved_steps.load", lambda path: None)  # none saved by an earlier test
+    monkeypatch.setattr("engine.runtime.saved_steps.load", lambda path, inputs: None)  # none saved by an earlier test
     loaded.compiled.compile_now(64)
     assert asked == [True, True, False] and not loaded.compiled.failures  # saved, C++ in-process, Python
     assert loaded.compiled.failed_variants == {SAVED.name, CPP_WRAPPER.name}

@@ -9,8 +9,11 @@ import pytest
 import torch
 from gguf import GGMLQuantizationType, quants
 from torch import nn
+from torch._inductor.utils import run_and_get_code
 
 from engine.models.gguf_blocks import BLOCK, FORMATS, Blocks, decode, load_blocks, save_blocks
+from engine.models.gguf_group import GROUP_BLOCK_MATMULS
+from engine.models.gguf_kernel import KINDS
 from engine.models.packed import (
     PREFILL_ROWS,
     BlockEmbedding,
@@ -115,6 +118,54 @@ def test_a_bias_is_added_and_the_input_dtype_kept():
     out = layer(x)
     assert out.dtype == torch.float64
     torch.testing.assert_close(out.float(), x.float() @ blocks.dequantize().T + bias, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", FORMATS)
+@pytest.mark.parametrize("rows", [1, 11])
+def test_matrices_that_share_their_input_multiply_in_one_call_as_apart(kind, rows):
+    """studio::gguf_mm_group: the matrices' products side by side, each bit for bit as its own call
+    gives it, whatever their sizes (a layer's q, k and v differ)."""
+    layers = [BlockLinear(decode(kind, _raw(kind, _weights(seed)[:n]), COLUMNS), None, int8) for seed, n, int8 in
+              ((7, ROWS, True), (8, 16, True), (9, 3, True))]  # fmt: skip
+    x = torch.randn(rows, COLUMNS, dtype=torch.float32)
+    grouped = torch.ops.studio.gguf_mm_group(
+        x,
+        [layer.q for layer in layers],
+        [layer.d for layer in layers],
+        [layer.m for layer in layers],
+        KINDS[kind],
+        True,
+    )
+    assert torch.equal(grouped, torch.cat([layer(x) for layer in layers], dim=-1))
+
+
+class _Projections(nn.Module):
+    """A layer's q, k and v (one input), and a matrix of another input."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v, self.other = (
+            BlockLinear(decode("Q4_1", _raw("Q4_1", _weights(seed)), COLUMNS), None, int8_activations=True)
+            for seed in (10, 11, 12, 13)
+        )
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.q(x) * self.k(x) + self.v(x) + self.other(y)
+
+
+# one sequence's step; a batch's, whose slices are strided; a bf16 model's, whose layers cast x each
+@pytest.mark.parametrize(("rows", "dtype"), [(1, torch.float32), (3, torch.float32), (1, torch.bfloat16)])
+def test_a_compiled_step_groups_the_matmuls_of_one_input(rows, dtype):
+    module = _Projections()
+    x, y = torch.randn(rows, COLUMNS, dtype=dtype), torch.randn(rows, COLUMNS, dtype=dtype)
+    options = {"post_grad_custom_pre_pass": GROUP_BLOCK_MATMULS, "fx_graph_cache": False}
+    out, code = run_and_get_code(torch.compile(module, fullgraph=True, options=options), x, y)
+    calls = "".join(code)
+    assert calls.count("studio.gguf_mm_group.default(") == 1 and calls.count("studio.gguf_mm.default(") == 1
+    eager = module(x, y)
+    # bf16: the compiled step rounds q * k + v + other once, eager after each op
+    tolerance = 1e-6 if dtype == torch.float32 else 0.02 * float(eager.abs().max())
+    torch.testing.assert_close(out, eager, rtol=0, atol=tolerance)
 
 
 def test_an_embedding_reads_its_rows_exactly():

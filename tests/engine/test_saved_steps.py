@@ -46,7 +46,7 @@ def test_a_step_compiled_here_is_loaded_by_the_next_process_and_decodes_the_eage
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", _LATER_PROCESS], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "guards fail" not in done.stderr  # the loaded step ran, not the eager fallback
+    assert "decoding eagerly" not in done.stderr  # the loaded step ran, not the eager fallback
     later = json.loads(done.stdout.strip().splitlines()[-1])
     assert later == {"loaded": True, "path": "compiled", "tokens": list(eager.token_ids)}
 
@@ -54,10 +54,33 @@ def test_a_step_compiled_here_is_loaded_by_the_next_process_and_decodes_the_eage
 def test_a_saved_step_that_does_not_load_is_removed(tmp_path, caplog):
     broken = tmp_path / "cut-short.step"
     broken.write_bytes(b"\x80\x04 not a whole step")
-    assert saved_steps.load(broken) is None
+    assert saved_steps.load(broken, ()) is None
     assert not broken.exists()  # compiling anew writes it again
-    assert "does not load" in caplog.text
-    assert saved_steps.load(tmp_path / "never-saved.step") is None
+    assert "does not serve" in caplog.text
+    assert saved_steps.load(tmp_path / "never-saved.step", ()) is None
+
+
+def _double(x: torch.Tensor) -> torch.Tensor:
+    return x * 2
+
+
+def test_a_saved_step_whose_guards_fail_here_is_removed(tmp_path, caplog):
+    """A step traced under another global state (here torch's thread count) would fail its guards on
+    every call: loading it says which guard fails and removes it, so that it is compiled anew."""
+    threads, path = torch.get_num_threads(), tmp_path / "other-state.step"
+    with torch.inference_mode():
+        x = torch.ones(4)
+    compiler = torch.compile(_double, fullgraph=True, options={"guard_filter_fn": saved_steps.portable_guards})
+    torch.set_num_threads(1 if threads > 1 else 2)
+    try:
+        with torch.inference_mode():  # as every step is traced (engine.runtime.compile)
+            saved_steps.save(compiler.aot_compile(((x,), {})), path)
+        assert saved_steps.load(path, (x,)) is not None  # where it was traced, it serves
+    finally:
+        torch.set_num_threads(threads)
+    assert saved_steps.load(path, (x,)) is None
+    assert not path.exists()
+    assert "its guards fail here: GLOBAL_STATE" in caplog.text
 
 
 def test_a_steps_file_is_named_by_the_model_and_the_step():
@@ -91,7 +114,7 @@ def test_a_saved_step_whose_guards_fail_decodes_eagerly_instead_of_raising(tiny_
             torch.set_num_threads(threads)
         cache.decode(position, cache.length)
         eager = decode_step(model, token, position, cache, DENSE)
-    assert "guards fail" in caplog.text
+    assert "guards fail" in caplog.text and "decoding eagerly" in caplog.text
     torch.testing.assert_close(after, eager)
     torch.testing.assert_close(before, eager, atol=1e-4, rtol=1e-4)
 
@@ -102,7 +125,7 @@ def test_a_warm_up_loads_the_saved_step_so_the_first_request_decodes_compiled(ti
     engine = Engine(budget_mb=10_000, device=torch.device("cpu"))  # as the app after set-up
     assert WarmUp("tiny-llama", "fp32", engine).run().phase == "ready"
     first = run(ask("tiny-llama", precision="fp32", max_new_tokens=12), engine)
-    assert first.metrics.decode_path == "compiled" and "guards fail" not in caplog.text
+    assert first.metrics.decode_path == "compiled" and "decoding eagerly" not in caplog.text
     compiled = engine.get("tiny-llama", "fp32").compiled
     assert not compiled.load_saved(64, batch=8)  # never saved: nothing is compiled here (a request starts it)
     assert compiled.compiling() == 0
