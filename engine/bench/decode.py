@@ -3,8 +3,8 @@ llama.cpp on the same GGUF in the same run when `llama_cpp` is importable (an op
 
 Decode on these CPUs is bound by the weight bytes read per token, so each row also gives the
 achieved bandwidth: footprint x tokens/s. Each precision also gets what `auto` is chosen from: its
-quality cost against the first precision (fp32), teacher-forced on that one's answer, and its
-prefill speed on a long input.
+quality cost against the first precision (fp32), teacher-forced on QUALITY_TOKENS tokens of real
+prose (llama.cpp's row on the same tokens), and its prefill speed on a long input.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -26,7 +25,7 @@ import torch
 from engine.api.options import RunOptions
 from engine.api.request import GenerationRequest, Message
 from engine.api.results import Quality, Result
-from engine.experiments.compare import Scorer, teacher_forced_quality
+from engine.attention.choice import DENSE
 from engine.experiments.figures import figure_panels
 from engine.experiments.statistics import distribution_quality
 from engine.experiments.sweep import corpus_ids
@@ -55,7 +54,7 @@ class DecodeRow:
     compile_cold_s: float | None = None  # compiling the step in a fresh process, empty compiler cache
     compile_warm_s: float | None = None  # the same in another fresh process, the compiler cache on disk warm
     vs_llama_cpp: float | None = None  # decode tokens/s over llama.cpp's in this run
-    kl_vs_reference: float | None = None  # mean KL(reference || this) per token of the reference's answer
+    kl_vs_reference: float | None = None  # mean KL(reference || this) per token of the quality text
     top1_vs_reference: float | None = None  # share of those positions where both pick the same token
     long_prefill_tokens_per_s: float | None = None  # a LONG_INPUT-token prompt (prefill is always eager)
 
@@ -66,6 +65,7 @@ DECODE_COLUMNS = [
     "long_prefill_tokens_per_s",
 ]  # fmt: skip
 LONG_INPUT = 2048
+QUALITY_TOKENS = 512  # positions scored: at ~95% top-1 agreement, one position is 0.2 points
 
 
 def measured(value: T | None) -> T:
@@ -104,7 +104,24 @@ def _long_prefill_rate(loaded: LoadedModel, engine: Engine, model: str, precisio
     return measured(result.metrics.input_tokens) / (measured(result.metrics.prefill_ms) / 1000)
 
 
-Reference = tuple[Scorer, Result]  # the first precision's prompt and answer, which every row is scored on
+@dataclass(frozen=True)
+class Reference:
+    """What every row is scored against: the first precision's next-token log-probabilities at each
+    position of `ids` (real prose), teacher-forced."""
+
+    ids: list[int]
+    logprobs: torch.Tensor  # (len(ids) - 1, vocab): row i predicts ids[i + 1]
+
+    def quality(self, logprobs: torch.Tensor) -> Quality:
+        vocab = min(logprobs.shape[-1], self.logprobs.shape[-1])  # tables may be padded differently
+        targets = torch.tensor(self.ids[1:])
+        return distribution_quality(self.logprobs[:, :vocab], logprobs[:, :vocab], targets)
+
+
+def prose_logprobs(engine: Engine, loaded: LoadedModel, ids: list[int]) -> torch.Tensor:
+    """Teacher-forced on `ids`, on the engine's thread: row i is the model's next-token distribution
+    after ids[: i + 1]."""
+    return engine.runner.call(lambda _: teacher_forced_logprobs(loaded, torch.tensor([ids[:1]]), ids[1:], DENSE).cpu())
 
 
 def studio_rows(
@@ -123,10 +140,11 @@ def studio_rows(
         compiled = loaded.compiled
         compiled.enabled = False  # eager first: no background compile may run during these timings
         result, rate, prefill = _median_run(request, engine, repeats)
-        reference = reference or (Scorer.of(loaded, request), result)
-        scored = (reference[0], Scorer.of(loaded, request), reference[1], result)
-        quality, why = engine.runner.call(partial(_quality, scored))  # on the engine thread
-        assert quality is not None, why  # one model's tokenizer, and the reference generated tokens
+        if reference is None:
+            length = min(QUALITY_TOKENS, measured(loaded.spec.context_length) - 1) + 1  # tiny test models: short
+            ids = corpus_ids(loaded.tokenizer, length)[0].tolist()
+            reference = Reference(ids, prose_logprobs(engine, loaded, ids))
+        quality = reference.quality(prose_logprobs(engine, loaded, reference.ids))
         first = len(rows)
         rows.append(_row(precision, "eager", result, rate, prefill))
         if PRECISION_BY_NAME[precision].compiles:
@@ -234,18 +252,12 @@ def llama_cpp_row(model: str, new_tokens: int, repeats: int, reference: Referenc
 
 def llama_cpp_quality(llm: Any, reference: Reference) -> Quality:
     """llama.cpp's own kernels (it multiplies with its activations quantized to 8 bits) scored against
-    the reference: the same prompt and answer ids evaluated in one pass, each answer position's
-    distribution against the reference's, as teacher_forced_quality does for the studio's rows."""
-    scorer, answer = reference
-    prompt = scorer.prompt[0].tolist()
-    tokens = prompt + answer.token_ids[:-1]
+    the reference: the same ids evaluated in one pass, each position's distribution against the
+    reference's, as the studio's rows are scored."""
     llm.reset()
-    llm.eval(tokens)
-    logits = torch.from_numpy(llm.scores[len(prompt) - 1 : len(tokens)].copy())  # row i predicts answer token i
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    reference_logp = teacher_forced_logprobs(scorer.loaded, scorer.prompt, answer.token_ids, scorer.choice)
-    vocab = min(logp.shape[-1], reference_logp.shape[-1])
-    return distribution_quality(reference_logp[:, :vocab], logp[:, :vocab], torch.tensor(answer.token_ids))
+    llm.eval(reference.ids[:-1])
+    logits = torch.from_numpy(llm.scores[: len(reference.ids) - 1].copy())  # row i predicts ids[i + 1]
+    return reference.quality(torch.log_softmax(logits.float(), dim=-1))
 
 
 def decode_table(
@@ -274,7 +286,3 @@ def plot_decode(rows: list[DecodeRow], path: Path) -> None:
         colors = ["C1" if r.engine != "studio" else "C0" for r in rows]
         axes.bar(labels, [r.decode_tokens_per_s for r in rows], color=colors)
         axes.set(ylabel="decode tokens/s", title=title)
-
-
-def _quality(scored: tuple[Scorer, Scorer, Result, Result], report: object) -> tuple[Quality | None, str]:
-    return teacher_forced_quality(*scored)

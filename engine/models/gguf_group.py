@@ -38,16 +38,16 @@ class GroupBlockMatmuls(CustomGraphPass):
         groups: dict[tuple[Any, ...], list[Node]] = {}
         for node in graph.nodes:
             if node.op == "call_function" and node.target is single:
-                x, _, _, _, kind, int8 = node.args
-                groups.setdefault((_activations(x), kind, int8), []).append(node)
-        for (_, kind, int8), nodes in groups.items():
+                x, _, _, _, kind, bits = node.args
+                groups.setdefault((_activations(x), kind, bits), []).append(node)
+        for (_, kind, bits), nodes in groups.items():
             if len(nodes) < 2:
                 continue
             first, widths = nodes[0], [node.meta["val"].shape[-1] for node in nodes]
             with graph.inserting_before(first):
                 weights = [[node.args[i] for node in nodes] for i in (1, 2, 3)]
                 grouped = graph.call_function(
-                    torch.ops.studio.gguf_mm_group.default, (first.args[0], *weights, kind, int8)
+                    torch.ops.studio.gguf_mm_group.default, (first.args[0], *weights, kind, bits)
                 )
                 grouped.meta["val"] = torch.cat([node.meta["val"] for node in nodes], dim=-1)
                 ends = list(itertools.accumulate(widths))

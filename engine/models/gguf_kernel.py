@@ -56,7 +56,7 @@ def load_kernel() -> None:
 
 
 def _shape(
-    x: torch.Tensor, q: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None, kind: int, int8_activations: bool
+    x: torch.Tensor, q: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None, kind: int, activation_bits: int
 ) -> torch.Tensor:
     return x.new_empty(x.shape[0], q.shape[0])
 
@@ -67,13 +67,13 @@ def _group_shape(
     d: list[torch.Tensor],
     m: list[torch.Tensor | None],
     kind: int,
-    int8_activations: bool,
+    activation_bits: int,
 ) -> torch.Tensor:
     return x.new_empty(x.shape[0], sum(each.shape[0] for each in q))
 
 
 def gguf_mm(
-    x: torch.Tensor, q: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None, kind: str, int8_activations: bool
+    x: torch.Tensor, q: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None, kind: str, activation_bits: int
 ) -> torch.Tensor:
     """(M, K) fp32 times the blocks' (N, K) matrix transposed: (M, N) fp32 (see gguf_mm.cpp)."""
-    return torch.ops.studio.gguf_mm(x, q, d, m, KINDS[kind], int8_activations)
+    return torch.ops.studio.gguf_mm(x, q, d, m, KINDS[kind], activation_bits)

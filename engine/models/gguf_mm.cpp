@@ -2,12 +2,14 @@
 //
 // Why a kernel of our own: PyTorch's packed-int4 CPU kernel runs at about 2 GB/s of weights on an
 // AVX2 machine (its vectorized path wants native bf16), a third of what decode needs to match
-// llama.cpp. This one keeps activations in fp32 and the weights' integers as they are:
+// llama.cpp. This one keeps the weights' integers as they are:
 //     Q4_0  w = d (q - 8)   Q4_1  w = d q + m   Q8_0  w = d q     (32 weights a block, fp16 d and m)
-// so a block's share of an output is d * sum(x q) + m * sum(x) (Q4_0: m = -8 d), exact up to the
-// order of fp32 additions; or, with int8_activations, the same of x rounded to int8 per block (as
-// llama.cpp multiplies). Weights are read once for up to ROWS rows of x; rows are sequences of a
-// decode batch (prefill, with many rows, dequantizes and calls the BLAS matmul in Python).
+// and rounds x per block of 32 to integers, so that a block's share of an output, d * sum(x q) +
+// m * sum(x) (Q4_0: m = -8 d), is an integer dot product: to int8 (activation_bits 8, as llama.cpp
+// multiplies) or int16 (16: 256 times finer, fp32's results to ~1e-5, at about int8's speed; fp32
+// activations took 1.3-1.5x as long on this AVX2 CPU). Weights are read once for up to ROWS rows of
+// x; rows are sequences of a decode batch (prefill, with many rows, dequantizes and calls the BLAS
+// matmul in Python).
 //
 // q: Q4_x (N, K / 2) uint8, per block 16 bytes whose low nibbles are weights 0..15 and high ones
 // 16..31 (ggml's layout); Q8_0 (N, K) int8. d, m: (N, K / 32) fp16.
@@ -33,35 +35,38 @@ constexpr int64_t BLOCK = 32;
 constexpr int64_t ROWS = 8;
 enum Kind : int64_t { Q4_0 = 0, Q4_1 = 1, Q8_0 = 2 };
 
-// What a row of x contributes to every output: its fp32 values, or (int8 activations) those values
-// rounded to int8 per block of 32 as llama.cpp does (ggml's Q8_0/Q8_1: scale dx = max|x| / 127), and
-// sum(x) per block for the 4-bit formats' m term (of the rounded x, as ggml's Q8_1 keeps it). So with
-// int8 activations the result is the matmul of the rounded x, whichever term. Prepared once per call.
+// What a row of x contributes to every output: its values rounded per block of 32 to int8 as
+// llama.cpp does (ggml's Q8_0/Q8_1: scale dx = max|x| / 127) or to int16 (dx = max|x| / 32767), and
+// sum(x) per block for the 4-bit formats' m term (of the rounded x, as ggml's Q8_1 keeps it): the
+// result is the matmul of the rounded x, whichever term. Prepared once per call.
 struct Activations {
   int64_t K = 0;
-  std::vector<float> sums;  // (rows, K / 32)
-  std::vector<int8_t> qx;   // (rows, K), empty: fp32 activations
-  std::vector<float> dx;    // (rows, K / 32)
+  int64_t bits = 8;
+  std::vector<int8_t> qx;     // (rows, K) when bits == 8
+  std::vector<int16_t> qx16;  // (rows, K) when bits == 16
+  std::vector<float> dx;      // (rows, K / 32)
+  std::vector<float> sums;    // (rows, K / 32)
 
-  Activations(const float* x, int64_t rows, int64_t K, bool int8) : K(K), sums(rows * (K / BLOCK)) {
-    if (int8) {
+  Activations(const float* x, int64_t rows, int64_t K, int64_t bits)
+      : K(K), bits(bits), dx(rows * (K / BLOCK)), sums(rows * (K / BLOCK)) {
+    if (bits == 8)
       qx.resize(rows * K);
-      dx.resize(rows * (K / BLOCK));
-    }
+    else
+      qx16.resize(rows * K);
+    const float top = bits == 8 ? 127.0f : 32767.0f;
     for (int64_t i = 0; i < rows * (K / BLOCK); ++i) {
       const float* block = x + i * BLOCK;
-      float total = 0.0f, largest = 0.0f;
-      for (int64_t j = 0; j < BLOCK; ++j) {
-        total += block[j];
-        largest = std::max(largest, std::fabs(block[j]));
-      }
-      sums[i] = total;
-      if (!int8) continue;
-      dx[i] = largest / 127.0f;
+      float largest = 0.0f;
+      for (int64_t j = 0; j < BLOCK; ++j) largest = std::max(largest, std::fabs(block[j]));
+      dx[i] = largest / top;
       int32_t rounded_total = 0;
       for (int64_t j = 0; j < BLOCK; ++j) {
-        qx[i * BLOCK + j] = largest > 0.0f ? static_cast<int8_t>(std::nearbyint(block[j] / dx[i])) : 0;
-        rounded_total += qx[i * BLOCK + j];
+        const int32_t v = largest > 0.0f ? static_cast<int32_t>(std::nearbyint(block[j] / dx[i])) : 0;
+        if (bits == 8)
+          qx[i * BLOCK + j] = static_cast<int8_t>(v);
+        else
+          qx16[i * BLOCK + j] = static_cast<int16_t>(v);
+        rounded_total += v;
       }
       sums[i] = dx[i] * static_cast<float>(rounded_total);  // the m term sees the rounded x too
     }
@@ -87,21 +92,42 @@ inline __m256i nibbles(const uint8_t* block) {
 
 // One weight row against ROWS rows of x. Integers: the weights' bytes once per block, then per row
 // maddubs (unsigned x signed bytes, pairs summed to int16) and madd (to int32); Q8_0's signed weights
-// move their sign onto x, as ggml does. Floats: the weights widened to fp32 once per block.
+// move their sign onto x, as ggml does. int16: the weights widened to int16 once per block, then per
+// row two madds.
 template <int64_t kind, int64_t ROWS_N>
-void output_row(const float* x, const Activations& a, const uint8_t* row, const at::Half* d, const at::Half* m,
+void output_row(const Activations& a, const uint8_t* row, const at::Half* d, const at::Half* m,
                 float* y, int64_t y_stride) {
   const int64_t K = a.K, blocks = K / BLOCK;
   __m256 acc[ROWS_N];
   float offset[ROWS_N];
   for (int64_t r = 0; r < ROWS_N; ++r) acc[r] = _mm256_setzero_ps(), offset[r] = 0.0f;
-  const bool int8 = !a.qx.empty();
+  const int64_t bits = a.bits;
   for (int64_t b = 0; b < blocks; ++b) {
     const float scale = half(d[b]);
     const float minimum = kind == Q4_1 ? half(m[b]) : kind == Q4_0 ? -8.0f * scale : 0.0f;
     if constexpr (kind != Q8_0)
       for (int64_t r = 0; r < ROWS_N; ++r) offset[r] += minimum * a.sums[r * blocks + b];
-    if (int8) {
+    if (bits == 16) {
+      // the block's 32 weights as two vectors of 16 int16, each multiplied by 16 int16 of x in pairs
+      __m256i w[2];
+      if constexpr (kind == Q8_0) {
+        const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + b * BLOCK));
+        w[0] = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(bytes));
+        w[1] = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(bytes, 1));
+      } else {
+        const __m256i bytes = nibbles(row + b * BLOCK / 2);
+        w[0] = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(bytes));
+        w[1] = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(bytes, 1));
+      }
+      for (int64_t r = 0; r < ROWS_N; ++r) {
+        const int16_t* xq = a.qx16.data() + r * K + b * BLOCK;
+        const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq));
+        const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 16));
+        // |w| <= 127 and |x| <= 32767: each int32 lane sums 4 products, below 2^24 (exact as fp32)
+        const __m256i sums = _mm256_add_epi32(_mm256_madd_epi16(w[0], x0), _mm256_madd_epi16(w[1], x1));
+        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(scale * a.dx[r * blocks + b]), _mm256_cvtepi32_ps(sums), acc[r]);
+      }
+    } else {
       __m256i w, sign;
       if constexpr (kind == Q8_0) {
         sign = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + b * BLOCK));
@@ -115,29 +141,6 @@ void output_row(const float* x, const Activations& a, const uint8_t* row, const 
         const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(w, xq), _mm256_set1_epi16(1));
         acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(scale * a.dx[r * blocks + b]), _mm256_cvtepi32_ps(sums), acc[r]);
       }
-      continue;
-    }
-    __m256 w[4];
-    if constexpr (kind == Q8_0) {
-      const int8_t* q = reinterpret_cast<const int8_t*>(row) + b * BLOCK;
-      for (int i = 0; i < 4; ++i)
-        w[i] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8 * i))));
-    } else {
-      const __m256i q = nibbles(row + b * BLOCK / 2);
-      const __m128i low = _mm256_castsi256_si128(q), high = _mm256_extracti128_si256(q, 1);
-      w[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(low));
-      w[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(low, 8)));
-      w[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(high));
-      w[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(high, 8)));
-    }
-    const __m256 scale8 = _mm256_set1_ps(scale);
-    for (int64_t r = 0; r < ROWS_N; ++r) {
-      const float* xb = x + r * K + b * BLOCK;
-      __m256 dot = _mm256_mul_ps(w[0], _mm256_loadu_ps(xb));
-      dot = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(xb + 8), dot);
-      dot = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(xb + 16), dot);
-      dot = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(xb + 24), dot);
-      acc[r] = _mm256_fmadd_ps(scale8, dot, acc[r]);
     }
   }
   for (int64_t r = 0; r < ROWS_N; ++r) y[r * y_stride] = sum8(acc[r]) + offset[r];
@@ -145,10 +148,9 @@ void output_row(const float* x, const Activations& a, const uint8_t* row, const 
 #else
 // Portable path (a CPU without AVX2/FMA/F16C): the same arithmetic, one weight at a time.
 template <int64_t kind, int64_t ROWS_N>
-void output_row(const float* x, const Activations& a, const uint8_t* row, const at::Half* d, const at::Half* m,
+void output_row(const Activations& a, const uint8_t* row, const at::Half* d, const at::Half* m,
                 float* y, int64_t y_stride) {
   const int64_t K = a.K, blocks = K / BLOCK;
-  const bool int8 = !a.qx.empty();
   for (int64_t r = 0; r < ROWS_N; ++r) {
     float total = 0.0f;
     for (int64_t b = 0; b < blocks; ++b) {
@@ -162,21 +164,21 @@ void output_row(const float* x, const Activations& a, const uint8_t* row, const 
           w = static_cast<float>(j < 16 ? byte & 0x0F : byte >> 4);
         }
         const int64_t i = r * K + b * BLOCK + j;
-        dot += w * (int8 ? static_cast<float>(a.qx[i]) : x[i]);
+        dot += w * static_cast<float>(a.bits == 8 ? a.qx[i] : a.qx16[i]);
       }
       const float scale = static_cast<float>(d[b]);
       const float minimum = kind == Q4_1 ? static_cast<float>(m[b]) : kind == Q4_0 ? -8.0f * scale : 0.0f;
-      total += (int8 ? scale * a.dx[r * blocks + b] : scale) * dot + minimum * a.sums[r * blocks + b];
+      total += scale * a.dx[r * blocks + b] * dot + minimum * a.sums[r * blocks + b];
     }
     y[r * y_stride] = total;
   }
 }
 #endif
 
-// Outputs [begin, end) for `rows` rows of x (at most ROWS), with the row count fixed at compile time
+// Outputs [begin, end) for `rows` rows of x (at most ROWS; `a` holds them), with the row count fixed at compile time
 // so that each row's accumulator stays in a register.
 template <int64_t kind>
-void output_range(const float* x, const Activations& a, int64_t rows, const uint8_t* q, int64_t q_stride,
+void output_range(const Activations& a, int64_t rows, const uint8_t* q, int64_t q_stride,
                   const at::Half* d, const at::Half* m, float* y, int64_t y_stride, int64_t begin, int64_t end) {
   const int64_t blocks = a.K / BLOCK;
   for (int64_t n = begin; n < end; ++n) {
@@ -186,7 +188,7 @@ void output_range(const float* x, const Activations& a, int64_t rows, const uint
     switch (rows) {
 #define STUDIO_ROWS(R) \
   case R:              \
-    output_row<kind, R>(x, a, row, dn, mn, y + n, y_stride); \
+    output_row<kind, R>(a, row, dn, mn, y + n, y_stride); \
     break;
       STUDIO_ROWS(1) STUDIO_ROWS(2) STUDIO_ROWS(3) STUDIO_ROWS(4)
       STUDIO_ROWS(5) STUDIO_ROWS(6) STUDIO_ROWS(7) STUDIO_ROWS(8)
@@ -200,9 +202,10 @@ void output_range(const float* x, const Activations& a, int64_t rows, const uint
 // and one parallel loop covers all the outputs, where a small matrix alone leaves a core idle for
 // part of its call (the compiled step groups them: engine.models.gguf_group).
 at::Tensor gguf_mm_group(const at::Tensor& x, at::TensorList qs, at::TensorList ds,
-                         const c10::List<c10::optional<at::Tensor>>& ms, int64_t kind, bool int8_activations) {
+                         const c10::List<c10::optional<at::Tensor>>& ms, int64_t kind, int64_t activation_bits) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat, "gguf_mm: x must be (M, K) fp32");
   TORCH_CHECK(kind == Q4_0 || kind == Q4_1 || kind == Q8_0, "gguf_mm: unknown block kind ", kind);
+  TORCH_CHECK(activation_bits == 8 || activation_bits == 16, "gguf_mm: activation_bits must be 8 or 16");
   TORCH_CHECK(!qs.empty() && ds.size() == qs.size() && ms.size() == qs.size(), "gguf_mm: one q, d and m a matrix");
   const int64_t M = x.size(0), K = x.size(1);
   TORCH_CHECK(K % BLOCK == 0, "gguf_mm: K must be a multiple of 32");
@@ -230,7 +233,7 @@ at::Tensor gguf_mm_group(const at::Tensor& x, at::TensorList qs, at::TensorList 
   for (int64_t first = 0; first < M; first += ROWS) {  // weights are read once per ROWS rows
     const int64_t rows = std::min(ROWS, M - first);
     const float* xp = xc.const_data_ptr<float>() + first * K;
-    const Activations a(xp, rows, K, int8_activations);
+    const Activations a(xp, rows, K, activation_bits);
     at::parallel_for(0, total, 16, [&](int64_t begin, int64_t end) {
       for (const Matrix& w : matrices) {
         const int64_t N = w.q.size(0);
@@ -242,11 +245,11 @@ at::Tensor gguf_mm_group(const at::Tensor& x, at::TensorList qs, at::TensorList 
         float* yp = y.data_ptr<float>() + first * total + w.first;  // rows of y are `total` apart
         const int64_t stride = w.q.size(1);
         if (kind == Q8_0)
-          output_range<Q8_0>(xp, a, rows, qp, stride, dp, mp, yp, total, lo, hi);
+          output_range<Q8_0>(a, rows, qp, stride, dp, mp, yp, total, lo, hi);
         else if (kind == Q4_1)
-          output_range<Q4_1>(xp, a, rows, qp, stride, dp, mp, yp, total, lo, hi);
+          output_range<Q4_1>(a, rows, qp, stride, dp, mp, yp, total, lo, hi);
         else
-          output_range<Q4_0>(xp, a, rows, qp, stride, dp, mp, yp, total, lo, hi);
+          output_range<Q4_0>(a, rows, qp, stride, dp, mp, yp, total, lo, hi);
       }
     });
   }
@@ -254,16 +257,16 @@ at::Tensor gguf_mm_group(const at::Tensor& x, at::TensorList qs, at::TensorList 
 }
 
 at::Tensor gguf_mm(const at::Tensor& x, const at::Tensor& q, const at::Tensor& d, const c10::optional<at::Tensor>& m,
-                   int64_t kind, bool int8_activations) {
-  return gguf_mm_group(x, {q}, {d}, c10::List<c10::optional<at::Tensor>>({m}), kind, int8_activations);
+                   int64_t kind, int64_t activation_bits) {
+  return gguf_mm_group(x, {q}, {d}, c10::List<c10::optional<at::Tensor>>({m}), kind, activation_bits);
 }
 
 }  // namespace
 
 TORCH_LIBRARY(studio, library) {
-  library.def("gguf_mm(Tensor x, Tensor q, Tensor d, Tensor? m, int kind, bool int8_activations) -> Tensor");
+  library.def("gguf_mm(Tensor x, Tensor q, Tensor d, Tensor? m, int kind, int activation_bits) -> Tensor");
   library.def(
-      "gguf_mm_group(Tensor x, Tensor[] q, Tensor[] d, Tensor?[] m, int kind, bool int8_activations) -> Tensor");
+      "gguf_mm_group(Tensor x, Tensor[] q, Tensor[] d, Tensor?[] m, int kind, int activation_bits) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(studio, CPU, library) {

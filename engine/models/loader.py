@@ -144,7 +144,7 @@ def load_model(
         model.to(device)
     quantize_after_load(model, precision, device)
     if precision in GGUF_ONLY:  # check_source: a GGUF source, whose cache holds its blocks
-        pack_gguf(model, load_blocks(Path(location) / BLOCKS), int8_activations=precision == "gguf-q8")
+        pack_gguf(model, load_blocks(Path(location) / BLOCKS), precision)
     model.eval()
     if getattr(tokenizer, "pad_token_id", None) is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -1,12 +1,12 @@
 """The `gguf` precisions: a GGUF model's weights as the file stores them (Q4_0, Q4_1, Q8_0 blocks of
 32 integers with fp16 scales), multiplied by our kernel (`studio::gguf_mm`, gguf_mm.cpp). The integers
-are never re-quantized; what differs between the two is the activations:
-    gguf      fp32 activations: each output is exact up to the order of fp32 additions
-    gguf-q8   activations rounded to int8 per block of 32, as llama.cpp multiplies (integer dot
-              products: about twice as fast on a CPU whose fp32 throughput is the limit)
+are never re-quantized; what differs between the two is how finely the activations are rounded, per
+block of 32, for integer dot products (ACTIVATION_BITS):
+    gguf      int16: fp32's results to ~1e-5 (KL against fp32 below 1e-5)
+    gguf-q8   int8, as llama.cpp multiplies (int16 for the Q8_0 output layer)
 Prefill's many rows make a matmul compute-bound: from PREFILL_ROWS rows on, a layer dequantizes its
 blocks (exactly: ggml's formula in fp32) and calls the BLAS matmul, as fp32 does, on the activations
-each precision multiplies (gguf-q8: rounded the same way), so a prompt and its answer are computed alike.
+rounded the same way, so a prompt and its answer are computed alike.
 
 The load proves the mapping (`pack_gguf`): each layer's blocks, dequantized by ggml's formula, equal
 the float weight transformers loaded from the same file. A layer whose tensor is in another GGUF
@@ -26,6 +26,14 @@ from engine.models.gguf_blocks import BLOCK, Blocks, dequantize_rows
 from engine.models.gguf_kernel import gguf_mm, load_kernel
 
 log = logging.getLogger(__name__)
+# Activation bits by precision and block format. int16 runs at about int8's speed (fp32 activations:
+# 1.3-1.5x as long). The Q8_0 layer of a llama.cpp file is the output layer, whose rounding goes
+# straight into the logits: gguf-q8 keeps int16 there (KL 0.0032 against int8's 0.0041, teacher-forced
+# on 512 tokens of prose; llama.cpp's own: 0.0040).
+ACTIVATION_BITS = {
+    "gguf": {"Q4_0": 16, "Q4_1": 16, "Q8_0": 16},
+    "gguf-q8": {"Q4_0": 8, "Q4_1": 8, "Q8_0": 16},
+}
 PREFILL_ROWS = 64  # from here a dequantized BLAS matmul (compute-bound) takes over; the kernel would read its weights 8 times (not tuned)
 
 
@@ -42,23 +50,24 @@ def unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
     return torch.cat([blocks & 0x0F, blocks >> 4], dim=-1).reshape(packed.shape[0], -1)
 
 
-def round_blocks(x: torch.Tensor) -> torch.Tensor:
-    """(M, K) rounded to int8 per block of 32 and back: each block by its scale max|x| / 127 (ggml's
-    Q8_0), what gguf-q8's kernel multiplies."""
+def round_blocks(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """(M, K) rounded to `bits`-bit integers per block of 32 and back: each block by its scale
+    max|x| / (2^(bits-1) - 1) (int8: ggml's Q8_0), what gguf-q8's kernel multiplies."""
     blocks = x.reshape(x.shape[0], -1, BLOCK)
-    scale = blocks.abs().amax(-1, keepdim=True) / 127
+    scale = blocks.abs().amax(-1, keepdim=True) / (2 ** (bits - 1) - 1)
     rounded = torch.where(scale > 0, torch.round(blocks / scale), 0.0) * scale
     return rounded.reshape(x.shape)
 
 
 class BlockLinear(nn.Module):
     """y = x W^T (+ bias), W held as the file's blocks: `q` (4-bit: packed two a byte; Q8_0: int8 as
-    bytes), `d` and `m` fp16 per 32 weights."""
+    bytes), `d` and `m` fp16 per 32 weights; activations rounded per block of 32 to `activation_bits`
+    (8 or 16) integers."""
 
-    def __init__(self, blocks: Blocks, bias: torch.Tensor | None, int8_activations: bool):
+    def __init__(self, blocks: Blocks, bias: torch.Tensor | None, activation_bits: int):
         super().__init__()
         load_kernel()
-        self.kind, self.int8_activations = blocks.kind, int8_activations
+        self.kind, self.activation_bits = blocks.kind, activation_bits
         self.out_features, self.in_features = blocks.shape
         q = blocks.q.view(torch.uint8) if blocks.kind == "Q8_0" else pack_nibbles(blocks.q)
         self.register_buffer("q", q.contiguous())
@@ -76,10 +85,10 @@ class BlockLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).float()
         if rows.shape[0] >= PREFILL_ROWS:
-            out = F.linear(round_blocks(rows) if self.int8_activations else rows, self.weight_fp32())
+            out = F.linear(round_blocks(rows, self.activation_bits), self.weight_fp32())
         else:
             m = self.m if isinstance(self.m, torch.Tensor) else None
-            out = gguf_mm(rows, self.q, self.d, m, self.kind, self.int8_activations)  # type: ignore[arg-type]
+            out = gguf_mm(rows, self.q, self.d, m, self.kind, self.activation_bits)  # type: ignore[arg-type]
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
@@ -102,9 +111,9 @@ class BlockEmbedding(nn.Module):
         return dequantize_rows(self.kind, q[ids], d[ids], m[ids] if isinstance(m, torch.Tensor) else None)
 
 
-def pack_gguf(model: Any, blocks: dict[str, Blocks], int8_activations: bool) -> int:
+def pack_gguf(model: Any, blocks: dict[str, Blocks], precision: str) -> int:
     """Replace the linear layers and embeddings whose GGUF tensors are in a block format (`blocks`,
-    by parameter name) by those blocks (`int8_activations`: gguf-q8); returns how many were replaced. Each layer's blocks must
+    by parameter name) by those blocks, multiplying activations as `precision` rounds them; returns how many were replaced. Each layer's blocks must
     dequantize to exactly the float weight it replaces, or the layer stays as it was (and says so)."""
     layers = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear | nn.Embedding)]
     # by the weight itself: a tied output layer (SmolLM2's) shares the embedding's tensor and its blocks
@@ -117,7 +126,7 @@ def pack_gguf(model: Any, blocks: dict[str, Blocks], int8_activations: bool) -> 
             log.warning("%s: the GGUF blocks do not match the loaded weight; it stays %s", name, module.weight.dtype)
             continue
         if isinstance(module, nn.Linear):
-            packed: nn.Module = BlockLinear(found, module.bias, int8_activations)
+            packed: nn.Module = BlockLinear(found, module.bias, ACTIVATION_BITS[precision][found.kind])
         else:
             packed = BlockEmbedding(found)
         parent, _, attribute = name.rpartition(".")

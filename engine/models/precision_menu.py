@@ -41,15 +41,15 @@ PRECISION_CHOICES: tuple[PrecisionChoice, ...] = (
     ),
     PrecisionChoice(
         "gguf",
-        "the GGUF file's own Q4_0/Q4_1/Q8_0 blocks, not re-quantized, fp32 activations (exact): the studio's "
-        "block kernel; models from a GGUF, on CPU",
+        "the GGUF file's own Q4_0/Q4_1/Q8_0 blocks, not re-quantized, activations rounded per 32 to int16 "
+        "(fp32's results to ~1e-5): the studio's block kernel; models from a GGUF, on CPU",
         weight_bits=5,  # 4 bits, and an fp16 scale and minimum per 32 weights
         gguf_only=True,
     ),
     PrecisionChoice(
         "gguf-q8",
-        "the GGUF file's own blocks, activations rounded to int8 per 32 as llama.cpp multiplies: the studio's "
-        "block kernel; models from a GGUF, on CPU",
+        "the GGUF file's own blocks, activations rounded per 32 to int8 as llama.cpp multiplies (int16 for the "
+        "Q8_0 output layer): the studio's block kernel; models from a GGUF, on CPU",
         weight_bits=5,
         gguf_only=True,
     ),
