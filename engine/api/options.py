@@ -20,7 +20,8 @@ from engine.models.registry import DEFAULT_MODEL
 from engine.platform.errors import AttentionConfigError, InputError, PrecisionError, StudioError
 
 ATTENTION_MODES: tuple[str, ...] = ("dense", "sparse", "compare")  # compare = dense (A) vs sparse (B)
-COMPARE_AXES: tuple[str, ...] = ("none", "attention", "precision", "model")
+COMPARE_AXES: tuple[str, ...] = ("none", "attention", "precision", "model", "speculation")
+SPECULATIONS: tuple[str, ...] = ("none", "prompt_lookup")
 Group = Literal["main", "advanced", "sampling", "compare"]
 
 
@@ -132,8 +133,9 @@ class RunOptions:
         choices=COMPARE_AXES,
     )  # fmt: skip
     compare_with: str = option(
-        "", "B's value of the compared setting: dense, sparse or a pattern; a precision; or a model name", "compare"
-    )
+        "", "B's value of the compared setting: dense, sparse or a pattern; a precision; a model name; or a speculation",
+        "compare",
+    )  # fmt: skip
     trials: int = option(
         0, "compare: timed A/B trial pairs after the warm-up (0: as many as fit about 20 s, at least 3)", "compare",
         minimum=0, maximum=50, step=1,
@@ -142,6 +144,16 @@ class RunOptions:
         SPARSE.budget, "sparse, content patterns (quest, block_topk): keys each decode step picks by content, beyond the sinks and "
         "the window; block_topk's prefill reads budget // 64 key blocks per block of 64 queries",
         minimum=16, maximum=32768, step=16, error=AttentionConfigError,
+    )  # fmt: skip
+    speculation: str = option(
+        "none", "guess tokens and check them all in one forward (the output stays the same; only the speed changes): "
+        "prompt_lookup copies what followed the latest earlier occurrence of the last few tokens (prompt or answer)",
+        choices=SPECULATIONS,
+    )  # fmt: skip
+    lookahead: int = option(5, "speculation: most tokens guessed per step", minimum=1, maximum=16, step=1)
+    lookup_ngram: int = option(
+        3, "prompt_lookup: the most last tokens matched against the earlier text (fewer when that many never recur)",
+        minimum=1, maximum=8, step=1,
     )  # fmt: skip
 
     @property

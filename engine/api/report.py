@@ -50,6 +50,12 @@ def metrics_line(result: Result) -> str:
         decode += " (eager)"
     if m.batch_size > 1:
         decode += f", in batches of {m.batch_size:.1f} sequences on average"
+    if m.speculation != "none" and m.decode_steps:
+        kept = f"{m.accepted_tokens / m.proposed_tokens:.0%}" if m.proposed_tokens else "-"
+        decode += (
+            f", speculation {m.speculation}: {m.accepted_tokens} of {m.proposed_tokens} guesses kept ({kept}), "
+            f"{(m.new_tokens - 1) / m.decode_steps:.2f} tokens a step"
+        )
     waited = f" · waited {m.queue_ms:.0f} ms for the engine" if m.queue_ms >= 100 else ""
     prefill = f"prefill {m.prefill_ms:.0f} ms · " if m.prefill_ms is not None else ""
     inputs = "?" if m.input_tokens is None else m.input_tokens  # a server that sends no usage

@@ -33,6 +33,12 @@ class Metrics:
     # runs measured alone (a comparison's): CPU ms other processes and this one's background work took
     # from the moment the engine started it (engine.platform.measure.OtherWork); None otherwise
     other_work_ms: float | None = None
+    # speculative decoding (engine.runtime.speculation): which guesser, the guesses checked and kept,
+    # and the decode steps the request took part in (its tokens a step: (new_tokens - 1) / decode_steps)
+    speculation: str = "none"
+    proposed_tokens: int = 0
+    accepted_tokens: int = 0
+    decode_steps: int = 0
 
 
 FinishReason = Literal["stop", "length", "scored", "time_limit"]
@@ -89,7 +95,7 @@ class Comparison:
     """An A/B experiment on one request: A and B differ in one setting (`axis`); the outputs come
     from the first (warm-up) trial, the timings from the interleaved trials after it."""
 
-    axis: str  # attention | precision | model
+    axis: str  # attention | precision | model | speculation
     a_label: str
     b_label: str
     a: Result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -52,6 +53,15 @@ def check_family(spec: ModelSpec, request: GenerationRequest) -> None:
         raise InputError(f"{spec.name} is a classifier: it can only score labels, not generate text.")
     if request.messages is not None and family == "seq2seq":
         raise InputError(f"{spec.name} is a seq2seq model: it takes text, not a chat; pick a causal (chat) model.")
+    if family == "seq2seq" and request.candidates is None and _speculates(request.options):
+        raise InputError(
+            f"{spec.name} is a seq2seq model, whose decoder steps one request at a time outside the batches "
+            "where speculation runs: choose speculation none."
+        )
+
+
+def _speculates(options: RunOptions) -> bool:
+    return options.speculation != "none" or options.compare == "speculation"
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,7 @@ class Sides:
     """The two settings of an A/B comparison: identical but for `axis`, both greedy. Precisions stay as
     asked (`auto` too): the backend that runs a side resolves what it means (engine.backends)."""
 
-    axis: str  # attention | precision | model
+    axis: str  # attention | precision | model | speculation
     a: RunOptions
     b: RunOptions
     a_label: str  # attention: what each side runs; else the labels follow the served sides (`labels`)
@@ -96,9 +106,9 @@ def compare_sides(options: RunOptions) -> Sides | None:
     value = options.compare_with.strip()
     if not value:
         raise InputError(f"compare={options.compare} needs compare_with: B's {options.compare}.")
-    if options.compare != "attention":
-        b = replace(base, precision=value) if options.compare == "precision" else replace(base, model=value)
-        return Sides(options.compare, base, b, "", "")
+    if options.compare != "attention":  # precision, model, speculation: B's value of that option
+        b_value: dict[str, Any] = {options.compare: value}
+        return Sides(options.compare, base, replace(base, **b_value), "", "")
     patterns = [p for p in PATTERN_CHOICES if p != "auto"]
     if value not in ("dense", "sparse", *patterns):
         raise InputError(f"compare_with for attention is dense, sparse or a pattern ({', '.join(patterns)}).")
@@ -124,6 +134,11 @@ def validate(request: GenerationRequest) -> Sides | None:
         require_text(request.text)
     elif not any(m.content.strip() for m in request.messages or () if m.role == "user"):
         raise InputError("The conversation has no user message: type a message first.")
+    for side in (request.options,) if sides is None else (sides.a, sides.b):
+        if side.speculation != "none" and side.attention != "dense":
+            raise InputError(  # sparse patterns pick each query's keys by rules a run of guesses would need its own of
+                "speculation checks its guessed tokens with dense attention: choose attention dense or speculation none."
+            )
     if request.time_limit_s is not None and request.time_limit_s <= 0:
         raise InputError(f"time_limit_s must be positive (got {request.time_limit_s}).")
     if request.candidates is not None:

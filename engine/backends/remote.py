@@ -36,6 +36,10 @@ class RemoteBackend:
             raise AttentionConfigError(
                 f"{name} runs with its server's attention: choose dense (and compare models, not attention)."
             )
+        if options.speculation != "none" or options.compare == "speculation":
+            raise InputError(
+                f"{name} decodes on its server, which speculates as it is set up: choose speculation none."
+            )
         if options.repetition_penalty != 1.0:
             raise InputError(
                 f"{name} is served over the OpenAI protocol, which has no repetition penalty: set it to 1."

@@ -13,6 +13,8 @@ The suites each print a table and, with `--out DIR`, write JSON, CSV and a PNG p
   dense on long prose and code: teacher-forced quality, attention-mass recall, density, speedups.
 - `soak` (`soak.py`): N mixed requests through the engine, the resident memory and the engine's own
   accounting every 25 (`--requests`, default 500): whether the footprint stays flat.
+- `speculation` (`speculation.py`): prompt lookup against plain decoding per task (summary, code
+  edit, chat, translation) at 1 and 8 streams: the speed-up, guesses kept, identical output.
 
 Dense and sparse (and any A and B) are timed in interleaved, paired trials and compared with the
 product's own statistics (engine.experiments.statistics): median ratio, 95% interval, verdict, noise floor.

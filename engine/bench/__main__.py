@@ -24,6 +24,7 @@ from engine.bench.precision import PRECISION_COLUMNS, precision_table
 from engine.bench.report import format_table, machine, plot_precisions, plot_sweep, write_outputs
 from engine.bench.serve import SERVE_COLUMNS, plot_serve, serve_table
 from engine.bench.soak import SINCE, SOAK_COLUMNS, growth, plot_soak, soak_table
+from engine.bench.speculation import SPECULATION_COLUMNS, plot_speculation, speculation_table
 from engine.experiments.frontier import DENSITIES, FRONTIER_COLUMNS, LENGTHS, STEPS, frontier, plot_frontier
 from engine.experiments.frontier import QUICK_LENGTHS as FRONTIER_QUICK_LENGTHS
 from engine.experiments.sweep import QUICK_LENGTHS, SWEEP_COLUMNS, Progress, SweepConfig, sweep
@@ -38,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         "suite",
         nargs="?",
         default="attention",
-        choices=("attention", "precision", "compare", "decode", "serve", "frontier", "soak"),
+        choices=("attention", "precision", "compare", "decode", "serve", "frontier", "soak", "speculation"),
     )
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--quick", action="store_true", help="a short sweep (about a minute on a laptop CPU)")
@@ -46,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--precisions", help="comma-separated precisions (attention default fp32; precision: all)")
     add_option_flags(parser, (f.name for f in fields(SparseSettings)))  # --window, --sinks, --block-size, --pattern
     parser.add_argument("--decode-tokens", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3, help="attention op: paired dense/sparse trials")
+    parser.add_argument("--repeats", type=int, default=3, help="attention op, speculation: paired trials")
     parser.add_argument("--model-repeats", type=int, default=2, help="whole model: paired dense/sparse trials")
     parser.add_argument("--input-tokens", type=int, default=256, help="precision: prompt length")
     parser.add_argument(
@@ -56,7 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--runs", help="compare: comparisons per scenario, e.g. identical=10,long=3,precision=1 (the default)"
     )
-    parser.add_argument("--users", help="serve: concurrent user counts (default 1,2,4,8,16); soak: one count (4)")
+    parser.add_argument(
+        "--users",
+        help="serve: concurrent user counts (default 1,2,4,8,16); soak: one count (4); speculation: streams (1,8)",
+    )
     parser.add_argument("--per-user", type=int, default=2, help="serve: requests each user sends, one after another")
     parser.add_argument("--requests", type=int, default=500, help="soak: requests sent in all")
     parser.add_argument("--densities", help="frontier: budgets as shares of the length (default 0.06,0.12)")
@@ -115,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
                   if ratio else f"resident memory: no row after request {SINCE} to compare with")  # fmt: skip
             meta = {"model": args.model, "new_tokens": new_tokens, "users": soak_users, "growth": ratio}
             meta["machine"] = machine()
+        elif args.suite == "speculation":
+            precision = (_csv(args.precisions) or ("auto",))[0]
+            streams = _csv(args.users or "1,8", int)
+            rows = speculation_table(args.model, precision, streams, args.repeats, _report("speculation"))
+            columns, stem, plot = SPECULATION_COLUMNS, "speculation", plot_speculation
+            meta = {"model": args.model, "precision": precision, "streams": streams, "machine": machine()}
         elif args.suite == "frontier":
             precision = (_csv(args.precisions) or ("auto",))[0]
             lengths = _csv(args.lengths, int) or (FRONTIER_QUICK_LENGTHS if args.quick else LENGTHS)

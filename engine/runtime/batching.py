@@ -9,6 +9,10 @@ reads rows 0..n-1. Each request keeps its own sampling, seed, stops, limits and 
 Decoding per row); the forward and the weights it reads are shared, which is the whole
 point on hardware where reading the weights is what a decode step costs.
 
+With speculation (engine.runtime.speculation), a step gives each row its last token and its guesses
+in one forward; rows without guesses take part with their one token. Each row keeps what its own
+picks confirm.
+
 Only the engine thread calls into a batch (engine.runtime.runner).
 """
 
@@ -27,9 +31,13 @@ from engine.platform.measure import PeakMemory
 from engine.runtime.decoding import Decoding
 from engine.runtime.kv_cache import RowCache
 from engine.runtime.prompt import Encoded
-from engine.runtime.step import BatchKey, bucket_for, decode_step, keeps_pages, step_key
+from engine.runtime.speculation import proposal
+from engine.runtime.step import BatchKey, bucket_for, decode_step, keeps_pages, step_key, step_width, verify_step
 
 Deliver = Callable[[object], None]  # hands a text delta, the Result or an exception to the request
+# A speculating step computes rows x width tokens; past about this many the matmuls stop being bound
+# by reading the weights (a 2-core CPU: ~8 rows, README), and guesses would cost more than they save.
+STEP_TOKENS = 16
 
 
 def batch_key(loaded: LoadedModel, request: GenerationRequest, encoded: Encoded) -> BatchKey:
@@ -54,6 +62,8 @@ class Row:
     compiled_steps: int = 0
     eager_steps: int = 0
     compile_s: float | None = None
+    proposed: int = 0  # speculated tokens checked, and kept
+    accepted: int = 0
 
     def send_result(self) -> None:
         steps = self.compiled_steps + self.eager_steps
@@ -66,8 +76,26 @@ class Row:
                 decode_path=path,
                 compile_s=self.compile_s,
                 batch_size=self.rows_summed / steps if steps else 1.0,
+                proposed_tokens=self.proposed,
+                accepted_tokens=self.accepted,
+                decode_steps=steps,
             )
         )
+
+    def took_step(self, rows: int, compile_s: float | None) -> None:
+        """It took part in a step of `rows` sequences, compiled (`compile_s`: that step's compile time) or eager."""
+        self.rows_summed += rows
+        if compile_s is None:
+            self.eager_steps += 1
+        else:
+            self.compiled_steps += 1
+            self.compile_s = compile_s
+
+    def guesses(self) -> list[int]:
+        """Its speculated next tokens (none without speculation, or when nothing in it recurs)."""
+        decoding = self.decoding
+        room = decoding.request.options.max_new_tokens - len(decoding.new_ids) - 1
+        return proposal(decoding.request.options, decoding.seen, room)
 
 
 class Batch:
@@ -107,7 +135,10 @@ class Batch:
         self._accept(row, out.logits[0, -1])
 
     def step(self) -> None:
-        """One decode step: a token for every row."""
+        """One decode step: a token for every row, or, where rows speculate, a checked run of them."""
+        if (speculating := self._guesses()) is not None:
+            self._verify(*speculating)
+            return
         rows = self.rows
         device = self.loaded.device
         compiled = self.loaded.compiled.step(self.key, len(rows)) if self.loaded.compiled else None
@@ -123,16 +154,59 @@ class Batch:
         stepped = list(rows)  # rows that finish leave the batch as the loop goes
         for i, row in enumerate(stepped):
             row.position += 1
-            row.rows_summed += len(stepped)
-            if compiled is not None:
-                row.compiled_steps += 1
-                row.compile_s = compiled.compile_s
-            else:
-                row.eager_steps += 1
+            row.took_step(len(stepped), compiled.compile_s if compiled else None)
             self._accept(row, logits[i])
 
-    def _accept(self, row: Row, logits: torch.Tensor) -> None:
-        if delta := row.decoding.accept(logits):
+    def _guesses(self) -> tuple[list[list[int]], int] | None:
+        """Each row's guesses and the step's width: the speculating rows' lookahead and their last token,
+        rounded up to a power of two (a compiled step per width), within the step's token budget and
+        every row's cache; None: a plain step (no row guesses, or a sparse batch, whose keys are picked
+        by rules a run of tokens would need its own of)."""
+        budget = STEP_TOKENS // len(self.rows)
+        if self.key[1] != DENSE or budget < 2:
+            return None
+        guesses = [row.guesses() for row in self.rows]
+        if not any(guesses):
+            return None
+        reach = max(row.decoding.request.options.lookahead for row, g in zip(self.rows, guesses, strict=True) if g)
+        width = min(step_width(1 + reach), 1 << (budget.bit_length() - 1))
+        if any(row.position + width > self.cache.length for row in self.rows):
+            return None
+        return [g[: width - 1] for g in guesses], width
+
+    def _verify(self, guesses: list[list[int]], width: int) -> None:
+        """One forward over every row's last token and its guesses, padded to `width` by repeating the
+        last token (keys past the row's end, never read); each row then picks from each position's
+        logits in turn while its pick is the guess there."""
+        rows, device = list(self.rows), self.loaded.device
+        compiled = self.loaded.compiled.step(self.key, len(rows), width) if self.loaded.compiled else None
+        free = compiled.rows - len(rows) if compiled else 0  # free rows ride along from position 0, output unread
+        with torch.inference_mode():
+            last = [row.decoding.token for row in rows]
+            padded = [[t, *g] + [t] * (width - 1 - len(g)) for t, g in zip(last, guesses, strict=True)]
+            tokens = torch.tensor(padded + [[0] * width] * free, device=device)
+            starts = torch.tensor([r.position for r in rows] + [0] * free, device=device)
+            positions = starts[:, None] + torch.arange(width, device=device)
+            if compiled is not None:
+                logits = compiled.run(tokens, positions, self.cache)
+            else:
+                self.cache.decode(positions, int(positions.max()) + 1)
+                logits = verify_step(self.loaded.model, tokens, positions, self.cache)
+        for i, (row, guess) in enumerate(zip(rows, guesses, strict=True)):
+            row.took_step(len(rows), compiled.compile_s if compiled else None)
+            row.proposed += len(guess)
+            kept = 0
+            for j in range(len(guess) + 1):
+                offered = guess[j] if j < len(guess) else None
+                self._accept(row, logits[i, j], offered)
+                if row.decoding.finish is not None or offered is None or row.decoding.token != offered:
+                    break
+                kept += 1
+            row.accepted += kept
+            row.position += 1 + kept  # its last token's key and the kept guesses'
+
+    def _accept(self, row: Row, logits: torch.Tensor, guess: int | None = None) -> None:
+        if delta := row.decoding.accept(logits, guess):
             row.deliver(delta)
         if row.decoding.finish is not None:
             self.remove(row)

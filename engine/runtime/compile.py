@@ -2,7 +2,8 @@
 graph per step).
 
 A batch's sequences live in a KV cache sized by a length bucket (engine.runtime.step); one compiled
-step per bucket, attention choice and row count, so a few shapes cover every request. A sparse step
+step per bucket, attention choice, row count and width (tokens a row: 1, or a speculating step's
+run of guesses, engine.runtime.speculation), so a few shapes cover every request. A sparse step
 reads each sequence's fixed-size key set (sinks + window) from the cache, so it compiles like the
 dense one. A compiled step serves every cache of its shape.
 
@@ -39,7 +40,7 @@ from engine.platform.fallbacks import CUDA_GRAPHS, FALLBACKS
 from engine.runtime import saved_steps
 from engine.runtime.background import Background
 from engine.runtime.kv_cache import RowCache
-from engine.runtime.step import BatchKey, bucket_for, decode_step, keeps_pages, step_key, step_rows
+from engine.runtime.step import BatchKey, bucket_for, decode_step, keeps_pages, step_key, step_rows, verify_step
 
 log = logging.getLogger(__name__)
 _step_ids = itertools.count()  # names the code object of each compiled step (_own_copy)
@@ -55,15 +56,16 @@ def _own_copy(function: Callable, name: str) -> Callable:
 
 @dataclass
 class CompiledStep:
-    """decode_step compiled for `rows` sequences in caches of one shape."""
+    """decode_step (or, `width` > 1, verify_step) compiled for `rows` sequences in caches of one shape."""
 
     run: Callable[[torch.Tensor, torch.Tensor, RowCache], torch.Tensor]  # (tokens, positions, cache) -> logits
     rows: int
+    width: int
     compile_s: float  # how long compiling (or loading) it took, in the background
     loaded: bool = False  # loaded as saved by an earlier process
 
 
-StepId = tuple[BatchKey, int]  # (batch key, rows)
+StepId = tuple[BatchKey, int, int]  # (batch key, rows, width)
 
 
 class CompiledDecode:
@@ -91,18 +93,18 @@ class CompiledDecode:
         self._started: set[StepId] = set()
         self._lock = threading.Lock()
 
-    def step(self, key: BatchKey, batch: int) -> CompiledStep | None:
-        """The compiled step for `batch` sequences of batch `key`, or None (run eagerly): the first time
-        its row count is asked for, its compile starts in the background. Until it is ready, a
-        compiled step with more rows serves."""
-        rows = step_rows(batch, self.capacity)
+    def step(self, key: BatchKey, batch: int, width: int = 1) -> CompiledStep | None:
+        """The compiled step for `batch` sequences of batch `key`, `width` tokens each, or None (run
+        eagerly): the first time its row count is asked for, its compile starts in the background.
+        Until it is ready, a compiled step with more rows serves."""
+        step_id = (key, step_rows(batch, self.capacity), width)
         with self._lock:
-            start = self.enabled and (key, rows) not in self._started and len(self._started) < self.max_steps
+            start = self.enabled and step_id not in self._started and len(self._started) < self.max_steps
             if start:
-                self._started.add((key, rows))
-            ready = [s for (k, r), s in self._steps.items() if k == key and r >= batch]
+                self._started.add(step_id)
+            ready = [s for (k, r, w), s in self._steps.items() if k == key and r >= batch and w == width]
         if start:
-            self.background.start(lambda: self._compile((key, rows)), name=f"compile-{key[0]}-{rows}")
+            self.background.start(lambda: self._compile(step_id), name=f"compile-{key[0]}-{step_id[1]}x{width}")
         return min(ready, key=lambda s: s.rows, default=None)
 
     def kept(self) -> int:
@@ -115,10 +117,10 @@ class CompiledDecode:
         with self._lock:
             return len(self._started) - len(self._steps) - len(self.failures)
 
-    def compile_now(self, tokens: int, choice: AttentionChoice = DENSE, batch: int = 1) -> None:
-        """Compile the step for `batch` sequences of `tokens` in this thread (benchmarks and tests;
-        requests never wait)."""
-        step_id = (step_key(bucket_for(tokens), choice), step_rows(batch, self.capacity))
+    def compile_now(self, tokens: int, choice: AttentionChoice = DENSE, batch: int = 1, width: int = 1) -> None:
+        """Compile the step for `batch` sequences of `tokens`, `width` tokens a step each, in this thread
+        (benchmarks and tests; requests never wait)."""
+        step_id = (step_key(bucket_for(tokens), choice), step_rows(batch, self.capacity), width)
         with self._lock:
             self._started.add(step_id)
         self._compile(step_id)
@@ -128,7 +130,7 @@ class CompiledDecode:
         (`python -m engine prepare` does): a few seconds, so a warm-up leaves the first request on the
         compiled path. False where none is saved or it does not load: the first request to need the
         step starts its compile in the background, as ever."""
-        step_id = (step_key(bucket_for(tokens), choice), step_rows(batch, self.capacity))
+        step_id = (step_key(bucket_for(tokens), choice), step_rows(batch, self.capacity), 1)
         saved = next((v for v in step_variants(next(self.model.parameters()).device) if v.saved), None)
         with self._lock:
             if not self.enabled or saved is None or saved.name in self.failed_variants or step_id in self._started:
@@ -162,8 +164,9 @@ class CompiledDecode:
                     continue
                 with self._lock:
                     self.failures[step_id] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                log.warning("%s decode step for %d x %d tokens not compiled (%s); decoding eagerly",
-                            step_id[0][1].mode, step_id[1], step_id[0][0], self.failures[step_id])  # fmt: skip
+                log.warning("%s decode step for %d x %d of %d tokens not compiled (%s); decoding eagerly",
+                            step_id[0][1].mode, step_id[1], step_id[2], step_id[0][0],
+                            self.failures[step_id])  # fmt: skip
                 return
             self._keep(step_id, step)
             return
@@ -172,8 +175,8 @@ class CompiledDecode:
         with self._lock:
             self._steps[step_id] = step
             self.compile_seconds[step_id] = step.compile_s
-        log.info("%s the %s decode step for %d x %d tokens in %.1f s", "loaded" if step.loaded else "compiled",
-                 step_id[0][1].mode, step_id[1], step_id[0][0], step.compile_s)  # fmt: skip
+        log.info("%s the %s decode step for %d x %d of %d tokens in %.1f s", "loaded" if step.loaded else "compiled",
+                 step_id[0][1].mode, step_id[1], step_id[2], step_id[0][0], step.compile_s)  # fmt: skip
 
     def _variant_failed(self, variant: StepVariant, exc: Exception) -> None:
         """A variant that failed is not tried again: for every model (an untested GPU path, recorded
@@ -187,7 +190,7 @@ class CompiledDecode:
 
     def _compile_step(self, step_id: StepId, variant: StepVariant, load_only: bool = False) -> CompiledStep | None:
         """The step compiled as `variant` says, run on a scratch cache; `load_only`: only if saved (else None)."""
-        (bucket, choice), rows = step_id
+        (bucket, choice), rows, width = step_id
         model = self.model
         start = time.perf_counter()
         device = next(model.parameters()).device
@@ -198,9 +201,9 @@ class CompiledDecode:
         # as it ends, as a model's build does around its own: overlapping, they left bf16 behind
         # (seen: a load beside a background compile), and a step traced under it fails its guards.
         with BUILDING, torch.inference_mode():  # as the batches' steps run: the compiler guards on it (inputs too)
-            token = torch.zeros((rows, 1), dtype=torch.long, device=device)
+            token = torch.zeros((rows, width), dtype=torch.long, device=device)
             scratch.prefill(0)  # allocates the cache's tensors
-            model(input_ids=token[:1], position_ids=token[:1], past_key_values=scratch, use_cache=True)
+            model(input_ids=token[:1, :1], position_ids=token[:1, :1], past_key_values=scratch, use_cache=True)
             compiled, loaded = self._compiled_function(step_id, variant, token, scratch, load_only)
             if compiled is None:
                 return None
@@ -210,8 +213,8 @@ class CompiledDecode:
                 return compiled(model, tokens, positions, cache, choice, True)
 
             for position in (1, 2):  # the first call compiles (unless ahead of time); the second checks it is reused
-                run(token, torch.full((rows,), position, device=device), scratch)
-        return CompiledStep(run, rows, compile_s=time.perf_counter() - start, loaded=loaded)
+                run(token, _example_positions(rows, width, position, device), scratch)
+        return CompiledStep(run, rows, width, compile_s=time.perf_counter() - start, loaded=loaded)
 
     def _compiled_function(
         self, step_id: StepId, variant: StepVariant, token: torch.Tensor, scratch: RowCache, load_only: bool
@@ -226,12 +229,13 @@ class CompiledDecode:
         options: dict[str, Any] = {"guard_filter_fn": guards, **variant.inductor}
         if any(isinstance(module, BlockLinear) for module in self.model.modules()):
             options["post_grad_custom_pre_pass"] = GROUP_BLOCK_MATMULS  # the gguf precisions
+        (bucket, choice), rows, width = step_id
+        function = decode_step if width == 1 else verify_step
         if not variant.saved:
-            (bucket, choice), rows = step_id
-            own = _own_copy(decode_step, f"decode_step_{bucket}_{choice.mode}_{rows}_{next(_step_ids)}")
+            own = _own_copy(function, f"{function.__name__}_{bucket}_{choice.mode}_{rows}x{width}_{next(_step_ids)}")
             return torch.compile(own, dynamic=False, fullgraph=True, mode=variant.mode, options=options), False
         path = self._saved_file(step_id, variant)
-        positions = torch.ones((token.shape[0],), dtype=torch.long, device=token.device)
+        positions = _example_positions(rows, width, 1, token.device)
         scratch.decode(positions, scratch.length)
         inputs = (self.model, token, positions, scratch, step_id[0][1], True)
         step = saved_steps.load(path, inputs)
@@ -239,15 +243,22 @@ class CompiledDecode:
         if step is None and load_only:
             return None, False
         if step is None:
-            compiler = torch.compile(decode_step, dynamic=False, fullgraph=True, mode=variant.mode, options=options)
+            compiler = torch.compile(function, dynamic=False, fullgraph=True, mode=variant.mode, options=options)
             # torch.compile is typed as returning the function; what it returns has aot_compile (torch >= 2.10)
             step = compiler.aot_compile((inputs, {}))  # type: ignore[attr-defined]
             saved_steps.save(step, path)
-        return saved_steps.guarded(step, decode_step), loaded
+        return saved_steps.guarded(step, function), loaded
 
     def _saved_file(self, step_id: StepId, variant: StepVariant) -> Path:
         how = f"{step_id!r} capacity={self.capacity} {variant.name} {variant.mode} {sorted(variant.inductor.items())}"
         return saved_steps.step_file(self.identity, how)
+
+
+def _example_positions(rows: int, width: int, position: int, device: torch.device) -> torch.Tensor:
+    """A step's positions input, as batches give it: (rows,) for one token a row, else (rows, width)."""
+    if width == 1:
+        return torch.full((rows,), position, device=device)
+    return torch.full((rows, 1), position, device=device) + torch.arange(width, device=device)
 
 
 @dataclass(frozen=True)

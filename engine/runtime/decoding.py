@@ -38,6 +38,9 @@ def result_metrics(
     compile_s=None,
     batch_size=1.0,
     queue_s=0.0,
+    proposed_tokens=0,
+    accepted_tokens=0,
+    decode_steps=0,
 ) -> Metrics:
     decode = decode_rate(n_new, prefill_s, gen_s)
     return Metrics(
@@ -58,6 +61,10 @@ def result_metrics(
         batch_size=batch_size,
         queue_ms=queue_s * 1000,
         fallbacks=FALLBACKS.active() or None,
+        speculation=request.options.speculation,
+        proposed_tokens=proposed_tokens,
+        accepted_tokens=accepted_tokens,
+        decode_steps=decode_steps,
     )
 
 
@@ -98,10 +105,11 @@ class Decoding:
     def begin_prefill(self) -> None:
         self.prefill_started = now(self.loaded.device)
 
-    def accept(self, logits: torch.Tensor) -> str:
+    def accept(self, logits: torch.Tensor, guess: int | None = None) -> str:
         """Pick the next token from `logits` (vocab,) and return the text it adds (held back near a
-        stop string); sets `finish` when this was the last one."""
-        token = self.pick(logits, self.seen)
+        stop string); sets `finish` when this was the last one. `guess`: the token speculated for this
+        position (engine.runtime.speculation), which the pick keeps or replaces."""
+        token = self.pick(logits, self.seen, guess)
         if self.prefill_s is None:  # the prefill ends with its token picked
             self.prefill_s = now(self.loaded.device) - self.prefill_started
         delta = ""
@@ -126,7 +134,8 @@ class Decoding:
         return delta
 
     def result(self, *, peak_mb: float, density: float, queue_s: float = 0.0, **path) -> Result:
-        """The Result once finished; `path`: decode_path, compile_s and batch_size where they apply."""
+        """The Result once finished; `path`: decode_path, compile_s, batch_size and the speculation
+        counts where they apply."""
         total_s = time.perf_counter() - self.started
         metrics = result_metrics(
             self.loaded,

@@ -4,7 +4,8 @@ A row holds exactly what its sequence would hold alone: its keys at positions 0,
 model sees its own position ids. So a request decodes to the same tokens in a batch as alone, and
 rows join and leave a batch without moving the others' keys. Before each forward the caller says
 what the forward is (`prefill`: one sequence's prompt into one row; `decode`: one new token for each
-of the first `count` rows); the layers then write the new keys where they belong and hand attention
+of the first `count` rows, or several each: a row's last token and its speculated ones,
+engine.runtime.speculation); the layers then write the new keys where they belong and hand attention
 a view of the rows and positions that forward reads.
 
 The tensors are allocated once per cache (capacity rows x length positions), so a compiled decode
@@ -37,7 +38,8 @@ class RowState:
     prefill_row: int | None = None
     count: int = 0  # decode: rows this forward reads, from row 0
     view_length: int = 0  # decode: positions this forward reads, from 0
-    positions: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # decode: (count,)
+    # decode: (count,) one token a row, or (count, width) several
+    positions: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
 
 class RowCache(Cache):
@@ -60,8 +62,9 @@ class RowCache(Cache):
         self.rows.prefill_row = row
 
     def decode(self, positions: torch.Tensor, view_length: int) -> None:
-        """The next forward is one token for each of the first len(positions) rows, at those positions;
-        attention reads positions [0, view_length) of them (the caller masks each row's own length)."""
+        """The next forward is one token for each of the first len(positions) rows, at those positions
+        ((rows,)), or several ((rows, width)); attention reads positions [0, view_length) of them (the
+        caller masks each row's own length)."""
         rows = self.rows
         rows.prefill_row, rows.count, rows.view_length, rows.positions = None, len(positions), view_length, positions
 
@@ -127,8 +130,12 @@ class RowLayer(CacheLayerMixin):
                 written = torch.arange(rows.length, device=key_states.device) < n
                 self.low[row], self.high[row] = page_bounds(self.keys[row], written)
             return self.keys[row : row + 1, :, :n], self.values[row : row + 1, :, :n]
-        # (count, H, 1, D): each row's new key at that row's own position
         batch = torch.arange(rows.count, device=key_states.device)
+        if rows.positions.dim() == 2:  # (count, H, width, D): a row's tokens at its positions (no pages)
+            self.keys[batch[:, None], :, rows.positions] = key_states.transpose(1, 2)
+            self.values[batch[:, None], :, rows.positions] = value_states.transpose(1, 2)
+            return self.keys[: rows.count, :, : rows.view_length], self.values[: rows.count, :, : rows.view_length]
+        # (count, H, 1, D): each row's new key at that row's own position
         self.keys[batch, :, rows.positions] = key_states[:, :, 0]
         self.values[batch, :, rows.positions] = value_states[:, :, 0]
         if rows.keeps_pages:  # only the page each new key lands in changes

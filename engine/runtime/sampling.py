@@ -42,13 +42,22 @@ class TokenPicker:
         if not self.greedy and options.seed is not None:
             self.generator = torch.Generator(device=loaded.device).manual_seed(options.seed)
 
-    def __call__(self, logits: torch.Tensor, seen: torch.Tensor) -> int:
-        """`logits`: (vocab,) for the next position; `seen`: (1, n) every token so far, prompt included."""
+    def __call__(self, logits: torch.Tensor, seen: torch.Tensor, guess: int | None = None) -> int:
+        """`logits`: (vocab,) for the next position; `seen`: (1, n) every token so far, prompt included;
+        `guess`: a speculated token for this position (engine.runtime.speculation). A sample then keeps
+        the guess with probability p(guess), else draws from p without it: the standard rejection rule
+        for a guesser that proposes one token for certain, so each token's probability stays p."""
         # transformers annotates the ids as the legacy torch.LongTensor, which no tensor has statically
         scores = self.processors(cast(torch.LongTensor, seen), logits.float()[None])  # (1, vocab)
         if self.greedy:
             return int(scores.argmax())
-        return int(torch.multinomial(torch.softmax(scores[0], -1), 1, generator=self.generator))
+        p = torch.softmax(scores[0], -1)
+        if guess is not None:
+            if float(torch.rand((), generator=self.generator, device=p.device)) < float(p[guess]):
+                return guess
+            p = p.clone()
+            p[guess] = 0.0  # multinomial renormalizes what is left
+        return int(torch.multinomial(p, 1, generator=self.generator))
 
 
 def stop_ids(loaded: LoadedModel) -> set[int]:

@@ -41,6 +41,34 @@ def decode_step(
     return out.logits[:, -1]
 
 
+def verify_step(
+    model, tokens: torch.Tensor, positions: torch.Tensor, cache: RowCache, choice=DENSE, traced: bool = False
+) -> torch.Tensor:
+    """Logits (rows, width, vocab) of `tokens` (rows, width) at `positions` (rows, width) of the cache's
+    first rows: each row's last token and its speculated ones (engine.runtime.speculation), each token
+    reading its row's keys up to its own position (cache.decode first). Dense attention only (`choice`
+    is DENSE; decode_step's signature, so that the compiler treats both alike): the mask is built here,
+    per token, and transformers hands a 4D mask to attention as it is."""
+    assert choice.mode == "dense"  # engine.api.validation refuses speculation with sparse attention
+    reads = torch.arange(cache.view_length, device=tokens.device) <= positions[:, None, :, None]
+    out = model(
+        input_ids=tokens,
+        attention_mask=reads,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        studio_choice=choice,
+        studio_traced=traced,
+    )
+    return out.logits
+
+
+def step_width(tokens: int) -> int:
+    """The tokens a row computes in a speculating step of `tokens` (its last one and its guesses): the
+    next power of two, so that a few compiled steps serve every count (extra places are padding)."""
+    return 1 << (tokens - 1).bit_length()
+
+
 BatchKey = tuple[int, AttentionChoice]  # (bucket, attention choice without stats): one batch of sequences
 
 

@@ -1,0 +1,47 @@
+"""Speculative decoding: guessed tokens checked in one forward, so that a step can give a row several
+tokens for about the price of one (a decode step reads every weight once, however many tokens it
+computes, until the matmuls become compute-bound).
+
+A row's proposal is its last token followed by up to `lookahead` guesses. The batch runs them in one
+forward (engine.runtime.step.verify_step); the row then picks its next token from each position's
+logits in turn, exactly as it would have one step at a time, and keeps going while the pick equals
+the guess at that place: every accepted guess saves a step, the first miss ends the row's turn with
+the token it picked instead. Greedy output is therefore token for token that of plain decoding;
+sampled output follows the standard rejection rule (engine.runtime.sampling.TokenPicker), so its
+distribution is unchanged. Keys written for guesses that were not kept stay past the row's position,
+where no step reads them, until the row's later tokens overwrite them: nothing to roll back.
+
+Guessers (RunOptions.speculation):
+    prompt_lookup  the tokens that followed the latest earlier occurrence of the row's last n tokens
+                   (n from lookup_ngram down to 1), in its prompt or its answer so far (prompt lookup
+                   decoding; vLLM's `ngram` method)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from engine.api.options import RunOptions
+
+
+def lookup(ids: torch.Tensor, ngram: int, count: int) -> list[int]:
+    """Up to `count` tokens that followed the latest earlier occurrence of the last n tokens of `ids`
+    (1-D), trying n = ngram, ngram - 1, ..., 1; [] when none of them occurred before."""
+    length = ids.shape[0]
+    for n in range(min(ngram, length - 1), 0, -1):
+        # windows starting before the last n tokens' own start, so at least one token follows each
+        windows = ids[: length - 1].unfold(0, n, 1)  # (length - n, n): window i is ids[i : i + n]
+        found = (windows == ids[length - n :]).all(dim=1).nonzero()
+        if found.numel():
+            start = int(found[-1]) + n
+            return ids[start : start + count].tolist()
+    return []
+
+
+def proposal(options: RunOptions, seen: torch.Tensor, room: int) -> list[int]:
+    """The guesses for a row whose tokens so far are `seen` (1, n), at most `room` of them (its request's
+    tokens left, less the one its check always gives)."""
+    count = min(options.lookahead, room)
+    if options.speculation == "none" or count <= 0:
+        return []
+    return lookup(seen[0], options.lookup_ngram, count)
