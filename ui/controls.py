@@ -18,8 +18,8 @@ ACCORDIONS = (
 
 
 def menu(choices: Sequence[Any], value: Any, **common: Any) -> gr.Component:
-    """Radio buttons for up to four choices, else a dropdown."""
-    return (gr.Radio if len(choices) <= 4 else gr.Dropdown)(list(choices), value=value, **common)
+    """Radio buttons for up to five choices (the comparison axes), else a dropdown."""
+    return (gr.Radio if len(choices) <= 5 else gr.Dropdown)(list(choices), value=value, **common)
 
 
 def control(option: Option, task: str = "dialogue") -> gr.Component:

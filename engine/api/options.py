@@ -150,7 +150,7 @@ class RunOptions:
         "prompt_lookup copies what followed the latest earlier occurrence of the last few tokens (prompt or answer)",
         choices=SPECULATIONS,
     )  # fmt: skip
-    lookahead: int = option(5, "speculation: most tokens guessed per step", minimum=1, maximum=16, step=1)
+    lookahead: int = option(3, "speculation: most tokens guessed per step", minimum=1, maximum=16, step=1)
     lookup_ngram: int = option(
         3, "prompt_lookup: the most last tokens matched against the earlier text (fewer when that many never recur)",
         minimum=1, maximum=8, step=1,

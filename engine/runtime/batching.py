@@ -198,19 +198,23 @@ class Batch:
             kept = 0
             for j in range(len(guess) + 1):
                 offered = guess[j] if j < len(guess) else None
-                self._accept(row, logits[i, j], offered)
-                if row.decoding.finish is not None or offered is None or row.decoding.token != offered:
+                if not self._accept(row, logits[i, j], offered) or row.decoding.finish is not None:
                     break
                 kept += 1
-            row.accepted += kept
             row.position += 1 + kept  # its last token's key and the kept guesses'
 
-    def _accept(self, row: Row, logits: torch.Tensor, guess: int | None = None) -> None:
-        if delta := row.decoding.accept(logits, guess):
+    def _accept(self, row: Row, logits: torch.Tensor, guess: int | None = None) -> bool:
+        """The row's next token from `logits`, delivered; whether it is the `guess` (counted before a
+        finished row sends its Result)."""
+        delta = row.decoding.accept(logits, guess)
+        kept = guess is not None and row.decoding.picked == guess
+        row.accepted += kept
+        if delta:
             row.deliver(delta)
         if row.decoding.finish is not None:
             self.remove(row)
             row.send_result()
+        return kept
 
     def remove(self, row: Row) -> None:
         """Take a row out (finished or cancelled); the last row moves into its place."""

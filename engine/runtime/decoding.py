@@ -91,6 +91,7 @@ class Decoding:
         self.stop_ids = stop_ids(loaded)
         self.streamer = TextStreamer(loaded.tokenizer, request.stop)
         self.new_ids: list[int] = []
+        self.picked: int | None = None  # the last token picked
         self.seen = encoded.input_ids  # every token so far, prompt included (repetition penalty)
         self.finish: FinishReason | None = None  # set when done: stop | length | time_limit
         self.started = started  # perf_counter when the engine took it up (queue wait excluded)
@@ -110,6 +111,7 @@ class Decoding:
         stop string); sets `finish` when this was the last one. `guess`: the token speculated for this
         position (engine.runtime.speculation), which the pick keeps or replaces."""
         token = self.pick(logits, self.seen, guess)
+        self.picked = token  # a stop token too, which new_ids never holds
         if self.prefill_s is None:  # the prefill ends with its token picked
             self.prefill_s = now(self.loaded.device) - self.prefill_started
         delta = ""

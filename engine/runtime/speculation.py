@@ -13,8 +13,13 @@ where no step reads them, until the row's later tokens overwrite them: nothing t
 
 Guessers (RunOptions.speculation):
     prompt_lookup  the tokens that followed the latest earlier occurrence of the row's last n tokens
-                   (n from lookup_ngram down to 1), in its prompt or its answer so far (prompt lookup
-                   decoding; vLLM's `ngram` method)
+                   (n from lookup_ngram down to SHORTEST_MATCH), in its prompt or its answer so far
+                   (prompt lookup decoding; vLLM's `ngram` method)
+
+A checking step is not free on a 2-core CPU: its matmuls are compute-bound from a few rows on (the
+embedded model's compiled fp32 step: 2 tokens ~1.5x one token's time, 8 tokens ~2.7x, measured), so
+a guess must be likely to pay: no guess from a single recurring token (on a summary, 3% of such
+guesses were kept), and a short default lookahead.
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ import torch
 
 from engine.api.options import RunOptions
 
+SHORTEST_MATCH = 2  # tokens of the row's end that must recur before their follow-up is guessed
 
-def lookup(ids: torch.Tensor, ngram: int, count: int) -> list[int]:
+
+def lookup(ids: torch.Tensor, ngram: int, count: int, shortest: int = 1) -> list[int]:
     """Up to `count` tokens that followed the latest earlier occurrence of the last n tokens of `ids`
-    (1-D), trying n = ngram, ngram - 1, ..., 1; [] when none of them occurred before."""
+    (1-D), trying n = ngram, ngram - 1, ..., shortest; [] when none of them occurred before."""
     length = ids.shape[0]
-    for n in range(min(ngram, length - 1), 0, -1):
+    for n in range(min(ngram, length - 1), shortest - 1, -1):
         # windows starting before the last n tokens' own start, so at least one token follows each
         windows = ids[: length - 1].unfold(0, n, 1)  # (length - n, n): window i is ids[i : i + n]
         found = (windows == ids[length - n :]).all(dim=1).nonzero()
@@ -44,4 +51,4 @@ def proposal(options: RunOptions, seen: torch.Tensor, room: int) -> list[int]:
     count = min(options.lookahead, room)
     if options.speculation == "none" or count <= 0:
         return []
-    return lookup(seen[0], options.lookup_ngram, count)
+    return lookup(seen[0], options.lookup_ngram, count, min(SHORTEST_MATCH, options.lookup_ngram))

@@ -25,20 +25,8 @@ def decode_step(
     """Logits (rows, vocab) of one new token per sequence: `tokens` (rows, 1) at `positions` (rows,) of
     the cache's first rows, each sequence reading its own keys up to its position (cache.decode first).
     `traced`: the step as the compiler traces it (engine.runtime.compile)."""
-    # The attention choice goes in as an argument: the compiler traces it as a constant, so the whole
-    # step is one graph.
     reads = torch.arange(cache.view_length, device=tokens.device) <= positions[:, None]
-    out = model(
-        input_ids=tokens,
-        attention_mask=reads,
-        position_ids=positions[:, None],
-        past_key_values=cache,
-        use_cache=True,
-        studio_choice=choice,
-        studio_pages=cache.page_bounds(),
-        studio_traced=traced,
-    )
-    return out.logits[:, -1]
+    return _logits(model, tokens, reads, positions[:, None], cache, choice, traced)[:, -1]
 
 
 def verify_step(
@@ -51,6 +39,12 @@ def verify_step(
     per token, and transformers hands a 4D mask to attention as it is."""
     assert choice.mode == "dense"  # engine.api.validation refuses speculation with sparse attention
     reads = torch.arange(cache.view_length, device=tokens.device) <= positions[:, None, :, None]
+    return _logits(model, tokens, reads, positions, cache, choice, traced)
+
+
+def _logits(model, tokens, reads, positions, cache: RowCache, choice, traced: bool) -> torch.Tensor:
+    # The attention choice goes in as an argument: the compiler traces it as a constant, so the whole
+    # step is one graph.
     out = model(
         input_ids=tokens,
         attention_mask=reads,
@@ -58,6 +52,7 @@ def verify_step(
         past_key_values=cache,
         use_cache=True,
         studio_choice=choice,
+        studio_pages=cache.page_bounds(),
         studio_traced=traced,
     )
     return out.logits

@@ -80,7 +80,7 @@ def test_compiles_stop_at_the_bound_and_other_shapes_decode_eagerly(tiny_env, st
     compiled = engine.get("tiny-llama", "fp32").compiled
     for bucket, rows in [(256, 1), (256, 2), (512, 1), (1024, 4), (256, 1)]:
         assert compiled.step((bucket, DENSE), rows) is None  # nothing compiled yet: eager
-    assert starts.names == ["compile-256-1", "compile-256-2"]
+    assert starts.names == ["compile-256-1x1", "compile-256-2x1"]  # bucket, rows x tokens a row
     assert (compiled.compiling(), compiled.kept()) == (2, 0)
 
 

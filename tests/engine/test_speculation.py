@@ -34,23 +34,26 @@ def test_lookup_copies_what_followed_the_latest_earlier_occurrence():
     assert lookup(torch.tensor([1, 2, 3, 4]), ngram=3, count=2) == []  # nothing recurs
     assert lookup(torch.tensor([6, 6, 6]), ngram=2, count=3) == [6]  # a run of one token: the next of it
     assert lookup(torch.tensor([6]), ngram=3, count=3) == []
+    assert lookup(torch.tensor([1, 2, 3, 1]), ngram=3, count=2, shortest=2) == []  # one recurring token: no guess
+    assert lookup(torch.tensor([1, 2, 3, 1]), ngram=3, count=2) == [2, 3]
 
 
 def _greedy(cache: Engine, speculation: str, **options):
-    return run(ask("tiny-llama", text=REPEATS, precision="fp32", max_new_tokens=40, speculation=speculation,
-                   **options), cache)  # fmt: skip
+    options = {"max_new_tokens": 40, **options}
+    return run(ask("tiny-llama", text=REPEATS, precision="fp32", speculation=speculation, **options), cache)
 
 
 @pytest.mark.parametrize("lookahead", [1, 5, 16])
 def test_greedy_tokens_are_plain_decodings_whatever_is_guessed(cache, lookahead):
-    """Guesses both kept and refused (the row cache's keys past a refusal are written over later)."""
+    """Guesses both kept and refused (the row cache's keys past a refusal are written over later):
+    single recurring tokens guess too here (lookup_ngram 1), so that many are refused."""
     plain = _greedy(cache, "none")
-    fast = _greedy(cache, "prompt_lookup", lookahead=lookahead)
+    fast = _greedy(cache, "prompt_lookup", lookahead=lookahead, lookup_ngram=1)
     assert fast.token_ids == plain.token_ids and fast.text == plain.text
     m = fast.metrics
     assert m.speculation == "prompt_lookup" and m.proposed_tokens > m.accepted_tokens > 0
     assert m.decode_steps < plain.metrics.decode_steps  # each kept guess saved a step
-    assert m.new_tokens - 1 <= m.decode_steps + m.accepted_tokens
+    assert m.new_tokens - 1 == m.decode_steps + m.accepted_tokens  # a step: its pick and the guesses kept
     assert plain.metrics.proposed_tokens == 0 and plain.metrics.decode_steps == plain.metrics.new_tokens - 1
 
 
@@ -85,7 +88,7 @@ def test_a_batch_mixes_speculating_and_plain_rows(cache):
 
 
 def test_a_request_that_stops_reading_mid_speculation_leaves_the_batch(cache):
-    long = ask("tiny-llama", text=REPEATS, precision="fp32", max_new_tokens=400, speculation="prompt_lookup")
+    long = ask("tiny-llama", text=TEXTS[0], precision="fp32", max_new_tokens=400, speculation="prompt_lookup")
     other = ask("tiny-llama", text=TEXTS[1], precision="fp32", max_new_tokens=30, speculation="prompt_lookup")
     expected = run(other, cache)
     with ThreadPoolExecutor(1) as pool:
@@ -99,16 +102,17 @@ def test_a_request_that_stops_reading_mid_speculation_leaves_the_batch(cache):
 
 def test_compiled_checking_steps_give_the_eager_tokens(cache):
     """One compiled step per width (4 for three guesses and the last token; 1 where no row guesses)."""
-    request = ask("tiny-llama", text=REPEATS, precision="fp32", max_new_tokens=24, speculation="prompt_lookup",
+    request = ask("tiny-llama", text=REPEATS, precision="fp32", max_new_tokens=40, speculation="prompt_lookup",
                   lookahead=3)  # fmt: skip
     eager = run(request, cache)
     compiled = cache.get("tiny-llama", "fp32").compiled
     for width in (1, 4):
-        compiled.compile_now(eager.metrics.input_tokens + 24, width=width)
+        compiled.compile_now(eager.metrics.input_tokens + 40, width=width)
     assert not compiled.failures and compiled.kept() == 2
     fast = run(request, cache)
     assert eager.metrics.decode_path == "eager" and fast.metrics.decode_path == "compiled"
-    assert fast.token_ids == eager.token_ids and fast.metrics.accepted_tokens == eager.metrics.accepted_tokens > 0
+    assert fast.token_ids == eager.token_ids and fast.metrics.proposed_tokens == eager.metrics.proposed_tokens > 0
+    assert fast.metrics.accepted_tokens == eager.metrics.accepted_tokens
 
 
 def test_a_speculation_comparison_agrees_token_for_token(cache):
