@@ -40,6 +40,19 @@ def test_the_first_request_answers_within_ten_seconds_of_the_page_opening(unused
         answered = time.perf_counter() - opened
         print(f"first request answered {answered:.1f} s after the page opened ({metrics['new_tokens']} tokens)")
         assert text.strip() and answered < 10
+        # Served and idle, it leaves the cores alone (Gradio's queue alone polled at ~14% of a core)
+        time.sleep(2)
+        before, start = _cpu_seconds(server.pid), time.monotonic()
+        time.sleep(4)
+        idle = (_cpu_seconds(server.pid) - before) / (time.monotonic() - start)
+        print(f"idle: {idle:.1%} of a core")
+        assert idle < 0.06
     finally:
         server.terminate()
         server.wait(30)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system time of process `pid`, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
