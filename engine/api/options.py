@@ -21,7 +21,7 @@ from engine.platform.errors import AttentionConfigError, InputError, PrecisionEr
 
 ATTENTION_MODES: tuple[str, ...] = ("dense", "sparse", "compare")  # compare = dense (A) vs sparse (B)
 COMPARE_AXES: tuple[str, ...] = ("none", "attention", "precision", "model", "speculation")
-SPECULATIONS: tuple[str, ...] = ("none", "prompt_lookup")
+SPECULATIONS: tuple[str, ...] = ("none", "prompt_lookup", "draft", "auto")
 Group = Literal["main", "advanced", "sampling", "compare"]
 
 
@@ -147,13 +147,20 @@ class RunOptions:
     )  # fmt: skip
     speculation: str = option(
         "none", "guess tokens and check them all in one forward (the output stays the same; only the speed changes): "
-        "prompt_lookup copies what followed the latest earlier occurrence of the last few tokens (prompt or answer)",
+        "prompt_lookup copies what followed the latest earlier occurrence of the last few tokens (prompt or answer); "
+        "draft lets the same model at draft_precision guess; auto is prompt_lookup only while it pays, by the "
+        "guesses kept so far and the measured cost of a checking step",
         choices=SPECULATIONS,
     )  # fmt: skip
     lookahead: int = option(3, "speculation: most tokens guessed per step", minimum=1, maximum=16, step=1)
     lookup_ngram: int = option(
         3, "prompt_lookup: the most last tokens matched against the earlier text (fewer when that many never recur)",
         minimum=1, maximum=8, step=1,
+    )  # fmt: skip
+    draft_precision: str = option(
+        "gguf-q8", "draft: the cheaper precision of the same model that guesses (it reads the model's own KV cache, "
+        "so both must compute in one dtype: e.g. gguf-q8 or int4-wo drafting for fp32)",
+        choices=PRECISIONS, error=PrecisionError,
     )  # fmt: skip
 
     @property

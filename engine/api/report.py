@@ -56,6 +56,8 @@ def metrics_line(result: Result) -> str:
             f", speculation {m.speculation}: {m.accepted_tokens} of {m.proposed_tokens} guesses kept ({kept}), "
             f"{(m.new_tokens - 1) / m.decode_steps:.2f} tokens a step"
         )
+        if m.draft_ms:
+            decode += f", the draft's steps {m.draft_ms:.0f} ms"
     waited = f" · waited {m.queue_ms:.0f} ms for the engine" if m.queue_ms >= 100 else ""
     prefill = f"prefill {m.prefill_ms:.0f} ms · " if m.prefill_ms is not None else ""
     inputs = "?" if m.input_tokens is None else m.input_tokens  # a server that sends no usage

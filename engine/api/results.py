@@ -34,11 +34,13 @@ class Metrics:
     # from the moment the engine started it (engine.platform.measure.OtherWork); None otherwise
     other_work_ms: float | None = None
     # speculative decoding (engine.runtime.speculation): which guesser, the guesses checked and kept,
-    # and the decode steps the request took part in (its tokens a step: (new_tokens - 1) / decode_steps)
+    # and the decode steps the request took part in (its tokens a step: (new_tokens - 1) / decode_steps);
+    # draft: the time its draft model's steps took, within the decode time
     speculation: str = "none"
     proposed_tokens: int = 0
     accepted_tokens: int = 0
     decode_steps: int = 0
+    draft_ms: float = 0.0
 
 
 FinishReason = Literal["stop", "length", "scored", "time_limit"]

@@ -1,18 +1,21 @@
-"""`python -m engine.bench speculation`: what prompt lookup buys per task, at 1 and N concurrent
-streams, against plain decoding in the same run.
+"""`python -m engine.bench speculation`: what each guesser (prompt_lookup, draft, auto) buys per
+task, at 1 and N concurrent streams, against plain decoding in the same run.
 
-Tasks whose answer repeats its input gain (a summary quotes its document, an edit rewrites its
-code); a chat question whose answer is all new text gains nothing and must lose little. Each task
-runs greedy with speculation `none` (A) and `prompt_lookup` (B), the pairs interleaved so that drift
-cancels; the table gives decode tokens/s (1 stream: each request's own rate; N streams: all new
-tokens over the wave's wall time), B / A with its bootstrap interval, the share of guesses kept and
-the tokens a step, and whether every B answer equals A's token for token (it must). Compiled steps
-(plain and checking, for 1 and N rows) are compiled before the timings, as a warm server runs them.
+Tasks whose answer repeats its input gain from prompt lookup (a summary quotes its document, an edit
+rewrites its code); a chat question whose answer is all new text gains nothing from it and must lose
+little (auto); a draft model gains wherever it agrees with the model. Each task runs greedy with
+speculation `none` (A) and each guesser (B), the pairs interleaved so that drift cancels; the table
+gives decode tokens/s (1 stream: each request's own rate; N streams: all new tokens over the wave's
+wall time), B / A with its bootstrap interval, the share of guesses kept, the tokens a step, the
+draft's share of the decode time, and whether every B answer equals A's token for token (it must).
+Compiled steps (plain and checking for 1 and N rows, the draft's plain ones) are compiled before the
+timings, as a warm server runs them.
 """
 
 from __future__ import annotations
 
 import inspect
+import itertools
 import statistics
 import textwrap
 import time
@@ -41,9 +44,13 @@ Progress = Callable[[float, str], None]
 DOCUMENT_TOKENS = 880  # "~1k tokens" that, with the template and a 120-token summary, fit a 1024 bucket
 
 
+GUESSERS = ("prompt_lookup", "draft", "auto")
+
+
 @dataclass
 class SpeculationRow:
     task: str
+    speculation: str  # B's guesser
     streams: int
     input_tokens: int
     new_tokens: int  # per request
@@ -54,13 +61,14 @@ class SpeculationRow:
     ratio_high: float
     kept: float  # accepted / proposed guesses
     tokens_per_step: float  # new tokens (after the first) per decode step
+    draft_share: float  # draft: its steps' share of the decode time
     same_output: bool  # every speculating answer equals the plain one, token for token
     trials: int
 
 
 SPECULATION_COLUMNS = [
-    "task", "streams", "input_tokens", "new_tokens", "plain_tokens_per_s", "speculating_tokens_per_s", "ratio",
-    "ratio_low", "ratio_high", "kept", "tokens_per_step", "same_output", "trials",
+    "task", "speculation", "streams", "input_tokens", "new_tokens", "plain_tokens_per_s", "speculating_tokens_per_s",
+    "ratio", "ratio_low", "ratio_high", "kept", "tokens_per_step", "draft_share", "same_output", "trials",
 ]  # fmt: skip
 
 
@@ -100,17 +108,22 @@ def _rate(results: list[Result], aggregate: float) -> float:
     return rate
 
 
-def _compile(engine: Engine, model: str, precision: str, tokens: int, streams: tuple[int, ...], lookahead: int) -> None:
-    """The steps the timings take, compiled first: plain and checking, per row count."""
-    loaded = engine.get(model, precision)
+def _compile(engine: Engine, options: RunOptions, tokens: int, streams: tuple[int, ...], drafts: bool) -> None:
+    """The steps the timings take, compiled first: plain and checking per row count, and the draft's
+    plain ones where a draft guesses."""
+    loaded = engine.get(options.model, options.precision)
     if loaded.compiled is None or not loaded.compiled.enabled:
         return
+    draft = engine.get(options.model, options.draft_precision).compiled if drafts else None
     for count in streams:
         rows = step_rows(count, loaded.compiled.capacity)
         budget = STEP_TOKENS // rows
-        widths = [1] + ([min(step_width(1 + lookahead), 1 << (budget.bit_length() - 1))] if budget >= 2 else [])
-        for width in widths:
-            engine.runner.call(partial(_compile_step, loaded.compiled, tokens, count, width))  # the engine's thread
+        widths = [1] + ([min(step_width(1 + options.lookahead), 1 << (budget.bit_length() - 1))] if budget >= 2 else [])
+        steps = [(loaded.compiled, width) for width in widths]
+        if draft is not None and draft.enabled and budget >= 2:
+            steps.append((draft, 1))
+        for compiled, width in steps:
+            engine.runner.call(partial(_compile_step, compiled, tokens, count, width))  # the engine's thread
 
 
 def _compile_step(compiled: CompiledDecode, tokens: int, batch: int, width: int, report: object) -> None:
@@ -123,43 +136,54 @@ def speculation_table(
     streams: tuple[int, ...] = (1, 8),
     trials: int = 3,
     progress: Progress | None = None,
+    guessers: tuple[str, ...] = GUESSERS,
 ) -> list[SpeculationRow]:
+    """A row per task, guesser and stream count. A draft needs a cheaper precision than the model's
+    (RunOptions.draft_precision, gguf-q8): with the model at that precision, draft rows are left out."""
     engine = Engine()
     precision = resolve_precision(precision, engine.device, get_spec(model))
-    tokenizer = engine.get(model, precision).tokenizer
-    prompts = task_prompts(tokenizer)
+    base = RunOptions(model=model, precision=precision)
+    if base.draft_precision == precision and "draft" in guessers:
+        print(f"draft: left out, the model runs at the draft's own precision ({precision}); try --precisions fp32")
+        guessers = tuple(g for g in guessers if g != "draft")
+    prompts = task_prompts(engine.get(model, precision).tokenizer)
     rows: list[SpeculationRow] = []
     for i, (task, (message, new_tokens)) in enumerate(prompts.items()):
         if progress:
             progress(i / len(prompts), task)
-        plain = GenerationRequest(
-            RunOptions(model=model, precision=precision, max_new_tokens=new_tokens),
-            messages=(Message("user", message),),
-        )
-        fast = replace(plain, options=replace(plain.options, speculation="prompt_lookup"))
+        plain = GenerationRequest(replace(base, max_new_tokens=new_tokens), messages=(Message("user", message),))
         input_tokens = single_result(plain, engine).metrics.input_tokens or 0
-        _compile(engine, model, precision, input_tokens + new_tokens, streams, fast.options.lookahead)
-        for count in streams:
+        _compile(engine, plain.options, input_tokens + new_tokens, streams, "draft" in guessers)
+        for guesser, count in itertools.product(guessers, streams):
+            fast = replace(plain, options=replace(plain.options, speculation=guesser))
             a, b = interleaved(partial(_wave, engine, plain, count), partial(_wave, engine, fast, count), trials)
-            rate_a, rate_b = [_rate(*wave) for wave in a], [_rate(*wave) for wave in b]
-            timing = compare_timing(rate_a, rate_b, higher_is_better=True)
-            answers = [r for wave, _ in b for r in wave]
-            reference = a[0][0][0].token_ids
-            rows.append(
-                SpeculationRow(
-                    task, count, input_tokens, new_tokens, statistics.median(rate_a), statistics.median(rate_b),
-                    timing.ratio, timing.low, timing.high,
-                    sum(r.metrics.accepted_tokens for r in answers) / max(1, sum(r.metrics.proposed_tokens for r in answers)),
-                    statistics.mean((r.metrics.new_tokens - 1) / max(1, r.metrics.decode_steps) for r in answers),
-                    all(r.token_ids == reference for wave, _ in (*a, *b) for r in wave), trials,
-                )
-            )  # fmt: skip
+            rows.append(_row(task, guesser, count, input_tokens, new_tokens, a, b, trials))
     return rows
 
 
+Waves = list[tuple[list[Result], float]]  # per trial: the wave's Results and its aggregate tokens/s
+
+
+def _row(task: str, guesser: str, count: int, input_tokens: int, new_tokens: int, a: Waves, b: Waves,
+         trials: int) -> SpeculationRow:  # fmt: skip
+    rate_a, rate_b = [_rate(*wave) for wave in a], [_rate(*wave) for wave in b]
+    timing = compare_timing(rate_a, rate_b, higher_is_better=True)
+    answers = [r.metrics for wave, _ in b for r in wave]
+    reference = a[0][0][0].token_ids
+    decode_s = sum(m.total_ms - (m.prefill_ms or 0) for m in answers) / 1000
+    return SpeculationRow(
+        task, guesser, count, input_tokens, new_tokens, statistics.median(rate_a), statistics.median(rate_b),
+        timing.ratio, timing.low, timing.high,
+        sum(m.accepted_tokens for m in answers) / max(1, sum(m.proposed_tokens for m in answers)),
+        statistics.mean((m.new_tokens - 1) / max(1, m.decode_steps) for m in answers),
+        sum(m.draft_ms for m in answers) / 1000 / decode_s if decode_s > 0 else 0.0,
+        all(r.token_ids == reference for wave, _ in (*a, *b) for r in wave), trials,
+    )  # fmt: skip
+
+
 def plot_speculation(rows: list[SpeculationRow], path: Path) -> None:
-    with figure_panels(path, [("ratio", "Prompt lookup / plain decode tokens/s")], (7, 3.6)) as [(axes, (_, title))]:
-        labels = [f"{r.task}\n{r.streams} stream{'s' if r.streams > 1 else ''}" for r in rows]
+    with figure_panels(path, [("ratio", "Speculating / plain decode tokens/s")], (9, 3.8)) as [(axes, (_, title))]:
+        labels = [f"{r.task}\n{r.speculation}\n{r.streams} stream{'s' if r.streams > 1 else ''}" for r in rows]
         axes.bar(labels, [r.ratio for r in rows], yerr=[[r.ratio - r.ratio_low for r in rows],
                  [r.ratio_high - r.ratio for r in rows]], color="C0")  # fmt: skip
         axes.axhline(1.0, color="grey", linewidth=0.8)

@@ -41,6 +41,7 @@ def result_metrics(
     proposed_tokens=0,
     accepted_tokens=0,
     decode_steps=0,
+    draft_ms=0.0,
 ) -> Metrics:
     decode = decode_rate(n_new, prefill_s, gen_s)
     return Metrics(
@@ -65,6 +66,7 @@ def result_metrics(
         proposed_tokens=proposed_tokens,
         accepted_tokens=accepted_tokens,
         decode_steps=decode_steps,
+        draft_ms=draft_ms,
     )
 
 

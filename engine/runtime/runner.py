@@ -60,15 +60,20 @@ class Runner:
         self._jobs: list[Job] = []
 
     def generate(
-        self, loaded: LoadedModel, request: GenerationRequest, encoded: Encoded, alone: bool = False
+        self,
+        loaded: LoadedModel,
+        request: GenerationRequest,
+        encoded: Encoded,
+        alone: bool = False,
+        draft: LoadedModel | None = None,
     ) -> Iterator[str | Result]:
         """Text deltas as they come, then the Result, of a request on a loaded model (`encoded`: its
-        prompt, tokenized once by the caller)."""
+        prompt, tokenized once by the caller; `draft`: the model that guesses, speculation draft)."""
         ticket = Ticket(alone)
         if request.candidates is not None:
             work: Work = Job(lambda: once(lambda: score_labels(loaded, request, encoded)), ticket)
         elif loaded.batches is not None:
-            work = Generation(loaded, request, encoded, batch_key(loaded, request, encoded), ticket)
+            work = Generation(loaded, request, encoded, batch_key(loaded, request, encoded), ticket, draft)
         else:
             work = Job(lambda: stream_seq2seq(loaded, request, encoded), ticket)
         yield from self._follow(work)
@@ -199,6 +204,7 @@ class Runner:
             cancelled=ticket.cancelled.is_set,
             memory=PeakMemory(loaded.device),
             queue_s=queue_s,
+            draft=work.draft,
         )
         batches = loaded.batches
         if work.key not in batches.by_key:

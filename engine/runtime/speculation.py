@@ -15,6 +15,11 @@ Guessers (RunOptions.speculation):
     prompt_lookup  the tokens that followed the latest earlier occurrence of the row's last n tokens
                    (n from lookup_ngram down to SHORTEST_MATCH), in its prompt or its answer so far
                    (prompt lookup decoding; vLLM's `ngram` method)
+    draft          the same model at a cheaper precision (draft_precision), greedy, a step at a time;
+                   it reads the batch's own KV cache, so it needs no cache of its own to keep in step
+                   (engine.runtime.batching)
+    auto           prompt_lookup, in the steps where it is expected to pay (engine.runtime.batching:
+                   `expected_tokens` against the measured cost of the wider step)
 
 A checking step is not free on a 2-core CPU: its matmuls are compute-bound from a few rows on (the
 embedded model's compiled fp32 step: 2 tokens ~1.5x one token's time, 8 tokens ~2.7x, measured), so
@@ -29,6 +34,9 @@ import torch
 from engine.api.options import RunOptions
 
 SHORTEST_MATCH = 2  # tokens of the row's end that must recur before their follow-up is guessed
+# auto: a row's share of guesses kept starts as if PRIOR_KEPT of PRIOR_PROPOSED had been (optimistic
+# enough that a first check of three guesses is tried, and a few misses stop it)
+PRIOR_KEPT, PRIOR_PROPOSED = 2, 3
 
 
 def lookup(ids: torch.Tensor, ngram: int, count: int, shortest: int = 1) -> list[int]:
@@ -45,10 +53,16 @@ def lookup(ids: torch.Tensor, ngram: int, count: int, shortest: int = 1) -> list
     return []
 
 
-def proposal(options: RunOptions, seen: torch.Tensor, room: int) -> list[int]:
-    """The guesses for a row whose tokens so far are `seen` (1, n), at most `room` of them (its request's
-    tokens left, less the one its check always gives)."""
-    count = min(options.lookahead, room)
-    if options.speculation == "none" or count <= 0:
+def proposal(options: RunOptions, seen: torch.Tensor, count: int) -> list[int]:
+    """Up to `count` guesses by prompt lookup for a row whose tokens so far are `seen` (1, n)."""
+    if count <= 0:
         return []
     return lookup(seen[0], options.lookup_ngram, count, min(SHORTEST_MATCH, options.lookup_ngram))
+
+
+def expected_tokens(accepted: int, proposed: int, guesses: int) -> float:
+    """The tokens a check of `guesses` is expected to give a row that has had `accepted` of `proposed`
+    guesses kept: each guess is kept with that share (from the prior at first) while the ones before
+    it were, and the check always gives one token of its own: 1 + a + a^2 + ... + a^guesses."""
+    kept = (accepted + PRIOR_KEPT) / (proposed + PRIOR_PROPOSED)
+    return sum(kept**i for i in range(guesses + 1))

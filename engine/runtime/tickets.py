@@ -67,6 +67,7 @@ class Generation:
     encoded: Encoded
     key: BatchKey
     ticket: Ticket
+    draft: LoadedModel | None = None  # speculation draft: the same model at a cheaper precision, which guesses
 
 
 @dataclass

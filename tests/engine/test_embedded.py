@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from test_batching import together
 
 from engine import DEFAULT_MODEL, Engine, GenerationRequest, Message, RunOptions, run
 from engine.models.embedded import MANIFEST, ensure_converted, locate_packaged_file, verify_cache
@@ -154,6 +155,22 @@ def test_greedy_answer_is_real_and_reproducible(cache, precision):
     # "L'Étoile, la Marseillaise, la femme," (with the app's system prompt: fp32's answer, README)
     if precision != "gguf-q8":
         assert ("France" if precision == "int4-wo" else "Paris") in first.text
+
+
+def test_the_gguf_q8_draft_guesses_for_fp32_and_fp32_keeps_its_own_tokens(cache):
+    """Draft speculation as the issue measures it: the same model's gguf-q8 form guesses, reading fp32's
+    own cache, and the tokens are fp32's exactly, alone and in a batch beside plain and prompt-lookup rows."""
+    texts = ("What is the capital of France?", "Write a haiku about the sea.")
+    requests = [chat(t, precision="fp32", max_new_tokens=24, speculation=s) for t in texts
+                for s in ("none", "draft", "prompt_lookup")]  # fmt: skip
+    alone = [run(r, cache) for r in requests]
+    for plain, drafted in (alone[0:2], alone[3:5]):
+        assert drafted.token_ids == plain.token_ids
+        m = drafted.metrics
+        assert m.speculation == "draft" and m.proposed_tokens >= m.accepted_tokens > m.proposed_tokens // 2
+        assert m.draft_ms > 0 and m.decode_steps < plain.metrics.decode_steps
+    for one, batched in zip(alone, together(cache, requests), strict=True):
+        assert batched.token_ids == one.token_ids and batched.metrics.batch_size > 1
 
 
 def test_sentiment_labels_by_likelihood(cache):

@@ -12,10 +12,11 @@ import torch
 from test_batching import TEXTS, together, wait_until
 from test_engine import ask
 
-from engine import Chunk, Comparison, Engine, InputError, run, stream_request
+from engine import Chunk, Comparison, Engine, InputError, PrecisionError, run, stream_request
 from engine.api.options import RunOptions
+from engine.runtime import batching
 from engine.runtime.sampling import TokenPicker
-from engine.runtime.speculation import lookup
+from engine.runtime.speculation import expected_tokens, lookup
 
 # A prompt whose continuation a random model tends to loop on: lookups find their n-grams
 REPEATS = "one two three four five six seven eight " * 6
@@ -39,8 +40,8 @@ def test_lookup_copies_what_followed_the_latest_earlier_occurrence():
 
 
 def _greedy(cache: Engine, speculation: str, **options):
-    options = {"max_new_tokens": 40, **options}
-    return run(ask("tiny-llama", text=REPEATS, precision="fp32", speculation=speculation, **options), cache)
+    options = {"max_new_tokens": 40, "precision": "fp32", **options}
+    return run(ask("tiny-llama", text=REPEATS, speculation=speculation, **options), cache)
 
 
 @pytest.mark.parametrize("lookahead", [1, 5, 16])
@@ -141,6 +142,32 @@ def test_what_cannot_speculate_says_so(cache, model, options, message):
     request = ask(model, text="hello there", **{"speculation": "prompt_lookup", **options})
     with pytest.raises(InputError, match=message):
         run(request, cache)
+
+
+def test_a_draft_must_be_cheaper_and_share_the_cache_dtype(cache):
+    """The draft's own guessing is tested on the embedded model (its fp32 and gguf-q8 share a dtype)."""
+    with pytest.raises(PrecisionError, match="model's own"):
+        run(ask("tiny-llama", precision="fp32", speculation="draft", draft_precision="fp32"), cache)
+    with pytest.raises(PrecisionError, match="share one KV cache"):
+        run(ask("tiny-llama", precision="fp32", speculation="draft", draft_precision="fp16"), cache)
+
+
+def test_expected_tokens_follow_the_share_kept():
+    assert expected_tokens(0, 0, 3) == pytest.approx(1 + 2 / 3 + (2 / 3) ** 2 + (2 / 3) ** 3)  # the prior
+    assert expected_tokens(0, 30, 3) < 1.1  # guesses that never held: barely more than the check's own
+    assert expected_tokens(98, 100, 3) > 3.8
+    assert expected_tokens(5, 5, 0) == 1
+
+
+@pytest.mark.parametrize(("width_cost", "guesses"), [(1.0, True), (100.0, False)])
+def test_auto_guesses_only_where_checking_pays(cache, monkeypatch, width_cost, guesses):
+    """auto weighs each step: with checking as cheap as a plain step, looping text is guessed; at
+    100 times the price, nothing is; the tokens are plain decoding's either way."""
+    monkeypatch.setattr(batching, "WIDTH_COST", dict.fromkeys(batching.WIDTH_COST, width_cost) | {1: 1.0})
+    plain = _greedy(cache, "none")
+    auto = _greedy(cache, "auto")
+    assert auto.token_ids == plain.token_ids
+    assert (auto.metrics.proposed_tokens > 0) == guesses
 
 
 def test_a_sampled_guess_keeps_the_distribution():
