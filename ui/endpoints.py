@@ -39,15 +39,6 @@ Build = Callable[[dict[str, Any], RunOptions], GenerationRequest]  # (own inputs
 Run = Callable[[dict[str, Any], GenerationRequest, gr.Progress], Iterator]  # -> the outputs, as they come
 
 
-def on_gpu(fn: Callable) -> Callable:
-    """Hugging Face ZeroGPU: GPU work must run inside @spaces.GPU; elsewhere nothing changes."""
-    try:
-        import spaces
-    except ImportError:
-        return fn
-    return spaces.GPU(duration=settings().gpu_seconds)(fn)
-
-
 @contextmanager
 def user_errors() -> Iterator[None]:
     """User-fixable errors become gr.Error: a message on the page; it and every other request carry on."""
@@ -109,7 +100,7 @@ def endpoint(name: str, doc: str, own: Sequence[inspect.Parameter], build: Build
     handler.__doc__ = with_options_doc(doc, OPTIONS)
     validator.__signature__ = inspect.Signature(inputs)
     handler.validator = validator
-    return on_gpu(handler)
+    return handler
 
 
 def events(request: GenerationRequest, progress: gr.Progress) -> Iterator:

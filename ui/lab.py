@@ -15,7 +15,7 @@ from engine import FRONTIER_LENGTHS, MAP_TOKENS, OPTION_BY_NAME, GenerationReque
 
 from . import benchmarks
 from .controls import control, controls
-from .endpoints import PARAMETER, attention_picture, endpoint, on_gpu, reporter, user_errors, with_options_doc
+from .endpoints import PARAMETER, attention_picture, endpoint, reporter, user_errors, with_options_doc
 from .maps import map_view
 from .results import wire
 
@@ -121,7 +121,7 @@ def lab_tab() -> None:
         run_frontier = gr.Button("Run the frontier", variant="primary")
         frontier_plot = gr.Image(label="Decode and prefill speedups against mean KL to dense", interactive=False)
         frontier_table = gr.Dataframe(label="Frontier", interactive=False)
-        wire([run_frontier.click], on_gpu(frontier), [*frontier_controls, frontier_lengths, budgets, compiled],
+        wire([run_frontier.click], frontier, [*frontier_controls, frontier_lengths, budgets, compiled],
              [frontier_plot, frontier_table], "frontier")  # fmt: skip
         gr.Markdown(
             "### Attention map of any prompt\nThe prompt as the model reads it (no chat template): the tiles "
@@ -135,4 +135,4 @@ def lab_tab() -> None:
         s = sweep
         sweep_inputs = [s["model"], s["precision"], lengths, s["window"], s["sinks"], whole, decode, s["pattern"],
                         s["block_size"]]  # fmt: skip
-        wire([run_sweep.click], on_gpu(benchmark), sweep_inputs, [op_plot, model_plot, table], "benchmark")
+        wire([run_sweep.click], benchmark, sweep_inputs, [op_plot, model_plot, table], "benchmark")

@@ -8,7 +8,7 @@ import gradio as gr
 
 from engine import OPTIONS, GenerationRequest
 
-from .endpoints import attention_picture, on_gpu, options_of, user_errors
+from .endpoints import attention_picture, options_of, user_errors
 from .results import wire
 
 
@@ -37,4 +37,4 @@ def map_panel(inputs: list[gr.Component], build: Callable[..., GenerationRequest
             request = build(*values[:own], options)
         return attention_picture(request, values[own], values[own + 1], progress)
 
-    wire([show.click], on_gpu(picture), [*inputs, layer, head, *shared], [image, data])
+    wire([show.click], picture, [*inputs, layer, head, *shared], [image, data])

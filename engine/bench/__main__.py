@@ -24,7 +24,7 @@ from engine.bench.precision import PRECISION_COLUMNS, precision_table
 from engine.bench.report import format_table, machine, plot_precisions, plot_sweep, write_outputs
 from engine.bench.serve import SERVE_COLUMNS, plot_serve, serve_table
 from engine.bench.soak import SINCE, SOAK_COLUMNS, growth, plot_soak, soak_table
-from engine.bench.speculation import SPECULATION_COLUMNS, plot_speculation, speculation_table
+from engine.bench.speculation import GUESSERS, SPECULATION_COLUMNS, plot_speculation, speculation_table
 from engine.experiments.frontier import DENSITIES, FRONTIER_COLUMNS, LENGTHS, STEPS, frontier, plot_frontier
 from engine.experiments.frontier import QUICK_LENGTHS as FRONTIER_QUICK_LENGTHS
 from engine.experiments.sweep import QUICK_LENGTHS, SWEEP_COLUMNS, Progress, SweepConfig, sweep
@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--requests", type=int, default=500, help="soak: requests sent in all")
     parser.add_argument("--densities", help="frontier: budgets as shares of the length (default 0.06,0.12)")
     parser.add_argument("--compiled", action="store_true", help="frontier: also time the compiled decode steps")
+    parser.add_argument(
+        "--speculations", help="speculation: the guessers against none (default prompt_lookup,draft,auto)"
+    )
+    parser.add_argument(
+        "--tasks", help="speculation: comma-separated tasks (default summarize,code edit,chat,translation)"
+    )
     parser.add_argument("--out", type=Path, help="write JSON, CSV and PNG here")
     return parser
 
@@ -122,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.suite == "speculation":
             precision = (_csv(args.precisions) or ("auto",))[0]
             streams = _csv(args.users or "1,8", int)
-            rows = speculation_table(args.model, precision, streams, args.repeats, _report("speculation"))
+            rows = speculation_table(args.model, precision, streams, args.repeats, _report("speculation"),
+                                     _csv(args.speculations) or GUESSERS, _csv(args.tasks))  # fmt: skip
             columns, stem, plot = SPECULATION_COLUMNS, "speculation", plot_speculation
             meta = {"model": args.model, "precision": precision, "streams": streams, "machine": machine()}
         elif args.suite == "frontier":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 from typing import Any
 
@@ -36,8 +37,12 @@ INT4_GROUP = 32
 
 
 def resolve_device() -> torch.device:
-    """CUDA when present, else CPU; STUDIO_DEVICE overrides (e.g. "cpu" on a GPU machine)."""
-    name = settings().device or ("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when present, else CPU; STUDIO_DEVICE overrides (e.g. "cpu" on a GPU machine). On
+    Hugging Face ZeroGPU hardware, the CPU: there the GPU exists only inside a `@spaces.GPU` call, in
+    that call's process, and the engine runs every forward on its own long-lived thread, which is what
+    lets it batch users (README: Hugging Face Spaces)."""
+    zero_gpu = os.environ.get("SPACES_ZERO_GPU") == "true"  # how Gradio and `spaces` recognise it
+    name = settings().device or ("cuda" if torch.cuda.is_available() and not zero_gpu else "cpu")
     return torch.device(name)
 
 

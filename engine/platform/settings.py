@@ -76,9 +76,6 @@ class Settings(BaseSettings):
     time_limit_s: float = Field(
         180, gt=0, alias="STUDIO_TIME_LIMIT_S", description="app: decoding stops after this long and says so"
     )
-    gpu_seconds: int = Field(
-        60, ge=1, alias="STUDIO_GPU_SECONDS", description="app on ZeroGPU: declared (and charged) duration per request"
-    )
     mcp: bool = Field(False, alias="STUDIO_MCP", description="app: also serve every endpoint as an MCP tool")
     remote_timeout_s: float = Field(
         30,

@@ -36,11 +36,12 @@ from engine.attention.choice import DENSE, AttentionChoice
 from engine.models.embedded import BUILDING
 from engine.models.gguf_group import GROUP_BLOCK_MATMULS
 from engine.models.packed import BlockLinear
-from engine.platform.fallbacks import CUDA_GRAPHS, FALLBACKS
+from engine.platform.fallbacks import FALLBACKS
 from engine.runtime import saved_steps
 from engine.runtime.background import Background
 from engine.runtime.kv_cache import RowCache
 from engine.runtime.step import BatchKey, bucket_for, decode_step, keeps_pages, step_key, step_rows, verify_step
+from engine.runtime.step_variants import StepVariant, step_variants
 
 log = logging.getLogger(__name__)
 _step_ids = itertools.count()  # names the code object of each compiled step (_own_copy)
@@ -259,44 +260,3 @@ def _example_positions(rows: int, width: int, position: int, device: torch.devic
     if width == 1:
         return torch.full((rows,), position, device=device)
     return torch.full((rows, 1), position, device=device) + torch.arange(width, device=device)
-
-
-@dataclass(frozen=True)
-class StepVariant:
-    """One way to compile a step; when it fails, the next one is tried."""
-
-    name: str
-    mode: str | None  # torch.compile's mode
-    inductor: dict[str, bool]  # inductor settings for this compile only
-    fallback: str | None = None  # the FALLBACKS path its failure records process-wide (else: this model's)
-    instead: str = ""
-    saved: bool = False  # compiled ahead of time and saved for later processes (engine.runtime.saved_steps)
-
-
-# The step's wrapper in C++ (inductor's cpp_wrapper): the generated code calls each kernel from C++
-# rather than Python, ~4 ms less per step of the embedded model (profile: README). Built apart from
-# the kernels (cpp_wrapper_build_separate): one translation unit of both took 10 minutes to compile.
-# A graph can meet a bug of it (int8-wo's did: a bmm into a reused buffer failed at run time); that
-# model's steps then take the Python wrapper.
-_CPP = {"cpp_wrapper": True, "cpp_wrapper_build_separate": True}
-CPP_WRAPPER = StepVariant(
-    "the C++ wrapper (inductor's cpp_wrapper)", None, _CPP, instead="its steps take the Python wrapper"
-)
-# The same step compiled ahead of time and saved (torch's precompile): a later process loads it in
-# seconds. A graph torch cannot save (or whose saved step fails) compiles on its first call instead.
-SAVED = StepVariant(
-    "the saved step (torch's aot_compile)", None, _CPP, instead="its steps compile in each process", saved=True
-)
-PLAIN = StepVariant("the plain compiled step", None, {})
-
-
-def step_variants(device: torch.device) -> list[StepVariant]:
-    """The variants to try, in order: on CUDA, the step captured as a CUDA graph too (static cache
-    shapes allow it), unless that failed once in this process; on CPU, a C++ wrapper, saved for later
-    processes, else compiled in each; then the plain compiled step."""
-    if device.type == "cuda" and not FALLBACKS.failed(CUDA_GRAPHS):
-        graphs = StepVariant("CUDA graphs", "reduce-overhead", {}, CUDA_GRAPHS, "compiled steps without CUDA graphs")
-        return [graphs, PLAIN]
-    if device.type == "cpu":
-        return [SAVED, CPP_WRAPPER, PLAIN]
-    return [PLAIN]

@@ -9,10 +9,10 @@ import torch
 from test_engine import ask
 
 from engine import Engine, run
-from engine.models.precision import resolve_precision
+from engine.models.precision import resolve_device, resolve_precision
 from engine.models.registry import get_spec
 from engine.platform.fallbacks import CUDA_GRAPHS, FALLBACKS
-from engine.runtime.compile import CPP_WRAPPER, PLAIN, SAVED, step_variants
+from engine.runtime.step_variants import CPP_WRAPPER, PLAIN, SAVED, step_variants
 
 PROMPT = "the quick brown fox jumps over the lazy dog " * 12
 
@@ -102,3 +102,13 @@ def test_a_load_on_cuda_that_fails_loads_the_tested_way(tiny_env):
     active = FALLBACKS.active()
     assert [a.split(" failed")[0] for a in active] == ["bitsandbytes on CUDA", "fp16 on CUDA"]
     assert active[0].endswith("; int8 with bitsandbytes on the CPU instead")
+
+
+def test_zero_gpu_hardware_runs_on_the_cpu(monkeypatch):
+    """On ZeroGPU the GPU exists only inside a `@spaces.GPU` call's own process; the engine's thread
+    never is one, so it takes the CPU where CUDA seems present."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("STUDIO_DEVICE", raising=False)
+    assert resolve_device().type == "cuda"
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert resolve_device().type == "cpu"
