@@ -190,7 +190,10 @@ class Batch:
         if any(row.position + width > self.cache.length for row in rows):
             return None
         guesses = [row.looked_up(width) for row in rows]
-        asked = any(g for row, g in zip(rows, guesses, strict=True) if row.speculation == "prompt_lookup")
+        # a step widened anyway (rows that asked for guesses) checks auto rows' guesses for free
+        asked = any(row.draft is not None for row in rows) or any(
+            g for row, g in zip(rows, guesses, strict=True) if row.speculation == "prompt_lookup"
+        )
         if not asked and any(guesses) and not self._pays(guesses):
             guesses = [[] for _ in rows]  # only auto rows guessed, and their guesses would not pay
         for draft in {id(row.draft): row.draft for row in rows if row.draft is not None}.values():
