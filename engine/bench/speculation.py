@@ -36,9 +36,9 @@ from engine.experiments.statistics import compare_timing
 from engine.models.precision import resolve_precision
 from engine.models.registry import DEFAULT_MODEL, get_spec
 from engine.platform.errors import InputError
-from engine.runtime.batching import STEP_TOKENS
 from engine.runtime.compile import CompiledDecode
 from engine.runtime.engine import Engine
+from engine.runtime.speculation import STEP_TOKENS
 from engine.runtime.step import step_rows, step_width
 
 Progress = Callable[[float, str], None]

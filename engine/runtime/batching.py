@@ -13,7 +13,8 @@ With speculation (engine.runtime.speculation), a step gives each row its last to
 in one forward; rows without guesses take part with their one token. Each row keeps what its own
 picks confirm. A draft model guesses by stepping the batch's rows itself, on the batch's own cache,
 before that forward. `auto` rows guess only when the step is expected to pay: the tokens their guesses
-are likely to give (each row's share kept so far) against the measured cost of the wider step.
+are likely to give (each row's share kept so far) against the measured cost of the wider step. What a
+step guesses is decided in engine.runtime.speculation (`plan`).
 
 Only the engine thread calls into a batch (engine.runtime.runner).
 """
@@ -34,17 +35,10 @@ from engine.runtime.compile import CompiledStep
 from engine.runtime.decoding import Decoding
 from engine.runtime.kv_cache import RowCache
 from engine.runtime.prompt import Encoded
-from engine.runtime.speculation import expected_tokens, proposal
-from engine.runtime.step import BatchKey, bucket_for, decode_step, keeps_pages, step_key, step_width, verify_step
+from engine.runtime.speculation import SHORTEST_MATCH, StepCosts, expected_tokens, lookup, plan
+from engine.runtime.step import BatchKey, bucket_for, decode_step, keeps_pages, step_key, verify_step
 
 Deliver = Callable[[object], None]  # hands a text delta, the Result or an exception to the request
-# A speculating step computes rows x width tokens; past about this many the matmuls stop being bound
-# by reading the weights (a 2-core CPU: ~8 rows, README), and guesses would cost more than they save.
-STEP_TOKENS = 16
-# What a step of width w costs against a plain one, until a batch has timed its own: the embedded
-# model's fp32 step, one row, on a 2-core EPYC (83, 124, 192 and 223 ms for 1, 2, 4 and 8 tokens).
-WIDTH_COST = {1: 1.0, 2: 1.5, 4: 2.3, 8: 2.7, 16: 4.0}
-TIMED = 0.2  # the weight of each new timing in a step's running cost
 
 
 def batch_key(loaded: LoadedModel, request: GenerationRequest, encoded: Encoded) -> BatchKey:
@@ -114,9 +108,10 @@ class Row:
 
     def looked_up(self, width: int) -> list[int]:
         """Its guesses by prompt lookup (prompt_lookup and auto rows; none where nothing recurs)."""
-        if self.speculation not in ("prompt_lookup", "auto"):
+        options, count = self.decoding.request.options, self.room(width)
+        if self.speculation not in ("prompt_lookup", "auto") or not count:
             return []
-        return proposal(self.decoding.request.options, self.decoding.seen, self.room(width))
+        return lookup(self.decoding.seen[0], options.lookup_ngram, count, min(SHORTEST_MATCH, options.lookup_ngram))
 
     def expected(self, guesses: int) -> float:
         """The tokens a check of `guesses` is expected to give it, from its share kept so far."""
@@ -130,7 +125,7 @@ class Batch:
         self.loaded, self.key = loaded, key
         self.cache = RowCache(loaded.model.config.num_hidden_layers, capacity, key[0], pages=keeps_pages(key[1]))
         self.rows: list[Row] = []
-        self.costs: dict[tuple[int, int, bool], float] = {}  # seconds a step took: (rows, width, compiled)
+        self.costs = StepCosts()  # what its steps took, by shape (auto speculation weighs them)
 
     @property
     def capacity(self) -> int:
@@ -162,13 +157,13 @@ class Batch:
 
     def step(self) -> None:
         """One decode step: a token for every row, or, where rows speculate, a checked run of them."""
-        if (speculating := self._guesses()) is not None:
+        if (speculating := plan(self)) is not None:
             self._verify(*speculating)
             return
         rows = self.rows
-        compiled = self._compiled(len(rows), 1)
+        compiled = self.compiled_step(len(rows), 1)
         with torch.inference_mode():  # inputs made inside too: a compiled step is traced on inference tensors
-            tokens, positions = self._inputs([[r.decoding.token] for r in rows], compiled)
+            tokens, positions = self.inputs([[r.decoding.token] for r in rows], compiled)
             logits = self._timed(self.loaded, compiled, tokens, positions)
         stepped = list(rows)  # rows that finish leave the batch as the loop goes
         for i, row in enumerate(stepped):
@@ -176,89 +171,16 @@ class Batch:
             row.took_step(len(stepped), compiled.compile_s if compiled else None)
             self._accept(row, logits[i])
 
-    def _guesses(self) -> tuple[list[list[int]], int] | None:
-        """Each row's guesses and the step's width: its last token and the longest run of guesses,
-        rounded up to a power of two (a compiled step per width), within the step's token budget and
-        every row's cache; None: a plain step (no row guesses, or a sparse batch, whose keys are picked
-        by rules a run of tokens would need its own of)."""
-        rows = self.rows
-        budget = STEP_TOKENS // len(rows)
-        reach = max((row.decoding.request.options.lookahead for row in rows if row.speculation != "none"), default=0)
-        if self.key[1] != DENSE or budget < 2 or not reach:
-            return None
-        width = min(step_width(1 + reach), 1 << (budget.bit_length() - 1))
-        if any(row.position + width > self.cache.length for row in rows):
-            return None
-        guesses = [row.looked_up(width) for row in rows]
-        # a step widened anyway (rows that asked for guesses) checks auto rows' guesses for free
-        asked = any(row.draft is not None for row in rows) or any(
-            g for row, g in zip(rows, guesses, strict=True) if row.speculation == "prompt_lookup"
-        )
-        if not asked and any(guesses) and not self._pays(guesses):
-            guesses = [[] for _ in rows]  # only auto rows guessed, and their guesses would not pay
-        for draft in {id(row.draft): row.draft for row in rows if row.draft is not None}.values():
-            drafted = self._drafted(draft, width)
-            for i, row in enumerate(rows):
-                if row.draft is draft:
-                    guesses[i] = drafted[i]
-        if not any(guesses):
-            return None
-        return guesses, min(width, step_width(1 + max(len(g) for g in guesses)))
-
-    def _pays(self, guesses: list[list[int]]) -> bool:
-        """Whether checking `guesses` is expected to give more tokens a second than a plain step: the
-        tokens each row is expected to get (one without guesses) against the wider step's cost, as
-        this batch timed it (WIDTH_COST until then)."""
-        rows = self.rows
-        width = step_width(1 + max(len(g) for g in guesses))
-        ratio = self._cost(len(rows), width) / self._cost(len(rows), 1)
-        return sum(row.expected(len(g)) for row, g in zip(rows, guesses, strict=True)) > len(rows) * ratio
-
-    def _cost(self, rows: int, width: int) -> float:
-        """A step's running time in seconds as timed here, else a plain one's times WIDTH_COST (a
-        plain one not timed yet: WIDTH_COST alone, in plain steps)."""
-        compiled = self._compiled(rows, width) is not None
-        if (timed := self.costs.get((rows, width, compiled))) is not None:
-            return timed
-        return self.costs.get((rows, 1, compiled), 1.0) * WIDTH_COST[width]
-
-    def _drafted(self, draft: LoadedModel, width: int) -> list[list[int]]:
-        """Guesses by the draft model for every row (those without a draft ignore theirs): its greedy
-        tokens, one step of all rows at a time, as many steps as the rows it drafts for have room.
-        It reads the batch's cache, where every accepted token's keys are the model's own, and writes
-        its guesses' keys past each row's position, where the checking step writes the model's."""
-        rows = self.rows
-        steps = max(row.room(width) for row in rows if row.draft is draft)
-        compiled = draft.compiled.step(self.key, len(rows)) if draft.compiled else None
-        start = now(self.loaded.device)
-        drafted: list[torch.Tensor] = []
-        with torch.inference_mode():
-            tokens, positions = self._inputs([[r.decoding.token] for r in rows], compiled)
-            for _ in range(steps):
-                tokens = self._forward(draft, compiled, tokens, positions).argmax(-1, keepdim=True)
-                drafted.append(tokens[: len(rows), 0])
-                positions = positions + 1
-        took = now(self.loaded.device) - start
-        guessed = torch.stack(drafted, 1).tolist() if drafted else [[] for _ in rows]
-        for row, ids in zip(rows, guessed, strict=True):
-            if row.draft is draft:
-                row.draft_s += took
-                del ids[row.room(width) :]
-                stop = next((i for i, t in enumerate(ids) if t in row.decoding.stop_ids), None)
-                if stop is not None:  # nothing is guessed past a stop
-                    del ids[stop + 1 :]
-        return guessed
-
     def _verify(self, guesses: list[list[int]], width: int) -> None:
         """One forward over every row's last token and its guesses, padded to `width` by repeating the
         last token (keys past the row's end, never read); each row then picks from each position's
         logits in turn while its pick is the guess there."""
         rows = list(self.rows)
-        compiled = self._compiled(len(rows), width)
+        compiled = self.compiled_step(len(rows), width)
         with torch.inference_mode():
             last = [row.decoding.token for row in rows]
             padded = [[t, *g] + [t] * (width - 1 - len(g)) for t, g in zip(last, guesses, strict=True)]
-            tokens, positions = self._inputs(padded, compiled)
+            tokens, positions = self.inputs(padded, compiled)
             logits = self._timed(self.loaded, compiled, tokens, positions)
         for i, (row, guess) in enumerate(zip(rows, guesses, strict=True)):
             row.took_step(len(rows), compiled.compile_s if compiled else None)
@@ -271,11 +193,11 @@ class Batch:
                 kept += 1
             row.position += 1 + kept  # its last token's key and the kept guesses'
 
-    def _compiled(self, rows: int, width: int) -> CompiledStep | None:
+    def compiled_step(self, rows: int, width: int) -> CompiledStep | None:
         """The model's compiled step for `rows` rows of `width` tokens, if ready (engine.runtime.compile)."""
         return self.loaded.compiled.step(self.key, rows, width) if self.loaded.compiled else None
 
-    def _inputs(self, tokens: list[list[int]], compiled: CompiledStep | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def inputs(self, tokens: list[list[int]], compiled: CompiledStep | None) -> tuple[torch.Tensor, torch.Tensor]:
         """A step's tokens (rows, width) and positions ((rows,) for one token a row, else (rows, width)),
         the rows' own, then the compiled step's free rows, which ride along from position 0, output unread."""
         device, width = self.loaded.device, len(tokens[0])
@@ -284,7 +206,7 @@ class Batch:
         starts = torch.tensor([r.position for r in self.rows] + [0] * free, device=device)
         return ids, starts if width == 1 else starts[:, None] + torch.arange(width, device=device)
 
-    def _forward(self, loaded: LoadedModel, compiled: CompiledStep | None, tokens, positions) -> torch.Tensor:
+    def forward(self, loaded: LoadedModel, compiled: CompiledStep | None, tokens, positions) -> torch.Tensor:
         """Logits of a step of `loaded` (the batch's model or a draft) on the batch's cache."""
         if compiled is not None:
             return compiled.run(tokens, positions, self.cache)
@@ -293,12 +215,10 @@ class Batch:
         return step(loaded.model, tokens, positions, self.cache, self.key[1])
 
     def _timed(self, loaded: LoadedModel, compiled: CompiledStep | None, tokens, positions) -> torch.Tensor:
-        """_forward, its time kept as the running cost of its shape (auto speculation weighs it)."""
+        """forward, its time kept as the running cost of its shape (auto speculation weighs it)."""
         start = now(loaded.device)
-        logits = self._forward(loaded, compiled, tokens, positions)
-        took = now(loaded.device) - start
-        shape = (len(self.rows), tokens.shape[1], compiled is not None)
-        self.costs[shape] = took if shape not in self.costs else (1 - TIMED) * self.costs[shape] + TIMED * took
+        logits = self.forward(loaded, compiled, tokens, positions)
+        self.costs.record((len(self.rows), tokens.shape[1], compiled is not None), now(loaded.device) - start)
         return logits
 
     def _accept(self, row: Row, logits: torch.Tensor, guess: int | None = None) -> bool:

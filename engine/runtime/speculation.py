@@ -29,14 +29,28 @@ guesses were kept), and a short default lookahead.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from engine.api.options import RunOptions
+from engine.models.loader import LoadedModel
+from engine.platform.measure import now
+from engine.runtime.step import step_width
+
+if TYPE_CHECKING:
+    from engine.runtime.batching import Batch
 
 SHORTEST_MATCH = 2  # tokens of the row's end that must recur before their follow-up is guessed
 # auto: a row's share of guesses kept starts as if PRIOR_KEPT of PRIOR_PROPOSED had been (optimistic
 # enough that a first check of three guesses is tried, and a few misses stop it)
 PRIOR_KEPT, PRIOR_PROPOSED = 2, 3
+# A speculating step computes rows x width tokens; past about this many the matmuls stop being bound
+# by reading the weights (a 2-core CPU: ~8 rows, README), and guesses would cost more than they save.
+STEP_TOKENS = 16
+# What a step of width w costs against a plain one, until a batch has timed its own: the embedded
+# model's fp32 step, one row, on a 2-core EPYC (83, 124, 192 and 223 ms for 1, 2, 4 and 8 tokens).
+WIDTH_COST = {1: 1.0, 2: 1.5, 4: 2.3, 8: 2.7, 16: 4.0}
+TIMED = 0.2  # the weight of each new timing in a step's running cost
 
 
 def lookup(ids: torch.Tensor, ngram: int, count: int, shortest: int = 1) -> list[int]:
@@ -53,16 +67,98 @@ def lookup(ids: torch.Tensor, ngram: int, count: int, shortest: int = 1) -> list
     return []
 
 
-def proposal(options: RunOptions, seen: torch.Tensor, count: int) -> list[int]:
-    """Up to `count` guesses by prompt lookup for a row whose tokens so far are `seen` (1, n)."""
-    if count <= 0:
-        return []
-    return lookup(seen[0], options.lookup_ngram, count, min(SHORTEST_MATCH, options.lookup_ngram))
-
-
 def expected_tokens(accepted: int, proposed: int, guesses: int) -> float:
     """The tokens a check of `guesses` is expected to give a row that has had `accepted` of `proposed`
     guesses kept: each guess is kept with that share (from the prior at first) while the ones before
     it were, and the check always gives one token of its own: 1 + a + a^2 + ... + a^guesses."""
     kept = (accepted + PRIOR_KEPT) / (proposed + PRIOR_PROPOSED)
     return sum(kept**i for i in range(guesses + 1))
+
+
+Shape = tuple[int, int, bool]  # a step's (rows, width, compiled)
+
+
+class StepCosts:
+    """What a batch's steps take, by shape: a running mean of their seconds (TIMED per new timing)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[Shape, float] = {}
+
+    def record(self, shape: Shape, took: float) -> None:
+        last = self.seconds.get(shape)
+        self.seconds[shape] = took if last is None else (1 - TIMED) * last + TIMED * took
+
+    def ratio(self, rows: int, width: int, compiled: bool) -> float:
+        """A step of `width` tokens a row against a plain one: as timed, else WIDTH_COST."""
+        wide, plain = self.seconds.get((rows, width, compiled)), self.seconds.get((rows, 1, compiled))
+        if wide is None or plain is None:
+            return WIDTH_COST[width]
+        return wide / plain
+
+
+def plan(batch: Batch) -> tuple[list[list[int]], int] | None:
+    """Each row's guesses and the step's width: its last token and the longest run of guesses,
+    rounded up to a power of two (a compiled step per width), within the step's token budget and
+    every row's cache; None: a plain step (no row guesses, or a sparse batch, whose keys are picked
+    by rules a run of tokens would need its own of)."""
+    rows = batch.rows
+    budget = STEP_TOKENS // len(rows)
+    reach = max((row.decoding.request.options.lookahead for row in rows if row.speculation != "none"), default=0)
+    if batch.key[1].mode != "dense" or budget < 2 or not reach:
+        return None
+    width = min(step_width(1 + reach), 1 << (budget.bit_length() - 1))
+    if any(row.position + width > batch.cache.length for row in rows):
+        return None
+    guesses = [row.looked_up(width) for row in rows]
+    # a step widened anyway (rows that asked for guesses) checks auto rows' guesses for free
+    asked = any(row.draft is not None for row in rows) or any(
+        g for row, g in zip(rows, guesses, strict=True) if row.speculation == "prompt_lookup"
+    )
+    if not asked and any(guesses) and not _pays(batch, guesses):
+        guesses = [[] for _ in rows]  # only auto rows guessed, and their guesses would not pay
+    for draft in {id(row.draft): row.draft for row in rows if row.draft is not None}.values():
+        drafted = _drafted(batch, draft, width)
+        for i, row in enumerate(rows):
+            if row.draft is draft:
+                guesses[i] = drafted[i]
+    if not any(guesses):
+        return None
+    return guesses, min(width, step_width(1 + max(len(g) for g in guesses)))
+
+
+def _pays(batch: Batch, guesses: list[list[int]]) -> bool:
+    """Whether checking `guesses` is expected to give more tokens a second than a plain step: the
+    tokens each row is expected to get (one without guesses) against the wider step's cost, as the
+    batch timed it."""
+    rows = batch.rows
+    width = step_width(1 + max(len(g) for g in guesses))
+    ratio = batch.costs.ratio(len(rows), width, batch.compiled_step(len(rows), width) is not None)
+    return sum(row.expected(len(g)) for row, g in zip(rows, guesses, strict=True)) > len(rows) * ratio
+
+
+def _drafted(batch: Batch, draft: LoadedModel, width: int) -> list[list[int]]:
+    """Guesses by the draft model for every row (those without a draft ignore theirs): its greedy
+    tokens, one step of all rows at a time, as many steps as the rows it drafts for have room.
+    It reads the batch's cache, where every accepted token's keys are the model's own, and writes
+    its guesses' keys past each row's position, where the checking step writes the model's."""
+    rows = batch.rows
+    steps = max(row.room(width) for row in rows if row.draft is draft)
+    compiled = draft.compiled.step(batch.key, len(rows)) if draft.compiled else None
+    start = now(draft.device)
+    drafted: list[torch.Tensor] = []
+    with torch.inference_mode():
+        tokens, positions = batch.inputs([[r.decoding.token] for r in rows], compiled)
+        for _ in range(steps):
+            tokens = batch.forward(draft, compiled, tokens, positions).argmax(-1, keepdim=True)
+            drafted.append(tokens[: len(rows), 0])
+            positions = positions + 1
+    took = now(draft.device) - start
+    guessed = torch.stack(drafted, 1).tolist() if drafted else [[] for _ in rows]
+    for row, ids in zip(rows, guessed, strict=True):
+        if row.draft is draft:
+            row.draft_s += took
+            del ids[row.room(width) :]
+            stop = next((i for i, t in enumerate(ids) if t in row.decoding.stop_ids), None)
+            if stop is not None:  # nothing is guessed past a stop
+                del ids[stop + 1 :]
+    return guessed

@@ -14,7 +14,7 @@ from test_engine import ask
 
 from engine import Chunk, Comparison, Engine, InputError, PrecisionError, run, stream_request
 from engine.api.options import RunOptions
-from engine.runtime import batching
+from engine.runtime import speculation
 from engine.runtime.sampling import TokenPicker
 from engine.runtime.speculation import expected_tokens, lookup
 
@@ -163,7 +163,7 @@ def test_expected_tokens_follow_the_share_kept():
 def test_auto_guesses_only_where_checking_pays(cache, monkeypatch, width_cost, guesses):
     """auto weighs each step: with checking as cheap as a plain step, looping text is guessed; at
     100 times the price, nothing is; the tokens are plain decoding's either way."""
-    monkeypatch.setattr(batching, "WIDTH_COST", dict.fromkeys(batching.WIDTH_COST, width_cost) | {1: 1.0})
+    monkeypatch.setattr(speculation, "WIDTH_COST", dict.fromkeys(speculation.WIDTH_COST, width_cost) | {1: 1.0})
     plain = _greedy(cache, "none")
     auto = _greedy(cache, "auto")
     assert auto.token_ids == plain.token_ids
