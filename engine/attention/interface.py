@@ -24,6 +24,7 @@ from engine.attention.choice import DENSE, AttentionChoice
 from engine.attention.content import PAGE, page_bounds, prefills_by_content
 from engine.attention.context import INSPECTOR, PROBE, sparse_kernel_name
 from engine.attention.flex import flex_content_block_mask, flex_sparse_attention
+from engine.attention.grouped import grouped_query_attention
 from engine.attention.mask import StudioMask, studio_mask
 from engine.attention.one_query import one_query_attention
 from engine.attention.patterns import pattern_for
@@ -51,6 +52,8 @@ def studio_attention(
     # in a background thread would turn it on for an eager forward on the engine thread.
     choice = studio_choice or DENSE
     if not isinstance(attention_mask, StudioMask):  # a caller-made 4D mask or None: plain SDPA
+        if _grouped_queries(module, query, attention_mask, position_bias, dropout):  # a speculating step
+            return grouped_query_attention(query, key, value, attention_mask, scaling), None
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout, scaling, is_causal, position_bias, **kwargs
         )
@@ -129,6 +132,14 @@ def studio_attention(
         choice.stats.computed_pairs += computed
         choice.stats.dense_pairs += dense
     return out.transpose(1, 2).contiguous(), None  # (B, Lq, H, D), as transformers expects
+
+
+def _grouped_queries(module, query: torch.Tensor, mask, position_bias, dropout: float) -> bool:
+    """Several queries a sequence on grouped key heads, with a boolean 4D mask shared by the heads:
+    engine.attention.grouped serves them without copying the keys."""
+    groups = getattr(module, "num_key_value_groups", 1)
+    shared = isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.dim() == 4 and mask.shape[1] == 1
+    return query.shape[2] > 1 and groups > 1 and shared and position_bias is None and not dropout
 
 
 def _sparse_one_query(

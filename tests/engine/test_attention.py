@@ -243,6 +243,25 @@ def test_one_query_attention_matches_sdpa(with_bias):
     assert torch.allclose(got, expected.transpose(1, 2), atol=1e-5)
 
 
+@pytest.mark.parametrize("width", [2, 4, 8])
+def test_grouped_query_attention_matches_sdpa_on_copied_keys(width):
+    """A speculating step's attention (a few queries a row, each with its own mask, grouped KV heads)
+    equals SDPA on keys copied per query head, as transformers computes it."""
+    from engine.attention.grouped import grouped_query_attention
+
+    torch.manual_seed(0)
+    b, h, hkv, length, d = 2, 6, 2, 37, 16
+    query, key, value = torch.randn(b, h, width, d), torch.randn(b, hkv, length, d), torch.randn(b, hkv, length, d)
+    positions = torch.tensor([[20], [30]]) + torch.arange(width)  # each row's own place in its cache
+    mask = (torch.arange(length) <= positions[..., None])[:, None]  # (b, 1, width, length)
+    expected = F.scaled_dot_product_attention(
+        query, key.repeat_interleave(h // hkv, 1), value.repeat_interleave(h // hkv, 1), attn_mask=mask
+    )
+    got = grouped_query_attention(query, key, value, mask, None)
+    assert got.shape == (b, width, h, d)
+    assert torch.allclose(got, expected.transpose(1, 2), atol=1e-6)
+
+
 @pytest.mark.parametrize("pattern_name", ["sliding_sinks", "bigbird_random"])
 @pytest.mark.parametrize("positions", [(3, 20), (199, 255), (255, 3)])
 def test_sparse_decode_step_attends_exactly_to_the_pattern(pattern_name, positions):
