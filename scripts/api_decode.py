@@ -56,7 +56,7 @@ def main() -> int:
     direct = direct_rates(args.answers, args.new_tokens)
     anchor = llama_cpp_decode_rate(DEFAULT_MODEL, args.new_tokens, repeats=3)
     if anchor is None:
-        print("llama.cpp: not installed (pip install -e '.[anchor]')")
+        print("llama.cpp: not installed (bash scripts/anchor.sh)")
         return 1
     print(f"llama.cpp: {anchor:.1f} tok/s")
     for path, values in rates.items():

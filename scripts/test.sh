@@ -3,9 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# llama.cpp's OpenAI-compatible server for the remote-engine tests (tests/remote): pip compiles it
-# the first time (~10 min on 2 cores) and reuses its wheel cache afterwards.
-.venv/bin/python -m pip install -q -e ".[dev,anchor]"
+# llama.cpp's OpenAI-compatible server for the remote-engine tests (tests/remote), built once.
+bash scripts/anchor.sh
 # Browser tests drive Debian's Chromium through Playwright; never a downloaded browser.
 if ! command -v chromium >/dev/null; then
     SUDO=$([ "$(id -u)" = 0 ] || echo sudo)

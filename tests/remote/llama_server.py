@@ -6,7 +6,10 @@ Tests that use it are marked `llama_server`: a developer without llama-cpp-pytho
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -41,7 +44,7 @@ def start_server(log: Path) -> LlamaServer:
     except ImportError:
         if os.environ.get("CI"):
             pytest.fail("llama-cpp-python[server] is not installed: scripts/test.sh installs it (.[anchor])")
-        pytest.skip("llama-cpp-python[server] is not installed (pip install -e '.[anchor]')")
+        pytest.skip("llama-cpp-python[server] is not installed (bash scripts/anchor.sh)")
     port = free_port()
     gguf = locate_packaged_file(get_spec(DEFAULT_MODEL).location)
     command = [
@@ -57,11 +60,31 @@ def start_server(log: Path) -> LlamaServer:
             pytest.fail(f"llama.cpp's server exited with {process.returncode}:\n{log.read_text()[-2000:]}")
         try:
             urllib.request.urlopen(f"{server.url}/models", timeout=1).close()
-            return server
         except OSError:
             time.sleep(0.2)
+            continue
+        _first_token(server)
+        return server
     server.stop()
     pytest.fail(f"llama.cpp's server did not answer within 120 s:\n{log.read_text()[-2000:]}")
+
+
+def _first_token(server: LlamaServer) -> None:
+    """One real completion before any test: a server that answers /models can still die on its first
+    computation (a build for another CPU dies of SIGILL, exit -4), which every test would then report
+    as a dropped connection."""
+    body = json.dumps({"model": SERVED_NAME, "prompt": "Hello", "max_tokens": 1}).encode()
+    request = urllib.request.Request(f"{server.url}/completions", body, {"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(request, timeout=60).close()
+    except OSError as exc:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.process.wait(5)
+        code = server.process.poll()
+        server.stop()
+        reason = " (SIGILL: a build for another CPU; see scripts/anchor.sh)" if code == -signal.SIGILL else ""
+        pytest.fail(f"llama.cpp's server failed its first completion ({exc}; exit {code}{reason}):\n"
+                    f"{server.log.read_text()[-2000:]}")  # fmt: skip
 
 
 def registry_text(name: str, url: str, extra: str = "") -> str:
