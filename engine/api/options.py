@@ -152,7 +152,7 @@ class RunOptions:
         "guesses kept so far and the measured cost of a checking step",
         choices=SPECULATIONS,
     )  # fmt: skip
-    lookahead: int = option(3, "speculation: most tokens guessed per step", minimum=1, maximum=16, step=1)
+    lookahead: int = option(7, "speculation: most tokens guessed per step", minimum=1, maximum=16, step=1)
     lookup_ngram: int = option(
         3, "prompt_lookup: the most last tokens matched against the earlier text (fewer when that many never recur)",
         minimum=1, maximum=8, step=1,

@@ -25,12 +25,13 @@ from engine.models.packed import (
 )
 
 ROWS, COLUMNS = 32, 4 * BLOCK
+WIDE = 75 * BLOCK  # more blocks than the kernel converts the scales of at once (64), and not a multiple of 8
 
 
-def _weights(seed: int = 0) -> np.ndarray:
+def _weights(seed: int = 0, columns: int = COLUMNS) -> np.ndarray:
     """Rows of every kind a file holds: ordinary, tiny and huge scales, blocks of one repeated value."""
     rng = np.random.default_rng(seed)
-    w = rng.standard_normal((ROWS, COLUMNS)).astype(np.float32) * 0.05
+    w = rng.standard_normal((ROWS, columns)).astype(np.float32) * 0.05
     w[1] *= 1e-4  # tiny scales (fp16 subnormal territory)
     w[2] *= 1e3  # large ones (d near fp16's top for 4 bits)
     w[3] = 0.25  # all-equal blocks: Q4_1's d is 0, Q4_0's and Q8_0's q saturate
@@ -76,24 +77,25 @@ def _error_bound(x: torch.Tensor, weights: torch.Tensor, relative: float) -> tor
 @pytest.mark.parametrize("kind", FORMATS)
 @pytest.mark.parametrize("bits", [8, 16])
 @pytest.mark.parametrize("rows", [1, 3, 8, 11, PREFILL_ROWS])  # one decode row, a batch, over 8, prefill (BLAS)
-def test_activations_round_each_block_of_x_and_multiply_exactly(kind, bits, rows):
+@pytest.mark.parametrize("columns", [COLUMNS, WIDE])
+def test_activations_round_each_block_of_x_and_multiply_exactly(kind, bits, rows, columns):
     """x rounded per block of 32 to `bits`-bit integers (scale max|x| / (2^(bits-1) - 1); int8: as
     llama.cpp) and multiplied exactly: the fp32 matmul of the rounded x, on the kernel's path and
     prefill's alike, within half a step of x per weight of the true matmul (int16: ~1e-5 of it)."""
-    blocks = decode(kind, _raw(kind, _weights(3)), COLUMNS)
+    blocks = decode(kind, _raw(kind, _weights(3, columns)), columns)
     layer = BlockLinear(blocks, bias=None, activation_bits=bits)
-    x = torch.randn(rows, COLUMNS, dtype=torch.float32)
+    x = torch.randn(rows, columns, dtype=torch.float32)
     x[0, :BLOCK] = 0.0  # an all-zero block: scale 0
     out = layer(x)
     blocked = x.view(rows, -1, BLOCK)
     scale = blocked.abs().amax(-1, keepdim=True) / (2 ** (bits - 1) - 1)
-    rounded = (torch.where(scale > 0, torch.round(blocked / scale), 0.0) * scale).reshape(rows, COLUMNS)
+    rounded = (torch.where(scale > 0, torch.round(blocked / scale), 0.0) * scale).reshape(rows, columns)
     assert torch.equal(round_blocks(x, bits), rounded)
     weights = blocks.dequantize()
     expected = (rounded.double() @ weights.double().T).float()
     assert out.shape == (rows, ROWS) and out.dtype == torch.float32
     assert ((out - expected).abs() <= _error_bound(rounded, weights, 1e-5)).all()
-    half_step = (scale / 2).expand_as(blocked).reshape(rows, COLUMNS)
+    half_step = (scale / 2).expand_as(blocked).reshape(rows, columns)
     assert ((out - x @ weights.T).abs() <= half_step @ weights.abs().T + _error_bound(x, weights, 1e-5)).all()
     if bits == 16:
         assert ((out - x @ weights.T).abs() <= _error_bound(x, weights, 2e-5)).all()
