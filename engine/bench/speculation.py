@@ -112,8 +112,8 @@ def _rate(results: list[Result], aggregate: float) -> float:
 
 
 def _compile(engine: Engine, options: RunOptions, tokens: int, streams: tuple[int, ...], drafts: bool) -> None:
-    """The steps the timings take, compiled first: plain and checking per row count, and the draft's
-    plain ones where a draft guesses."""
+    """The steps the timings take, compiled first: plain and checking per row count (every width up
+    to the widest, which auto may narrow to), and the draft's steps where a draft guesses."""
     loaded = engine.get(options.model, options.precision)
     if loaded.compiled is None or not loaded.compiled.enabled:
         return
@@ -121,8 +121,8 @@ def _compile(engine: Engine, options: RunOptions, tokens: int, streams: tuple[in
     for count in streams:
         rows = step_rows(count, loaded.compiled.capacity)
         budget = STEP_TOKENS // rows
-        widths = [1] + ([min(step_width(1 + options.lookahead), 1 << (budget.bit_length() - 1))] if budget >= 2 else [])
-        steps = [(loaded.compiled, width) for width in widths]
+        widest = min(step_width(1 + options.lookahead), 1 << (budget.bit_length() - 1)) if budget >= 2 else 1
+        steps = [(loaded.compiled, 1 << i) for i in range(widest.bit_length())]
         if draft is not None and draft.enabled and budget >= 2:
             steps.append((draft, 1))
         for compiled, width in steps:
