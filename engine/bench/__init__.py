@@ -15,6 +15,9 @@ The suites each print a table and, with `--out DIR`, write JSON, CSV and a PNG p
   accounting every 25 (`--requests`, default 500): whether the footprint stays flat.
 - `speculation` (`speculation.py`): prompt lookup against plain decoding per task (summary, code
   edit, chat, translation) at 1 and 8 streams: the speed-up, guesses kept, identical output.
+- `serve` (`serve.py`): N users at once, batched against one at a time; `--sizes` on the Space
+  defaults built at their real sizes with random weights (`sizes.py`: the hub is out of reach here).
+- `load` (`loading.py`): the gaps between the tokens of streams decoding while another model loads.
 
 Dense and sparse (and any A and B) are timed in interleaved, paired trials and compared with the
 product's own statistics (engine.experiments.statistics): median ratio, 95% interval, verdict, noise floor.

@@ -20,9 +20,11 @@ from engine.bench.auto import auto_choice
 from engine.bench.decode import DECODE_COLUMNS, decode_table, plot_decode
 from engine.bench.examples import example_answers, example_lines
 from engine.bench.experiments import EXPERIMENT_COLUMNS, plot_experiments, run_experiments
+from engine.bench.loading import LOAD_COLUMNS, load_table, plot_load
 from engine.bench.precision import PRECISION_COLUMNS, precision_table
 from engine.bench.report import format_table, machine, plot_precisions, plot_sweep, write_outputs
-from engine.bench.serve import SERVE_COLUMNS, plot_serve, serve_table
+from engine.bench.serve import SERVE_COLUMNS, plot_serve, serve_sizes, serve_table
+from engine.bench.sizes import SIZES
 from engine.bench.soak import SINCE, SOAK_COLUMNS, growth, plot_soak, soak_table
 from engine.bench.speculation import GUESSERS, SPECULATION_COLUMNS, plot_speculation, speculation_table
 from engine.experiments.frontier import DENSITIES, FRONTIER_COLUMNS, LENGTHS, STEPS, frontier, plot_frontier
@@ -39,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         "suite",
         nargs="?",
         default="attention",
-        choices=("attention", "precision", "compare", "decode", "serve", "frontier", "soak", "speculation"),
+        choices=("attention", "precision", "compare", "decode", "serve", "frontier", "soak", "speculation", "load"),
     )
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--quick", action="store_true", help="a short sweep (about a minute on a laptop CPU)")
@@ -51,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-repeats", type=int, default=2, help="whole model: paired dense/sparse trials")
     parser.add_argument("--input-tokens", type=int, default=256, help="precision: prompt length")
     parser.add_argument(
-        "--new-tokens", type=int, help="tokens generated: precision, serve and soak (default 64), decode (128)"
+        "--new-tokens",
+        type=int,
+        help="tokens generated: precision, serve and soak (default 64), decode (128), load (192)",
     )
     parser.add_argument("--op-only", action="store_true", help="attention op only, no whole-model runs")
     parser.add_argument(
@@ -59,9 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--users",
-        help="serve: concurrent user counts (default 1,2,4,8,16); soak: one count (4); speculation: streams (1,8)",
+        help="serve: concurrent user counts (default 1,2,4,8,16); soak, load: one count (4); speculation: streams (1,8)",
     )
     parser.add_argument("--per-user", type=int, default=2, help="serve: requests each user sends, one after another")
+    parser.add_argument(
+        "--sizes",
+        nargs="?",
+        const=",".join(SIZES),
+        help=f"serve: these Space defaults at their real sizes, random weights; users 1,8 by default ({','.join(SIZES)})",
+    )
     parser.add_argument("--requests", type=int, default=500, help="soak: requests sent in all")
     parser.add_argument("--densities", help="frontier: budgets as shares of the length (default 0.06,0.12)")
     parser.add_argument("--compiled", action="store_true", help="frontier: also time the compiled decode steps")
@@ -112,9 +122,22 @@ def main(argv: list[str] | None = None) -> int:
         elif args.suite == "serve":
             precision = (_csv(args.precisions) or ("auto",))[0]
             new_tokens = args.new_tokens or 64
-            users = _csv(args.users or "1,2,4,8,16", int)
-            rows = serve_table(args.model, precision, users, args.per_user, new_tokens, _report("serve"))
-            columns, stem, plot = SERVE_COLUMNS, "serve", plot_serve
+            if args.sizes:
+                users = _csv(args.users or "1,8", int)
+                rows = serve_sizes(precision, users, args.per_user, new_tokens, _report("serve"), _csv(args.sizes))
+                stem = "serve-sizes"
+            else:
+                users = _csv(args.users or "1,2,4,8,16", int)
+                rows = serve_table(args.model, precision, users, args.per_user, new_tokens, _report("serve"))
+                stem = "serve"
+            columns, plot = SERVE_COLUMNS, plot_serve
+            meta = {"model": args.model, "sizes": args.sizes, "precision": precision, "new_tokens": new_tokens}
+            meta["machine"] = machine()
+        elif args.suite == "load":
+            precision = (_csv(args.precisions) or ("auto",))[0]
+            decoding, new_tokens = int(args.users or 4), args.new_tokens or 192
+            rows = load_table(args.model, precision, decoding, new_tokens, progress=_report("load"))
+            columns, stem, plot = LOAD_COLUMNS, "load", plot_load
             meta = {"model": args.model, "precision": precision, "new_tokens": new_tokens, "machine": machine()}
         elif args.suite == "soak":
             new_tokens, soak_users = args.new_tokens or 64, int(args.users or 4)

@@ -8,6 +8,10 @@ first token as each user saw them (p50, p95), how many sequences shared each dec
 decode path. "one-at-a-time" is the same engine with a batch capacity of 1 (STUDIO_MAX_BATCH=1);
 "batched, half sparse" has every other user on sparse attention, which decodes in a batch of its own.
 Compiled steps are compiled before the timings (each mode its own), so both run what a warm server runs.
+A seq2seq model's users send each question as a text to translate or summarize (their tasks' requests).
+
+`serve_sizes` runs the same table on the registry's Space defaults built at their real sizes with
+random weights (engine.bench.sizes: the hub is out of reach here).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from engine.api.request import GenerationRequest, Message
 from engine.api.results import Result
 from engine.attention.choice import DENSE, AttentionChoice, SparseSettings
 from engine.bench.report import percentile
+from engine.bench.sizes import SIZES, built
 from engine.experiments.figures import figure_panels
 from engine.models.precision_menu import PRECISION_BY_NAME
 from engine.models.registry import DEFAULT_MODEL
@@ -56,6 +61,7 @@ SPARSE_WINDOW = 32  # under the 256-token bucket: sparse sequences then need a s
 
 @dataclass
 class ServeRow:
+    model: str
     mode: str  # batched | one-at-a-time
     users: int
     requests: int
@@ -91,16 +97,23 @@ def _user(engine: Engine, requests: list[GenerationRequest]) -> list[tuple[float
     return seen
 
 
+def _request(options: RunOptions, question: str, seq2seq: bool) -> GenerationRequest:
+    """A user's request: the question as a chat turn, or for a seq2seq model as the text itself."""
+    if seq2seq:
+        return GenerationRequest(options, text=question)
+    return GenerationRequest(options, messages=(Message("user", question),))
+
+
 def _round(
-    engine: Engine, mode: str, users: int, per_user: int, options: RunOptions, half_sparse: bool = False
+    engine: Engine, label: str, mode: str, users: int, per_user: int, options: RunOptions, half_sparse: bool = False
 ) -> ServeRow:
     """`half_sparse`: every other user asks for sparse attention (another batch)."""
     sparse = replace(options, attention="sparse", window=SPARSE_WINDOW, sinks=4)
+    seq2seq = engine.get(options.model, options.precision).batches is None
     plans = [
         [
-            GenerationRequest(
-                sparse if half_sparse and u % 2 else options,
-                messages=(Message("user", QUESTIONS[(u * per_user + i) % len(QUESTIONS)]),),
+            _request(
+                sparse if half_sparse and u % 2 else options, QUESTIONS[(u * per_user + i) % len(QUESTIONS)], seq2seq
             )
             for i in range(per_user)
         ]
@@ -115,6 +128,7 @@ def _round(
     results = [o[2] for o in done]
     tokens = sum(r.metrics.new_tokens for r in results)
     return ServeRow(
+        model=label,
         mode=mode,
         users=users,
         requests=len(outcomes),
@@ -131,7 +145,7 @@ def _round(
     )
 
 
-def _warm(engine: Engine, options: RunOptions, steps: dict[AttentionChoice, set[int]]) -> None:
+def warm(engine: Engine, options: RunOptions, steps: dict[AttentionChoice, set[int]]) -> None:
     """Load, compile the steps the rounds will use (per attention choice, the batch sizes), and run
     once: first-call costs are not timed."""
     loaded = engine.get(options.model, options.precision)
@@ -142,7 +156,7 @@ def _warm(engine: Engine, options: RunOptions, steps: dict[AttentionChoice, set[
             step = (tokens, choice, batch)
             # on the engine's thread; mypy cannot infer a lambda whose default binds the loop's value
             engine.runner.call(lambda _, step=step: loaded.compiled.compile_now(*step))  # type: ignore[misc]
-    _user(engine, [GenerationRequest(options, messages=(Message("user", QUESTIONS[0]),))])
+    _user(engine, [_request(options, QUESTIONS[0], loaded.batches is None)])
 
 
 def serve_table(
@@ -152,38 +166,60 @@ def serve_table(
     per_user: int = 2,
     new_tokens: int = 64,
     progress: Progress | None = None,
+    label: str | None = None,
 ) -> list[ServeRow]:
-    """Per mode, a row per user count; the batched mode also runs the largest count that fits one
-    batch with every other user on sparse attention (their own batch): what mixing costs."""
+    """Per mode, a row per user count; the batched mode of a causal model also runs the largest
+    count that fits one batch with every other user on sparse attention (their own batch): what
+    mixing costs. `label`: the model's name in the rows (default: `model`)."""
     options = RunOptions(model=model, precision=precision, max_new_tokens=new_tokens)
     sparse = AttentionChoice("sparse", SparseSettings(window=SPARSE_WINDOW, sinks=4))
     rows: list[ServeRow] = []
     for m, (mode, capacity) in enumerate(MODES.items()):
         engine = Engine(max_batch=capacity)
+        causal = engine.get(model, precision).batches is not None
         sizes = {min(u, engine.max_batch) for u in users}
-        mixed = max((u for u in users if 1 < u <= engine.max_batch), default=0) if capacity is None else 0
+        mixed = max((u for u in users if 1 < u <= engine.max_batch), default=0) if capacity is None and causal else 0
         if progress:
             progress(m / len(MODES), f"{mode}: loading and compiling")
-        _warm(engine, options, {DENSE: sizes, **({sparse: {(mixed + 1) // 2}} if mixed else {})})
+        warm(engine, options, {DENSE: sizes, **({sparse: {(mixed + 1) // 2}} if mixed else {})})
         first = len(rows)
         for i, count in enumerate(users):
             if progress:
                 progress((m + i / len(users)) / len(MODES), f"{mode}: {count} users")
-            rows.append(_round(engine, mode, count, per_user, options))
+            rows.append(_round(engine, label or model, mode, count, per_user, options))
         if mixed:
-            rows.append(_round(engine, MIXED, mixed, per_user, options, half_sparse=True))
+            rows.append(_round(engine, label or model, MIXED, mixed, per_user, options, half_sparse=True))
         one = next((r for r in rows[first:] if r.users == 1), rows[first])
         rows[first:] = [replace(r, vs_one_user=r.tokens_per_s / one.tokens_per_s) for r in rows[first:]]
         engine.models.clear()
     return rows
 
 
+def serve_sizes(
+    precision: str = "auto",
+    users: tuple[int, ...] = (1, 8),
+    per_user: int = 2,
+    new_tokens: int = 64,
+    progress: Progress | None = None,
+    names: tuple[str, ...] = tuple(SIZES),
+) -> list[ServeRow]:
+    """serve_table for each of the Space defaults `names`, built at its real size (engine.bench.sizes)."""
+    rows: list[ServeRow] = []
+    for i, name in enumerate(names):
+        if progress:
+            progress(i / len(names), f"{name}: building at its real size")
+        rows += serve_table(built(name), precision, users, per_user, new_tokens, progress, label=name)
+    return rows
+
+
 def plot_serve(rows: list[ServeRow], path) -> None:
     panels = [("tokens_per_s", "aggregate output (tokens/s)"), ("latency_p95_s", "p95 latency (s)")]
+    models = list(dict.fromkeys(r.model for r in rows))
     with figure_panels(path, panels, (5.5, 3.6)) as pairs:
         for axes, (column, title) in pairs:
-            for mode in MODES:
-                mine = [r for r in rows if r.mode == mode]
-                axes.plot([r.users for r in mine], [getattr(r, column) for r in mine], marker="o", label=mode)
+            for model, mode in [(model, mode) for model in models for mode in MODES]:
+                mine = [r for r in rows if r.mode == mode and r.model == model]
+                label = mode if len(models) == 1 else f"{model}, {mode}"
+                axes.plot([r.users for r in mine], [getattr(r, column) for r in mine], marker="o", label=label)
             axes.set(xlabel="concurrent users", ylabel=title, title=title, xscale="log")
             axes.legend()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,8 +120,11 @@ def load_model(
     family = spec.family or _family_of(config)
     auto_class = getattr(transformers, _AUTO_CLASSES[family])
     kwargs = load_kwargs(precision, device)
+    # transformers sets the process's default dtype to the model's while it builds: only a build in
+    # another dtype can clash with a compile (BUILDING), so only such a build waits for one to end
+    other_dtype = kwargs.get("dtype", torch.get_default_dtype()) != torch.get_default_dtype()
     try:
-        with BUILDING:
+        with BUILDING if other_dtype else contextlib.nullcontext():
             model = auto_class.from_pretrained(location, attn_implementation=attention.IMPLEMENTATION, **kwargs)
     except ValueError as exc:
         if "attn_implementation" not in str(exc) and "attention" not in str(exc):

@@ -21,6 +21,7 @@ from engine.models.precision_menu import PRECISION_BY_NAME
 from engine.models.registry import ModelSpec
 from engine.platform.settings import settings
 from engine.runtime import background
+from engine.runtime.aside import run_aside
 from engine.runtime.batching import ModelBatches
 from engine.runtime.compile import CompiledDecode
 from engine.runtime.runner import Runner
@@ -58,7 +59,8 @@ class Engine:
         self.background.stop(timeout)
 
     def _load(self, spec: ModelSpec, precision: str, device: torch.device, progress: ProgressFn | None) -> LoadedModel:
-        """Load on the engine thread, then give a causal model its compiled steps and batches."""
+        """Load off the engine thread, which goes on decoding its streams meanwhile (engine.runtime.aside),
+        then give a causal model its compiled steps and batches."""
 
         def load(report: ProgressFn) -> LoadedModel:
             loaded = load_model(spec, precision, device, report)
@@ -74,7 +76,7 @@ class Engine:
                 loaded.batches = ModelBatches(self.max_batch)
             return loaded
 
-        return self.runner.call(load, progress=progress)
+        return run_aside(load, progress, f"studio-load-{spec.name}", busy=self.runner.decoding)
 
 
 _default: Engine | None = None

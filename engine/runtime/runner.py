@@ -1,14 +1,15 @@
 """The engine thread: it runs every forward of its engine, so requests share the hardware by design
 rather than by contention. Causal generations decode together in batches (engine.runtime.batching),
 one step for all of them at a time; other work (a seq2seq generation, label scoring, a comparison's
-quality scoring, loading a model, a benchmark sweep) runs between those steps, one forward per turn.
+quality scoring, a benchmark sweep) runs between those steps, one forward per turn.
 What starts at each step is the scheduler's decision (engine.runtime.scheduler).
 
 One thread, also because a second thread doing torch work halves both's speed here: PyTorch's
 OpenMP runtime (libgomp) keeps a team of threads per thread that ran a parallel region, and once
 there are more of them than cores it stops spinning between regions. A compiled decode step ran at
 20 ms on the first thread to use OpenMP and 44-49 ms on any other, while the first one's team lived
-(measured, 2-core EPYC). So loading, warm-ups and benchmarks all go through `call` too.
+(measured, 2-core EPYC). So warm-ups and benchmarks go through `call` too; a model's load runs on a
+thread that ends with it (engine.runtime.aside), so that the streams decode meanwhile.
 
 A request thread submits its work and reads the events back from its Ticket (text deltas, then the
 Result); closing that iterator cancels the work at the next step.
@@ -98,6 +99,10 @@ class Runner:
             else:
                 value = item
         return value  # type: ignore[return-value]  # the one non-report item is fn's value
+
+    def decoding(self) -> bool:
+        """Whether sequences are decoding now (any thread may ask)."""
+        return any(batch.rows for batch in list(self._batches))
 
     def waiting(self) -> int:
         with self._cond:

@@ -218,3 +218,47 @@ def test_a_fault_in_the_scheduler_fails_requests_instead_of_hanging_them(cache, 
         run(ask("tiny-llama", max_new_tokens=3), cache)
     monkeypatch.undo()
     assert run(ask("tiny-llama", max_new_tokens=3), cache).metrics.new_tokens >= 1  # a new thread serves
+
+
+def test_a_model_loads_while_the_engine_thread_goes_on_decoding(cache, monkeypatch):
+    """Loading a second model (another tab's) does not stop a running stream: the load runs off the
+    engine thread, which keeps stepping meanwhile; the load's progress reaches the caller's thread."""
+    import engine.runtime.engine as engine_module
+
+    long = ask("tiny-llama", text=TEXTS[1], max_new_tokens=400, precision="fp32")
+    events = stream_request(long, cache)
+    chunks: list[Chunk] = [next(e for e in events if isinstance(e, Chunk))]
+    reader = threading.Thread(target=lambda: chunks.extend(e for e in events if isinstance(e, Chunk)))
+    reader.start()
+    real_load, seen_while_loading = engine_module.load_model, []
+
+    def load_while_watching(spec, precision, device, progress=None):
+        before = len(chunks)
+        seen_while_loading.append(wait_until(lambda: len(chunks) >= before + 3, timeout=30))
+        progress(0.5, "halfway")
+        return real_load(spec, precision, device, progress)
+
+    monkeypatch.setattr(engine_module, "load_model", load_while_watching)
+    reports: list[tuple[str, str]] = []
+    cache.get("tiny-bart", "fp32", lambda _, message: reports.append((threading.current_thread().name, message)))
+    reader.join(timeout=60)
+    assert seen_while_loading == [True]  # the stream got tokens while the load ran
+    assert ("MainThread", "halfway") in reports  # reported in the caller's thread
+    assert all(name == "MainThread" for name, _ in reports)
+
+
+def test_work_run_aside_raises_in_the_caller_and_its_thread_ends():
+    """A load that fails fails in the caller's thread; the thread it ran on ends with it (its OpenMP
+    team with it: engine.runtime.aside)."""
+    from engine.runtime.aside import run_aside
+
+    threads: list[threading.Thread] = []
+
+    def unreadable(report):
+        threads.append(threading.current_thread())
+        raise ValueError("no such file")
+
+    with pytest.raises(ValueError, match="no such file"):
+        run_aside(unreadable)
+    threads[0].join(timeout=5)
+    assert threads[0] is not threading.current_thread() and not threads[0].is_alive()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import fields
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -345,3 +346,40 @@ def test_soak_requests_are_the_same_every_run_and_mix_the_tasks(tiny_env):
     kinds = {("candidates" if r.candidates else "messages" if r.messages else "text") for r in first}
     assert "candidates" in kinds and "messages" in kinds and len(installed_tasks()) == 5
     assert all(r.options.max_new_tokens <= 8 and r.options.model == "tiny-llama" for r in first)
+
+
+def test_serve_sizes_builds_each_model_at_its_configured_size_and_serves_it(studio_env, tmp_path, monkeypatch):
+    """`python -m engine.bench serve --sizes`: each model is built from its configuration with random
+    weights, once, and served like any other (a seq2seq model's users send texts); a row per model,
+    mode and user count, none failed."""
+    from engine.bench import sizes
+
+    studio_env("STUDIO_CACHE", str(tmp_path / "cache"))
+    small = {"encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2, "decoder_attention_heads": 2}
+    monkeypatch.setitem(sizes.SIZES, "tiny-causal", sizes.Size("llama", "AutoModelForCausalLM", {
+        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "vocab_size": 49152, "max_position_embeddings": 512}))  # fmt: skip
+    monkeypatch.setitem(sizes.SIZES, "tiny-seq2seq", sizes.Size("marian", "AutoModelForSeq2SeqLM", {
+        "d_model": 16, "encoder_ffn_dim": 32, "decoder_ffn_dim": 32, "vocab_size": 49153, "pad_token_id": 49152,
+        "decoder_start_token_id": 49152, "eos_token_id": 0, "max_position_embeddings": 256, **small}))  # fmt: skip
+    argv = ["serve", "--sizes", "tiny-causal,tiny-seq2seq", "--precisions", "fp32", "--users", "1,2"]
+    assert main([*argv, "--per-user", "1", "--new-tokens", "6", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "serve-sizes.json").read_text())["rows"]
+    assert [(r["model"], r["mode"], r["users"]) for r in rows] == [
+        ("tiny-causal", "batched", 1),
+        ("tiny-causal", "batched", 2),
+        ("tiny-causal", "batched, half sparse", 2),
+        ("tiny-causal", "one-at-a-time", 1),
+        ("tiny-causal", "one-at-a-time", 2),
+        ("tiny-seq2seq", "batched", 1),
+        ("tiny-seq2seq", "batched", 2),
+        ("tiny-seq2seq", "one-at-a-time", 1),
+        ("tiny-seq2seq", "one-at-a-time", 2),
+    ]
+    assert all(r["failures"] == 0 and r["tokens_per_s"] > 0 for r in rows)
+    directory = Path(sizes.built("tiny-seq2seq").removeprefix("local:"))
+    config = json.loads((directory / "config.json").read_text())
+    assert (config["model_type"], config["d_model"], config["vocab_size"]) == ("marian", 16, 49153)
+    built_at = (directory / "model.safetensors").stat().st_mtime_ns
+    sizes.built("tiny-seq2seq")  # built once: the second call finds it
+    assert (directory / "model.safetensors").stat().st_mtime_ns == built_at

@@ -314,6 +314,20 @@ def test_model_cache_loads_once_under_concurrency(cache):
     assert len({id(m) for m in got}) == 1
 
 
+def test_only_a_build_in_another_dtype_waits_for_a_compile(cache):
+    """A compile holds BUILDING for minutes (both set torch's process-wide default dtype): an fp32
+    load, which leaves the default as it is, does not wait for it; a bf16 load does."""
+    loads = {p: threading.Thread(target=cache.get, args=("tiny-llama", p), daemon=True) for p in ("fp32", "bf16")}
+    with BUILDING:  # as a compile in the background holds it
+        for thread in loads.values():
+            thread.start()
+        loads["fp32"].join(timeout=60)
+        assert not loads["fp32"].is_alive()
+        assert loads["bf16"].is_alive()  # waiting for the lock
+    loads["bf16"].join(timeout=60)
+    assert cache.models.peek("tiny-llama", "bf16") is not None
+
+
 def test_model_cache_evicts_least_recently_used(tiny_env):
     small = Engine(budget_mb=0.0001, device=torch.device("cpu"))
     small.get("tiny-llama", "fp32")
