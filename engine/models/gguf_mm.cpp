@@ -129,7 +129,12 @@ __attribute__((always_inline)) inline void block_products(const Activations& a, 
     for (int64_t r = 0; r < ROWS_N; ++r) {
       __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qx.data() + r * K + block * BLOCK));
       if constexpr (kind == Q8_0) xq = _mm256_sign_epi8(xq, sign);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+      // the same integers: maddubs' int16 pair sums never saturate here (|w| <= 128, |x| <= 127)
+      const __m256i sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, xq);
+#else
       const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(w, xq), _mm256_set1_epi16(1));
+#endif
       into[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(&factor[r][b]), _mm256_cvtepi32_ps(sums), into[r]);
     }
   }
