@@ -4,9 +4,9 @@
 first token, a second model is loaded into the same engine, as a request for another tab's model
 would load it (by default SmolLM2-360M at its real size with random weights, engine.bench.sizes:
 a ~1.4 GB checkpoint read from disk), at `--precisions` like the streams (default `auto`). The
-streams' compiled steps are compiled first, as on a warm server. Each stream's gaps between text deltas are split into those
-while the load ran and the rest: the table gives the usual gap (median of the rest), the longest gap
-while loading, and their ratio, with the load's own time.
+streams' compiled steps are compiled first, as on a warm server. Each stream's gaps between text
+deltas are split into those while the load ran and the rest: the table gives the usual gap (median
+of the rest), the longest gap while loading, and their ratio, with the load's own time.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
@@ -24,14 +23,13 @@ from engine.api.options import RunOptions
 from engine.api.request import GenerationRequest, Message
 from engine.attention.choice import DENSE
 from engine.bench.report import percentile
-from engine.bench.serve import QUESTIONS, warm
+from engine.bench.serve import QUESTIONS, Progress, warm
 from engine.bench.sizes import built
 from engine.experiments.figures import figure_panels
 from engine.models.registry import DEFAULT_MODEL
 from engine.runtime.engine import Engine
 from engine.service import stream_request
 
-Progress = Callable[[float, str], None]
 LOADED = "smollm2-360m-instruct"  # engine.bench.sizes: the model the streams' engine loads meanwhile
 
 

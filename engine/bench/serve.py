@@ -105,11 +105,17 @@ def _request(options: RunOptions, question: str, seq2seq: bool) -> GenerationReq
 
 
 def _round(
-    engine: Engine, label: str, mode: str, users: int, per_user: int, options: RunOptions, half_sparse: bool = False
+    engine: Engine,
+    label: str,
+    mode: str,
+    users: int,
+    per_user: int,
+    options: RunOptions,
+    seq2seq: bool,
+    half_sparse: bool = False,
 ) -> ServeRow:
     """`half_sparse`: every other user asks for sparse attention (another batch)."""
     sparse = replace(options, attention="sparse", window=SPARSE_WINDOW, sinks=4)
-    seq2seq = engine.get(options.model, options.precision).batches is None
     plans = [
         [
             _request(
@@ -176,9 +182,11 @@ def serve_table(
     rows: list[ServeRow] = []
     for m, (mode, capacity) in enumerate(MODES.items()):
         engine = Engine(max_batch=capacity)
-        causal = engine.get(model, precision).batches is not None
+        seq2seq = engine.get(model, precision).batches is None
         sizes = {min(u, engine.max_batch) for u in users}
-        mixed = max((u for u in users if 1 < u <= engine.max_batch), default=0) if capacity is None and causal else 0
+        mixed = (
+            max((u for u in users if 1 < u <= engine.max_batch), default=0) if capacity is None and not seq2seq else 0
+        )
         if progress:
             progress(m / len(MODES), f"{mode}: loading and compiling")
         warm(engine, options, {DENSE: sizes, **({sparse: {(mixed + 1) // 2}} if mixed else {})})
@@ -186,9 +194,9 @@ def serve_table(
         for i, count in enumerate(users):
             if progress:
                 progress((m + i / len(users)) / len(MODES), f"{mode}: {count} users")
-            rows.append(_round(engine, label or model, mode, count, per_user, options))
+            rows.append(_round(engine, label or model, mode, count, per_user, options, seq2seq))
         if mixed:
-            rows.append(_round(engine, label or model, MIXED, mixed, per_user, options, half_sparse=True))
+            rows.append(_round(engine, label or model, MIXED, mixed, per_user, options, seq2seq, half_sparse=True))
         one = next((r for r in rows[first:] if r.users == 1), rows[first])
         rows[first:] = [replace(r, vs_one_user=r.tokens_per_s / one.tokens_per_s) for r in rows[first:]]
         engine.models.clear()

@@ -19,7 +19,7 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoTokenizer
 
-from engine.models.embedded import BUILDING, cache_root
+from engine.models.embedded import cache_root
 from engine.models.loader import resolve_location
 from engine.models.registry import DEFAULT_MODEL, get_spec
 
@@ -77,8 +77,6 @@ def built(name: str) -> str:
 def _build(size: Size, directory: Path) -> None:
     config = AutoConfig.for_model(size.model_type, **size.config)
     torch.manual_seed(SEED)
-    with BUILDING:  # transformers sets torch's default dtype while it builds (engine.models.embedded)
-        model = getattr(transformers, size.auto_class).from_config(config, dtype=torch.float32)
-    model.generation_config.max_length = None  # no cap of its own: the request's max_new_tokens decides
+    model = getattr(transformers, size.auto_class).from_config(config, dtype=torch.float32)  # the default dtype
     model.save_pretrained(directory)
     AutoTokenizer.from_pretrained(resolve_location(get_spec(DEFAULT_MODEL))).save_pretrained(directory)
