@@ -9,10 +9,13 @@ compiled decode step calls it like any other kernel.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import logging
 import os
 import shutil
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -26,6 +29,7 @@ KINDS = {"Q4_0": 0, "Q4_1": 1, "Q8_0": 2}  # the op's `kind` argument
 _VECTOR_FLAGS = {"AVX2": ["-mavx2", "-mfma", "-mf16c"], "AVX512": ["-mavx2", "-mfma", "-mf16c"]}
 # AVX-512 VNNI's dpbusd: a block's int8 products summed in one instruction where AVX2 takes two
 _VNNI = ({"avx512_vnni", "avx512vl"}, ["-mavx512vnni", "-mavx512vl"])
+_LOADING = threading.Lock()  # one thread of this process builds or loads it; the others then find it loaded
 
 
 def _cpu_flags() -> set[str]:
@@ -37,9 +41,37 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-@functools.cache
+def kernel_variant() -> tuple[str, list[str]]:
+    """The kernel's name for this CPU's vector capability, and its compiler flags."""
+    capability = torch.backends.cpu.get_cpu_capability()  # AVX2, AVX512, DEFAULT...
+    # -fopenmp: ATen's parallel_for is OpenMP; without it the kernel would run on one core
+    flags = ["-O3", "-fopenmp", *_VECTOR_FLAGS.get(capability, [])]
+    vnni = capability.startswith("AVX512") and _VNNI[0] <= _cpu_flags()
+    if vnni:
+        flags += _VNNI[1]
+    return f"studio_gguf_mm_{capability.lower()}{'_vnni' if vnni else ''}", flags
+
+
+@contextlib.contextmanager
+def _builder(build: Path) -> Iterator[None]:
+    """Be the one process that builds or loads in `build`. PyTorch's builder guards a build with a lock
+    file that a killed process leaves behind, and every later process then waits on it for ever (a
+    CI run did, for 90 minutes): an OS lock, which ends with its holder, goes around it, and whoever
+    holds that may remove a lock file left behind."""
+    with (build / "studio.lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        (build / "lock").unlink(missing_ok=True)
+        yield
+
+
 def load_kernel() -> None:
     """Build (first time) and load the op; PrecisionError when this machine cannot build it."""
+    with _LOADING:
+        _load_kernel()
+
+
+@functools.cache
+def _load_kernel() -> None:
     from torch.utils.cpp_extension import load
 
     if shutil.which("ninja") is None:  # the builder runs `ninja`: the pip package's, when the venv is not on PATH
@@ -47,18 +79,13 @@ def load_kernel() -> None:
             import ninja
 
             os.environ["PATH"] = f"{ninja.BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"
-    capability = torch.backends.cpu.get_cpu_capability()  # AVX2, AVX512, DEFAULT...
-    # -fopenmp: ATen's parallel_for is OpenMP; without it the kernel would run on one core
-    flags = ["-O3", "-fopenmp", *_VECTOR_FLAGS.get(capability, [])]
-    vnni = capability.startswith("AVX512") and _VNNI[0] <= _cpu_flags()
-    if vnni:
-        flags += _VNNI[1]
-    name = f"studio_gguf_mm_{capability.lower()}{'_vnni' if vnni else ''}"
+    name, flags = kernel_variant()
     build = settings().cache / "kernels" / name
     build.mkdir(parents=True, exist_ok=True)
     try:
-        load(name=name, sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
-             build_directory=str(build), is_python_module=False)  # fmt: skip
+        with _builder(build):
+            load(name=name, sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+                 build_directory=str(build), is_python_module=False)  # fmt: skip
     except (RuntimeError, OSError, ImportError) as exc:  # no C++ compiler or ninja, or a failed build
         raise PrecisionError(
             f"The gguf precisions need their kernel built with a C++ compiler (g++) and ninja, and building it "
@@ -66,7 +93,7 @@ def load_kernel() -> None:
         ) from exc
     torch.library.register_fake("studio::gguf_mm", _shape)
     torch.library.register_fake("studio::gguf_mm_group", _group_shape)
-    log.info("gguf_mm kernel loaded (%s, %s)", capability, build)
+    log.info("gguf_mm kernel loaded (%s)", build)
 
 
 def _shape(

@@ -4,6 +4,9 @@ come from gguf-py's own quantizers, the reference is gguf-py's own dequantizatio
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +16,7 @@ from torch._inductor.utils import run_and_get_code
 
 from engine.models.gguf_blocks import BLOCK, FORMATS, Blocks, decode, load_blocks, save_blocks
 from engine.models.gguf_group import GROUP_BLOCK_MATMULS
-from engine.models.gguf_kernel import KINDS
+from engine.models.gguf_kernel import KINDS, kernel_variant, load_kernel
 from engine.models.packed import (
     PREFILL_ROWS,
     BlockEmbedding,
@@ -23,6 +26,7 @@ from engine.models.packed import (
     round_blocks,
     unpack_nibbles,
 )
+from engine.platform.settings import settings
 
 ROWS, COLUMNS = 32, 4 * BLOCK
 WIDE = 75 * BLOCK  # more blocks than the kernel converts the scales of at once (64), and not a multiple of 8
@@ -209,3 +213,15 @@ def test_blocks_that_do_not_match_the_loaded_weight_are_not_used():
         model.proj.weight[0, 0] += 1e-3  # e.g. a name map or a row order gone wrong
     pack_gguf(model, blocks, "gguf")
     assert type(model.proj) is nn.Linear and isinstance(model.embed, BlockEmbedding)
+
+
+def test_a_build_lock_left_by_a_killed_process_is_not_waited_for():
+    """PyTorch's builder waits for ever on the lock file of a process killed mid-build (a CI run hung
+    on one for 90 minutes): the next process loads the kernel all the same."""
+    load_kernel()
+    left = settings().cache / "kernels" / kernel_variant()[0] / "lock"
+    left.touch()
+    code = "from engine.models.gguf_kernel import load_kernel; load_kernel()"
+    done = subprocess.run([sys.executable, "-c", code], timeout=300, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not left.exists()
