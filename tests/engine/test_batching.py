@@ -78,6 +78,22 @@ def test_a_request_gives_the_same_tokens_alone_and_in_a_batch(cache, attention, 
     assert wait_until(lambda: not cache.get("tiny-llama", "fp32").batches.by_key)  # their caches are freed
 
 
+def test_dense_and_sparse_requests_decoding_at_once_each_get_their_tokens_alone(cache):
+    """A crowd mixes patterns: dense, a sliding window, Quest and block top-k rows admitted in one round
+    decode in a batch per pattern, stepped in turn; every row's greedy tokens are its own alone."""
+    sparse = {"attention": "sparse", "window": 8, "sinks": 2, "budget": 16}
+    kinds = [{}, {**sparse, "pattern": "auto"}, {**sparse, "pattern": "quest"}, {**sparse, "pattern": "block_topk"}]
+    requests = [
+        ask("tiny-llama", text=text, max_new_tokens=10, precision="fp32", **kind)
+        for text in TEXTS[:2]
+        for kind in kinds
+    ]
+    alone = [run(request, cache) for request in requests]
+    mixed = together(cache, requests)
+    assert [r.token_ids for r in mixed] == [r.token_ids for r in alone]
+    assert all(r.metrics.batch_size > 1 for r in mixed if r.metrics.new_tokens > 1)
+
+
 @pytest.mark.parametrize("pattern", [None, "quest"])
 def test_a_compiled_batched_step_gives_the_eager_tokens(cache, pattern):
     sparse = {"attention": "sparse", "pattern": pattern, "window": 8, "sinks": 2, "budget": 16} if pattern else {}
