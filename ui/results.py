@@ -14,6 +14,7 @@ from engine import Result, comparison_line, from_payload, metrics_line, settings
 from tasks.render import comparison_figure, comparison_table
 
 from .history import recorder
+from .tokens import token_view
 
 STOPPED = "**Stopped.** The output so far stays here; the engine dropped the request at its next step."
 
@@ -21,7 +22,7 @@ STOPPED = "**Stopped.** The output so far stays here; the engine dropped the req
 @dataclass(frozen=True)
 class Panel:
     metrics: gr.JSON  # the event's last output: the result as JSON
-    views: list[gr.Component]  # metrics line, compare column, A output, B output, table, plot
+    views: list[gr.Component]  # metrics line, compare column, A output, B output, table, plot, token view
     history: gr.BrowserState  # the browser's runs, which each result joins
 
     @property
@@ -30,12 +31,14 @@ class Panel:
 
 
 def show_results(metrics: dict | None) -> tuple:
-    """Metrics line and, for a comparison, the side-by-side view, from the typed result."""
+    """Metrics line and the token view, or for a comparison the side-by-side view, from the typed result."""
+    no_tokens = gr.HTML(visible=False)
     if not metrics:
-        return "", gr.Column(visible=False), "", "", None, None
+        return "", gr.Column(visible=False), "", "", None, None, no_tokens
     final = from_payload(metrics)
     if isinstance(final, Result):
-        return metrics_line(final), gr.Column(visible=False), "", "", None, None
+        tokens = gr.HTML(token_view(final.logprobs), visible=True) if final.logprobs else no_tokens
+        return metrics_line(final), gr.Column(visible=False), "", "", None, None, tokens
     return (
         comparison_line(final),
         gr.Column(visible=True),
@@ -43,12 +46,15 @@ def show_results(metrics: dict | None) -> tuple:
         gr.Textbox(value=final.b.text, label=f"B: {final.b_label} output"),
         comparison_table(final),
         comparison_figure(final),
+        no_tokens,
     )
 
 
 def results_panel(history: gr.BrowserState) -> Panel:
-    """Metrics line plus the compare view (hidden unless the last run compared)."""
+    """Metrics line, the token view (when the run asked for logprobs), and the compare view (hidden
+    unless the last run compared)."""
     summary = gr.Markdown(elem_classes="metrics-line")
+    tokens = gr.HTML(visible=False, elem_classes="token-view", label="Tokens")  # a request's logprobs
     with gr.Column(visible=False) as compare:
         with gr.Row():
             a_out = gr.Textbox(label="A output", lines=5, interactive=False)
@@ -58,7 +64,7 @@ def results_panel(history: gr.BrowserState) -> Panel:
     with gr.Accordion("Metrics (JSON)", open=False):
         metrics = gr.JSON(label="Metrics")
     gr.DeepLinkButton(value="Copy a link to this result")  # the page as it stands: inputs, outputs, comparison
-    return Panel(metrics, [summary, compare, a_out, b_out, table, plot], history)
+    return Panel(metrics, [summary, compare, a_out, b_out, table, plot, tokens], history)
 
 
 def wire(start: list | Callable, fn: Callable, inputs: list, outputs: list, api_name: str | None = None,

@@ -162,6 +162,11 @@ class RunOptions:
         "so both must compute in one dtype: e.g. gguf-q8 or int4-wo drafting for fp32)",
         choices=PRECISIONS, error=PrecisionError,
     )  # fmt: skip
+    logprobs: int = option(
+        0, "per generated token: its log-probability under the model and this many most likely alternatives "
+        "(0: none), from the logits that chose it, before the sampling settings reshape them",
+        "sampling", minimum=0, maximum=20, step=1,
+    )  # fmt: skip
 
     @property
     def sparse(self) -> SparseSettings:

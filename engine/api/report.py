@@ -9,11 +9,12 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from engine.api.results import Comparison, Metrics, Result, Timing
+from engine.api.results import Comparison, Metrics, Result, Timing, TokenLogprob
 
 Final = Result | Comparison
 _METRICS = TypeAdapter(Metrics)
 _COMPARISON = TypeAdapter(Comparison)
+_LOGPROBS = TypeAdapter(list[TokenLogprob])
 _COMPARISON_FIELDS = [f.name for f in fields(Comparison) if f.name not in ("axis", "a_label", "b_label", "a", "b")]
 
 
@@ -167,11 +168,14 @@ def to_payload(final: Final) -> dict[str, Any]:
     """The metrics JSON of the API: one run's metrics (flat); or, for a comparison, each side's
     metrics (`a`, `b`), labels, outputs and the comparison (timings with intervals, quality)."""
     if isinstance(final, Result):
-        return {
+        one = {
             **asdict(final.metrics),
             "truncated_tokens": final.truncated_tokens,
             "finish_reason": final.finish_reason,
         }
+        if final.logprobs is not None:
+            one["logprobs"] = [asdict(each) for each in final.logprobs]
+        return one
     payload: dict[str, Any] = {
         "axis": final.axis,
         "labels": {"a": final.a_label, "b": final.b_label},
@@ -195,12 +199,14 @@ def from_payload(payload: dict[str, Any]) -> Final:
     """`to_payload` read back into typed objects (validated: a renamed field fails here, not in a browser).
     Outputs come back as display text; token ids are not part of the payload."""
     if "comparison" not in payload:
-        metrics = {k: v for k, v in payload.items() if k not in ("truncated_tokens", "finish_reason")}
+        metrics = {k: v for k, v in payload.items() if k not in ("truncated_tokens", "finish_reason", "logprobs")}
+        logprobs = payload.get("logprobs")
         return Result(
             text="",
             metrics=_METRICS.validate_python(metrics),
             truncated_tokens=payload["truncated_tokens"],
             finish_reason=payload["finish_reason"],
+            logprobs=None if logprobs is None else _LOGPROBS.validate_python(logprobs),
         )
     sides = {side: {"text": payload["outputs"][side], "metrics": payload[side]} for side in ("a", "b")}
     labels = {"a_label": payload["labels"]["a"], "b_label": payload["labels"]["b"]}

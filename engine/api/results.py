@@ -47,6 +47,24 @@ FinishReason = Literal["stop", "length", "scored", "time_limit"]
 
 
 @dataclass
+class Alternative:
+    token: str  # its text, as the tokenizer decodes it alone
+    logprob: float
+
+
+@dataclass
+class TokenLogprob:
+    """A generated token's log-probability under the model, from the logits that chose it (before the
+    temperature, top-p, top-k and repetition penalty reshape them for sampling), and the most likely
+    tokens at its position, best first (`logprobs=k` asks for k of them)."""
+
+    token: str
+    token_id: int | None  # None: a remote server's, which sends text
+    logprob: float
+    top: list[Alternative]
+
+
+@dataclass
 class Result:
     text: str
     metrics: Metrics
@@ -54,6 +72,7 @@ class Result:
     scores: dict[str, float] | None = None  # classification: label -> probability
     truncated_tokens: int = 0  # input tokens cut to fit the context (0 = nothing cut)
     finish_reason: FinishReason = "stop"
+    logprobs: list[TokenLogprob] | None = None  # one per token of token_ids, when the request asked
 
     def to_dict(self) -> dict:
         return asdict(self)

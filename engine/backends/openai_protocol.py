@@ -22,7 +22,7 @@ import openai
 from openai.types.chat import ChatCompletionMessageParam
 
 from engine.api.request import GenerationRequest, Message
-from engine.api.results import FinishReason, Metrics, Result
+from engine.api.results import Alternative, FinishReason, Metrics, Result, TokenLogprob
 from engine.api.validation import check_labels
 from engine.backends.user_text import controls, escape_controls
 from engine.models.registry import ModelSpec
@@ -156,23 +156,28 @@ def stream_remote(spec: ModelSpec, request: GenerationRequest) -> Iterator[str |
     first = last = None
     chunks, usage, server, finish = 0, None, None, None
     started = time.perf_counter()
+    top = request.options.logprobs
+    logprobs: list[TokenLogprob] | None = [] if top else None
     # A connection cut mid-stream reaches the reader as the client's APIConnectionError too.
     with talking_to(spec, "streaming the answer"):
         if request.messages is not None:
             stream = api.chat.completions.create(
                 model=_served_name(spec), messages=chat_messages(spec, request.messages), stream=True,
                 stream_options={"include_usage": True}, **_sampling(request),
+                logprobs=True if top else openai.omit, top_logprobs=top or openai.omit,
             )  # fmt: skip
         else:
             stream = api.completions.create(
                 model=_served_name(spec), prompt=completion_prompt(spec, request.text or ""), stream=True,
-                stream_options={"include_usage": True}, **_sampling(request),
+                stream_options={"include_usage": True}, **_sampling(request), logprobs=top or openai.omit,
             )  # fmt: skip
         with stream:
             for chunk in stream:
                 usage = chunk.usage or usage
                 server = _server_numbers(chunk.model_extra) or server
                 for choice in chunk.choices:
+                    if logprobs is not None and choice.logprobs:
+                        logprobs += _token_logprobs(choice.logprobs)
                     text = choice.delta.content if request.messages is not None else choice.text
                     if text:
                         last = time.perf_counter()
@@ -197,7 +202,22 @@ def stream_remote(spec: ModelSpec, request: GenerationRequest) -> Iterator[str |
         input_tokens=usage.prompt_tokens if usage else None, server=server,
     )  # fmt: skip
     reason: FinishReason = "time_limit" if finish == "time_limit" else FINISH.get(finish, "stop")
-    yield Result(text="".join(texts), metrics=metrics, finish_reason=reason)
+    yield Result(text="".join(texts), metrics=metrics, finish_reason=reason, logprobs=logprobs)
+
+
+def _token_logprobs(sent) -> list[TokenLogprob]:
+    """A chunk's log-probabilities as the server words them: chat's `content` list, or the
+    completions' parallel lists (tokens, token_logprobs, and a {token: logprob} per token)."""
+    if hasattr(sent, "content"):
+        return [
+            TokenLogprob(t.token, None, t.logprob, [Alternative(a.token, a.logprob) for a in t.top_logprobs])
+            for t in sent.content or []
+        ]
+    tops = sent.top_logprobs or [{}] * len(sent.tokens or [])
+    return [
+        TokenLogprob(token, None, logprob, [Alternative(t, p) for t, p in sorted(top.items(), key=lambda a: -a[1])])
+        for token, logprob, top in zip(sent.tokens or [], sent.token_logprobs or [], tops, strict=True)
+    ]
 
 
 def label_scores(top: dict[str, float], labels: tuple[str, ...]) -> dict[str, float]:

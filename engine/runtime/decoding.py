@@ -14,10 +14,11 @@ import time
 import torch
 
 from engine.api.request import GenerationRequest
-from engine.api.results import FinishReason, Metrics, Result
+from engine.api.results import FinishReason, Metrics, Result, TokenLogprob
 from engine.models.loader import LoadedModel
 from engine.platform.fallbacks import FALLBACKS
 from engine.platform.measure import decode_rate, now
+from engine.runtime.logprobs import token_logprob
 from engine.runtime.prompt import Encoded, as_text, encode
 from engine.runtime.sampling import TextStreamer, TokenPicker, stop_ids
 
@@ -93,6 +94,7 @@ class Decoding:
         self.stop_ids = stop_ids(loaded)
         self.streamer = TextStreamer(loaded.tokenizer, request.stop)
         self.new_ids: list[int] = []
+        self.logprobs: list[TokenLogprob] | None = [] if request.options.logprobs else None  # one per new id
         self.picked: int | None = None  # the last token picked
         self.seen = encoded.input_ids  # every token so far, prompt included (repetition penalty)
         self.finish: FinishReason | None = None  # set when done: stop | length | time_limit
@@ -121,6 +123,8 @@ class Decoding:
             self.finish = "stop"
         else:
             self.new_ids.append(token)
+            if self.logprobs is not None:
+                self.logprobs.append(token_logprob(self.loaded.tokenizer, logits, token, self.request.options.logprobs))
             self.seen = torch.cat([self.seen, self.seen.new_tensor([[token]])], dim=1)
             delta = self.streamer.update(self.new_ids)
             if len(self.new_ids) == 1:
@@ -162,4 +166,5 @@ class Decoding:
             token_ids=list(self.new_ids),
             truncated_tokens=self.encoded.truncated_tokens,
             finish_reason=self.finish,
+            logprobs=self.logprobs,
         )

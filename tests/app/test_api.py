@@ -300,3 +300,18 @@ def test_an_edited_chat_message_is_asked_again_as_edited():
                {"role": "user", "content": "second"}, {"role": "assistant", "content": "two"}]  # fmt: skip
     edit = gr.EditData(None, {"index": 2, "value": "second, edited", "previous_value": "second"})
     assert edit_turn(history, edit) == (history[:2], "second, edited")
+
+
+def test_logprobs_come_with_the_metrics_when_asked(client):
+    """The protocol's `logprobs=k`: per generated token, its log-probability and k alternatives."""
+    history, metrics = call(client, "/chat", "What is the capital of France?", [], "", max_new_tokens=12, logprobs=3)
+    tokens = metrics["logprobs"]
+    assert len(tokens) == metrics["new_tokens"] > 0
+    for token in tokens:  # greedy: the chosen token is the most likely, and the probabilities are ranked
+        assert len(token["top"]) == 3 and token["top"][0]["token"] == token["token"]
+        assert (
+            token["logprob"] == token["top"][0]["logprob"] >= token["top"][1]["logprob"] >= token["top"][2]["logprob"]
+        )
+    assert "".join(t["token"] for t in tokens).strip() in str(history[-1]["content"])
+    _, plain = call(client, "/chat", "What is the capital of France?", [], "", max_new_tokens=4)
+    assert "logprobs" not in plain

@@ -5,6 +5,7 @@ goes to $STUDIO_SCREENSHOTS (default build/screenshots)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -217,3 +218,24 @@ def test_lab_tab(page):
     cells.filter(has_text="sparse").first.wait_for(timeout=TIMEOUT_MS)
     assert cells.filter(has_text="1024").count() >= 2
     shoot(page, "lab")
+
+
+def test_the_token_view_shows_each_tokens_alternatives_on_hover(page):
+    """Logprobs asked in the Sampling accordion: every generated token coloured by its probability, and
+    resting the pointer on one shows its position's five most likely tokens, the chosen one marked."""
+    panel = open_tab(page, "Translation")
+    use_example(panel, translation.TASK.examples[0][0], "Text")
+    panel.get_by_text("Sampling (temperature 0 = greedy)").click()
+    panel.get_by_label("number input for Logprobs").fill("5")
+    panel.get_by_label("number input for Logprobs").press("Enter")
+    line = run_and_wait(panel, "Translate")
+    tokens = panel.locator(".tokens .tok")
+    tokens.first.wait_for()
+    assert tokens.count() == int(re.search(r"/ (\d+) new", line).group(1)) > 0  # one per generated token
+    assert not tokens.first.locator(".alts").is_visible()
+    tokens.first.hover()
+    alternatives = tokens.first.locator(".alts")
+    alternatives.wait_for(state="visible")
+    assert alternatives.locator(".alt").count() == 5
+    assert alternatives.locator(".alt.chosen").count() == 1  # greedy: the most likely, marked
+    shoot(page, "token-view")

@@ -91,6 +91,27 @@ def test_greedy_is_deterministic_and_stops_are_passed(remote_registry, cache):
     assert word not in stopped.text and stopped.finish_reason == "stop"
 
 
+@pytest.mark.parametrize("chat", [True, False])
+def test_logprobs_come_from_the_server_per_token(chat, remote_registry, cache):
+    """`logprobs=k` asks the server (chat's logprobs/top_logprobs, or completions' logprobs): each token
+    with k ranked alternatives, and the tokens spell the answer. (Greedy need not pick the most likely:
+    llama-cpp-python's server applies its own repeat penalty, 1.1, to the raw log-probabilities it sends.)"""
+    request = (
+        task_request("dialogue", logprobs=3)
+        if chat
+        else GenerationRequest(RunOptions(model=REMOTE, max_new_tokens=8, logprobs=3), text="The capital of France is")
+    )
+    result = run(request, cache)
+    assert result.logprobs and len(result.logprobs) == result.metrics.new_tokens
+    for token in result.logprobs:
+        assert token.token_id is None and len(token.top) == 3
+        assert token.top[0].logprob >= token.top[1].logprob >= token.top[2].logprob >= -1e9
+        assert token.logprob <= token.top[0].logprob + 1e-4
+        listed = {a.token: a.logprob for a in token.top}
+        assert listed.get(token.token, token.logprob) == pytest.approx(token.logprob, abs=1e-4)
+    assert "".join(t.token for t in result.logprobs) == result.text
+
+
 def test_classification_scores_labels_from_the_servers_logprobs(remote_registry, cache):
     result = run(task_request("classification"), cache)
     assert set(result.scores) == {"positive", "negative", "neutral"}

@@ -1,0 +1,66 @@
+"""Token log-probabilities (`logprobs=k`): taken from the logits that chose each token, they equal a
+teacher-forced forward over the prompt and the answer, for a causal and a seq2seq model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_engine import ask
+
+from engine import Engine, run
+from engine.api.report import from_payload, to_payload
+from engine.attention.choice import DENSE
+from engine.runtime.decoding import encode_prompt
+
+
+@pytest.fixture
+def cache(tiny_env):
+    return Engine(budget_mb=10_000, device=torch.device("cpu"))
+
+
+def teacher_forced(loaded, request, token_ids: list[int]) -> torch.Tensor:
+    """Log-probabilities at each answer position from one forward over the prompt and the answer."""
+    prompt = encode_prompt(loaded, request).input_ids
+    answer = torch.tensor([token_ids], dtype=torch.long)
+    with torch.inference_mode():
+        if loaded.spec.family == "causal":
+            ids = torch.cat([prompt, answer[:, :-1]], dim=1)
+            logits = loaded.model(input_ids=ids, studio_choice=DENSE).logits[0, prompt.shape[1] - 1 :]
+        else:
+            start = torch.tensor([[loaded.decoder_start]])
+            decoder = torch.cat([start, answer[:, :-1]], dim=1)
+            logits = loaded.model(input_ids=prompt, decoder_input_ids=decoder, studio_choice=DENSE).logits[0]
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+@pytest.mark.parametrize(
+    ("model", "sampling"),
+    [
+        ("tiny-llama", {}),
+        ("tiny-llama", {"temperature": 0.9, "top_p": 0.8, "seed": 3}),
+        ("tiny-llama", {"speculation": "prompt_lookup", "lookup_ngram": 1, "max_new_tokens": 16}),  # checked runs
+        ("tiny-marian", {}),
+        ("tiny-t5", {}),
+    ],
+)
+def test_each_tokens_logprobs_are_a_teacher_forced_forwards(cache, model, sampling):
+    request = ask(model, **{"precision": "fp32", "max_new_tokens": 8, "logprobs": 5, **sampling})
+    result = run(request, cache)
+    assert result.token_ids and result.logprobs is not None
+    assert [t.token_id for t in result.logprobs] == result.token_ids
+    assert result.metrics.proposed_tokens > 0 or "speculation" not in sampling
+    expected = teacher_forced(cache.get(model, "fp32"), request, result.token_ids)
+    for position, (token, row) in enumerate(zip(result.logprobs, expected, strict=True)):
+        assert token.logprob == pytest.approx(float(row[token.token_id]), abs=1e-3), position
+        best = row.topk(5)
+        assert [a.logprob for a in token.top] == pytest.approx(best.values.tolist(), abs=1e-3)
+        assert len(token.top) == 5 and token.top[0].logprob >= token.top[-1].logprob
+        if not sampling:  # greedy: the chosen token is the most likely one
+            assert token.logprob == pytest.approx(token.top[0].logprob)
+
+
+def test_logprobs_only_when_asked_and_they_survive_the_payload(cache):
+    assert run(ask("tiny-llama", precision="fp32"), cache).logprobs is None
+    result = run(ask("tiny-llama", precision="fp32", logprobs=2), cache)
+    back = from_payload(to_payload(result))
+    assert back.logprobs == result.logprobs and all(len(t.top) == 2 for t in back.logprobs)
