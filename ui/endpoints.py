@@ -115,18 +115,49 @@ def events(request: GenerationRequest, progress: gr.Progress) -> Iterator:
 STREAM_INTERVAL_S = 0.1
 
 
+class LiveSpeed:
+    """While an answer streams, per run (a comparison has two): its pieces of text so far (a token each,
+    as the engine and llama.cpp's server stream them), the time to the first and the rate since."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.first: dict[str, float] = {}
+        self.pieces: dict[str, int] = {}
+
+    def add(self, run: str) -> None:
+        self.first.setdefault(run, time.perf_counter())
+        self.pieces[run] = self.pieces.get(run, 0) + 1
+
+    def payload(self) -> dict[str, Any]:
+        """The metrics JSON while streaming: {"streaming": {run: {tokens, ttft_ms, tokens_per_s}}}."""
+        now = time.perf_counter()
+        return {
+            "streaming": {
+                run: {
+                    "tokens": count,
+                    "ttft_ms": (self.first[run] - self.started) * 1000,
+                    "tokens_per_s": (count - 1) / (now - self.first[run]) if count > 1 else None,
+                }
+                for run, count in self.pieces.items()
+            }
+        }
+
+
 def task_endpoint(task: Task) -> Callable[..., Iterator]:
-    """The task's endpoint: yields (its output as rendered so far, the metrics JSON once the result is in)."""
+    """The task's endpoint: yields (its output as rendered so far, the metrics JSON): while the answer
+    streams, the live speed (`LiveSpeed.payload`); once the result is in, its metrics."""
 
     def run(values: dict[str, Any], request: GenerationRequest, progress: gr.Progress) -> Iterator[tuple]:
         texts: dict[str, str] = {}
+        live = LiveSpeed()
         shown = 0.0  # when the page was last sent the text so far
         for event in events(request, progress):
             if isinstance(event, Chunk):
                 texts[event.run] = texts.get(event.run, "") + event.text
+                live.add(event.run)
                 if time.monotonic() - shown >= STREAM_INTERVAL_S:
                     shown = time.monotonic()
-                    yield task.render(values, texts, None), None
+                    yield task.render(values, texts, None), live.payload()
             else:
                 yield task.render(values, texts, event), to_payload(event)
 

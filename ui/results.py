@@ -7,6 +7,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
@@ -33,7 +34,7 @@ class Panel:
 def show_results(metrics: dict | None) -> tuple:
     """Metrics line and the token view, or for a comparison the side-by-side view, from the typed result."""
     no_tokens = gr.HTML(visible=False)
-    if not metrics:
+    if not metrics or "streaming" in metrics:
         return "", gr.Column(visible=False), "", "", None, None, no_tokens
     final = from_payload(metrics)
     if isinstance(final, Result):
@@ -50,6 +51,18 @@ def show_results(metrics: dict | None) -> tuple:
     )
 
 
+def live_line(metrics: dict | None) -> Any:
+    """The metrics line while an answer streams (ui.endpoints.LiveSpeed); the final line is show_results'."""
+    if not metrics or "streaming" not in metrics:
+        return gr.skip()
+    parts = []
+    for run, live in metrics["streaming"].items():
+        rate = f"{live['tokens_per_s']:.1f} tok/s" if live["tokens_per_s"] else "…"
+        side = f"{run}: " if len(metrics["streaming"]) > 1 else ""
+        parts.append(f"{side}{live['tokens']} tokens · {rate} · TTFT {live['ttft_ms']:.0f} ms")
+    return "streaming — " + " | ".join(parts)
+
+
 def results_panel(history: gr.BrowserState) -> Panel:
     """Metrics line, the token view (when the run asked for logprobs), and the compare view (hidden
     unless the last run compared)."""
@@ -63,6 +76,7 @@ def results_panel(history: gr.BrowserState) -> Panel:
         plot = gr.Plot(label="Milliseconds per phase")
     with gr.Accordion("Metrics (JSON)", open=False):
         metrics = gr.JSON(label="Metrics")
+    metrics.change(live_line, metrics, summary, queue=False, show_progress="hidden", api_visibility="private")
     gr.DeepLinkButton(value="Copy a link to this result")  # the page as it stands: inputs, outputs, comparison
     return Panel(metrics, [summary, compare, a_out, b_out, table, plot, tokens], history)
 

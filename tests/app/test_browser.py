@@ -239,3 +239,31 @@ def test_the_token_view_shows_each_tokens_alternatives_on_hover(page):
     assert alternatives.locator(".alt").count() == 5
     assert alternatives.locator(".alt.chosen").count() == 1  # greedy: the most likely, marked
     shoot(page, "token-view")
+
+
+def test_live_speed_updates_while_the_answer_streams(page):
+    """Tokens so far, tokens/s and TTFT on the metrics line at least twice a second while the code
+    streams; the final metrics replace them."""
+    panel = open_tab(page, "Code generation")
+    panel.get_by_role("textbox", name="Describe the code").fill(
+        "Write a Python class for a bank account with many methods, each documented."
+    )
+    panel.get_by_text("Advanced", exact=True).click()
+    panel.get_by_role("spinbutton", name="Max new tokens").fill("160")
+    panel.get_by_role("button", name="Generate", exact=True).click()
+    line = panel.locator(".prose.metrics-line")
+    assert poll(lambda: "streaming —" in line.inner_text(), 60)
+    seen, start = [], time.perf_counter()
+    while time.perf_counter() - start < 2.0 and "streaming —" in (text := line.inner_text()):
+        if not seen or seen[-1] != text:
+            seen.append(text)
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - start
+    counts = [int(re.search(r"(\d+) tokens", text).group(1)) for text in seen]
+    assert counts == sorted(counts) and counts[-1] > counts[0]
+    # at least twice a second, or with every token where a busy machine gives fewer than two a second
+    assert len(seen) >= min(2 * elapsed, counts[-1] - counts[0] + 1) - 1, (elapsed, seen)
+    assert re.search(r"streaming — \d+ tokens · [\d.]+ tok/s · TTFT \d+ ms", seen[-1])
+    line.filter(has_text="prefill").wait_for(timeout=TIMEOUT_MS)  # the final metrics
+    assert "streaming" not in line.inner_text()
+    shoot(page, "live-speed")
