@@ -3,6 +3,7 @@ the server, so no one else's inputs are ever shown to it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 
@@ -10,6 +11,9 @@ import gradio as gr
 import pandas as pd
 
 from engine import Result, comparison_line, from_payload, metrics_line
+from engine.api.export import runs_markdown
+
+from .files import exported
 
 HISTORY_RUNS = 50
 HISTORY_COLUMNS = ["when", "task", "result"]
@@ -36,6 +40,14 @@ def history_frame(runs: list | None) -> pd.DataFrame:
     return pd.DataFrame(runs or [], columns=HISTORY_COLUMNS)
 
 
+def history_view(runs: list | None) -> tuple:
+    """The table, and the runs as files to download (none while there are none)."""
+    if not runs:
+        return history_frame(runs), gr.DownloadButton(visible=False), gr.DownloadButton(visible=False)
+    files = {"history.json": json.dumps(runs, indent=2, ensure_ascii=False), "history.md": runs_markdown(runs)}
+    return history_frame(runs), *exported(files)
+
+
 def history_tab(demo: gr.Blocks, history: gr.BrowserState) -> None:
     with gr.Tab("History"):
         gr.Markdown(
@@ -43,7 +55,11 @@ def history_tab(demo: gr.Blocks, history: gr.BrowserState) -> None:
             "this browser's storage, not on the server)."
         )
         table = gr.Dataframe(history_frame([]), interactive=False, wrap=True, label="Runs")
-        clear = gr.Button("Clear the history")
-    history.change(history_frame, history, table, queue=False, api_visibility="private")
-    demo.load(history_frame, history, table, queue=False, api_visibility="private")
+        with gr.Row():
+            clear = gr.Button("Clear the history")
+            as_json_file = gr.DownloadButton("Download JSON", visible=False)
+            as_markdown_file = gr.DownloadButton("Download Markdown", visible=False)
+    shown = [table, as_json_file, as_markdown_file]
+    history.change(history_view, history, shown, queue=False, api_visibility="private")
+    demo.load(history_view, history, shown, queue=False, api_visibility="private")
     clear.click(list, None, history, queue=False, api_visibility="private")

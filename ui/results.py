@@ -12,8 +12,10 @@ from typing import Any
 import gradio as gr
 
 from engine import Result, comparison_line, from_payload, metrics_line, settings
+from engine.api.export import as_json, as_markdown, trials_csv
 from tasks.render import comparison_figure, comparison_table
 
+from .files import exported
 from .history import recorder
 from .tokens import token_view
 
@@ -23,7 +25,8 @@ STOPPED = "**Stopped.** The output so far stays here; the engine dropped the req
 @dataclass(frozen=True)
 class Panel:
     metrics: gr.JSON  # the event's last output: the result as JSON
-    views: list[gr.Component]  # metrics line, compare column, A output, B output, table, plot, token view
+    # metrics line, compare column, A output, B output, table, plot, token view, the three downloads
+    views: list[gr.Component]
     history: gr.BrowserState  # the browser's runs, which each result joins
 
     @property
@@ -33,13 +36,14 @@ class Panel:
 
 def show_results(metrics: dict | None) -> tuple:
     """Metrics line and the token view, or for a comparison the side-by-side view, from the typed result."""
-    no_tokens = gr.HTML(visible=False)
+    no_tokens, no_file = gr.HTML(visible=False), gr.DownloadButton(visible=False)
     if not metrics or "streaming" in metrics:
-        return "", gr.Column(visible=False), "", "", None, None, no_tokens
+        return "", gr.Column(visible=False), "", "", None, None, no_tokens, no_file, no_file, no_file
     final = from_payload(metrics)
+    downloads = exported({"result.json": as_json(final), "result.md": as_markdown(final)})
     if isinstance(final, Result):
         tokens = gr.HTML(token_view(final.logprobs), visible=True) if final.logprobs else no_tokens
-        return metrics_line(final), gr.Column(visible=False), "", "", None, None, tokens
+        return metrics_line(final), gr.Column(visible=False), "", "", None, None, tokens, *downloads, no_file
     return (
         comparison_line(final),
         gr.Column(visible=True),
@@ -48,6 +52,8 @@ def show_results(metrics: dict | None) -> tuple:
         comparison_table(final),
         comparison_figure(final),
         no_tokens,
+        *downloads,
+        *exported({"trials.csv": trials_csv(final)}),
     )
 
 
@@ -77,8 +83,13 @@ def results_panel(history: gr.BrowserState) -> Panel:
     with gr.Accordion("Metrics (JSON)", open=False):
         metrics = gr.JSON(label="Metrics")
     metrics.change(live_line, metrics, summary, queue=False, show_progress="hidden", api_visibility="private")
-    gr.DeepLinkButton(value="Copy a link to this result")  # the page as it stands: inputs, outputs, comparison
-    return Panel(metrics, [summary, compare, a_out, b_out, table, plot, tokens], history)
+    with gr.Row():
+        gr.DeepLinkButton(value="Copy a link to this result")  # the page as it stands: inputs, outputs, comparison
+        as_json_file = gr.DownloadButton("Download JSON", visible=False, size="sm")
+        as_markdown_file = gr.DownloadButton("Download Markdown", visible=False, size="sm")
+        as_csv_file = gr.DownloadButton("Download the trials (CSV)", visible=False, size="sm")
+    views = [summary, compare, a_out, b_out, table, plot, tokens, as_json_file, as_markdown_file, as_csv_file]
+    return Panel(metrics, views, history)
 
 
 def wire(start: list | Callable, fn: Callable, inputs: list, outputs: list, api_name: str | None = None,

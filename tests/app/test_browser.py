@@ -4,12 +4,15 @@ goes to $STUDIO_SCREENSHOTS (default build/screenshots)."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import re
 import shutil
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -117,6 +120,9 @@ def test_summarization_tab_in_compare_mode(page):
     assert panel.get_by_label("B: sparse output").input_value().strip()
     assert panel.get_by_text("output agreement").is_visible()
     panel.get_by_text("top-1 agreement (teacher-forced)").filter(visible=True).first.wait_for()
+    trials = pd.read_csv(io.StringIO(downloaded(page, panel, "Download the trials (CSV)")))
+    assert list(trials.columns) == ["timing", "trial", "a", "b", "b_over_a"] and {"ttft", "total"} <= set(trials.timing)
+    assert (trials.b_over_a - trials.b / trials.a).abs().max() < 1e-9
     shoot(page, "summarization-compare")
 
 
@@ -147,14 +153,29 @@ def test_dialogue_tab_keeps_history_after_an_error(page):
     shoot(page, "dialogue")
 
 
-def test_the_history_tab_lists_this_browsers_runs(page):
+def downloaded(page, panel, button: str) -> str:
+    """The text of the file a download button gives."""
+    with page.expect_download() as download:
+        panel.get_by_role("button", name=button, exact=True).click()
+    return Path(download.value.path()).read_text(encoding="utf-8")
+
+
+def test_the_history_tab_lists_this_browsers_runs_and_every_export_parses(page):
+    """A result's JSON (the API payload) and Markdown downloads, and the History tab's."""
     panel = open_tab(page, "Translation")
     use_example(panel, translation.TASK.examples[0][0], "Text")
     line = run_and_wait(panel, "Translate")
+    payload = json.loads(downloaded(page, panel, "Download JSON"))
+    assert payload["new_tokens"] > 0 and payload["precision"] == AUTO
+    markdown = downloaded(page, panel, "Download Markdown")
+    assert "| metric | value |" in markdown and f"| new_tokens | {payload['new_tokens']} |" in markdown
     history = open_tab(page, "History")
     cells = history.get_by_role("gridcell")
     cells.filter(has_text="translate").first.wait_for(timeout=10_000)
     assert cells.filter(has_text=line.split("·")[0].strip()[:20]).count() >= 1
+    runs = json.loads(downloaded(page, history, "Download JSON"))
+    assert runs[0]["task"] == "translate" and runs[0]["result"] == line
+    assert "| when | task | result |" in downloaded(page, history, "Download Markdown")
 
 
 def test_the_page_says_the_default_model_is_warm(page):
