@@ -21,6 +21,7 @@ from engine.bench.decode import DECODE_COLUMNS, decode_table, plot_decode
 from engine.bench.examples import example_answers, example_lines
 from engine.bench.experiments import EXPERIMENT_COLUMNS, plot_experiments, run_experiments
 from engine.bench.loading import LOAD_COLUMNS, load_table, plot_load
+from engine.bench.logprobs import LOGPROBS_COLUMNS, logprobs_table, plot_logprobs
 from engine.bench.precision import PRECISION_COLUMNS, precision_table
 from engine.bench.report import format_table, machine, plot_precisions, plot_sweep, write_outputs
 from engine.bench.serve import SERVE_COLUMNS, plot_serve, serve_sizes, serve_table
@@ -41,7 +42,18 @@ def _parser() -> argparse.ArgumentParser:
         "suite",
         nargs="?",
         default="attention",
-        choices=("attention", "precision", "compare", "decode", "serve", "frontier", "soak", "speculation", "load"),
+        choices=(
+            "attention",
+            "precision",
+            "compare",
+            "decode",
+            "serve",
+            "frontier",
+            "soak",
+            "speculation",
+            "load",
+            "logprobs",
+        ),
     )
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--quick", action="store_true", help="a short sweep (about a minute on a laptop CPU)")
@@ -49,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--precisions", help="comma-separated precisions (attention default fp32; precision: all)")
     add_option_flags(parser, (f.name for f in fields(SparseSettings)))  # --window, --sinks, --block-size, --pattern
     parser.add_argument("--decode-tokens", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3, help="attention op, speculation: paired trials")
+    parser.add_argument("--repeats", type=int, default=3, help="attention op, speculation, logprobs: paired trials")
+    parser.add_argument("--logprobs", type=int, default=5, help="logprobs: alternatives asked for per token")
     parser.add_argument("--model-repeats", type=int, default=2, help="whole model: paired dense/sparse trials")
     parser.add_argument("--input-tokens", type=int, default=256, help="precision: prompt length")
     parser.add_argument(
@@ -63,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--users",
-        help="serve: concurrent user counts (default 1,2,4,8,16); soak, load: one count (4); speculation: streams (1,8)",
+        help="serve: concurrent user counts (default 1,2,4,8,16); soak, load: one count (4); speculation, logprobs: "
+        "streams (1,8)",
     )
     parser.add_argument("--per-user", type=int, default=2, help="serve: requests each user sends, one after another")
     parser.add_argument(
@@ -138,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
             decoding, new_tokens = int(args.users or 4), args.new_tokens or 192
             rows = load_table(args.model, precision, decoding, new_tokens, progress=_report("load"))
             columns, stem, plot = LOAD_COLUMNS, "load", plot_load
+            meta = {"model": args.model, "precision": precision, "new_tokens": new_tokens, "machine": machine()}
+        elif args.suite == "logprobs":
+            precision = (_csv(args.precisions) or ("auto",))[0]
+            streams, new_tokens = _csv(args.users or "1,8", int), args.new_tokens or 64
+            rows = logprobs_table(args.model, precision, streams, args.logprobs, args.repeats, new_tokens,
+                                  _report("logprobs"))  # fmt: skip
+            columns, stem, plot = LOGPROBS_COLUMNS, "logprobs", plot_logprobs
             meta = {"model": args.model, "precision": precision, "new_tokens": new_tokens, "machine": machine()}
         elif args.suite == "soak":
             new_tokens, soak_users = args.new_tokens or 64, int(args.users or 4)

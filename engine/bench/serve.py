@@ -104,7 +104,7 @@ def _request(options: RunOptions, question: str, seq2seq: bool) -> GenerationReq
     return GenerationRequest(options, messages=(Message("user", question),))
 
 
-def _round(
+def serve_round(
     engine: Engine,
     label: str,
     mode: str,
@@ -194,9 +194,9 @@ def serve_table(
         for i, count in enumerate(users):
             if progress:
                 progress((m + i / len(users)) / len(MODES), f"{mode}: {count} users")
-            rows.append(_round(engine, label or model, mode, count, per_user, options, seq2seq))
+            rows.append(serve_round(engine, label or model, mode, count, per_user, options, seq2seq))
         if mixed:
-            rows.append(_round(engine, label or model, MIXED, mixed, per_user, options, seq2seq, half_sparse=True))
+            rows.append(serve_round(engine, label or model, MIXED, mixed, per_user, options, seq2seq, half_sparse=True))
         one = next((r for r in rows[first:] if r.users == 1), rows[first])
         rows[first:] = [replace(r, vs_one_user=r.tokens_per_s / one.tokens_per_s) for r in rows[first:]]
         engine.models.clear()

@@ -285,6 +285,6 @@ def test_live_speed_updates_while_the_answer_streams(page):
     # at least twice a second, or with every token where a busy machine gives fewer than two a second
     assert len(seen) >= min(2 * elapsed, counts[-1] - counts[0] + 1) - 1, (elapsed, seen)
     assert re.search(r"streaming — \d+ tokens · [\d.]+ tok/s · TTFT \d+ ms", seen[-1])
+    shoot(page, "live-speed")
     line.filter(has_text="prefill").wait_for(timeout=TIMEOUT_MS)  # the final metrics
     assert "streaming" not in line.inner_text()
-    shoot(page, "live-speed")

@@ -295,6 +295,19 @@ def test_serve_suite_runs_users_batched_and_one_at_a_time(tiny_env, tmp_path, ca
     assert "tokens_per_s" in capsys.readouterr().out
 
 
+def test_logprobs_suite_pairs_rounds_without_and_with_logprobs(tiny_env, tmp_path, capsys):
+    """`python -m engine.bench logprobs` on a tiny model: a row per user count, the pairs' ratio within
+    its range, and the same tokens answered with and without (greedy)."""
+    argv = ["logprobs", "--model", "tiny-llama", "--precisions", "fp32", "--users", "1,3", "--repeats", "2"]
+    assert main([*argv, "--logprobs", "4", "--new-tokens", "10", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "logprobs.json").read_text())["rows"]
+    assert [(r["users"], r["logprobs"]) for r in rows] == [(1, 4), (3, 4)]
+    for r in rows:
+        assert r["ratio_low"] <= r["ratio"] <= r["ratio_high"] and r["plain_tokens_per_s"] > 0
+        assert r["tokens_plain"] == r["tokens_logprobs"] > 0
+    assert (tmp_path / "logprobs.png").read_bytes()[:4] == b"\x89PNG" and "ratio" in capsys.readouterr().out
+
+
 def test_frontier_suite_scores_patterns_against_dense(tiny_env, tmp_path, capsys):
     """`python -m engine.bench frontier` on a tiny model: per text, dense and each pattern at the
     budget, with the JSON fields the frontier's readers use; dense scores itself perfectly, the
