@@ -184,20 +184,26 @@ def test_the_page_says_the_default_model_is_warm(page):
     page.get_by_text(f"Ready: {DEFAULT_MODEL} at {AUTO} is loaded and warm").wait_for(timeout=10_000)
 
 
-def test_stop_ends_a_long_generation_and_the_next_one_starts_at_once(page):
-    """Stop keeps the code so far and marks it stopped; the engine is free within 2 s, and the next
-    Generate streams while the stopped one would still be writing (its 1024 tokens take a minute
-    here): within 10 s of the click, a bound for a busy machine (alone it streams in about 1 s)."""
-    from engine import DEFAULT_MODEL, default_engine
-
+def long_code(page, tokens: int):
+    """Start a long code generation (up to `tokens`) in the Code generation tab; its panel."""
     panel = open_tab(page, "Code generation")
     # a prompt the embedded model answers at length at every precision tried (fp32: 37 lines in 300 tokens)
     panel.get_by_role("textbox", name="Describe the code").fill(
         "Write a Python class for a bank account with many methods, each documented."
     )
     panel.get_by_text("Advanced", exact=True).click()
-    panel.get_by_role("spinbutton", name="Max new tokens").fill("1024")
+    panel.get_by_role("spinbutton", name="Max new tokens").fill(str(tokens))
     panel.get_by_role("button", name="Generate", exact=True).click()
+    return panel
+
+
+def test_stop_ends_a_long_generation_and_the_next_one_starts_at_once(page):
+    """Stop keeps the code so far and marks it stopped; the engine is free within 2 s, and the next
+    Generate streams while the stopped one would still be writing (its 1024 tokens take a minute
+    here): within 10 s of the click, a bound for a busy machine (alone it streams in about 1 s)."""
+    from engine import DEFAULT_MODEL, default_engine
+
+    panel = long_code(page, 1024)
     code_box = panel.locator(".cm-content")
     assert poll(lambda: code_box.inner_text().count("\n") > 4, 60)
     batches = default_engine().get(DEFAULT_MODEL, "auto").batches
@@ -265,13 +271,7 @@ def test_the_token_view_shows_each_tokens_alternatives_on_hover(page):
 def test_live_speed_updates_while_the_answer_streams(page):
     """Tokens so far, tokens/s and TTFT on the metrics line at least twice a second while the code
     streams; the final metrics replace them."""
-    panel = open_tab(page, "Code generation")
-    panel.get_by_role("textbox", name="Describe the code").fill(
-        "Write a Python class for a bank account with many methods, each documented."
-    )
-    panel.get_by_text("Advanced", exact=True).click()
-    panel.get_by_role("spinbutton", name="Max new tokens").fill("160")
-    panel.get_by_role("button", name="Generate", exact=True).click()
+    panel = long_code(page, 160)
     line = panel.locator(".prose.metrics-line")
     assert poll(lambda: "streaming —" in line.inner_text(), 60)
     seen, start = [], time.perf_counter()
