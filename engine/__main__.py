@@ -26,6 +26,7 @@ from engine.api.report import (
     to_json,
 )
 from engine.models.registry import DEFAULT_MODEL
+from engine.platform.machine import measure_machine
 from engine.platform.settings import settings, settings_table
 from engine.warmup import WarmUp
 
@@ -46,6 +47,9 @@ def _parser(tasks: dict) -> argparse.ArgumentParser:
     prepare.add_argument("--model", default=DEFAULT_MODEL)
     prepare.add_argument("--precision", default="auto")
     sub.add_parser("models", help="list the model registry")
+    sub.add_parser(
+        "measure-machine", help="measure this machine's memory bandwidth and matmul rate (what requests are set against)"
+    )
     sub.add_parser("settings", help="the STUDIO_* settings in force")
     return parser
 
@@ -109,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{spec.name:30} {spec.family or 'auto':10} {spec.source:8} {','.join(spec.tasks):45} {spec.location}"
                 )
+            return 0
+        if args.command == "measure-machine":
+            limits = measure_machine()
+            print(f"{limits.cpu}, {limits.threads} threads: memory read {limits.read_gb_per_s:.1f} GB/s, "
+                  f"fp32 matmul {limits.matmul_gflop_per_s:.1f} GFLOP/s (kept for every request's time split)")  # fmt: skip
             return 0
         if args.command == "settings":
             print(settings_table(settings()))

@@ -16,6 +16,7 @@ from engine.api.options import options_from
 from engine.api.request import GenerationRequest
 from engine.models.precision import supported_precisions
 from engine.platform.errors import StudioError
+from engine.platform.machine import machine_limits, measure_machine
 from engine.runtime.engine import Engine, default_engine
 from engine.runtime.step import MIN_BUCKET
 from engine.service import run
@@ -87,6 +88,9 @@ class WarmUp:
             new_tokens = 1 if ready else 2
             options = options_from({"model": self.model, "precision": self.precision, "max_new_tokens": new_tokens})
             run(GenerationRequest(options, text="Hello"), engine)
+            if machine_limits() is None:  # what every request's time split is set against; set-up measures it
+                self._set("warming", "measuring this machine's memory bandwidth and matmul rate")
+                engine.runner.call(lambda _: measure_machine())
             self._set("ready", f"{self.model} at {loaded.precision} is loaded and warm")
         except Exception as exc:  # a boundary: a failed warm-up is reported, and requests still try for themselves
             reason = str(exc) if isinstance(exc, StudioError) else f"{type(exc).__name__}: {exc}"

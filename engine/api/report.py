@@ -38,6 +38,21 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _share(value: float, limit: float | None) -> str:
+    return f", {value / limit:.0%} of this machine's {limit:.1f}" if limit else ""
+
+
+def time_split_text(m: Metrics) -> str:
+    """Where the time went: decode's weight reading and prefill's matmuls against this machine's limits."""
+    parts = []
+    if m.decode_gb_per_s is not None and m.decode_read_mb is not None:
+        parts.append(f"decode read {m.decode_read_mb:.0f} MB a step at {m.decode_gb_per_s:.1f} GB/s"
+                     f"{_share(m.decode_gb_per_s, m.machine_read_gb_per_s)}")  # fmt: skip
+    if m.prefill_gflop_per_s is not None:
+        parts.append(f"prefill {m.prefill_gflop_per_s:.1f} GFLOP/s{_share(m.prefill_gflop_per_s, m.machine_gflop_per_s)}")
+    return "".join(f" · {part}" for part in parts)
+
+
 def metrics_line(result: Result) -> str:
     m = result.metrics
     decode = f"{m.decode_tokens_per_s:.1f} tok/s" if m.decode_tokens_per_s else "n/a"
@@ -65,6 +80,7 @@ def metrics_line(result: Result) -> str:
     local = ""
     if m.peak_memory_mb is not None:  # a remote server's memory and attention are not visible from here
         local = f" · peak {m.peak_memory_mb:.0f} MB · model {_num(m.model_memory_mb, 0)} MB · density {m.density:.3f}"
+    local += time_split_text(m)
     server = ""
     if m.server:
         server = " · the server's own timings: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(m.server.items()))

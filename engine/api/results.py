@@ -41,6 +41,14 @@ class Metrics:
     accepted_tokens: int = 0
     decode_steps: int = 0
     draft_ms: float = 0.0
+    # where the time went (causal models on CPU; None elsewhere): what a decode step read (the weights,
+    # once for the batch, and the rows' keys and values) and at what rate, and the prefill's matmul
+    # rate, against this machine's measured limits (engine.platform.machine; None until measured)
+    decode_read_mb: float | None = None
+    decode_gb_per_s: float | None = None
+    prefill_gflop_per_s: float | None = None
+    machine_read_gb_per_s: float | None = None
+    machine_gflop_per_s: float | None = None
 
 
 FinishReason = Literal["stop", "length", "scored", "time_limit"]

@@ -33,7 +33,7 @@ from engine.models.loader import LoadedModel
 from engine.platform.measure import PeakMemory, now
 from engine.runtime.compile import CompiledStep
 from engine.runtime.decoding import Decoding
-from engine.runtime.kv_cache import RowCache
+from engine.runtime.kv_cache import RowCache, kv_bytes_per_position
 from engine.runtime.prompt import Encoded
 from engine.runtime.speculation import SHORTEST_MATCH, StepCosts, expected_tokens, lookup, plan
 from engine.runtime.step import BatchKey, bucket_for, decode_step, keeps_pages, step_key, verify_step
@@ -273,9 +273,5 @@ def planned_bytes(loaded: LoadedModel, key: BatchKey, capacity: int) -> int:
     """What a new batch's cache will take, from the model's config (before it exists): keys and values,
     plus two bounds per page of keys when it keeps them."""
     bucket = key[0]
-    config = loaded.model.config
-    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    per_value = loaded.model.dtype.itemsize
     positions = bucket + (-(-bucket // PAGE) if keeps_pages(key[1]) else 0)
-    return 2 * config.num_hidden_layers * capacity * heads * positions * head_dim * per_value
+    return capacity * positions * kv_bytes_per_position(loaded.model.config, loaded.model.dtype)

@@ -17,7 +17,9 @@ from engine.api.request import GenerationRequest
 from engine.api.results import FinishReason, Metrics, Result, TokenLogprob
 from engine.models.loader import LoadedModel
 from engine.platform.fallbacks import FALLBACKS
+from engine.platform.machine import machine_limits
 from engine.platform.measure import decode_rate, now
+from engine.runtime.kv_cache import kv_bytes_per_position
 from engine.runtime.logprobs import token_logprob
 from engine.runtime.prompt import Encoded, as_text, encode
 from engine.runtime.sampling import TextStreamer, TokenPicker, stop_ids
@@ -45,6 +47,7 @@ def result_metrics(
     draft_ms=0.0,
 ) -> Metrics:
     decode = decode_rate(n_new, prefill_s, gen_s)
+    split = time_split(loaded, n_in, n_new, prefill_s, decode, batch_size, decode_steps)
     return Metrics(
         prefill_ms=prefill_s * 1000,
         ttft_ms=ttft_s * 1000,
@@ -68,7 +71,41 @@ def result_metrics(
         accepted_tokens=accepted_tokens,
         decode_steps=decode_steps,
         draft_ms=draft_ms,
+        decode_read_mb=split.get("decode_read_mb"),
+        decode_gb_per_s=split.get("decode_gb_per_s"),
+        prefill_gflop_per_s=split.get("prefill_gflop_per_s"),
+        machine_read_gb_per_s=split.get("machine_read_gb_per_s"),
+        machine_gflop_per_s=split.get("machine_gflop_per_s"),
     )
+
+
+def time_split(
+    loaded: LoadedModel,
+    n_in: int,
+    n_new: int,
+    prefill_s: float,
+    decode: float | None,
+    batch_size: float,
+    decode_steps: int,
+) -> dict[str, float | None]:
+    """Where a causal request's time went on CPU: a decode step reads the weights once for its batch
+    and each row's keys and values so far (here at the answer's middle, on average), so its rate is
+    bytes a step x steps a second; a prefill multiplies ~2 FLOPs a parameter a token. Beside them,
+    this machine's measured limits, where kept (engine.platform.machine)."""
+    if loaded.spec.family != "causal" or loaded.device.type != "cpu" or not loaded.parameters:
+        return {}
+    limits = machine_limits()
+    split: dict[str, float | None] = {
+        "prefill_gflop_per_s": 2 * loaded.parameters * n_in / prefill_s / 1e9 if prefill_s else None,
+        "machine_read_gb_per_s": limits.read_gb_per_s if limits else None,
+        "machine_gflop_per_s": limits.matmul_gflop_per_s if limits else None,
+    }
+    if decode is not None:
+        per_row = kv_bytes_per_position(loaded.model.config, loaded.model.dtype) * (n_in + n_new / 2)
+        read = loaded.footprint_bytes + batch_size * per_row
+        steps_per_s = decode * decode_steps / (n_new - 1) if decode_steps else decode  # speculation: tokens a step
+        split |= {"decode_read_mb": read / 2**20, "decode_gb_per_s": read * steps_per_s / 1e9}
+    return split
 
 
 def encode_prompt(loaded: LoadedModel, request: GenerationRequest) -> Encoded:

@@ -25,6 +25,13 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 from engine.attention.content import PAGE, page_bounds
 
 
+def kv_bytes_per_position(config, dtype: torch.dtype) -> int:
+    """The keys and values one position of one sequence holds, every layer (a causal config)."""
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * config.num_hidden_layers * heads * head_dim * dtype.itemsize
+
+
 @dataclass
 class RowState:
     """What a cache's layers read: its shape, and what the next forward is (the cache sets it). The

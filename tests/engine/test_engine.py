@@ -454,3 +454,26 @@ def test_requests_that_would_run_the_same_step_share_it():
     assert step_key(1024, AttentionChoice("sparse", Sparse(window=512))) != (1024, DENSE)
     assert step_key(256, sparse) == step_key(256, AttentionChoice("sparse", Sparse(window=16, sinks=4, block_size=8)))
     assert step_key(256, sparse) != step_key(256, AttentionChoice("sparse", Sparse(window=32, sinks=4)))
+
+
+def test_a_requests_time_split_is_set_against_the_machines_measured_limits(cache, studio_env, tmp_path):
+    """Decode: the weights once a step plus the row's keys and values, at the step rate; prefill: two
+    FLOPs a parameter a token. This machine's limits join once measured (`python -m engine measure-machine`)."""
+    from engine.platform.machine import machine_limits, measure_machine
+    from engine.runtime.kv_cache import kv_bytes_per_position
+
+    studio_env("STUDIO_CACHE", str(tmp_path))
+    request = ask("tiny-llama", precision="fp32", max_new_tokens=8)
+    m = run(request, cache).metrics
+    loaded = cache.get("tiny-llama", "fp32")
+    assert m.machine_read_gb_per_s is None and machine_limits() is None  # nothing measured in this cache yet
+    kv = kv_bytes_per_position(loaded.model.config, torch.float32) * (m.input_tokens + m.new_tokens / 2)
+    assert m.decode_read_mb == pytest.approx((loaded.footprint_bytes + kv) / 2**20)
+    assert m.decode_gb_per_s == pytest.approx(m.decode_read_mb * 2**20 * m.decode_tokens_per_s / 1e9)
+    assert m.prefill_gflop_per_s == pytest.approx(2 * loaded.parameters * m.input_tokens / m.prefill_ms * 1e-6)
+    limits = measure_machine(repeats=1)
+    assert machine_limits() == limits and limits.read_gb_per_s > 0 and limits.matmul_gflop_per_s > 0
+    m = run(request, cache).metrics
+    assert (m.machine_read_gb_per_s, m.machine_gflop_per_s) == (limits.read_gb_per_s, limits.matmul_gflop_per_s)
+    assert "of this machine's" in metrics_line(Result("", m))
+    assert run(ask("tiny-marian", precision="fp32"), cache).metrics.decode_read_mb is None  # causal models only
