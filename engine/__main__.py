@@ -48,7 +48,8 @@ def _parser(tasks: dict) -> argparse.ArgumentParser:
     prepare.add_argument("--precision", default="auto")
     sub.add_parser("models", help="list the model registry")
     sub.add_parser(
-        "measure-machine", help="measure this machine's memory bandwidth and matmul rate (what requests are set against)"
+        "measure-machine",
+        help="measure this machine's memory bandwidth and matmul rate (what requests are set against)",
     )
     sub.add_parser("settings", help="the STUDIO_* settings in force")
     return parser

@@ -149,11 +149,14 @@ def tiny_registry(tiny_dirs, tmp_path_factory) -> Path:
 def fresh_settings():
     """Settings are read once per process; a test that changes STUDIO_* variables (`studio_env`) gets
     them re-read, and the next test starts from the restored environment (this runs after monkeypatch's undo)."""
+    from engine.platform.machine import machine_limits
     from engine.platform.settings import settings
 
     settings.cache_clear()
+    machine_limits.cache_clear()  # kept beside the cache that the settings name
     yield
     settings.cache_clear()
+    machine_limits.cache_clear()
 
 
 @pytest.fixture(autouse=True)

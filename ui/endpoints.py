@@ -116,17 +116,23 @@ STREAM_INTERVAL_S = 0.1
 
 
 class LiveSpeed:
-    """While an answer streams, per run (a comparison has two): its pieces of text so far (a token each,
-    as the engine and llama.cpp's server stream them), the time to the first and the rate since."""
+    """While an answer streams, per run (a comparison streams its runs one after another): its pieces
+    of text so far (a token each, as the engine and llama.cpp's server stream them, but for text held
+    back near a stop string or a split character), the time to the first from when the run began (the
+    request's start, or the previous run's last piece) and the rate since."""
 
     def __init__(self) -> None:
-        self.started = time.perf_counter()
+        self.last = time.perf_counter()  # the latest piece of any run, or the start
+        self.began: dict[str, float] = {}
         self.first: dict[str, float] = {}
         self.pieces: dict[str, int] = {}
 
     def add(self, run: str) -> None:
-        self.first.setdefault(run, time.perf_counter())
+        now = time.perf_counter()
+        if run not in self.first:
+            self.began[run], self.first[run] = self.last, now
         self.pieces[run] = self.pieces.get(run, 0) + 1
+        self.last = now
 
     def payload(self) -> dict[str, Any]:
         """The metrics JSON while streaming: {"streaming": {run: {tokens, ttft_ms, tokens_per_s}}}."""
@@ -135,7 +141,7 @@ class LiveSpeed:
             "streaming": {
                 run: {
                     "tokens": count,
-                    "ttft_ms": (self.first[run] - self.started) * 1000,
+                    "ttft_ms": (self.first[run] - self.began[run]) * 1000,
                     "tokens_per_s": (count - 1) / (now - self.first[run]) if count > 1 else None,
                 }
                 for run, count in self.pieces.items()

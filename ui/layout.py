@@ -30,7 +30,8 @@ def warm_banner(warm_up: WarmUp) -> tuple[gr.Markdown, gr.Timer]:
 
 def build(tasks: Mapping[str, Task], warm_up: WarmUp) -> gr.Blocks:
     """The Blocks: one tab and one endpoint per task, ordered by their tab's `order`, then name."""
-    with gr.Blocks(title="Transformer Studio") as demo:
+    # delete_cache: every hour, the files Gradio copied for downloads (exports) that are a day old
+    with gr.Blocks(title="Transformer Studio", delete_cache=(3600, 86400)) as demo:
         gr.Markdown(
             "# Transformer Studio\nDense vs sparse attention at any precision, measured on every request. "
             f"The default model ({DEFAULT_MODEL}) is tiny and runs offline: fast to measure, often wrong."

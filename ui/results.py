@@ -37,7 +37,7 @@ class Panel:
 def show_results(metrics: dict | None) -> tuple:
     """Metrics line and the token view, or for a comparison the side-by-side view, from the typed result."""
     no_tokens, no_file = gr.HTML(visible=False), gr.DownloadButton(visible=False)
-    if not metrics or "streaming" in metrics:
+    if not metrics:
         return "", gr.Column(visible=False), "", "", None, None, no_tokens, no_file, no_file, no_file
     final = from_payload(metrics)
     downloads = exported({"result.json": as_json(final), "result.md": as_markdown(final)})
@@ -57,10 +57,16 @@ def show_results(metrics: dict | None) -> tuple:
     )
 
 
-def live_line(metrics: dict | None) -> Any:
-    """The metrics line while an answer streams (ui.endpoints.LiveSpeed); the final line is show_results'."""
+def live_views(metrics: dict | None) -> Any:
+    """While an answer streams (ui.endpoints.LiveSpeed): the live line, and the last result's token view,
+    compare view and downloads put away; the final result's views are show_results'."""
     if not metrics or "streaming" not in metrics:
-        return gr.skip()
+        return [gr.skip()] * 10
+    return live_line(metrics), *show_results(None)[1:]
+
+
+def live_line(metrics: dict) -> str:
+    """Each run's tokens so far, tokens/s since its first and time to it, in one line."""
     parts = []
     for run, live in metrics["streaming"].items():
         rate = f"{live['tokens_per_s']:.1f} tok/s" if live["tokens_per_s"] else "…"
@@ -73,7 +79,7 @@ def results_panel(history: gr.BrowserState) -> Panel:
     """Metrics line, the token view (when the run asked for logprobs), and the compare view (hidden
     unless the last run compared)."""
     summary = gr.Markdown(elem_classes="metrics-line")
-    tokens = gr.HTML(visible=False, elem_classes="token-view", label="Tokens")  # a request's logprobs
+    tokens = gr.HTML(visible=False, label="Tokens")  # a request's logprobs (ui.tokens)
     with gr.Column(visible=False) as compare:
         with gr.Row():
             a_out = gr.Textbox(label="A output", lines=5, interactive=False)
@@ -82,13 +88,13 @@ def results_panel(history: gr.BrowserState) -> Panel:
         plot = gr.Plot(label="Milliseconds per phase")
     with gr.Accordion("Metrics (JSON)", open=False):
         metrics = gr.JSON(label="Metrics")
-    metrics.change(live_line, metrics, summary, queue=False, show_progress="hidden", api_visibility="private")
     with gr.Row():
         gr.DeepLinkButton(value="Copy a link to this result")  # the page as it stands: inputs, outputs, comparison
         as_json_file = gr.DownloadButton("Download JSON", visible=False, size="sm")
         as_markdown_file = gr.DownloadButton("Download Markdown", visible=False, size="sm")
         as_csv_file = gr.DownloadButton("Download the trials (CSV)", visible=False, size="sm")
     views = [summary, compare, a_out, b_out, table, plot, tokens, as_json_file, as_markdown_file, as_csv_file]
+    metrics.change(live_views, metrics, views, queue=False, show_progress="hidden", api_visibility="private")
     return Panel(metrics, views, history)
 
 

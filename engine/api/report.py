@@ -49,7 +49,9 @@ def time_split_text(m: Metrics) -> str:
         parts.append(f"decode read {m.decode_read_mb:.0f} MB a step at {m.decode_gb_per_s:.1f} GB/s"
                      f"{_share(m.decode_gb_per_s, m.machine_read_gb_per_s)}")  # fmt: skip
     if m.prefill_gflop_per_s is not None:
-        parts.append(f"prefill {m.prefill_gflop_per_s:.1f} GFLOP/s{_share(m.prefill_gflop_per_s, m.machine_gflop_per_s)}")
+        parts.append(
+            f"prefill {m.prefill_gflop_per_s:.1f} GFLOP/s{_share(m.prefill_gflop_per_s, m.machine_gflop_per_s)}"
+        )
     return "".join(f" · {part}" for part in parts)
 
 

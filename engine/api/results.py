@@ -56,15 +56,16 @@ FinishReason = Literal["stop", "length", "scored", "time_limit"]
 
 @dataclass
 class Alternative:
-    token: str  # its text, as the tokenizer decodes it alone
+    token: str  # the text it would add after the token before it
     logprob: float
+    token_id: int | None = None  # None: a remote server's, which sends text
 
 
 @dataclass
 class TokenLogprob:
     """A generated token's log-probability under the model, from the logits that chose it (before the
-    temperature, top-p, top-k and repetition penalty reshape them for sampling), and the most likely
-    tokens at its position, best first (`logprobs=k` asks for k of them)."""
+    temperature, top-p, top-k and repetition penalty reshape them for sampling; a remote server's as
+    it sends them), and the most likely tokens at its position, best first (`logprobs=k` asks for k)."""
 
     token: str
     token_id: int | None  # None: a remote server's, which sends text
@@ -80,7 +81,7 @@ class Result:
     scores: dict[str, float] | None = None  # classification: label -> probability
     truncated_tokens: int = 0  # input tokens cut to fit the context (0 = nothing cut)
     finish_reason: FinishReason = "stop"
-    logprobs: list[TokenLogprob] | None = None  # one per token of token_ids, when the request asked
+    logprobs: list[TokenLogprob] | None = None  # one per generated token, when the request asked
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -84,7 +84,7 @@ def talking_to(spec: ModelSpec, what: str) -> Iterator[None]:
         raise RemoteError(f"{where}: the server sent something unreadable while {what} ({_first_line(exc)}).") from None
 
 
-def _sampling(request: GenerationRequest) -> dict:
+def _sampling(request: GenerationRequest, chat: bool = True) -> dict:
     options = request.options
     params: dict = {"max_tokens": options.max_new_tokens, "temperature": options.temperature, "top_p": options.top_p}
     if options.seed is not None:
@@ -93,6 +93,8 @@ def _sampling(request: GenerationRequest) -> dict:
         params["stop"] = list(request.stop)
     if options.top_k:
         params["extra_body"] = {"top_k": options.top_k}  # not in OpenAI's protocol; vLLM, SGLang and llama.cpp read it
+    if options.logprobs:  # chat asks with a flag and a count; completions with the count alone
+        params |= {"logprobs": True, "top_logprobs": options.logprobs} if chat else {"logprobs": options.logprobs}
     return params
 
 
@@ -156,20 +158,18 @@ def stream_remote(spec: ModelSpec, request: GenerationRequest) -> Iterator[str |
     first = last = None
     chunks, usage, server, finish = 0, None, None, None
     started = time.perf_counter()
-    top = request.options.logprobs
-    logprobs: list[TokenLogprob] | None = [] if top else None
+    logprobs: list[TokenLogprob] | None = [] if request.options.logprobs else None
     # A connection cut mid-stream reaches the reader as the client's APIConnectionError too.
     with talking_to(spec, "streaming the answer"):
         if request.messages is not None:
             stream = api.chat.completions.create(
                 model=_served_name(spec), messages=chat_messages(spec, request.messages), stream=True,
                 stream_options={"include_usage": True}, **_sampling(request),
-                logprobs=True if top else openai.omit, top_logprobs=top or openai.omit,
             )  # fmt: skip
         else:
             stream = api.completions.create(
                 model=_served_name(spec), prompt=completion_prompt(spec, request.text or ""), stream=True,
-                stream_options={"include_usage": True}, **_sampling(request), logprobs=top or openai.omit,
+                stream_options={"include_usage": True}, **_sampling(request, chat=False),
             )  # fmt: skip
         with stream:
             for chunk in stream:

@@ -67,6 +67,7 @@ class ServeRow:
     requests: int
     failures: int
     wall_s: float
+    tokens: int  # new tokens of every request
     tokens_per_s: float  # all new tokens over the wall time: the aggregate decode throughput
     vs_one_user: float  # tokens_per_s over the same mode's one-user row
     latency_p50_s: float  # per request, as its user saw it: submit to Result
@@ -140,6 +141,7 @@ def serve_round(
         requests=len(outcomes),
         failures=len(outcomes) - len(done),
         wall_s=wall,
+        tokens=tokens,
         tokens_per_s=tokens / wall,
         vs_one_user=1.0,
         latency_p50_s=statistics.median(latencies),

@@ -35,7 +35,7 @@ class LoadedModel:
     device: torch.device
     footprint_bytes: int
     load_seconds: float
-    parameters: int = 0  # as built, before any quantization packs them (a prefill's FLOPs: 2 a token each)
+    parameters: int = 0  # those that multiply (not the embedding), as built, before quantization packs them
     decoder_start: int | None = None  # seq2seq models: the token their decoder starts from
     # Causal models' decode state, which the runtime above this layer attaches after loading
     # (engine.runtime.engine): its compiled steps (CompiledDecode) and its batches (ModelBatches).
@@ -147,7 +147,7 @@ def load_model(
         raise ModelLoadError(f"Cannot load {spec.name!r} from {location}: {exc}") from exc
     if "device_map" not in kwargs:
         model.to(device)
-    parameters = model.num_parameters()
+    parameters = model.num_parameters(exclude_embeddings=True)  # a lookup multiplies nothing
     quantize_after_load(model, precision, device)
     if precision in GGUF_ONLY:  # check_source: a GGUF source, whose cache holds its blocks
         pack_gguf(model, load_blocks(Path(location) / BLOCKS), precision)

@@ -5,6 +5,7 @@ set-up runs, or the app's warm-up where none is kept."""
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import time
@@ -56,9 +57,11 @@ def measure_machine(repeats: int = 5) -> MachineLimits:
     path = _path()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(asdict(limits), indent=2))
+    machine_limits.cache_clear()
     return limits
 
 
+@functools.cache  # read once: every finished request asks, on the engine thread
 def machine_limits() -> MachineLimits | None:
     """The limits kept for this CPU and thread count, or None where none were measured."""
     try:

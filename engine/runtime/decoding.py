@@ -100,10 +100,10 @@ def time_split(
         "machine_read_gb_per_s": limits.read_gb_per_s if limits else None,
         "machine_gflop_per_s": limits.matmul_gflop_per_s if limits else None,
     }
-    if decode is not None:
+    if decode is not None and decode_steps:
         per_row = kv_bytes_per_position(loaded.model.config, loaded.model.dtype) * (n_in + n_new / 2)
         read = loaded.footprint_bytes + batch_size * per_row
-        steps_per_s = decode * decode_steps / (n_new - 1) if decode_steps else decode  # speculation: tokens a step
+        steps_per_s = decode * decode_steps / (n_new - 1)  # a speculating step gives several tokens
         split |= {"decode_read_mb": read / 2**20, "decode_gb_per_s": read * steps_per_s / 1e9}
     return split
 
@@ -159,9 +159,11 @@ class Decoding:
         if token in self.stop_ids:
             self.finish = "stop"
         else:
+            previous = self.new_ids[-1] if self.new_ids else None
             self.new_ids.append(token)
             if self.logprobs is not None:
-                self.logprobs.append(token_logprob(self.loaded.tokenizer, logits, token, self.request.options.logprobs))
+                top = self.request.options.logprobs
+                self.logprobs.append(token_logprob(self.loaded.tokenizer, logits, token, top, previous))
             self.seen = torch.cat([self.seen, self.seen.new_tensor([[token]])], dim=1)
             delta = self.streamer.update(self.new_ids)
             if len(self.new_ids) == 1:

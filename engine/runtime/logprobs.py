@@ -9,13 +9,29 @@ import torch
 from engine.api.results import Alternative, TokenLogprob
 
 
-def token_logprob(tokenizer, logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
-    """`token`'s log-probability under `logits` (vocab,) and the `top` most likely tokens, best first."""
+def piece(tokenizer, token: int, previous: int | None) -> str:
+    """The text `token` adds after `previous` (a special token: none). Decoded alone, a SentencePiece
+    token (Llama, Marian, T5) loses the space it starts with, which only shows after another token."""
+
+    def text(ids: list[int]) -> str:  # as the answer's text is decoded: special tokens add nothing
+        return tokenizer.decode(ids, skip_special_tokens=True)
+
+    if previous is None:
+        return text([token])
+    head, both = text([previous]), text([previous, token])
+    return both[len(head) :] if both.startswith(head) else text([token])
+
+
+def token_logprob(tokenizer, logits: torch.Tensor, token: int, top: int, previous: int | None) -> TokenLogprob:
+    """`token`'s log-probability under `logits` (vocab,) and the `top` most likely tokens, best first;
+    `previous`: the token before it (its text decides the spaces)."""
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     values, ids = logprobs.topk(top)
     return TokenLogprob(
-        token=tokenizer.decode([token]),
+        token=piece(tokenizer, token, previous),
         token_id=token,
         logprob=float(logprobs[token]),
-        top=[Alternative(tokenizer.decode([i]), v) for i, v in zip(ids.tolist(), values.tolist(), strict=True)],
+        top=[
+            Alternative(piece(tokenizer, i, previous), v, i) for i, v in zip(ids.tolist(), values.tolist(), strict=True)
+        ],
     )

@@ -469,7 +469,8 @@ def test_a_requests_time_split_is_set_against_the_machines_measured_limits(cache
     assert m.machine_read_gb_per_s is None and machine_limits() is None  # nothing measured in this cache yet
     kv = kv_bytes_per_position(loaded.model.config, torch.float32) * (m.input_tokens + m.new_tokens / 2)
     assert m.decode_read_mb == pytest.approx((loaded.footprint_bytes + kv) / 2**20)
-    assert m.decode_gb_per_s == pytest.approx(m.decode_read_mb * 2**20 * m.decode_tokens_per_s / 1e9)
+    steps_per_s = m.decode_tokens_per_s * m.decode_steps / (m.new_tokens - 1)
+    assert m.decode_gb_per_s == pytest.approx(m.decode_read_mb * 2**20 * steps_per_s / 1e9)
     assert m.prefill_gflop_per_s == pytest.approx(2 * loaded.parameters * m.input_tokens / m.prefill_ms * 1e-6)
     limits = measure_machine(repeats=1)
     assert machine_limits() == limits and limits.read_gb_per_s > 0 and limits.matmul_gflop_per_s > 0

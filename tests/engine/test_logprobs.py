@@ -49,6 +49,7 @@ def test_each_tokens_logprobs_are_a_teacher_forced_forwards(cache, model, sampli
     assert result.token_ids and result.logprobs is not None
     assert [t.token_id for t in result.logprobs] == result.token_ids
     assert result.metrics.proposed_tokens > 0 or "speculation" not in sampling
+    assert "".join(t.token for t in result.logprobs) == result.text  # each token's own text, spaces included
     expected = teacher_forced(cache.get(model, "fp32"), request, result.token_ids)
     for position, (token, row) in enumerate(zip(result.logprobs, expected, strict=True)):
         assert token.logprob == pytest.approx(float(row[token.token_id]), abs=1e-3), position
