@@ -7,7 +7,6 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import gradio as gr
 
@@ -57,12 +56,12 @@ def show_results(metrics: dict | None) -> tuple:
     )
 
 
-def live_views(metrics: dict | None) -> Any:
-    """While an answer streams (ui.endpoints.LiveSpeed): the live line, and the last result's token view,
-    compare view and downloads put away; the final result's views are show_results'."""
-    if not metrics or "streaming" not in metrics:
-        return [gr.skip()] * 10
-    return live_line(metrics), *show_results(None)[1:]
+def panel_views(metrics: dict | None) -> tuple:
+    """The panel for the metrics JSON as it stands: while an answer streams (ui.endpoints.LiveSpeed) the
+    live line, the last result's views put away; then the result's (show_results)."""
+    if metrics and "streaming" in metrics:
+        return live_line(metrics), *show_results(None)[1:]
+    return show_results(metrics)
 
 
 def live_line(metrics: dict) -> str:
@@ -94,7 +93,10 @@ def results_panel(history: gr.BrowserState) -> Panel:
         as_markdown_file = gr.DownloadButton("Download Markdown", visible=False, size="sm")
         as_csv_file = gr.DownloadButton("Download the trials (CSV)", visible=False, size="sm")
     views = [summary, compare, a_out, b_out, table, plot, tokens, as_json_file, as_markdown_file, as_csv_file]
-    metrics.change(live_views, metrics, views, queue=False, show_progress="hidden", api_visibility="private")
+    # One handler for every value, the last value always handled last: a streaming update handled after
+    # the result's would put its views away again
+    metrics.change(panel_views, metrics, views, queue=False, trigger_mode="always_last", show_progress="hidden",
+                   api_visibility="private")  # fmt: skip
     return Panel(metrics, views, history)
 
 
@@ -115,8 +117,7 @@ def wire(start: list | Callable, fn: Callable, inputs: list, outputs: list, api_
         api_description=inspect.getdoc(fn).split("\n\n")[0] if api_name else None,
         validator=getattr(fn, "validator", None),
     )
-    if panel:
-        event.success(show_results, outputs[-1], panel.views, api_visibility="private")
+    if panel:  # its views follow the metrics JSON (results_panel)
         event.success(recorder(fn.__name__), [outputs[-1], panel.history], panel.history, queue=False,
                       api_visibility="private")  # fmt: skip
     return event
