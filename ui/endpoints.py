@@ -17,6 +17,7 @@ from engine import (
     AttentionMap,
     Chunk,
     GenerationRequest,
+    InputError,
     Option,
     RunOptions,
     StudioError,
@@ -29,6 +30,8 @@ from engine import (
 )
 from tasks import Task
 from tasks.render import attention_image
+
+from .branches import branch_point, branched
 
 PARAMETER = inspect.Parameter.POSITIONAL_OR_KEYWORD
 OPTION_PARAMETERS = [
@@ -70,7 +73,7 @@ def endpoint(name: str, doc: str, own: Sequence[inspect.Parameter], build: Build
     `doc` (summary, Args of its own, Returns) with the options' help added. `build` makes the request
     `run` receives. The same build is the event's validator (`handler.validator`), which Gradio runs
     before the request joins the queue: a request the engine would refuse (engine.precheck) never
-    takes a slot."""
+    takes a slot. `handler.branch` continues an answer it gave from an alternative token (ui.branches)."""
     inputs = [*own, *OPTION_PARAMETERS]
     signature = inspect.Signature([*inputs, inspect.Parameter("progress", PARAMETER, default=gr.Progress())])
 
@@ -86,6 +89,17 @@ def endpoint(name: str, doc: str, own: Sequence[inspect.Parameter], build: Build
             values, request, progress = bound(args, kwargs)
         yield from run(values, replace(request, time_limit_s=settings().time_limit_s), progress)
 
+    def branch(asked: list | None, metrics: dict | None, clicked: gr.EventData, progress: gr.Progress = gr.Progress()) -> Iterator:  # fmt: skip
+        """The answer in `metrics` continued from the alternative clicked in its token view (ui.branches),
+        asked again with its inputs (`asked`: the endpoint's arguments, in order)."""
+        with user_errors():
+            if not asked:
+                raise InputError("Run the request first: a branch continues its answer.")
+            values, request, _ = bound(tuple(asked), {})
+            point = branch_point(metrics, clicked._data)
+        request = replace(request, answer_start=point.start, time_limit_s=settings().time_limit_s)
+        yield from branched(run(values, request, progress), point)
+
     def validator(*args: Any, **kwargs: Any) -> list[dict]:
         """One gr.validate per input: the reason on the first, where the page shows it."""
         try:
@@ -94,12 +108,13 @@ def endpoint(name: str, doc: str, own: Sequence[inspect.Parameter], build: Build
             return [gr.validate(False, str(exc)), *(gr.validate(True, "") for _ in inputs[1:])]
         return [gr.validate(True, "") for _ in inputs]
 
-    handler.__name__ = handler.__qualname__ = name
+    handler.__name__ = handler.__qualname__ = branch.__name__ = branch.__qualname__ = name  # the history's task
     handler.__signature__ = signature
     handler.__annotations__ = {p.name: p.annotation for p in inputs}
     handler.__doc__ = with_options_doc(doc, OPTIONS)
     validator.__signature__ = inspect.Signature(inputs)
     handler.validator = validator
+    handler.branch = branch
     return handler
 
 

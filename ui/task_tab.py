@@ -5,6 +5,8 @@ edit and undo."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gradio as gr
 
 from tasks import Output, Task
@@ -60,10 +62,18 @@ def form_tab(task: Task, history: gr.BrowserState) -> None:
     if (output := task.output).highlight_from:
         made[output.highlight_from].change(lambda value: gr.Code(language=output.highlight(value)),
                                            made[output.highlight_from], out, api_visibility="private")  # fmt: skip
-    running = wire([go.click], task_endpoint(task), [*inputs, *shared], [out, panel.metrics], task.api.name, panel)
+    handler = task_endpoint(task)
+    running = wire([go.click], handler, [*inputs, *shared], [out, panel.metrics], task.api.name, panel)
     if task.generates:
-        stoppable(stop, [running], panel.line)
+        stoppable(stop, [running, branching(handler, out, panel)], panel)
     map_panel(inputs, task.map_builder or task.builder, shared)
+
+
+def branching(handler: Callable, out: gr.Component, panel: Panel, progress_on: list | None = None) -> gr.events.Dependency:  # fmt: skip
+    """A click on an alternative in the panel's token view continues the last answer from it, into the
+    task's output (ui.branches)."""
+    return wire([panel.tokens.click], handler.branch, [panel.asked, panel.metrics], [out, panel.metrics], None, panel,
+                progress_on, asks=False)  # fmt: skip
 
 
 def retry_turn(history: list, retry_data: gr.RetryData) -> tuple[list, str]:
@@ -107,7 +117,8 @@ def chat_tab(task: Task, history: gr.BrowserState) -> None:
     retry = bot.retry(retry_turn, bot, [bot, retried], api_visibility="private")
     edited = bot.edit(edit_turn, bot, [bot, retried], api_visibility="private")
     asked_again = [wire(event.then, chat, again, outputs, None, panel, status) for event in (retry, edited)]
-    stoppable(stop, [sent, *asked_again], panel.line)
+    # A branch of the last answer replaces it in the conversation: an edit of the assistant turn
+    stoppable(stop, [sent, *asked_again, branching(chat, bot, panel, status)], panel)
     bot.undo(undo, bot, [bot, msg], api_visibility="private")
     map_panel(inputs, task.map_builder or task.builder, shared)
 

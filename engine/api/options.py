@@ -177,6 +177,18 @@ class RunOptions:
         return self.temperature == 0
 
     @property
+    def sampling_rule(self) -> str:
+        """How each token is picked, as a token view states it: greedy, or the settings of a draw."""
+        rule = [] if self.repetition_penalty == 1.0 else [f"repetition penalty {self.repetition_penalty:g}"]
+        if self.greedy:
+            return " · ".join(["greedy (the most likely token)", *rule])
+        rule += [f"temperature {self.temperature:g}"]
+        rule += [f"top-k {self.top_k}"] if self.top_k > 0 else []
+        rule += [f"top-p {self.top_p:g}"] if self.top_p < 1.0 else []
+        rule += [f"seed {self.seed}"] if self.seed is not None else []
+        return "sampled: " + " · ".join(rule)
+
+    @property
     def compares(self) -> bool:
         """An A/B experiment rather than one run (engine.api.validation.compare_sides makes its two sides)."""
         return self.attention == "compare" or self.compare != "none"

@@ -9,12 +9,14 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from engine.api.results import Comparison, Metrics, Result, Timing, TokenLogprob
+from engine.api.results import Branch, Comparison, Metrics, Result, Timing, TokenLogprob
 
 Final = Result | Comparison
 _METRICS = TypeAdapter(Metrics)
 _COMPARISON = TypeAdapter(Comparison)
 _LOGPROBS = TypeAdapter(list[TokenLogprob])
+_BRANCH = TypeAdapter(Branch)
+_RESULT_FIELDS = ("truncated_tokens", "finish_reason", "logprobs", "branch")  # beside the metrics
 _COMPARISON_FIELDS = [f.name for f in fields(Comparison) if f.name not in ("axis", "a_label", "b_label", "a", "b")]
 
 
@@ -193,6 +195,8 @@ def to_payload(final: Final) -> dict[str, Any]:
         }
         if final.logprobs is not None:
             one["logprobs"] = [asdict(each) for each in final.logprobs]
+        if final.branch is not None:
+            one["branch"] = asdict(final.branch)
         return one
     payload: dict[str, Any] = {
         "axis": final.axis,
@@ -217,14 +221,15 @@ def from_payload(payload: dict[str, Any]) -> Final:
     """`to_payload` read back into typed objects (validated: a renamed field fails here, not in a browser).
     Outputs come back as display text; token ids are not part of the payload."""
     if "comparison" not in payload:
-        metrics = {k: v for k, v in payload.items() if k not in ("truncated_tokens", "finish_reason", "logprobs")}
-        logprobs = payload.get("logprobs")
+        metrics = {k: v for k, v in payload.items() if k not in _RESULT_FIELDS}
+        logprobs, branch = payload.get("logprobs"), payload.get("branch")
         return Result(
             text="",
             metrics=_METRICS.validate_python(metrics),
             truncated_tokens=payload["truncated_tokens"],
             finish_reason=payload["finish_reason"],
             logprobs=None if logprobs is None else _LOGPROBS.validate_python(logprobs),
+            branch=None if branch is None else _BRANCH.validate_python(branch),
         )
     sides = {side: {"text": payload["outputs"][side], "metrics": payload[side]} for side in ("a", "b")}
     labels = {"a_label": payload["labels"]["a"], "b_label": payload["labels"]["b"]}

@@ -28,3 +28,7 @@ class GenerationRequest:
     candidates: tuple[str, ...] | None = None
     stop: tuple[str, ...] = ()
     time_limit_s: float | None = None  # the operator's limit: decoding stops after this long ("time_limit")
+    # A branch: token ids the answer begins with, as if the model had picked them (an answer so far and
+    # an alternative to its next token); generation continues after them. The Result's text is the
+    # whole answer; its tokens, log-probabilities and metrics are those generated after the start.
+    answer_start: tuple[int, ...] = ()

@@ -41,6 +41,7 @@ class Metrics:
     accepted_tokens: int = 0
     decode_steps: int = 0
     draft_ms: float = 0.0
+    sampling: str = "greedy"  # how tokens were picked (RunOptions.sampling_rule); a label scorer's: greedy
     # where the time went (causal models on CPU; None elsewhere): what a decode step read (the weights,
     # once for the batch, and the rows' keys and values) and at what rate, and the prefill's matmul
     # rate, against this machine's measured limits (engine.platform.machine; None until measured)
@@ -74,6 +75,17 @@ class TokenLogprob:
 
 
 @dataclass
+class Branch:
+    """Where an answer branched from the one before it: at token `at` it took an alternative (`now`)
+    over the token that answer had there (`was`); `original` is that answer's text."""
+
+    at: int
+    was: str
+    now: str
+    original: str
+
+
+@dataclass
 class Result:
     text: str
     metrics: Metrics
@@ -82,6 +94,7 @@ class Result:
     truncated_tokens: int = 0  # input tokens cut to fit the context (0 = nothing cut)
     finish_reason: FinishReason = "stop"
     logprobs: list[TokenLogprob] | None = None  # one per generated token, when the request asked
+    branch: Branch | None = None  # a branch's (ui.branches: its logprobs then cover the whole answer)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -121,6 +134,18 @@ class Quality:
 
 
 @dataclass
+class Divergence:
+    """Where a comparison's two answers first part: at new token `at`, after the text they share
+    (`context`, its end), each side's token there and its position's most likely tokens. Both from one
+    teacher-forced forward per side over A's answer, whose tokens before `at` are B's too."""
+
+    at: int
+    context: str
+    a: TokenLogprob
+    b: TokenLogprob
+
+
+@dataclass
 class Comparison:
     """An A/B experiment on one request: A and B differ in one setting (`axis`); the outputs come
     from the first (warm-up) trial, the timings from the interleaved trials after it."""
@@ -144,6 +169,7 @@ class Comparison:
     other_work_ms: list[float] = field(default_factory=list)
     redone: int = 0  # pairs run again because other work disturbed them
     disturbed: int = 0  # of the pairs kept, those disturbed even when run again
+    divergence: Divergence | None = None  # None: identical, or not scored (engine.experiments.compare)
 
     def to_dict(self) -> dict:
         return asdict(self)

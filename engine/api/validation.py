@@ -143,4 +143,20 @@ def validate(request: GenerationRequest) -> Sides | None:
         raise InputError(f"time_limit_s must be positive (got {request.time_limit_s}).")
     if request.candidates is not None:
         check_labels(request.candidates)
+    if request.answer_start:
+        check_answer_start(request, sides)
     return sides
+
+
+def check_answer_start(request: GenerationRequest, sides: Sides | None) -> None:
+    """A branch continues one generated answer from token ids the model knows (its vocabulary is
+    checked where it is loaded: engine.runtime.decoding)."""
+    if request.candidates is not None or sides is not None:
+        raise InputError("A branch continues one generated answer: not a comparison nor label scoring.")
+    if any(not isinstance(i, int) or i < 0 for i in request.answer_start):
+        raise InputError("answer_start holds token ids: whole numbers from 0.")
+    if len(request.answer_start) > MAX_ANSWER_START:
+        raise InputError(f"A branch starts at most {MAX_ANSWER_START} tokens into an answer.")
+
+
+MAX_ANSWER_START = 4096  # tokens; an answer's own limit (max_new_tokens) is lower

@@ -121,6 +121,7 @@ def _metrics(
     new_tokens: int,
     input_tokens: int | None,
     server: dict[str, float] | None,
+    sampling: str = "greedy",
 ) -> Metrics:
     decode = decode_rate(new_tokens, first, last) if first is not None and last is not None else None
     return Metrics(
@@ -138,6 +139,7 @@ def _metrics(
         decode_path=SERVER,
         density=None,
         server=server,
+        sampling=sampling,
     )
 
 
@@ -199,7 +201,7 @@ def stream_remote(spec: ModelSpec, request: GenerationRequest) -> Iterator[str |
     new_tokens = usage.completion_tokens if usage else chunks
     metrics = _metrics(
         spec, started=started, first=first, last=last, ended=time.perf_counter(), new_tokens=new_tokens,
-        input_tokens=usage.prompt_tokens if usage else None, server=server,
+        input_tokens=usage.prompt_tokens if usage else None, server=server, sampling=request.options.sampling_rule,
     )  # fmt: skip
     reason: FinishReason = "time_limit" if finish == "time_limit" else FINISH.get(finish, "stop")
     yield Result(text="".join(texts), metrics=metrics, finish_reason=reason, logprobs=logprobs)

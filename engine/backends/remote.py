@@ -40,6 +40,11 @@ class RemoteBackend:
             raise InputError(
                 f"{name} decodes on its server, which speculates as it is set up: choose speculation none."
             )
+        if request.answer_start:
+            raise InputError(
+                f"{name} is served over the OpenAI protocol, which takes text, not the token ids a branch "
+                "starts from: branch from a local model's answer."
+            )
         if options.repetition_penalty != 1.0:
             raise InputError(
                 f"{name} is served over the OpenAI protocol, which has no repetition penalty: set it to 1."

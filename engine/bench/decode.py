@@ -51,6 +51,9 @@ class DecodeRow:
     new_tokens: int
     footprint_mb: float
     gb_per_s: float  # weight bytes streamed per second while decoding
+    # the requests' own "where the time went" (Metrics.decode_gb_per_s, median): the weights and the
+    # row's keys and values read a step, times steps a second; above gb_per_s by the keys and values
+    time_split_gb_per_s: float | None = None
     compile_cold_s: float | None = None  # compiling the step in a fresh process, empty compiler cache
     compile_warm_s: float | None = None  # the same in another fresh process, the compiler cache on disk warm
     vs_llama_cpp: float | None = None  # decode tokens/s over llama.cpp's in this run
@@ -60,7 +63,8 @@ class DecodeRow:
 
 
 DECODE_COLUMNS = [
-    "engine", "precision", "path", "decode_tokens_per_s", "vs_llama_cpp", "gb_per_s", "prefill_ms", "new_tokens",
+    "engine", "precision", "path", "decode_tokens_per_s", "vs_llama_cpp", "gb_per_s", "time_split_gb_per_s",
+    "prefill_ms", "new_tokens",
     "footprint_mb", "compile_cold_s", "compile_warm_s", "kl_vs_reference", "top1_vs_reference",
     "long_prefill_tokens_per_s",
 ]  # fmt: skip
@@ -80,18 +84,39 @@ def single_result(request: GenerationRequest, engine: Engine) -> Result:
     return final
 
 
-def _median_run(request: GenerationRequest, engine: Engine, repeats: int) -> tuple[Result, float, float]:
+@dataclass(frozen=True)
+class Timed:
+    """A request's timed runs, after a warm-up: the first's result, and medians."""
+
+    result: Result
+    rate: float  # decode tokens/s
+    prefill_ms: float
+    time_split_gb_per_s: float | None
+
+
+def _median_run(request: GenerationRequest, engine: Engine, repeats: int) -> Timed:
     run(request, engine)  # warm-up: first-call allocations are not the steady state
     results = [single_result(request, engine) for _ in range(repeats)]
     rates = [measured(r.metrics.decode_tokens_per_s) for r in results]
-    return results[0], statistics.median(rates), statistics.median(measured(r.metrics.prefill_ms) for r in results)
+    splits = [r.metrics.decode_gb_per_s for r in results if r.metrics.decode_gb_per_s is not None]
+    return Timed(
+        results[0],
+        statistics.median(rates),
+        statistics.median(measured(r.metrics.prefill_ms) for r in results),
+        statistics.median(splits) if splits else None,  # None: not a causal model on CPU
+    )
 
 
-def _row(precision: str, path: str, result: Result, rate: float, prefill_ms: float, **extra) -> DecodeRow:
-    m = result.metrics
+def gb_per_s(mb: float, tokens_per_s: float) -> float:
+    """Bytes read a second in GB (10^9, as the machine's limits are measured) from MiB a token."""
+    return mb * 2**20 * tokens_per_s / 1e9
+
+
+def _row(precision: str, path: str, timed: Timed, **extra) -> DecodeRow:
+    m = timed.result.metrics
     footprint = measured(m.model_memory_mb)
-    return DecodeRow("studio", precision, path, rate, prefill_ms, m.new_tokens, footprint, footprint * rate / 1024,
-                     **extra)  # fmt: skip
+    return DecodeRow("studio", precision, path, timed.rate, timed.prefill_ms, m.new_tokens, footprint,
+                     gb_per_s(footprint, timed.rate), time_split_gb_per_s=timed.time_split_gb_per_s, **extra)  # fmt: skip
 
 
 def _long_prefill_rate(loaded: LoadedModel, engine: Engine, model: str, precision: str) -> float:
@@ -139,16 +164,16 @@ def studio_rows(
         loaded = engine.get(model, precision)
         compiled = loaded.compiled
         compiled.enabled = False  # eager first: no background compile may run during these timings
-        result, rate, prefill = _median_run(request, engine, repeats)
+        timed = _median_run(request, engine, repeats)
         if reference is None:
             length = min(QUALITY_TOKENS, measured(loaded.spec.context_length) - 1) + 1  # tiny test models: short
             ids = corpus_ids(loaded.tokenizer, length)[0].tolist()
             reference = Reference(ids, prose_logprobs(engine, loaded, ids))
         quality = reference.quality(prose_logprobs(engine, loaded, reference.ids))
         first = len(rows)
-        rows.append(_row(precision, "eager", result, rate, prefill))
+        rows.append(_row(precision, "eager", timed))
         if PRECISION_BY_NAME[precision].compiles:
-            rows.extend(_compiled_row(precision, loaded, request, engine, result, repeats))
+            rows.extend(_compiled_row(precision, loaded, request, engine, timed.result, repeats))
         long_rate = _long_prefill_rate(loaded, engine, model, precision)
         for row in rows[first:]:
             row.kl_vs_reference, row.top1_vs_reference = quality.kl_mean, quality.top1_agreement
@@ -166,10 +191,10 @@ def _compiled_row(
     if compiled.failures:
         print(f"{precision}: not compiled ({next(iter(compiled.failures.values()))})")
         return []
-    result, rate, prefill = _median_run(request, engine, repeats)
-    assert result.metrics.decode_path == "compiled", result.metrics.decode_path
+    timed = _median_run(request, engine, repeats)
+    assert timed.result.metrics.decode_path == "compiled", timed.result.metrics.decode_path
     cold, warm = compile_times_across_processes(request.options.model, precision, tokens)
-    return [_row(precision, "compiled", result, rate, prefill, compile_cold_s=cold, compile_warm_s=warm)]
+    return [_row(precision, "compiled", timed, compile_cold_s=cold, compile_warm_s=warm)]
 
 
 def compile_times_across_processes(model: str, precision: str, tokens: int) -> tuple[float, float]:
@@ -246,7 +271,7 @@ def llama_cpp_row(model: str, new_tokens: int, repeats: int, reference: Referenc
     size_mb = path.stat().st_size / 2**20
     quant = path.stem.rsplit(".", 1)[-1]  # e.g. Q4_1
     quality = llama_cpp_quality(llm, reference)
-    return DecodeRow("llama.cpp", f"{quant} (GGUF)", "llama.cpp", rate, prefill, count, size_mb, size_mb * rate / 1024,
+    return DecodeRow("llama.cpp", f"{quant} (GGUF)", "llama.cpp", rate, prefill, count, size_mb, gb_per_s(size_mb, rate),
                      kl_vs_reference=quality.kl_mean, top1_vs_reference=quality.top1_agreement)  # fmt: skip
 
 

@@ -28,7 +28,7 @@ import torch
 
 from engine.api.events import Chunk
 from engine.api.request import GenerationRequest
-from engine.api.results import Comparison, Quality, Result, Timing
+from engine.api.results import Comparison, Divergence, Quality, Result, Timing
 from engine.attention.choice import AttentionChoice
 from engine.backends import Admission, Run
 from engine.experiments.statistics import (
@@ -43,6 +43,7 @@ from engine.models.embedded import ProgressFn
 from engine.models.loader import LoadedModel
 from engine.runtime.decoding import encode_prompt
 from engine.runtime.engine import Engine
+from engine.runtime.logprobs import token_logprob
 from engine.runtime.scoring import teacher_forced_logprobs
 
 T = TypeVar("T")
@@ -183,25 +184,59 @@ def _agreement(a: Result, b: Result, tokenizer) -> tuple[float, int | None]:
     return (sum(p == q for p, q in zip(x, y, strict=False)) / longest if longest else 1.0), first
 
 
-def teacher_forced_quality(a_side: Scorer, b_side: Scorer, a: Result, b: Result) -> tuple[Quality | None, str]:
-    """B's quality cost on A's output (None and the reason when it cannot be measured)."""
+@dataclass(frozen=True)
+class Scored:
+    """What B scoring A's output gives: B's quality cost (None, and why, when it cannot be measured), and
+    both sides' distributions where the two answers first part."""
+
+    quality: Quality | None
+    note: str = ""
+    divergence: Divergence | None = None
+
+
+def score_sides(a_side: Scorer, b_side: Scorer, a: Result, b: Result, first: int | None) -> Scored:
+    """B's quality cost on A's output, and where the answers part (`first`: the first differing token)."""
     if a.scores is not None:  # classification: the two label distributions
         labels, b_scores = list(a.scores), b.scores or {}
         p = torch.tensor([[a.scores[k] for k in labels]]).clamp_min(1e-12).log()
         q = torch.tensor([[b_scores.get(k, 0.0) for k in labels]]).clamp_min(1e-12).log()
         tv = 0.5 * sum(abs(a.scores[k] - b_scores.get(k, 0.0)) for k in labels)
-        return replace(distribution_quality(p, q, None), tokens=len(labels), tv_distance=tv), ""
+        return Scored(replace(distribution_quality(p, q, None), tokens=len(labels), tv_distance=tv))
     if not a.token_ids:
-        return None, "A generated no tokens to score."
+        return Scored(None, "A generated no tokens to score.")
     tokenizer_a, tokenizer_b = a_side.loaded.tokenizer, b_side.loaded.tokenizer
     same_tokenizer = tokenizer_a is tokenizer_b  # one model: no need to compare vocabularies
     if not same_tokenizer and tokenizer_a.get_vocab() != tokenizer_b.get_vocab():
-        return None, "A and B use different tokenizers, so B cannot score A's tokens."
+        return Scored(None, "A and B use different tokenizers, so B cannot score A's tokens.")
     logp_a = teacher_forced_logprobs(a_side.loaded, a_side.prompt, a.token_ids, a_side.choice)
     logp_b = teacher_forced_logprobs(b_side.loaded, b_side.prompt, a.token_ids, b_side.choice)
     vocab = min(logp_a.shape[-1], logp_b.shape[-1])  # embedding tables may be padded differently
+    logp_a, logp_b = logp_a[:, :vocab], logp_b[:, :vocab].to(logp_a.device)
     targets = torch.tensor(a.token_ids, device=logp_a.device)
-    return distribution_quality(logp_a[:, :vocab], logp_b[:, :vocab].to(logp_a.device), targets), ""
+    parted = None
+    if first is not None and first < len(a.token_ids):  # where A ended first, no position of A's was scored
+        parted = _divergence(tokenizer_a, first, logp_a[first], logp_b[first], a, b)
+    return Scored(distribution_quality(logp_a, logp_b, targets), divergence=parted)
+
+
+DIVERGENCE_TOP = 5  # alternatives shown on each side where the answers part
+
+
+def _divergence(tokenizer, at: int, row_a: torch.Tensor, row_b: torch.Tensor, a: Result, b: Result) -> Divergence:
+    """Each side's token at `at` and its distribution there. B's token: its own; where B ended there,
+    its most likely one (comparisons decode greedily), which is the end of its answer."""
+    previous = a.token_ids[at - 1] if at else None
+    b_token = b.token_ids[at] if at < len(b.token_ids) else int(row_b.argmax())
+    context = tokenizer.decode(a.token_ids[:at], skip_special_tokens=True)[-DIVERGENCE_CONTEXT:]
+    return Divergence(
+        at,
+        context,
+        token_logprob(tokenizer, row_a, a.token_ids[at], DIVERGENCE_TOP, previous),
+        token_logprob(tokenizer, row_b, b_token, DIVERGENCE_TOP, previous),
+    )
+
+
+DIVERGENCE_CONTEXT = 120  # characters of the shared text shown before where the answers part
 
 
 def run_comparison(
@@ -244,13 +279,13 @@ def run_comparison(
         )
     a_runs, b_runs = [p.a.result for p in pairs], [p.b.result for p in pairs]
     report(0.9, "quality: B scores A's output")
+    local = loaded_a or loaded_b
+    agreement, parted_at = _agreement(first_a, first_b, local.tokenizer if local else None)
     if loaded_a is None or loaded_b is None:
-        quality, note = None, "a remote server sends text, not the probabilities of A's tokens."
+        scored = Scored(None, "a remote server sends text, not the probabilities of A's tokens.")
     else:
         scorers = (_scorer(loaded_a, run_a), _scorer(loaded_b, run_b))
-        quality, note = engine.runner.call(lambda _: teacher_forced_quality(*scorers, first_a, first_b))
-    local = loaded_a or loaded_b
-    agreement, divergence = _agreement(first_a, first_b, local.tokenizer if local else None)
+        scored = engine.runner.call(lambda _: score_sides(*scorers, first_a, first_b, parted_at))
     report(1.0, "done")
     yield Comparison(
         axis=admission.axis or "",
@@ -262,14 +297,15 @@ def run_comparison(
         ttft=compare_timing([r.metrics.ttft_ms for r in a_runs], [r.metrics.ttft_ms for r in b_runs]),
         decode=_timing(a_runs, b_runs, "decode_tokens_per_s", higher_is_better=True),
         total=compare_timing([r.metrics.total_ms for r in a_runs], [r.metrics.total_ms for r in b_runs]),
-        quality=quality,
+        quality=scored.quality,
         token_agreement=agreement,
-        first_divergence=divergence,
+        first_divergence=parted_at,
         density=first_b.metrics.density,
-        quality_note=note,
+        quality_note=scored.note,
         other_work_ms=[ms for p in pairs if (ms := p.other_ms) is not None],
         redone=sum(p.redone for p in pairs),
         disturbed=sum(p.disturbed for p in pairs),
+        divergence=scored.divergence,
     )
 
 

@@ -16,6 +16,7 @@ import torch
 from engine.api.request import GenerationRequest
 from engine.api.results import FinishReason, Metrics, Result, TokenLogprob
 from engine.models.loader import LoadedModel
+from engine.platform.errors import InputError
 from engine.platform.fallbacks import FALLBACKS
 from engine.platform.machine import machine_limits
 from engine.platform.measure import decode_rate, now
@@ -67,6 +68,7 @@ def result_metrics(
         queue_ms=queue_s * 1000,
         fallbacks=FALLBACKS.active() or None,
         speculation=request.options.speculation,
+        sampling=request.options.sampling_rule,
         proposed_tokens=proposed_tokens,
         accepted_tokens=accepted_tokens,
         decode_steps=decode_steps,
@@ -110,14 +112,25 @@ def time_split(
 
 def encode_prompt(loaded: LoadedModel, request: GenerationRequest) -> Encoded:
     """The prompt's ids, with room left in the context for what comes after it: a causal model's new
-    tokens, or its longest candidate label."""
+    tokens, or its longest candidate label. A causal branch's start (`answer_start`) follows the prompt,
+    read in its prefill; a seq2seq decoder reads it after its start token (engine.runtime.seq2seq)."""
+    check_vocabulary(loaded, request.answer_start)
     if loaded.spec.family != "causal":
         reserve = 0
     elif request.candidates is not None:
         reserve = max(len(as_text(loaded.tokenizer, " " + label, True)) for label in request.candidates)
     else:
-        reserve = request.options.max_new_tokens
-    return encode(loaded, request, reserve)
+        reserve = request.options.max_new_tokens + len(request.answer_start)
+    encoded = encode(loaded, request, reserve)
+    if loaded.spec.family != "causal" or not request.answer_start:
+        return encoded
+    start = encoded.input_ids.new_tensor([request.answer_start])
+    return Encoded(torch.cat([encoded.input_ids, start], dim=1), encoded.truncated_tokens)
+
+
+def check_vocabulary(loaded: LoadedModel, ids: tuple[int, ...]) -> None:
+    if ids and max(ids) >= len(loaded.tokenizer):
+        raise InputError(f"answer_start has token id {max(ids)}, outside {loaded.spec.name}'s vocabulary.")
 
 
 class Decoding:
@@ -130,10 +143,13 @@ class Decoding:
         self.pick = TokenPicker(loaded, request.options)
         self.stop_ids = stop_ids(loaded)
         self.streamer = TextStreamer(loaded.tokenizer, request.stop)
+        self.start = list(request.answer_start)  # a branch's: taken as picked, before new_ids
         self.new_ids: list[int] = []
         self.logprobs: list[TokenLogprob] | None = [] if request.options.logprobs else None  # one per new id
         self.picked: int | None = None  # the last token picked
         self.seen = encoded.input_ids  # every token so far, prompt included (repetition penalty)
+        if self.start and loaded.spec.family != "causal":  # a causal prompt holds its start already
+            self.seen = torch.cat([self.seen, self.seen.new_tensor([self.start])], dim=1)
         self.finish: FinishReason | None = None  # set when done: stop | length | time_limit
         self.started = started  # perf_counter when the engine took it up (queue wait excluded)
         self.prefill_started = self.ttft_s = self.ended = 0.0
@@ -159,13 +175,14 @@ class Decoding:
         if token in self.stop_ids:
             self.finish = "stop"
         else:
-            previous = self.new_ids[-1] if self.new_ids else None
+            answer = self.start + self.new_ids
+            previous = answer[-1] if answer else None
             self.new_ids.append(token)
             if self.logprobs is not None:
                 top = self.request.options.logprobs
                 self.logprobs.append(token_logprob(self.loaded.tokenizer, logits, token, top, previous))
             self.seen = torch.cat([self.seen, self.seen.new_tensor([[token]])], dim=1)
-            delta = self.streamer.update(self.new_ids)
+            delta = self.streamer.update([*answer, token])
             if len(self.new_ids) == 1:
                 self.ttft_s = time.perf_counter() - self.started
             limit = self.request.time_limit_s

@@ -34,7 +34,7 @@ def stream_seq2seq(loaded: LoadedModel, request: GenerationRequest, encoded: Enc
         with torch.inference_mode():
             encoder_out = model.get_encoder()(input_ids=decoding.encoded.input_ids, studio_choice=choice)
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        step = torch.tensor([[loaded.decoder_start]], device=device)
+        step = torch.tensor([[loaded.decoder_start, *request.answer_start]], device=device)
         density = None
         while True:
             out = forward(decoder_input_ids=step, encoder_outputs=encoder_out, past_key_values=cache, use_cache=True)

@@ -303,15 +303,30 @@ def test_an_edited_chat_message_is_asked_again_as_edited():
 
 
 def test_logprobs_come_with_the_metrics_when_asked(client):
-    """The protocol's `logprobs=k`: per generated token, its log-probability and k alternatives."""
-    history, metrics = call(client, "/chat", "What is the capital of France?", [], "", max_new_tokens=12, logprobs=3)
+    """The protocol's `logprobs=k` at fp32: per generated token, the chosen token and k alternatives,
+    whose log-probabilities equal a teacher-forced forward over the same prompt and answer within 1e-3."""
+    from engine import RunOptions, default_engine
+    from engine.attention.choice import DENSE
+    from engine.runtime.decoding import encode_prompt
+    from tasks import dialogue
+
+    question = "What is the capital of France?"
+    history, metrics = call(client, "/chat", question, [], "", precision="fp32", max_new_tokens=12, logprobs=5)
     tokens = metrics["logprobs"]
     assert len(tokens) == metrics["new_tokens"] > 0
-    for token in tokens:  # greedy: the chosen token is the most likely, and the probabilities are ranked
-        assert len(token["top"]) == 3 and token["top"][0]["token"] == token["token"]
-        assert (
-            token["logprob"] == token["top"][0]["logprob"] >= token["top"][1]["logprob"] >= token["top"][2]["logprob"]
-        )
     assert "".join(t["token"] for t in tokens).strip() in str(history[-1]["content"])
-    _, plain = call(client, "/chat", "What is the capital of France?", [], "", max_new_tokens=4)
+    loaded = default_engine().get(DEFAULT_MODEL, "fp32")
+    prompt = encode_prompt(loaded, dialogue.build_request(question, [], "", RunOptions(precision="fp32"))).input_ids
+    answer = torch.tensor([[t["token_id"] for t in tokens]])
+    with torch.inference_mode():
+        ids = torch.cat([prompt, answer[:, :-1]], dim=1)
+        logits = loaded.model(input_ids=ids, studio_choice=DENSE).logits[0, prompt.shape[1] - 1 :]
+    expected = torch.log_softmax(logits.float(), dim=-1)
+    for token, row in zip(tokens, expected, strict=True):
+        best = row.topk(5)
+        assert [a["token_id"] for a in token["top"]] == best.indices.tolist()
+        assert [a["logprob"] for a in token["top"]] == pytest.approx(best.values.tolist(), abs=1e-3)
+        assert token["logprob"] == pytest.approx(float(row[token["token_id"]]), abs=1e-3)
+        assert token["top"][0]["token_id"] == token["token_id"]  # greedy: the most likely
+    _, plain = call(client, "/chat", question, [], "", max_new_tokens=4)
     assert "logprobs" not in plain

@@ -138,6 +138,29 @@ def test_classification_compares_two_precisions(page):
     panel.get_by_text("label distributions: total variation").filter(visible=True).first.wait_for()
 
 
+def test_a_comparison_shows_where_its_answers_part(page):
+    """A translation at the default precision against int4-wo (they part a few tokens in): the first
+    divergence highlighted after the text both share, A's and B's five most likely tokens there side
+    by side, each side's own token marked."""
+    panel = open_tab(page, "Translation")
+    use_example(panel, translation.TASK.examples[0][0], "Text")
+    panel.get_by_text("Compare A vs B").click()
+    panel.get_by_label("precision", exact=True).check()
+    panel.get_by_role("textbox", name="Compare with").fill("int4-wo")
+    line = run_and_wait(panel, "Translate")
+    assert "int4-wo vs" in line
+    parted = panel.locator(".divergence")
+    parted.wait_for()
+    assert "First divergence at token" in parted.inner_text()
+    marks = [parted.locator(f"mark.{side}").text_content() for side in "ab"]  # a space token's too
+    assert marks[0] != marks[1]
+    sides = parted.locator(".side")
+    assert sides.count() == 2 and all(sides.nth(i).locator("tr").count() == 5 for i in range(2))
+    for i, mark in enumerate(marks):  # each side's own token is the marked row of its distribution
+        assert sides.nth(i).locator("tr.chosen code").text_content() == mark
+    shoot(page, "divergence")
+
+
 def test_dialogue_tab_keeps_history_after_an_error(page):
     panel = open_tab(page, "Dialogue")
     use_example(panel, "What is the capital of France?", "Message")
@@ -184,8 +207,9 @@ def test_the_page_says_the_default_model_is_warm(page):
     page.get_by_text(f"Ready: {DEFAULT_MODEL} at {AUTO} is loaded and warm").wait_for(timeout=10_000)
 
 
-def long_code(page, tokens: int):
-    """Start a long code generation (up to `tokens`) in the Code generation tab; its panel."""
+def long_code(page, tokens: int, logprobs: int = 0):
+    """Start a long code generation (up to `tokens`, with `logprobs` alternatives a token) in the Code
+    generation tab; its panel."""
     panel = open_tab(page, "Code generation")
     # a prompt the embedded model answers at length at every precision tried (fp32: 37 lines in 300 tokens)
     panel.get_by_role("textbox", name="Describe the code").fill(
@@ -193,6 +217,10 @@ def long_code(page, tokens: int):
     )
     panel.get_by_text("Advanced", exact=True).click()
     panel.get_by_role("spinbutton", name="Max new tokens").fill(str(tokens))
+    if logprobs:
+        panel.get_by_text("Sampling (temperature 0 = greedy)").click()
+        panel.get_by_label("number input for Logprobs").fill(str(logprobs))
+        panel.get_by_label("number input for Logprobs").press("Enter")
     panel.get_by_role("button", name="Generate", exact=True).click()
     return panel
 
@@ -247,25 +275,48 @@ def test_lab_tab(page):
     shoot(page, "lab")
 
 
-def test_the_token_view_shows_each_tokens_alternatives_on_hover(page):
-    """Logprobs asked in the Sampling accordion: every generated token coloured by its probability, and
-    resting the pointer on one shows its position's five most likely tokens, the chosen one marked."""
-    panel = open_tab(page, "Translation")
-    use_example(panel, translation.TASK.examples[0][0], "Text")
-    panel.get_by_text("Sampling (temperature 0 = greedy)").click()
-    panel.get_by_label("number input for Logprobs").fill("5")
-    panel.get_by_label("number input for Logprobs").press("Enter")
-    line = run_and_wait(panel, "Translate")
+def shown(token) -> str:
+    """A token span's own text as its alternatives' list writes tokens (ui.tokens: whitespace made visible)."""
+    text = token.evaluate("span => span.firstChild.textContent")
+    return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅"
+
+
+def test_the_token_view_shows_alternatives_and_clicking_one_branches_from_it(page):
+    """A 256-token code answer with Logprobs 5: a span per generated token, coloured by its probability;
+    resting the pointer on one shows its position's five most likely tokens, the chosen one marked.
+    Clicking another continues the answer from it: in the branch that token is the one clicked, the
+    tokens before it are the answer's, and the answer it left stays on the page."""
+    panel = long_code(page, 256, logprobs=5)
+    line = panel.locator(".prose.metrics-line").filter(has_text="prefill")
+    line.wait_for(timeout=TIMEOUT_MS)
     tokens = panel.locator(".tokens .tok")
-    tokens.first.wait_for()
-    assert tokens.count() == int(re.search(r"/ (\d+) new", line).group(1)) > 0  # one per generated token
-    assert not tokens.first.locator(".alts").is_visible()
-    tokens.first.hover()
-    alternatives = tokens.first.locator(".alts")
+    assert poll(lambda: tokens.count() > 0, 30), line.inner_text()  # the token view follows the line
+    assert tokens.count() == int(re.search(r"/ (\d+) new", line.inner_text()).group(1)) == 256
+    original = "".join(tokens.evaluate_all("spans => spans.map(span => span.firstChild.textContent)"))
+    code_shown = panel.locator(".cm-content").inner_text()
+    at = 12
+    before = [shown(tokens.nth(i)) for i in range(at)]
+    token = tokens.nth(at)
+    assert not token.locator(".alts").is_visible()
+    token.hover()
+    alternatives = token.locator(".alts")
     alternatives.wait_for(state="visible")
     assert alternatives.locator(".alt").count() == 5
     assert alternatives.locator(".alt.chosen").count() == 1  # greedy: the most likely, marked
     shoot(page, "token-view")
+    other = alternatives.locator(".alt[data-token]").first  # every one but the chosen can be clicked
+    clicked = other.locator("code").inner_text()
+    assert clicked != shown(token)
+    other.click()
+    branched = panel.locator(".tokens .tok.branched")
+    branched.wait_for(timeout=TIMEOUT_MS)
+    assert shown(branched) == clicked  # the branch's token there is the one clicked
+    kept = panel.locator(".tokens .tok.kept")
+    assert [shown(kept.nth(i)) for i in range(kept.count())] == before
+    left = panel.get_by_role("textbox", name=re.compile("The answer this one branched from"))
+    assert left.input_value().strip() == original.strip()
+    assert panel.locator(".cm-content").inner_text() != code_shown
+    shoot(page, "branch")
 
 
 def test_live_speed_updates_while_the_answer_streams(page):

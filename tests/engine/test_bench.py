@@ -226,6 +226,8 @@ def test_decode_suite_times_each_precision_eager_and_compiled(tiny_env):
     eager, compiled, _ = rows
     assert compiled.compile_cold_s > 0 and compiled.compile_warm_s > 0 and eager.compile_cold_s is None
     assert all(r.decode_tokens_per_s > 0 and r.gb_per_s > 0 for r in rows)
+    # a request's own time split reads the keys and values too: more than the weights alone
+    assert all(r.time_split_gb_per_s >= r.gb_per_s for r in rows)
     assert all(r.vs_llama_cpp is None for r in rows)  # a local model has no GGUF for llama.cpp to run
     assert (
         eager.kl_vs_reference == pytest.approx(0, abs=1e-6) and eager.top1_vs_reference == 1.0

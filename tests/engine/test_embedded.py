@@ -73,7 +73,7 @@ def test_footprints_of_torchao_precisions(cache):
 
 @pytest.mark.parametrize(("precision", "max_kl"), [("gguf", 1e-4), ("gguf-q8", 0.005)])
 def test_gguf_precisions_run_the_files_own_blocks(cache, precision, max_kl):
-    from engine.experiments.compare import Scorer, teacher_forced_quality
+    from engine.experiments.compare import Scorer, score_sides
     from engine.models.packed import ACTIVATION_BITS, BlockEmbedding, BlockLinear
 
     loaded = cache.get(DEFAULT_MODEL, precision)
@@ -91,7 +91,7 @@ def test_gguf_precisions_run_the_files_own_blocks(cache, precision, max_kl):
     fp32, blocks = (replace(req, options=replace(req.options, precision=p)) for p in ("fp32", precision))
     reference, answer = run(fp32, cache), run(blocks, cache)
     reference_side = Scorer.of(cache.get(DEFAULT_MODEL, "fp32"), fp32)
-    quality, _ = teacher_forced_quality(reference_side, Scorer.of(loaded, blocks), reference, answer)
+    quality = score_sides(reference_side, Scorer.of(loaded, blocks), reference, answer, None).quality
     assert quality is not None and quality.kl_mean < max_kl, quality
 
 
