@@ -215,12 +215,14 @@ def long_code(page, tokens: int, logprobs: int = 0):
     panel.get_by_role("textbox", name="Describe the code").fill(
         "Write a Python class for a bank account with many methods, each documented."
     )
-    panel.get_by_text("Advanced", exact=True).click()
-    panel.get_by_role("spinbutton", name="Max new tokens").fill(str(tokens))
     if logprobs:
         panel.get_by_text("Sampling (temperature 0 = greedy)").click()
         panel.get_by_label("number input for Logprobs").fill(str(logprobs))
         panel.get_by_label("number input for Logprobs").press("Enter")
+    # a number typed into a slider's box counts once committed (Enter, or leaving it): last before Generate
+    panel.get_by_text("Advanced", exact=True).click()
+    panel.get_by_role("spinbutton", name="Max new tokens").fill(str(tokens))
+    panel.get_by_role("spinbutton", name="Max new tokens").press("Enter")
     panel.get_by_role("button", name="Generate", exact=True).click()
     return panel
 
