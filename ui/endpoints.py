@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -137,6 +138,7 @@ class LiveSpeed:
     request's start, or the previous run's last piece) and the rate since."""
 
     def __init__(self) -> None:
+        self.stream = uuid.uuid4().hex  # names this answer's updates (a late one after Stop is dropped: ui.results)
         self.last = time.perf_counter()  # the latest piece of any run, or the start
         self.began: dict[str, float] = {}
         self.first: dict[str, float] = {}
@@ -150,9 +152,10 @@ class LiveSpeed:
         self.last = now
 
     def payload(self) -> dict[str, Any]:
-        """The metrics JSON while streaming: {"streaming": {run: {tokens, ttft_ms, tokens_per_s}}}."""
+        """The metrics JSON while streaming: {"streaming": {run: {tokens, ttft_ms, tokens_per_s}}, "stream": id}."""
         now = time.perf_counter()
         return {
+            "stream": self.stream,
             "streaming": {
                 run: {
                     "tokens": count,
@@ -160,7 +163,7 @@ class LiveSpeed:
                     "tokens_per_s": (count - 1) / (now - self.first[run]) if count > 1 else None,
                 }
                 for run, count in self.pieces.items()
-            }
+            },
         }
 
 

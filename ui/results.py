@@ -30,6 +30,7 @@ class Panel:
     views: list[gr.Component]
     history: gr.BrowserState  # the browser's runs, which each result joins
     asked: gr.State  # the inputs of the last run, by the endpoint's parameters (a branch continues it)
+    stopped: gr.State  # the id of the live stream Stop ended
 
     @property
     def line(self) -> gr.Markdown:
@@ -99,16 +100,24 @@ def show_results(metrics: dict | None) -> tuple:
     )
 
 
-def panel_views(metrics: dict | None) -> tuple:
+def panel_views(metrics: dict | None, stopped: str | None = None) -> tuple:
     """The panel for the metrics JSON as it stands: while an answer streams (ui.endpoints.LiveSpeed) the
     live line, the last result's views put away (with every update: this handler sees only the last of
-    several that came while it ran); after Stop, its line, the rest as it was; then the result's
-    (show_results)."""
+    several that came while it ran); after Stop, its line, the rest as it was, and a late update of the
+    stream it stopped (`stopped`: its id) changes nothing; then the result's (show_results)."""
+    unchanged = tuple(gr.skip() for _ in show_results(None))
     if metrics and "stopped" in metrics:
-        return STOPPED, *(gr.skip() for _ in show_results(None)[1:])
+        return STOPPED, *unchanged[1:]
     if metrics and "streaming" in metrics:
+        if stopped is not None and metrics.get("stream") == stopped:
+            return unchanged
         return live_line(metrics), *show_results(None)[1:]
     return show_results(metrics)
+
+
+def stop_mark(metrics: dict | None) -> tuple[dict, str | None]:
+    """What Stop leaves: its mark in the metrics JSON, and the id of the stream it stopped."""
+    return STOPPED_PAYLOAD, (metrics or {}).get("stream")
 
 
 def is_result(metrics: dict) -> bool:
@@ -150,9 +159,10 @@ def results_panel(history: gr.BrowserState) -> Panel:
              parted]  # fmt: skip
     # One handler for every value, the last value always handled last: a streaming update handled after
     # the result's would put its views away again
-    metrics.change(panel_views, metrics, views, queue=False, trigger_mode="always_last", show_progress="hidden",
-                   api_visibility="private")  # fmt: skip
-    return Panel(metrics, views, history, gr.State())
+    stopped = gr.State()  # the id of the stream Stop ended (stop_mark)
+    metrics.change(panel_views, [metrics, stopped], views, queue=False, trigger_mode="always_last",
+                   show_progress="hidden", api_visibility="private")  # fmt: skip
+    return Panel(metrics, views, history, gr.State(), stopped)
 
 
 def wire(start: list | Callable, fn: Callable, inputs: list, outputs: list, api_name: str | None = None,
@@ -185,6 +195,7 @@ def stoppable(stop: gr.Button, events: list, panel: Panel) -> None:
     """Stop cancels the running request: Gradio closes its stream, which ends the request's decode
     loop at the next step and frees its row of the batch (engine.runtime.runner), and the output so far
     stays on the page. Outside the queue, so it acts at once even when the queue is full."""
-    # Through the metrics JSON, whose last value the panel always shows last: a live line already on
-    # its way would otherwise overwrite the line after the click.
-    stop.click(lambda: STOPPED_PAYLOAD, None, panel.metrics, cancels=events, queue=False, api_visibility="private")
+    # Through the metrics JSON, whose last value the panel always shows last, naming the stream it
+    # stopped: a live update of that stream still on its way would otherwise overwrite the line.
+    stop.click(stop_mark, panel.metrics, [panel.metrics, panel.stopped], cancels=events, queue=False,
+               api_visibility="private")  # fmt: skip
