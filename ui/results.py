@@ -41,25 +41,19 @@ class Panel:
         return self.views[6]
 
 
+def hidden_views() -> tuple:
+    """Every view of the panel empty and put away, in `Panel.views` order."""
+    no_file = gr.DownloadButton(visible=False)
+    return ("", gr.Column(visible=False), "", "", None, None, gr.HTML(visible=False), gr.Textbox(visible=False),
+            no_file, no_file, no_file, gr.HTML(visible=False))  # fmt: skip
+
+
 def show_results(metrics: dict | None) -> tuple:
     """Metrics line and the token view, or for a comparison the side-by-side view, from the typed result."""
-    no_tokens, no_file = gr.HTML(visible=False), gr.DownloadButton(visible=False)
-    no_branch, no_divergence = gr.Textbox(visible=False), gr.HTML(visible=False)
+    hidden = hidden_views()
     if not metrics:
-        return (
-            "",
-            gr.Column(visible=False),
-            "",
-            "",
-            None,
-            None,
-            no_tokens,
-            no_branch,
-            no_file,
-            no_file,
-            no_file,
-            no_divergence,
-        )
+        return hidden
+    no_tokens, no_branch, no_file, no_divergence = hidden[6], hidden[7], hidden[8], hidden[11]
     final = from_payload(metrics)
     downloads = exported({"result.json": as_json(final), "result.md": as_markdown(final)})
     if isinstance(final, Result):
@@ -105,13 +99,14 @@ def panel_views(metrics: dict | None, stopped: str | None = None) -> tuple:
     live line, the last result's views put away (with every update: this handler sees only the last of
     several that came while it ran); after Stop, its line, the rest as it was, and a late update of the
     stream it stopped (`stopped`: its id) changes nothing; then the result's (show_results)."""
-    unchanged = tuple(gr.skip() for _ in show_results(None))
+    hidden = hidden_views()
+    unchanged = tuple(gr.skip() for _ in hidden)
     if metrics and "stopped" in metrics:
         return STOPPED, *unchanged[1:]
     if metrics and "streaming" in metrics:
         if stopped is not None and metrics.get("stream") == stopped:
             return unchanged
-        return live_line(metrics), *show_results(None)[1:]
+        return live_line(metrics), *hidden[1:]
     return show_results(metrics)
 
 
