@@ -97,15 +97,13 @@ def show_results(metrics: dict | None) -> tuple:
 def panel_views(metrics: dict | None, stopped: str | None = None) -> tuple:
     """The panel for the metrics JSON as it stands: while an answer streams (ui.endpoints.LiveSpeed) the
     live line, the last result's views put away (with every update: this handler sees only the last of
-    several that came while it ran); after Stop, its line, the rest as it was, and a late update of the
-    stream it stopped (`stopped`: its id) changes nothing; then the result's (show_results)."""
+    several that came while it ran); after Stop, its line and the rest as it was, also for a late update
+    of the stream it stopped (`stopped`: its id), which may be the only value of the two handled; then
+    the result's (show_results)."""
     hidden = hidden_views()
-    unchanged = tuple(gr.skip() for _ in hidden)
-    if metrics and "stopped" in metrics:
-        return STOPPED, *unchanged[1:]
+    if metrics and ("stopped" in metrics or (stopped is not None and metrics.get("stream") == stopped)):
+        return STOPPED, *(gr.skip() for _ in hidden[1:])
     if metrics and "streaming" in metrics:
-        if stopped is not None and metrics.get("stream") == stopped:
-            return unchanged
         return live_line(metrics), *hidden[1:]
     return show_results(metrics)
 

@@ -169,7 +169,7 @@ class Comparison:
     other_work_ms: list[float] = field(default_factory=list)
     redone: int = 0  # pairs run again because other work disturbed them
     disturbed: int = 0  # of the pairs kept, those disturbed even when run again
-    divergence: Divergence | None = None  # None: identical, or not scored (engine.experiments.compare)
+    divergence: Divergence | None = None  # None: identical, or not scored (engine.experiments.quality)
 
     def to_dict(self) -> dict:
         return asdict(self)

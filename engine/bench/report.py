@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 from engine.bench.precision import PrecisionRow
 from engine.experiments.figures import figure_panels, to_frame
 from engine.experiments.sweep import SweepRow
+from engine.platform.machine import cpu_name
 
 
 def _cell(value: Any) -> str:
@@ -90,14 +90,7 @@ def write_outputs(rows: list, out: Path, stem: str, plot: Callable[[list, Path],
 
 
 def machine() -> dict:
-    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor()}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_name()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info

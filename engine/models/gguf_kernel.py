@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from engine.platform.errors import PrecisionError
+from engine.platform.machine import cpuinfo
 from engine.platform.settings import settings
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,7 @@ _LOADING = threading.Lock()  # one thread of this process builds or loads it; th
 
 def _cpu_flags() -> set[str]:
     """The CPU's feature flags as Linux lists them (empty elsewhere)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    return set()
+    return set((cpuinfo("flags") or "").split())
 
 
 def kernel_variant() -> tuple[str, list[str]]:

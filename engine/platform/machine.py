@@ -5,6 +5,7 @@ set-up runs, or the app's warm-up where none is kept."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import platform
@@ -28,11 +29,18 @@ class MachineLimits:
     matmul_gflop_per_s: float  # fp32 square matmuls of MATMUL_SIZE
 
 
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+def cpuinfo(field: str) -> str | None:
+    """The first value of `field` ("model name", "flags") in Linux's /proc/cpuinfo; None elsewhere."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == field:
+                return value.strip()
+    return None
+
+
+def cpu_name() -> str:
+    return cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def _path() -> Path:
@@ -49,7 +57,7 @@ def measure_machine(repeats: int = 5) -> MachineLimits:
         a @ a
         best = min(best, time.perf_counter() - start)
     limits = MachineLimits(
-        cpu=_cpu(),
+        cpu=cpu_name(),
         threads=torch.get_num_threads(),
         read_gb_per_s=memory_bandwidth(repeats=repeats)["read_gb_per_s"],
         matmul_gflop_per_s=2 * MATMUL_SIZE**3 / best / 1e9,
@@ -68,4 +76,4 @@ def machine_limits() -> MachineLimits | None:
         kept = MachineLimits(**json.loads(_path().read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    return kept if (kept.cpu, kept.threads) == (_cpu(), torch.get_num_threads()) else None
+    return kept if (kept.cpu, kept.threads) == (cpu_name(), torch.get_num_threads()) else None

@@ -10,6 +10,7 @@ first new token; decode tokens/s = (new tokens - 1) / (total - prefill).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -73,12 +74,23 @@ def result_metrics(
         accepted_tokens=accepted_tokens,
         decode_steps=decode_steps,
         draft_ms=draft_ms,
-        decode_read_mb=split.get("decode_read_mb"),
-        decode_gb_per_s=split.get("decode_gb_per_s"),
-        prefill_gflop_per_s=split.get("prefill_gflop_per_s"),
-        machine_read_gb_per_s=split.get("machine_read_gb_per_s"),
-        machine_gflop_per_s=split.get("machine_gflop_per_s"),
+        decode_read_mb=split.decode_read_mb,
+        decode_gb_per_s=split.decode_gb_per_s,
+        prefill_gflop_per_s=split.prefill_gflop_per_s,
+        machine_read_gb_per_s=split.machine_read_gb_per_s,
+        machine_gflop_per_s=split.machine_gflop_per_s,
     )
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """Where a causal request's time went on CPU (Metrics' fields of the same names); None: not known."""
+
+    prefill_gflop_per_s: float | None = None
+    decode_read_mb: float | None = None
+    decode_gb_per_s: float | None = None
+    machine_read_gb_per_s: float | None = None
+    machine_gflop_per_s: float | None = None
 
 
 def time_split(
@@ -89,25 +101,27 @@ def time_split(
     decode: float | None,
     batch_size: float,
     decode_steps: int,
-) -> dict[str, float | None]:
+) -> TimeSplit:
     """Where a causal request's time went on CPU: a decode step reads the weights once for its batch
     and each row's keys and values so far (here at the answer's middle, on average), so its rate is
     bytes a step x steps a second; a prefill multiplies ~2 FLOPs a parameter a token. Beside them,
     this machine's measured limits, where kept (engine.platform.machine)."""
     if loaded.spec.family != "causal" or loaded.device.type != "cpu" or not loaded.parameters:
-        return {}
+        return TimeSplit()
     limits = machine_limits()
-    split: dict[str, float | None] = {
-        "prefill_gflop_per_s": 2 * loaded.parameters * n_in / prefill_s / 1e9 if prefill_s else None,
-        "machine_read_gb_per_s": limits.read_gb_per_s if limits else None,
-        "machine_gflop_per_s": limits.matmul_gflop_per_s if limits else None,
-    }
+    read_mb = gb_per_s = None
     if decode is not None and decode_steps:
         per_row = kv_bytes_per_position(loaded.model.config, loaded.model.dtype) * (n_in + n_new / 2)
         read = loaded.footprint_bytes + batch_size * per_row
         steps_per_s = decode * decode_steps / (n_new - 1)  # a speculating step gives several tokens
-        split |= {"decode_read_mb": read / 2**20, "decode_gb_per_s": read * steps_per_s / 1e9}
-    return split
+        read_mb, gb_per_s = read / 2**20, read * steps_per_s / 1e9
+    return TimeSplit(
+        prefill_gflop_per_s=2 * loaded.parameters * n_in / prefill_s / 1e9 if prefill_s else None,
+        decode_read_mb=read_mb,
+        decode_gb_per_s=gb_per_s,
+        machine_read_gb_per_s=limits.read_gb_per_s if limits else None,
+        machine_gflop_per_s=limits.matmul_gflop_per_s if limits else None,
+    )
 
 
 def encode_prompt(loaded: LoadedModel, request: GenerationRequest) -> Encoded:

@@ -113,7 +113,7 @@ def test_tab_runs_its_example(page, name):
 def test_summarization_tab_in_compare_mode(page):
     panel = open_tab(page, "Summarization")
     use_example(panel, summarization.TASK.examples[0][0], "Document")
-    panel.get_by_label("compare", exact=True).check()
+    check_kept(panel.get_by_label("compare", exact=True))
     line = run_and_wait(panel, "Summarize")
     assert "sparse vs dense" in line and "prefill" in line
     assert panel.get_by_label("A: dense output").input_value().strip()
@@ -131,8 +131,8 @@ def test_classification_compares_two_precisions(page):
     panel = open_tab(page, "Classification")
     use_example(panel, classification.TASK.examples[0][0], "Text")
     panel.get_by_text("Compare A vs B").click()
-    panel.get_by_label("precision", exact=True).check()
-    panel.get_by_role("textbox", name="Compare with").fill(AUTO)
+    check_kept(panel.get_by_label("precision", exact=True))
+    type_kept(panel.get_by_role("textbox", name="Compare with"), AUTO)
     line = run_and_wait(panel, "Classify")
     assert f"{AUTO} (B) vs {AUTO} (A)" in line and "KL 0.0000" in line
     panel.get_by_text("label distributions: total variation").filter(visible=True).first.wait_for()
@@ -145,8 +145,8 @@ def test_a_comparison_shows_where_its_answers_part(page):
     panel = open_tab(page, "Translation")
     use_example(panel, translation.TASK.examples[0][0], "Text")
     panel.get_by_text("Compare A vs B").click()
-    panel.get_by_label("precision", exact=True).check()
-    panel.get_by_role("textbox", name="Compare with").fill("int4-wo")
+    check_kept(panel.get_by_label("precision", exact=True))
+    type_kept(panel.get_by_role("textbox", name="Compare with"), "int4-wo")
     line = run_and_wait(panel, "Translate")
     assert "int4-wo vs" in line
     parted = panel.locator(".divergence")
@@ -217,14 +217,40 @@ def long_code(page, tokens: int, logprobs: int = 0):
     )
     if logprobs:
         panel.get_by_text("Sampling (temperature 0 = greedy)").click()
-        panel.get_by_label("number input for Logprobs").fill(str(logprobs))
-        panel.get_by_label("number input for Logprobs").press("Enter")
-    # a number typed into a slider's box counts once committed (Enter, or leaving it): last before Generate
+        set_slider(panel, "Logprobs", logprobs)
     panel.get_by_text("Advanced", exact=True).click()
-    panel.get_by_role("spinbutton", name="Max new tokens").fill(str(tokens))
-    panel.get_by_role("spinbutton", name="Max new tokens").press("Enter")
+    set_slider(panel, "Max new tokens", tokens)
     panel.get_by_role("button", name="Generate", exact=True).click()
     return panel
+
+
+def set_slider(panel, label: str, value: int) -> None:
+    """Type `value` into a slider's box, and see that the slider took it."""
+    type_kept(panel.get_by_label(f"number input for {label}"), str(value),
+              panel.get_by_label(f"range slider for {label}"))  # fmt: skip
+
+
+def type_kept(box, value: str, shown_by=None) -> None:
+    """Type `value` into a control of a just-opened accordion until it keeps it (and `shown_by`, another
+    view of the same value, shows it). Typed the moment the accordion opens, a value was sometimes lost
+    (5 of 12 tries here, so the request ran with the default): it is typed again until it stays."""
+    for _ in range(5):
+        box.fill(value)
+        box.blur()  # a slider's box counts a number once left (or on Enter)
+        time.sleep(0.5)  # a lost value shows within this
+        if box.input_value() == value and (shown_by is None or shown_by.input_value() == value):
+            return
+    raise AssertionError(f"{box} never kept {value!r}")
+
+
+def check_kept(radio) -> None:
+    """Check a choice until it stays checked (as type_kept)."""
+    for _ in range(5):
+        radio.check()
+        time.sleep(0.5)
+        if radio.is_checked():
+            return
+    raise AssertionError(f"{radio} never stayed checked")
 
 
 def test_stop_ends_a_long_generation_and_the_next_one_starts_at_once(page):
@@ -258,9 +284,9 @@ def test_a_tab_shows_the_attention_map_of_its_request(page):
     """The long sample document (past MAP_TOKENS: drawn per tile) with sparse attention."""
     panel = open_tab(page, "Summarization")
     use_example(panel, summarization.TASK.examples[-1][0], "Document")
-    panel.get_by_label("sparse", exact=True).check()
+    check_kept(panel.get_by_label("sparse", exact=True))
     panel.get_by_text("Attention map: what the chosen attention computes").click()
-    panel.get_by_role("spinbutton", name="Layer").fill("12")
+    type_kept(panel.get_by_role("spinbutton", name="Layer"), "12")
     panel.get_by_role("button", name="Show the attention map").click()
     panel.locator(".image-container img").first.wait_for(timeout=TIMEOUT_MS)
     shoot(page, "attention-map")

@@ -73,7 +73,7 @@ def test_footprints_of_torchao_precisions(cache):
 
 @pytest.mark.parametrize(("precision", "max_kl"), [("gguf", 1e-4), ("gguf-q8", 0.005)])
 def test_gguf_precisions_run_the_files_own_blocks(cache, precision, max_kl):
-    from engine.experiments.compare import Scorer, score_sides
+    from engine.experiments.quality import Scorer, score_sides
     from engine.models.packed import ACTIVATION_BITS, BlockEmbedding, BlockLinear
 
     loaded = cache.get(DEFAULT_MODEL, precision)
