@@ -2,7 +2,8 @@
 
 Starts the app (the embedded default model, default settings) in a subprocess on a loopback port,
 once per mode: `batched` (the default) and `one-at-a-time` (STUDIO_MAX_BATCH=1, and the queue
-settings the app had before batching: 1 request in the engine, 16 waiting). Then N users, each a
+settings the app had before batching: 1 request in the engine, 16 waiting); on request also
+`whole-prompts` (batched, each new prompt prefilled at once, as before chunked prefill). Then N users, each a
 thread with its own client, send R mixed requests one after another (chat, code, classification,
 summarization, translation). Before the timed round, a warm-up: every user once at the same time,
 then a pause for the background compiles that burst asked for (a warm server); `--no-warm-up`
@@ -32,6 +33,7 @@ from engine.bench.report import percentile
 WARM_UP_PAUSE_S = 90  # idle after the warm-up burst: background compiles run only between requests
 MODES = {
     "batched": {},
+    "whole-prompts": {"STUDIO_PREFILL_CHUNK": "0"},  # batched, each prompt prefilled at once (before chunks)
     "one-at-a-time": {"STUDIO_MAX_BATCH": "1", "STUDIO_CONCURRENCY": "1", "STUDIO_MAX_QUEUE": "16"},
 }
 CALLS = [  # (endpoint, arguments): the kinds of request the app serves, short answers
@@ -111,7 +113,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--requests", type=int, default=4, help="per user, one after another")
-    parser.add_argument("--modes", default=",".join(MODES), help="batched, one-at-a-time")
+    parser.add_argument("--modes", default="batched,one-at-a-time", help=", ".join(MODES))
     parser.add_argument("--no-warm-up", dest="warm_up", action="store_false")
     args = parser.parse_args()
     rows = [run_mode(mode, args.users, args.requests, args.warm_up) for mode in args.modes.split(",")]

@@ -18,6 +18,8 @@ The suites each print a table and, with `--out DIR`, write JSON, CSV and a PNG p
 - `serve` (`serve.py`): N users at once, batched against one at a time; `--sizes` on the Space
   defaults built at their real sizes with random weights (`sizes.py`: the hub is out of reach here).
 - `load` (`loading.py`): the gaps between the tokens of streams decoding while another model loads.
+- `arrivals` (`arrivals.py`): the gaps between the tokens of streams decoding while new users' prompts
+  are prefilled, per prefill chunk size, and the new users' time to first token.
 - `logprobs` (`logprobs.py`): decode throughput with token log-probabilities asked for, against without.
 
 Dense and sparse (and any A and B) are timed in interleaved, paired trials and compared with the

@@ -16,6 +16,7 @@ from typing import Any
 from engine.api.frontends import add_option_flags
 from engine.attention.choice import SparseSettings
 from engine.bench import __doc__ as _package_doc
+from engine.bench.arrivals import ARRIVALS_COLUMNS, CHUNKS, arrivals_table, plot_arrivals
 from engine.bench.auto import auto_choice
 from engine.bench.decode import DECODE_COLUMNS, decode_table, plot_decode
 from engine.bench.examples import example_answers, example_lines
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
             "soak",
             "speculation",
             "load",
+            "arrivals",
             "logprobs",
         ),
     )
@@ -68,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--new-tokens",
         type=int,
-        help="tokens generated: precision, serve and soak (default 64), decode (128), load (192)",
+        help="tokens generated: precision, serve and soak (default 64), decode (128), load (192), arrivals: each "
+        "arriving user's (8)",
     )
     parser.add_argument("--op-only", action="store_true", help="attention op only, no whole-model runs")
     parser.add_argument(
@@ -76,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--users",
-        help="serve: concurrent user counts (default 1,2,4,8,16); soak, load: one count (4); speculation, logprobs: "
+        help="serve: concurrent user counts (default 1,2,4,8,16); soak, load, arrivals: one count (4); speculation, logprobs: "
         "streams (1,8)",
     )
     parser.add_argument("--per-user", type=int, default=2, help="serve: requests each user sends, one after another")
@@ -87,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"serve: these Space defaults at their real sizes, random weights; users 1,8 by default ({','.join(SIZES)})",
     )
     parser.add_argument("--requests", type=int, default=500, help="soak: requests sent in all")
+    parser.add_argument("--arrivals", type=int, default=8, help="arrivals: users arriving while the streams decode")
+    parser.add_argument(
+        "--context-words", type=int, default=0, help="arrivals: words of a passage before each question"
+    )
+    parser.add_argument("--chunks", help="arrivals: prefill chunk sizes in tokens, 0 for whole prompts (0,8,16,32)")
     parser.add_argument("--densities", help="frontier: budgets as shares of the length (default 0.06,0.12)")
     parser.add_argument("--compiled", action="store_true", help="frontier: also time the compiled decode steps")
     parser.add_argument(
@@ -153,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:
             rows = load_table(args.model, precision, decoding, new_tokens, progress=_report("load"))
             columns, stem, plot = LOAD_COLUMNS, "load", plot_load
             meta = {"model": args.model, "precision": precision, "new_tokens": new_tokens, "machine": machine()}
+        elif args.suite == "arrivals":
+            precision = (_csv(args.precisions) or ("auto",))[0]
+            decoding, new_tokens = int(args.users or 4), args.new_tokens or 8
+            rows = arrivals_table(args.model, precision, _csv(args.chunks, int) or CHUNKS, decoding, args.arrivals,
+                                  new_tokens, args.context_words, _report("arrivals"))  # fmt: skip
+            columns, stem, plot = ARRIVALS_COLUMNS, "arrivals", plot_arrivals
+            meta = {"model": args.model, "precision": precision, "new_tokens": new_tokens,
+                    "context_words": args.context_words, "machine": machine()}  # fmt: skip
         elif args.suite == "logprobs":
             precision = (_csv(args.precisions) or ("auto",))[0]
             streams, new_tokens = _csv(args.users or "1,8", int), args.new_tokens or 64

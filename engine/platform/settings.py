@@ -61,6 +61,12 @@ class Settings(BaseSettings):
         alias="STUDIO_MAX_BATCH",
         description="sequences of one model that decode together, one step for all (1: one request at a time)",
     )
+    prefill_chunk: int = Field(
+        32,
+        ge=0,
+        alias="STUDIO_PREFILL_CHUNK",
+        description="tokens of a new prompt prefilled between two decode steps while other requests decode, so their steps wait for a chunk, not a whole prompt (0: whole prompts)",
+    )
     concurrency: int | None = Field(
         None,
         ge=1,

@@ -4,6 +4,10 @@ together, one forward per step for all of them, in a batch whose length bucket f
 
 A request joins at the next step: its prompt is prefilled alone into a free row of the batch's
 KV cache, its first token comes from that prefill, and from then on each step gives it one token.
+While other requests decode, a prompt is prefilled in chunks (`join_step`), one between two steps,
+into a cache of its own until its last, so their steps wait for a chunk, not for a whole prompt
+(chunked prefill, as in Sarathi-Serve and vLLM; here the chunk is a forward of its own before the
+step, not rows of the step's own forward).
 A finished or cancelled request leaves at once; the last row moves into its place, so a step always
 reads rows 0..n-1. Each request keeps its own sampling, seed, stops, limits and metrics (a
 Decoding per row); the forward and the weights it reads are shared, which is the whole
@@ -22,7 +26,7 @@ Only the engine thread calls into a batch (engine.runtime.runner).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -41,6 +45,14 @@ from engine.runtime.step import BatchKey, bucket_for, decode_step, keeps_pages, 
 Deliver = Callable[[object], None]  # hands a text delta, the Result or an exception to the request
 
 
+class JoinError(Exception):
+    """A prompt's prefill failed (`row`: its request, left out of the batch; `error`: why)."""
+
+    def __init__(self, row: Row, error: Exception):
+        super().__init__(str(error))
+        self.row, self.error = row, error
+
+
 def batch_key(loaded: LoadedModel, request: GenerationRequest, encoded: Encoded) -> BatchKey:
     """Which batch a request decodes in: its length bucket (prompt + new tokens) and attention choice."""
     options = request.options
@@ -48,7 +60,7 @@ def batch_key(loaded: LoadedModel, request: GenerationRequest, encoded: Encoded)
     return step_key(bucket_for(encoded.input_ids.shape[1] + options.max_new_tokens), choice)
 
 
-@dataclass
+@dataclass(eq=False)  # a request's row: itself, not any row of equal fields
 class Row:
     """One request decoding in a batch, and what its metrics need that only the batch sees."""
 
@@ -67,6 +79,7 @@ class Row:
     accepted: int = 0
     draft: LoadedModel | None = None  # speculation draft: the model that guesses
     draft_s: float = 0.0  # time its draft steps took (the steps its row took part in)
+    stats: AttentionStats = field(default_factory=AttentionStats)  # its prefill's, over its chunks
 
     def send_result(self) -> None:
         steps = self.compiled_steps + self.eager_steps
@@ -125,6 +138,9 @@ class Batch:
         self.loaded, self.key = loaded, key
         self.cache = RowCache(loaded.model.config.num_hidden_layers, capacity, key[0], pages=keeps_pages(key[1]))
         self.rows: list[Row] = []
+        # Prompts waiting to join, in order; the first is being prefilled (its tokens so far: `position`)
+        self.joining: list[Row] = []
+        self.staged: RowCache | None = None  # the first's chunks so far, when it is prefilled in chunks
         self.costs = StepCosts()  # what its steps took, by shape (auto speculation weighs them)
 
     @property
@@ -132,28 +148,62 @@ class Batch:
         return self.cache.capacity
 
     def add(self, row: Row) -> None:
-        """Prefill the row's prompt into the next free row; it then has its first token (or is done)."""
-        index, decoding = len(self.rows), row.decoding
-        options = decoding.request.options
-        ids = decoding.encoded.input_ids
-        stats = AttentionStats()
-        choice = AttentionChoice(options.attention, options.sparse, stats)  # its own block size, for the prefill
+        """A request to join: its prompt is prefilled by `join_step`."""
         row.memory.start()
-        decoding.begin_prefill()
-        self.cache.prefill(index)
-        positions = torch.arange(ids.shape[1], device=ids.device)[None]
-        with torch.inference_mode():
-            out = self.loaded.model(
-                input_ids=ids,
-                position_ids=positions,
-                past_key_values=self.cache,
-                use_cache=True,
-                logits_to_keep=1,
-                studio_choice=choice,
-            )
-        row.density, row.position = stats.density, ids.shape[1]
-        self.rows.append(row)
-        self._accept(row, out.logits[0, -1])
+        row.decoding.begin_prefill()
+        self.joining.append(row)
+
+    def join_step(self, chunk: int) -> None:
+        """Prefill what joins: the first waiting prompt's next `chunk` tokens, or with `chunk` 0 every
+        waiting prompt whole. A prompt prefilled in chunks is in a cache of its own meanwhile (`staged`:
+        the batch's steps write the rows past their own, where it would be), moved into the batch's
+        with its last chunk. A prompt whose last token is in has its first token (or is done) and
+        decodes with the others from the next step. Its prefill failing ends that request alone
+        (`JoinError`: the caller says why)."""
+        while self.joining:
+            row = self.joining[0]
+            ids = row.decoding.encoded.input_ids
+            start, length = row.position, ids.shape[1]
+            stop = length if not chunk else min(length, start + chunk)
+            if start == 0:
+                self.staged = self._staging() if stop < length else None
+            cache = self.staged or self.cache
+            cache.prefill(0 if self.staged else len(self.rows), start)
+            options = row.decoding.request.options
+            # its own block size, for the prefill
+            choice = AttentionChoice(options.attention, options.sparse, row.stats)
+            try:
+                with torch.inference_mode():
+                    out = self.loaded.model(
+                        input_ids=ids[:, start:stop],
+                        position_ids=torch.arange(start, stop, device=ids.device)[None],
+                        past_key_values=cache,
+                        use_cache=True,
+                        logits_to_keep=1,
+                        studio_choice=choice,
+                    )
+                row.position = stop
+                if stop < length:
+                    return
+                if self.staged is not None:
+                    self.cache.take_row(len(self.rows), self.staged, length)
+                    self.staged = None
+                self.joining.pop(0)
+                row.density = row.stats.density
+                self.rows.append(row)
+                self._accept(row, out.logits[0, -1])
+            except Exception as exc:
+                self.staged = None
+                if row in self.rows or row in self.joining:
+                    self.remove(row)
+                raise JoinError(row, exc) from exc
+            if chunk:
+                return
+
+    def _staging(self) -> RowCache:
+        """A cache of one row like the batch's, for a prompt prefilled in chunks."""
+        config = self.loaded.model.config
+        return RowCache(config.num_hidden_layers, 1, self.cache.length, pages=self.cache.keeps_pages)
 
     def step(self) -> None:
         """One decode step: a token for every row, or, where rows speculate, a checked run of them."""
@@ -236,6 +286,11 @@ class Batch:
 
     def remove(self, row: Row) -> None:
         """Take a row out (finished or cancelled); the last row moves into its place."""
+        if row in self.joining:
+            if row is self.joining[0]:
+                self.staged = None
+            self.joining.remove(row)
+            return
         index = self.rows.index(row)
         last = len(self.rows) - 1
         if index != last:
@@ -245,12 +300,14 @@ class Batch:
 
     def fail(self, error: BaseException) -> None:
         """A step failed: every request in the batch gets the error."""
-        for row in self.rows:
+        for row in self.rows + self.joining:
             row.deliver(error)
         self.rows.clear()
+        self.joining.clear()
+        self.staged = None
 
     def memory_bytes(self) -> int:
-        return self.cache.memory_bytes()
+        return self.cache.memory_bytes() + (self.staged.memory_bytes() if self.staged else 0)
 
 
 class ModelBatches:
@@ -263,7 +320,7 @@ class ModelBatches:
     def room(self, key: BatchKey) -> int:
         """Rows a request for `key` can take in the batch that exists for it."""
         batch = self.by_key[key]
-        return self.capacity - len(batch.rows)
+        return self.capacity - len(batch.rows) - len(batch.joining)
 
     def memory_bytes(self) -> int:
         return sum(batch.memory_bytes() for batch in list(self.by_key.values()))

@@ -30,7 +30,11 @@ from engine.runtime.scheduler import Scheduler
 
 class Engine:
     def __init__(
-        self, budget_mb: float | None = None, device: torch.device | None = None, max_batch: int | None = None
+        self,
+        budget_mb: float | None = None,
+        device: torch.device | None = None,
+        max_batch: int | None = None,
+        prefill_chunk: int | None = None,
     ):
         self.device = device or resolve_device()
         self.max_batch = max_batch or settings().max_batch
@@ -42,7 +46,8 @@ class Engine:
         )
         self.background = background.PROCESS  # compiles, in the gaps between requests of every engine
         self.in_flight = self.background.in_flight  # requests being served: background work gives way
-        self.runner = Runner(Scheduler(fits=self.models.fits), self.device, stepped=self.in_flight.step)
+        chunk = settings().prefill_chunk if prefill_chunk is None else prefill_chunk
+        self.runner = Runner(Scheduler(fits=self.models.fits), self.device, chunk, stepped=self.in_flight.step)
         # Requests admitted ahead of their run (engine.backends.admission): validated and tokenized once.
         self.admitted: OrderedDict[Hashable, object] = OrderedDict()
         self.lock = threading.Lock()

@@ -43,6 +43,7 @@ class RowState:
     length: int
     keeps_pages: bool
     prefill_row: int | None = None
+    prefill_start: int = 0  # prefill: the position its first token takes (a later chunk of a prompt)
     count: int = 0  # decode: rows this forward reads, from row 0
     view_length: int = 0  # decode: positions this forward reads, from 0
     # decode: (count,) one token a row, or (count, width) several
@@ -64,9 +65,10 @@ class RowCache(Cache):
         # Cache types its layers as any kind of layer; this cache holds only its own
         return cast("list[RowLayer]", self.layers)
 
-    def prefill(self, row: int) -> None:
-        """The next forward is the prompt of the sequence in `row`, from position 0."""
-        self.rows.prefill_row = row
+    def prefill(self, row: int, start: int = 0) -> None:
+        """The next forward is the prompt of the sequence in `row`, or its chunk from position `start`
+        on (the keys before it are in the row already)."""
+        self.rows.prefill_row, self.rows.prefill_start = row, start
 
     def decode(self, positions: torch.Tensor, view_length: int) -> None:
         """The next forward is one token for each of the first len(positions) rows, at those positions
@@ -82,6 +84,18 @@ class RowCache(Cache):
                 if layer.is_initialized:
                     for tensor in layer.tensors:
                         tensor[target] = tensor[source]
+
+    def take_row(self, row: int, source: RowCache, length: int) -> None:
+        """Put `source`'s sequence in row 0 (its first `length` positions and its page bounds) into `row`:
+        a prompt prefilled in chunks in a cache of its own joins the batch's."""
+        with torch.inference_mode():
+            for mine, theirs in zip(self.row_layers, source.row_layers, strict=True):
+                if not mine.is_initialized:
+                    mine.lazy_initialization(theirs.keys[:1], theirs.values[:1])
+                mine.keys[row, :, :length] = theirs.keys[0, :, :length]
+                mine.values[row, :, :length] = theirs.values[0, :, :length]
+                if self.keeps_pages:
+                    mine.low[row], mine.high[row] = theirs.low[0], theirs.high[0]
 
     def page_bounds(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         """Per layer, each page's (min, max) key bounds, (capacity, heads, pages, D) each; None unless kept."""
@@ -129,10 +143,11 @@ class RowLayer(CacheLayerMixin):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         rows = self.rows
-        if rows.prefill_row is not None:  # (1, H, n, D): a prompt into its row
-            row, n = rows.prefill_row, key_states.shape[2]
-            self.keys[row, :, :n] = key_states[0]
-            self.values[row, :, :n] = value_states[0]
+        if rows.prefill_row is not None:  # (1, H, n, D): a prompt (or a chunk of it) into its row
+            row, start = rows.prefill_row, rows.prefill_start
+            n = start + key_states.shape[2]
+            self.keys[row, :, start:n] = key_states[0]
+            self.values[row, :, start:n] = value_states[0]
             if rows.keeps_pages:  # the row's bounds anew: keys past the prompt are a former sequence's
                 written = torch.arange(rows.length, device=key_states.device) < n
                 self.low[row], self.high[row] = page_bounds(self.keys[row], written)
@@ -153,13 +168,14 @@ class RowLayer(CacheLayerMixin):
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         if self.rows.prefill_row is not None:
-            return query_length, 0
+            return self.rows.prefill_start + query_length, 0
         return self.rows.view_length, 0
 
     def get_seq_length(self) -> int:
-        # The query offset transformers' causal mask starts from: 0 for a prompt; for a decode step the
-        # last position read, so causality keeps every key and each row's own length mask decides.
-        return 0 if self.rows.prefill_row is not None else self.rows.view_length - 1
+        # The query offset transformers' causal mask starts from: a prompt's chunk's start (0 for a whole
+        # prompt); for a decode step the last position read, so causality keeps every key and each row's
+        # own length mask decides.
+        return self.rows.prefill_start if self.rows.prefill_row is not None else self.rows.view_length - 1
 
     def get_max_length(self) -> int:
         return self.rows.length

@@ -34,7 +34,7 @@ from engine.platform.errors import EngineStoppedError
 from engine.platform.heap import give_back
 from engine.platform.measure import PeakMemory
 from engine.platform.memory import is_out_of_memory
-from engine.runtime.batching import Batch, Row, batch_key
+from engine.runtime.batching import Batch, JoinError, Row, batch_key
 from engine.runtime.decoding import Decoding
 from engine.runtime.prompt import Encoded
 from engine.runtime.scheduler import Scheduler, Work
@@ -50,8 +50,12 @@ IDLE_EXIT_S = 30.0  # the thread ends after this long with nothing to do (a late
 class Runner:
     """The engine's one thread and what it runs now."""
 
-    def __init__(self, scheduler: Scheduler, device: torch.device, stepped: Callable[[], None] = lambda: None):
+    def __init__(
+        self, scheduler: Scheduler, device: torch.device, prefill_chunk: int, stepped: Callable[[], None] = lambda: None
+    ):
         self.scheduler, self.device = scheduler, device
+        # A new prompt's tokens prefilled between two steps while sequences decode (0: whole prompts)
+        self.prefill_chunk = prefill_chunk
         self._stepped = stepped  # told at each step (background work held meanwhile knows it is not stuck)
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -185,9 +189,18 @@ class Runner:
         self._end_all(EngineStoppedError("The engine shut down before this request finished."))
 
     def _step_batches(self) -> None:
-        """A decode step for every batch. In a frame of its own: a loop variable left in `_loop` kept
-        the last batch stepped, and its KV cache, alive while the thread waited for work."""
+        """A decode step for every batch, after what joins it is prefilled: while sequences decode, a
+        chunk of a prompt (`prefill_chunk`), else whole prompts. In a frame of its own: a loop
+        variable left in `_loop` kept the last batch stepped, and its KV cache, alive while the thread
+        waited for work."""
+        chunk = self.prefill_chunk if self.decoding() else 0
         for batch in list(self._batches):
+            if batch.joining:
+                try:
+                    batch.join_step(chunk)
+                except JoinError as failed:
+                    explained = self._explained(failed.error, "reading the prompt of", batch.loaded)
+                    failed.row.deliver(explained)
             if batch.rows:
                 try:
                     batch.step()
@@ -234,7 +247,7 @@ class Runner:
 
     def _drop_cancelled(self) -> None:
         for batch in self._batches:
-            for row in [r for r in batch.rows if r.cancelled()]:
+            for row in [r for r in batch.rows + batch.joining if r.cancelled()]:
                 batch.remove(row)
 
     def _retire_empty(self) -> None:
@@ -245,7 +258,7 @@ class Runner:
 
     def _drop_empty(self) -> int:
         """Drop the batches with no rows left (nothing else holds them or their caches); how many."""
-        empty = [b for b in self._batches if not b.rows]
+        empty = [b for b in self._batches if not b.rows and not b.joining]
         for batch in empty:
             self._batches.remove(batch)
             batch.loaded.batches.by_key.pop(batch.key, None)

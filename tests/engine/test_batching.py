@@ -109,6 +109,94 @@ def test_a_compiled_batched_step_gives_the_eager_tokens(cache, pattern):
     assert [r.token_ids for r in compiled] == [r.token_ids for r in eager]
 
 
+SPARSE = {"attention": "sparse", "window": 8, "sinks": 2, "budget": 16}
+KINDS = {"dense": {}, "sliding": {**SPARSE, "pattern": "auto"}, "quest": {**SPARSE, "pattern": "quest"},
+         "block_topk": {**SPARSE, "pattern": "block_topk"}}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_prompt_prefilled_in_chunks_while_others_decode_gets_its_tokens_alone(cache, monkeypatch, kind):
+    """While a request decodes, a new prompt joins its batch in chunks (STUDIO_PREFILL_CHUNK tokens),
+    one between two steps; its queries attend by its pattern from each chunk's offset, so its greedy
+    tokens are those it gets alone (prefilled whole)."""
+    cache.runner.prefill_chunk = 5
+    chunks: list[int] = []
+    join_step = Batch.join_step
+    monkeypatch.setattr(Batch, "join_step", lambda batch, chunk: (chunks.append(chunk), join_step(batch, chunk)))
+    options = {"precision": "fp32", **KINDS[kind]}
+    joining = ask("tiny-llama", text=TEXTS[3], max_new_tokens=10, **options)
+    alone = run(joining, cache)
+    assert set(chunks) == {0}  # nothing else decoded: prefilled whole
+    chunks.clear()
+    events = stream_request(ask("tiny-llama", text=TEXTS[1], max_new_tokens=300, **options), cache)
+    assert next(e for e in events if isinstance(e, Chunk)).text  # decoding
+    joined = run(joining, cache)
+    events.close()
+    assert joined.token_ids == alone.token_ids
+    assert chunks.count(5) >= joined.metrics.input_tokens // 5  # in chunks, while the other decoded
+    assert joined.metrics.batch_size > 1
+
+
+@pytest.mark.parametrize("kind", ["dense", "quest"])
+def test_a_prompt_prefilled_in_chunks_beside_a_compiled_step_gets_its_tokens_alone(cache, kind):
+    """A compiled step also runs the rows past the batch's own (a step of 4 rows for 1 sequence, the
+    extra rows' keys written, their output unread): a prompt's chunks are out of their way until it
+    joins. Quest's page bounds too."""
+    options = {"precision": "fp32", **KINDS[kind]}
+    long = ask("tiny-llama", text=TEXTS[1], max_new_tokens=300, **options)
+    joining = ask("tiny-llama", text=TEXTS[3], max_new_tokens=10, **options)
+    alone = run(joining, cache)
+    choice = AttentionChoice("sparse", long.options.sparse) if kind != "dense" else DENSE
+    compiled = cache.get("tiny-llama", "fp32").compiled
+    compiled.compile_now(512, choice, batch=4)  # the long request's bucket; it serves 1 to 4 rows
+    assert not compiled.failures
+    cache.runner.prefill_chunk = 5
+    events = stream_request(long, cache)
+    assert next(e for e in events if isinstance(e, Chunk)).text
+    joined = run(joining, cache)
+    events.close()
+    assert joined.metrics.decode_path == "compiled" and joined.metrics.batch_size > 1
+    assert joined.token_ids == alone.token_ids
+
+
+def test_a_prompt_half_prefilled_in_chunks_joins_where_the_batch_has_room_when_it_is_done(cache):
+    """A prompt's chunks go to a cache of their own, untouched by the batch's steps and by a row
+    leaving meanwhile (the batch stays packed); with its last chunk it joins the batch's next free row
+    and decodes to its tokens alone."""
+    from engine.platform.measure import PeakMemory
+    from engine.runtime.batching import Row
+    from engine.runtime.decoding import Decoding, encode_prompt
+
+    loaded = cache.get("tiny-llama", "fp32")
+    requests = [ask("tiny-llama", text=t, max_new_tokens=8, precision="fp32") for t in TEXTS[1:]]
+    alone = [run(r, cache) for r in requests]
+    results: dict[int, Result] = {}
+
+    def row(i: int) -> Row:
+        decoding = Decoding(loaded, requests[i], encode_prompt(loaded, requests[i]), time.perf_counter())
+        deliver = lambda item: results.__setitem__(i, item) if isinstance(item, Result) else None  # noqa: E731
+        return Row(decoding, deliver, cancelled=lambda: False, memory=PeakMemory(loaded.device), queue_s=0)
+
+    batch = Batch(loaded, (256, DENSE), capacity=4)
+    first, second, third = row(0), row(1), row(2)
+    batch.add(first)
+    batch.add(second)
+    batch.join_step(0)
+    batch.step()
+    batch.add(third)
+    batch.join_step(4)  # its first chunk
+    assert batch.joining == [third] and third.position == 4 and batch.staged is not None
+    batch.step()
+    batch.remove(first)  # the second moves to row 0: the third will join as row 1
+    while batch.joining or batch.rows:
+        if batch.joining:
+            batch.join_step(4)
+        if batch.rows:
+            batch.step()
+    assert results[2].token_ids == alone[2].token_ids
+    assert results[1].token_ids == alone[1].token_ids
+
+
 def test_requests_join_and_leave_a_running_batch(cache):
     """A long request keeps decoding while short ones join it, finish and leave (their rows reused)."""
     long = ask("tiny-llama", text=TEXTS[0], max_new_tokens=120, precision="fp32")
@@ -186,6 +274,7 @@ def test_a_batch_cache_takes_what_was_planned_and_counts_in_the_budget(cache):
     batch.add(
         Row(decoding, deliver=lambda item: None, cancelled=lambda: False, memory=PeakMemory(loaded.device), queue_s=0)
     )
+    batch.join_step(0)
     assert batch.memory_bytes() == planned_bytes(loaded, (256, DENSE), 4) > 0
     assert cache.models.used_mb() == pytest.approx(before + batch.memory_bytes() / 2**20)
 

@@ -297,6 +297,20 @@ def test_serve_suite_runs_users_batched_and_one_at_a_time(tiny_env, tmp_path, ca
     assert "tokens_per_s" in capsys.readouterr().out
 
 
+def test_arrivals_suite_times_the_streams_gaps_per_prefill_chunk(tiny_env, tmp_path):
+    """`python -m engine.bench arrivals` on a tiny model: a row per chunk size, every arrival answered,
+    the streams' gaps measured before and while the users arrived."""
+    argv = ["arrivals", "--model", "tiny-llama", "--precisions", "int8", "--users", "2", "--arrivals", "3"]
+    assert main([*argv, "--chunks", "0,4", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "arrivals.json").read_text())["rows"]
+    assert [(r["prefill_chunk"], r["streams"], r["arrivals"]) for r in rows] == [(0, 2, 3), (4, 2, 3)]
+    for r in rows:
+        assert 0 < r["quiet_p50_gap_ms"] <= r["quiet_p95_gap_ms"] and r["arriving_p95_gap_ms"] <= r["longest_gap_ms"]
+        assert r["p95_over_quiet"] == pytest.approx(r["arriving_p95_gap_ms"] / r["quiet_p95_gap_ms"])
+        assert r["arrival_input_tokens"] > 4 and r["arrival_ttft_p50_ms"] > 0
+    assert (tmp_path / "arrivals.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_logprobs_suite_pairs_rounds_without_and_with_logprobs(tiny_env, tmp_path, capsys):
     """`python -m engine.bench logprobs` on a tiny model: a row per user count, the pairs' ratio within
     its range, and the same tokens answered with and without (greedy)."""
