@@ -55,8 +55,8 @@ def check_family(spec: ModelSpec, request: GenerationRequest) -> None:
         raise InputError(f"{spec.name} is a seq2seq model: it takes text, not a chat; pick a causal (chat) model.")
     if family == "seq2seq" and request.candidates is None and _speculates(request.options):
         raise InputError(
-            f"{spec.name} is a seq2seq model, whose decoder steps one request at a time outside the batches "
-            "where speculation runs: choose speculation none."
+            f"{spec.name} is a seq2seq model, whose decoder does not speculate (speculation checks guesses "
+            "for causal models only): choose speculation none."
         )
 
 

@@ -47,7 +47,6 @@ def logprobs_table(
     plain = RunOptions(model=model, precision=precision, max_new_tokens=new_tokens)
     asking = replace(plain, logprobs=top)
     engine = Engine()
-    seq2seq = engine.get(model, precision).batches is None
     warm(engine, plain, {DENSE: {min(u, engine.max_batch) for u in users}})
     rows = []
     for u, count in enumerate(users):
@@ -57,7 +56,7 @@ def logprobs_table(
             if progress:
                 progress((u * repeats + r) / (len(users) * repeats), f"{count} users, pair {r + 1}")
             for options in (plain, asking) if r % 2 == 0 else (asking, plain):
-                row = serve_round(engine, model, "batched", count, 1, options, seq2seq)
+                row = serve_round(engine, model, "batched", count, 1, options)
                 (asked if options.logprobs else without).append(row)
         ratios = [a.tokens_per_s / p.tokens_per_s for p, a in zip(without, asked, strict=True)]
         rows.append(

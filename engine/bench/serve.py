@@ -30,6 +30,7 @@ from engine.attention.choice import DENSE, AttentionChoice, SparseSettings
 from engine.bench.report import percentile
 from engine.bench.sizes import SIZES, built
 from engine.experiments.figures import figure_panels
+from engine.models.loader import LoadedModel
 from engine.models.precision_menu import PRECISION_BY_NAME
 from engine.models.registry import DEFAULT_MODEL
 from engine.runtime.engine import Engine
@@ -98,10 +99,14 @@ def _user(engine: Engine, requests: list[GenerationRequest]) -> list[tuple[float
     return seen
 
 
-def _request(options: RunOptions, question: str, seq2seq: bool) -> GenerationRequest:
-    """A user's request: the question as a chat turn, or for a seq2seq model as the text itself."""
-    if seq2seq:
-        return GenerationRequest(options, text=question)
+def _request(options: RunOptions, question: str, loaded: LoadedModel) -> GenerationRequest:
+    """A user's request: the question as a chat turn, or for a seq2seq model as the text itself, its
+    answer begun with the token its generation config forces first (BART's BOS, which the engine
+    leaves to the model: a trained one picks it; random weights, engine.bench.sizes, would repeat the
+    start token, BART's EOS, and end every answer at once)."""
+    if loaded.spec.family == "seq2seq":
+        forced = loaded.model.generation_config.forced_bos_token_id
+        return GenerationRequest(options, text=question, answer_start=() if forced is None else (forced,))
     return GenerationRequest(options, messages=(Message("user", question),))
 
 
@@ -112,15 +117,15 @@ def serve_round(
     users: int,
     per_user: int,
     options: RunOptions,
-    seq2seq: bool,
     half_sparse: bool = False,
 ) -> ServeRow:
     """`half_sparse`: every other user asks for sparse attention (another batch)."""
     sparse = replace(options, attention="sparse", window=SPARSE_WINDOW, sinks=4)
+    loaded = engine.get(options.model, options.precision)
     plans = [
         [
             _request(
-                sparse if half_sparse and u % 2 else options, QUESTIONS[(u * per_user + i) % len(QUESTIONS)], seq2seq
+                sparse if half_sparse and u % 2 else options, QUESTIONS[(u * per_user + i) % len(QUESTIONS)], loaded
             )
             for i in range(per_user)
         ]
@@ -164,7 +169,7 @@ def warm(engine: Engine, options: RunOptions, steps: dict[AttentionChoice, set[i
             step = (tokens, choice, batch)
             # on the engine's thread; mypy cannot infer a lambda whose default binds the loop's value
             engine.runner.call(lambda _, step=step: loaded.compiled.compile_now(*step))  # type: ignore[misc]
-    _user(engine, [_request(options, QUESTIONS[0], loaded.batches is None)])
+    _user(engine, [_request(options, QUESTIONS[0], loaded)])
 
 
 def serve_table(
@@ -184,11 +189,8 @@ def serve_table(
     rows: list[ServeRow] = []
     for m, (mode, capacity) in enumerate(MODES.items()):
         engine = Engine(max_batch=capacity)
-        seq2seq = engine.get(model, precision).batches is None
         sizes = {min(u, engine.max_batch) for u in users}
-        mixed = (
-            max((u for u in users if 1 < u <= engine.max_batch), default=0) if capacity is None and not seq2seq else 0
-        )
+        mixed = max((u for u in users if 1 < u <= engine.max_batch), default=0) if capacity is None else 0
         if progress:
             progress(m / len(MODES), f"{mode}: loading and compiling")
         warm(engine, options, {DENSE: sizes, **({sparse: {(mixed + 1) // 2}} if mixed else {})})
@@ -196,9 +198,9 @@ def serve_table(
         for i, count in enumerate(users):
             if progress:
                 progress((m + i / len(users)) / len(MODES), f"{mode}: {count} users")
-            rows.append(serve_round(engine, label or model, mode, count, per_user, options, seq2seq))
+            rows.append(serve_round(engine, label or model, mode, count, per_user, options))
         if mixed:
-            rows.append(serve_round(engine, label or model, MIXED, mixed, per_user, options, seq2seq, half_sparse=True))
+            rows.append(serve_round(engine, label or model, MIXED, mixed, per_user, options, half_sparse=True))
         one = next((r for r in rows[first:] if r.users == 1), rows[first])
         rows[first:] = [replace(r, vs_one_user=r.tokens_per_s / one.tokens_per_s) for r in rows[first:]]
         engine.models.clear()

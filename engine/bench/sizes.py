@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
 from engine.models.embedded import cache_root
 from engine.models.loader import resolve_location
@@ -67,7 +67,7 @@ def built(name: str) -> str:
     size = SIZES[name]
     directory = cache_root() / "sizes" / name
     marker = directory / "studio-size.json"
-    wanted = {"model_type": size.model_type, **size.config, "seed": SEED}
+    wanted = {"model_type": size.model_type, **size.config, "seed": SEED, "generation_config": True}
     if not (marker.exists() and json.loads(marker.read_text()) == wanted):
         _build(size, directory)
         marker.write_text(json.dumps(wanted))
@@ -78,5 +78,7 @@ def _build(size: Size, directory: Path) -> None:
     config = AutoConfig.for_model(size.model_type, **size.config)
     torch.manual_seed(SEED)
     model = getattr(transformers, size.auto_class).from_config(config, dtype=torch.float32)  # the default dtype
+    # Generation settings (BART's forced BOS) go to generation_config.json, as on the hub: a config keeps none
+    model.generation_config.update(**{k: v for k, v in size.config.items() if hasattr(GenerationConfig(), k)})
     model.save_pretrained(directory)
     AutoTokenizer.from_pretrained(resolve_location(get_spec(DEFAULT_MODEL))).save_pretrained(directory)

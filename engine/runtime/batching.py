@@ -1,5 +1,6 @@
-"""Continuous batching of a causal model's requests: sequences that share an attention choice decode
-together, one forward per step for all of them, in a batch whose length bucket fits the longest
+"""Continuous batching: what every batch does with its rows (`Batch`: join, deliver, leave), and a
+causal model's batches (`CausalBatch`; an encoder-decoder's are in engine.runtime.seq2seq). Sequences
+that share an attention choice decode together, one forward per step for all of them, in a batch whose length bucket fits the longest
 (engine.runtime.step.step_key; a request joins a batch of a longer bucket rather than start its own).
 
 A request joins at the next step: its prompt is prefilled alone into a free row of the batch's
@@ -25,6 +26,7 @@ Only the engine thread calls into a batch (engine.runtime.runner).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -54,10 +56,17 @@ class JoinError(Exception):
 
 
 def batch_key(loaded: LoadedModel, request: GenerationRequest, encoded: Encoded) -> BatchKey:
-    """Which batch a request decodes in: its length bucket (prompt + new tokens) and attention choice."""
+    """Which batch a request decodes in: its length bucket and attention choice. The bucket holds a
+    causal row's prompt and new tokens, or the longer of an encoder-decoder row's input (its encoder
+    output) and its decoder's tokens (start, branch start, new tokens), which are cached apart."""
     options = request.options
     choice = DENSE if options.attention == "dense" else AttentionChoice(options.attention, options.sparse)
-    return step_key(bucket_for(encoded.input_ids.shape[1] + options.max_new_tokens), choice)
+    prompt = encoded.input_ids.shape[1]
+    if loaded.spec.family == "causal":
+        tokens = prompt + options.max_new_tokens
+    else:
+        tokens = max(prompt, 1 + len(request.answer_start) + options.max_new_tokens)
+    return step_key(bucket_for(tokens), choice)
 
 
 @dataclass(eq=False)  # a request's row: itself, not any row of equal fields
@@ -71,6 +80,7 @@ class Row:
     queue_s: float
     density: float = 1.0  # the prefill's
     position: int = 0  # where its next key goes: the tokens in its row of the cache
+    encoder_length: int = 0  # an encoder-decoder's row: its encoder output's positions (in the cross cache)
     rows_summed: int = 0  # over its decode steps: the batch size of each
     compiled_steps: int = 0
     eager_steps: int = 0
@@ -131,27 +141,88 @@ class Row:
         return expected_tokens(self.accepted, self.proposed, guesses)
 
 
-class Batch:
-    """The sequences of one loaded model and batch key: one cache of `capacity` rows, one step."""
+class Batch(ABC):
+    """The sequences of one loaded model and batch key that decode together: how rows join, get their
+    tokens and leave. Its kind runs the forwards: CausalBatch here, engine.runtime.seq2seq.Seq2SeqBatch."""
+
+    def __init__(self, loaded: LoadedModel, key: BatchKey):
+        self.loaded, self.key = loaded, key
+        self.rows: list[Row] = []
+        # Requests waiting to join, in order; the first may be part way in (its prompt's tokens so far: `position`)
+        self.joining: list[Row] = []
+
+    @property
+    @abstractmethod
+    def capacity(self) -> int: ...
+
+    @abstractmethod
+    def join_step(self, chunk: int) -> None:
+        """Let what waits join: with `chunk` 0 every waiting request, else a part of the first's prompt
+        (a kind without chunks takes every waiting request). A failing request ends alone (`JoinError`)."""
+
+    @abstractmethod
+    def step(self) -> None:
+        """One decode step: a token (or, speculating, a checked run of them) for every row."""
+
+    @abstractmethod
+    def memory_bytes(self) -> int: ...
+
+    @abstractmethod
+    def _move_row(self, source: int, target: int) -> None:
+        """The sequence in row `source` goes to row `target` of the batch's caches."""
+
+    def add(self, row: Row) -> None:
+        """A request to join: `join_step` lets it in."""
+        row.memory.start()
+        row.decoding.begin_prefill()
+        self.joining.append(row)
+
+    def _accept(self, row: Row, logits: torch.Tensor, guess: int | None = None) -> bool:
+        """The row's next token from `logits`, delivered; whether it is the `guess` (counted before a
+        finished row sends its Result)."""
+        delta = row.decoding.accept(logits, guess)
+        kept = guess is not None and row.decoding.picked == guess
+        row.accepted += kept
+        if delta:
+            row.deliver(delta)
+        if row.decoding.finish is not None:
+            self.remove(row)
+            row.send_result()
+        return kept
+
+    def remove(self, row: Row) -> None:
+        """Take a row out (finished or cancelled); the last row moves into its place."""
+        if row in self.joining:
+            self.joining.remove(row)
+            return
+        index = self.rows.index(row)
+        last = len(self.rows) - 1
+        if index != last:
+            self._move_row(last, index)
+            self.rows[index] = self.rows[last]
+        self.rows.pop()
+
+    def fail(self, error: BaseException) -> None:
+        """A step failed: every request in the batch gets the error."""
+        for row in self.rows + self.joining:
+            row.deliver(error)
+        self.rows.clear()
+        for row in list(self.joining):
+            self.remove(row)
+
+
+class CausalBatch(Batch):
+    """A causal model's sequences: one cache of `capacity` rows, one step."""
 
     def __init__(self, loaded: LoadedModel, key: BatchKey, capacity: int):
-        self.loaded, self.key = loaded, key
+        super().__init__(loaded, key)
         self.cache = RowCache(loaded.model.config.num_hidden_layers, capacity, key[0], pages=keeps_pages(key[1]))
-        self.rows: list[Row] = []
-        # Prompts waiting to join, in order; the first is being prefilled (its tokens so far: `position`)
-        self.joining: list[Row] = []
         self.staged: RowCache | None = None  # the first's chunks so far, when it is prefilled in chunks
         self.costs = StepCosts()  # what its steps took, by shape (auto speculation weighs them)
 
     @property
     def capacity(self) -> int:
         return self.cache.capacity
-
-    def add(self, row: Row) -> None:
-        """A request to join: its prompt is prefilled by `join_step`."""
-        row.memory.start()
-        row.decoding.begin_prefill()
-        self.joining.append(row)
 
     def join_step(self, chunk: int) -> None:
         """Prefill what joins: the first waiting prompt's next `chunk` tokens, or with `chunk` 0 every
@@ -271,40 +342,13 @@ class Batch:
         self.costs.record((len(self.rows), tokens.shape[1], compiled is not None), now(loaded.device) - start)
         return logits
 
-    def _accept(self, row: Row, logits: torch.Tensor, guess: int | None = None) -> bool:
-        """The row's next token from `logits`, delivered; whether it is the `guess` (counted before a
-        finished row sends its Result)."""
-        delta = row.decoding.accept(logits, guess)
-        kept = guess is not None and row.decoding.picked == guess
-        row.accepted += kept
-        if delta:
-            row.deliver(delta)
-        if row.decoding.finish is not None:
-            self.remove(row)
-            row.send_result()
-        return kept
-
     def remove(self, row: Row) -> None:
-        """Take a row out (finished or cancelled); the last row moves into its place."""
-        if row in self.joining:
-            if row is self.joining[0]:
-                self.staged = None
-            self.joining.remove(row)
-            return
-        index = self.rows.index(row)
-        last = len(self.rows) - 1
-        if index != last:
-            self.cache.move_row(last, index)
-            self.rows[index] = self.rows[last]
-        self.rows.pop()
+        if self.joining and row is self.joining[0]:
+            self.staged = None  # it left part way in
+        super().remove(row)
 
-    def fail(self, error: BaseException) -> None:
-        """A step failed: every request in the batch gets the error."""
-        for row in self.rows + self.joining:
-            row.deliver(error)
-        self.rows.clear()
-        self.joining.clear()
-        self.staged = None
+    def _move_row(self, source: int, target: int) -> None:
+        self.cache.move_row(source, target)
 
     def memory_bytes(self) -> int:
         return self.cache.memory_bytes() + (self.staged.memory_bytes() if self.staged else 0)
@@ -331,4 +375,5 @@ def planned_bytes(loaded: LoadedModel, key: BatchKey, capacity: int) -> int:
     plus two bounds per page of keys when it keeps them."""
     bucket = key[0]
     positions = bucket + (-(-bucket // PAGE) if keeps_pages(key[1]) else 0)
-    return capacity * positions * kv_bytes_per_position(loaded.model.config, loaded.model.dtype)
+    caches = 1 if loaded.spec.family == "causal" else 2  # an encoder-decoder's decoder: its own and cross keys
+    return caches * capacity * positions * kv_bytes_per_position(loaded.model.config, loaded.model.dtype)

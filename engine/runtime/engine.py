@@ -26,6 +26,7 @@ from engine.runtime.batching import ModelBatches
 from engine.runtime.compile import CompiledDecode
 from engine.runtime.runner import Runner
 from engine.runtime.scheduler import Scheduler
+from engine.runtime.seq2seq import decoder_rows
 
 
 class Engine:
@@ -65,7 +66,7 @@ class Engine:
 
     def _load(self, spec: ModelSpec, precision: str, device: torch.device, progress: ProgressFn | None) -> LoadedModel:
         """Load off the engine thread, which goes on decoding its streams meanwhile (engine.runtime.aside),
-        then give a causal model its compiled steps and batches."""
+        then give it its batches (a causal model also its compiled steps)."""
 
         def load(report: ProgressFn) -> LoadedModel:
             loaded = load_model(spec, precision, device, report)
@@ -79,6 +80,8 @@ class Engine:
                     loaded.model, identity, compiles, self.max_batch, self.background, chosen.max_compiled_steps
                 )
                 loaded.batches = ModelBatches(self.max_batch)
+            else:
+                loaded.batches = ModelBatches(decoder_rows(loaded.model, self.max_batch))
             return loaded
 
         return run_aside(load, progress, f"studio-load-{spec.name}", busy=self.runner.decoding)

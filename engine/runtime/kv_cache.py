@@ -26,10 +26,21 @@ from engine.attention.content import PAGE, page_bounds
 
 
 def kv_bytes_per_position(config, dtype: torch.dtype) -> int:
-    """The keys and values one position of one sequence holds, every layer (a causal config)."""
+    """The keys and values one position of one sequence holds, every layer (of the decoder: an
+    encoder-decoder's decoder holds as much again for its cross-attention, engine.runtime.seq2seq)."""
     heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return 2 * config.num_hidden_layers * heads * head_dim * dtype.itemsize
+    head_dim = getattr(config, "head_dim", None) or getattr(config, "d_kv", None)
+    head_dim = head_dim or config.hidden_size // config.num_attention_heads
+    return 2 * decoder_layers(config) * heads * head_dim * dtype.itemsize
+
+
+def decoder_layers(config) -> int:
+    """The layers that keep keys: a causal model's, or an encoder-decoder's decoder's."""
+    return (
+        getattr(config, "decoder_layers", None)
+        or getattr(config, "num_decoder_layers", None)
+        or config.num_hidden_layers
+    )
 
 
 @dataclass
@@ -179,3 +190,80 @@ class RowLayer(CacheLayerMixin):
 
     def get_max_length(self) -> int:
         return self.rows.length
+
+
+class CrossCache(Cache):
+    """An encoder-decoder batch's cross-attention keys and values: one row per sequence, its encoder
+    output's keys at positions 0..n-1, computed once by the row's first decoder forward (`prefill`)
+    and read by every step after it (`read`: the model then takes each layer's `keys` and `values` as
+    they are). Each row's encoder length is masked by the step's encoder attention mask."""
+
+    def __init__(self, layers: int, capacity: int, length: int):
+        self.capacity, self.length = capacity, length
+        super().__init__(layers=[CrossLayer(capacity, length) for _ in range(layers)])
+
+    @property
+    def cross_layers(self) -> list[CrossLayer]:
+        return cast("list[CrossLayer]", self.layers)
+
+    def prefill(self, row: int) -> None:
+        """The next forward computes the keys of the sequence in `row` from its encoder output."""
+        for layer in self.cross_layers:
+            layer.prefill_row = row
+
+    def read(self, count: int, length: int) -> None:
+        """The next forward reads the first `count` rows' keys at positions [0, length)."""
+        for layer in self.cross_layers:
+            layer.prefill_row = None
+            layer.keys, layer.values = layer.stored_keys[:count, :, :length], layer.stored_values[:count, :, :length]
+
+    def move_row(self, source: int, target: int) -> None:
+        with torch.inference_mode():
+            for layer in self.cross_layers:
+                if layer.is_initialized:
+                    layer.stored_keys[target] = layer.stored_keys[source]
+                    layer.stored_values[target] = layer.stored_values[source]
+
+    def memory_bytes(self) -> int:
+        return sum(
+            t.numel() * t.element_size()
+            for layer in self.cross_layers
+            if layer.is_initialized
+            for t in (layer.stored_keys, layer.stored_values)
+        )
+
+
+class CrossLayer(CacheLayerMixin):
+    stored_keys: torch.Tensor
+    stored_values: torch.Tensor
+
+    def __init__(self, capacity: int, length: int):
+        super().__init__()
+        self.capacity, self.length = capacity, length
+        self.prefill_row: int | None = None
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        make = lambda like: torch.zeros(  # noqa: E731
+            (self.capacity, like.shape[1], self.length, like.shape[-1]), dtype=like.dtype, device=like.device
+        )
+        self.stored_keys, self.stored_values = make(key_states), make(value_states)
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        # (1, H, n, D): one sequence's encoder output, the first forward of its decoder
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        assert self.prefill_row is not None, "a cross cache is written only by a row's first decoder forward"
+        n = key_states.shape[2]
+        self.stored_keys[self.prefill_row, :, :n] = key_states[0]
+        self.stored_values[self.prefill_row, :, :n] = value_states[0]
+        return key_states, value_states
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.length, 0
+
+    def get_seq_length(self) -> int:
+        return 0 if self.keys is None else self.keys.shape[-2]
+
+    def get_max_length(self) -> int:
+        return self.length

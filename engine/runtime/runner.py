@@ -1,7 +1,7 @@
 """The engine thread: it runs every forward of its engine, so requests share the hardware by design
-rather than by contention. Causal generations decode together in batches (engine.runtime.batching),
-one step for all of them at a time; other work (a seq2seq generation, label scoring, a comparison's
-quality scoring, a benchmark sweep) runs between those steps, one forward per turn.
+rather than by contention. Generations decode together in batches (engine.runtime.batching; an
+encoder-decoder's in engine.runtime.seq2seq), one step for all of them at a time; other work (label
+scoring, a comparison's quality scoring, a benchmark sweep) runs between those steps, one forward per turn.
 What starts at each step is the scheduler's decision (engine.runtime.scheduler).
 
 One thread, also because a second thread doing torch work halves both's speed here: PyTorch's
@@ -34,12 +34,12 @@ from engine.platform.errors import EngineStoppedError
 from engine.platform.heap import give_back
 from engine.platform.measure import PeakMemory
 from engine.platform.memory import is_out_of_memory
-from engine.runtime.batching import Batch, JoinError, Row, batch_key
+from engine.runtime.batching import Batch, CausalBatch, JoinError, Row, batch_key
 from engine.runtime.decoding import Decoding
 from engine.runtime.prompt import Encoded
 from engine.runtime.scheduler import Scheduler, Work
 from engine.runtime.scoring import score_labels
-from engine.runtime.seq2seq import stream_seq2seq
+from engine.runtime.seq2seq import Seq2SeqBatch
 from engine.runtime.tickets import Generation, Job, Report, Ticket, no_progress, once
 
 T = TypeVar("T")
@@ -77,10 +77,8 @@ class Runner:
         ticket = Ticket(alone)
         if request.candidates is not None:
             work: Work = Job(lambda: once(lambda: score_labels(loaded, request, encoded)), ticket)
-        elif loaded.batches is not None:
-            work = Generation(loaded, request, encoded, batch_key(loaded, request, encoded), ticket, draft)
         else:
-            work = Job(lambda: stream_seq2seq(loaded, request, encoded), ticket)
+            work = Generation(loaded, request, encoded, batch_key(loaded, request, encoded), ticket, draft)
         yield from self._follow(work)
 
     def stream(self, start: Callable[[], Iterator[T]], alone: bool = False) -> Iterator[T]:
@@ -226,7 +224,8 @@ class Runner:
         )
         batches = loaded.batches
         if work.key not in batches.by_key:
-            batches.by_key[work.key] = Batch(loaded, work.key, batches.capacity)
+            kind = CausalBatch if loaded.spec.family == "causal" else Seq2SeqBatch
+            batches.by_key[work.key] = kind(loaded, work.key, batches.capacity)
             self._batches.append(batches.by_key[work.key])
         batches.by_key[work.key].add(row)
 

@@ -1,48 +1,156 @@
-"""An encoder-decoder request, decoded token by token on the engine thread."""
+"""Continuous batching of an encoder-decoder model's requests (Marian, BART, T5): one decoder forward
+per step for every row, each row with its own encoder output's keys (a row of the cross-attention
+cache, engine.runtime.kv_cache.CrossCache), its own keys so far and its own position.
+
+A request joins at the next step: its encoder runs, then its decoder's first forward (the start token
+and a branch's start tokens) writes its cross-attention keys into its row and gives its first token;
+from then on each step gives it one token, and it leaves when it finishes, as a causal row does
+(engine.runtime.batching). While others decode, requests join one per step.
+
+transformers gives a decoder step one position for all its rows (the cache's length). A decoder that
+adds its positions from a table (Marian's sinusoids, BART's learned ones) gets each row's own through
+`RowPositions`; one that computes them inside attention (T5's relative buckets) cannot, so its
+batches hold one row each (`decoder_rows`).
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+from typing import Any
 
 import torch
-from transformers import DynamicCache, EncoderDecoderCache
+from torch import nn
+from transformers import EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutput
 
-from engine.api.request import GenerationRequest
-from engine.api.results import Result
-from engine.attention.choice import AttentionChoice, AttentionStats
+from engine.attention.choice import AttentionChoice
 from engine.models.loader import LoadedModel
-from engine.platform.measure import PeakMemory
-from engine.runtime.decoding import Decoding
-from engine.runtime.prompt import Encoded
+from engine.runtime.batching import Batch, JoinError, Row
+from engine.runtime.kv_cache import CrossCache, RowCache, decoder_layers
+from engine.runtime.step import BatchKey, keeps_pages
 
 
-def stream_seq2seq(loaded: LoadedModel, request: GenerationRequest, encoded: Encoded) -> Iterator[str | Result]:
-    """An encoder-decoder request, one sequence: text deltas as tokens arrive, then the Result. Each
-    `next` runs one forward, so the scheduler can interleave it with other work."""
-    options, model, device = request.options, loaded.model, loaded.device
-    stats = AttentionStats()
-    choice = AttentionChoice(options.attention, options.sparse, stats)
+class RowPositions(nn.Module):
+    """A decoder's position table that gives each row of a step its own position (`positions`, set
+    by the batch for its step; None: the positions transformers passes, as for a single sequence)."""
 
-    def forward(**inputs):
+    def __init__(self, table: nn.Module):
+        super().__init__()
+        self.table = table
+        self.positions: torch.Tensor | None = None
+
+    def forward(self, shape_or_ids, cache_length: int = 0, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if self.positions is None:
+            return self.table(shape_or_ids, cache_length, position_ids=position_ids)
+        # (rows, 1, d): BART's table adds a leading axis to the ids it is given, Marian's does not
+        return self.table(shape_or_ids, cache_length, position_ids=self.positions).reshape(*self.positions.shape, -1)
+
+
+def decoder_rows(model: Any, capacity: int) -> int:
+    """The rows an encoder-decoder model's batches hold: `capacity` where its decoder's positions come
+    from a table (which is wrapped in RowPositions here, once), else 1."""
+    decoder = model.get_decoder()
+    table = getattr(decoder, "embed_positions", None)
+    if table is None:
+        return 1
+    if not isinstance(table, RowPositions):
+        decoder.embed_positions = RowPositions(table)
+    return capacity
+
+
+class Seq2SeqBatch(Batch):
+    """An encoder-decoder model's sequences: a decoder cache and a cross-attention cache of `capacity`
+    rows, one decoder step."""
+
+    def __init__(self, loaded: LoadedModel, key: BatchKey, capacity: int):
+        super().__init__(loaded, key)
+        self.layers = decoder_layers(loaded.model.config)
+        # key[0] holds a row's encoder output and, apart, its decoder's tokens (engine.runtime.batching.batch_key)
+        self.cache = RowCache(self.layers, capacity, key[0], pages=keeps_pages(key[1]))
+        self.cross = CrossCache(self.layers, capacity, key[0])
+        self.caches = EncoderDecoderCache(self.cache, self.cross)
+        positions = loaded.model.get_decoder().embed_positions if capacity > 1 else None
+        self.positions: RowPositions | None = positions
+
+    @property
+    def capacity(self) -> int:
+        return self.cache.capacity
+
+    def join_step(self, chunk: int) -> None:
+        """Every waiting request joins (`chunk` 0), or the first one: its encoder and first decoder forward."""
+        while self.joining:
+            row = self.joining.pop(0)
+            try:
+                self._join(row)
+            except Exception as exc:
+                if row in self.rows:
+                    self.remove(row)
+                raise JoinError(row, exc) from exc
+            if chunk:
+                return
+
+    def _join(self, row: Row) -> None:
+        loaded, request = self.loaded, row.decoding.request
+        ids = row.decoding.encoded.input_ids
+        options = request.options
+        choice = AttentionChoice(options.attention, options.sparse, row.stats)
+        start = torch.tensor([[loaded.decoder_start, *request.answer_start]], device=loaded.device)
+        index = len(self.rows)
+        self.cache.prefill(index)
+        self.cross.prefill(index)
+        self.caches.is_updated = dict.fromkeys(range(self.layers), False)  # its cross keys are computed
         with torch.inference_mode():
-            return model(**inputs, studio_choice=choice)
+            encoder_out = loaded.model.get_encoder()(input_ids=ids, studio_choice=choice)
+            out = loaded.model(
+                decoder_input_ids=start,
+                encoder_outputs=encoder_out,
+                past_key_values=self.caches,
+                use_cache=True,
+                studio_choice=choice,
+            )
+        row.position, row.encoder_length = start.shape[1], ids.shape[1]
+        row.density = row.stats.density
+        self.rows.append(row)
+        self._accept(row, out.logits[0, -1])
 
-    decoding = Decoding(loaded, request, encoded, time.perf_counter())
-    with PeakMemory(device) as memory:
-        decoding.begin_prefill()
+    def step(self) -> None:
+        rows, device, model = list(self.rows), self.loaded.device, self.loaded.model
+        count, longest = len(rows), max(row.encoder_length for row in rows)
         with torch.inference_mode():
-            encoder_out = model.get_encoder()(input_ids=decoding.encoded.input_ids, studio_choice=choice)
-        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        step = torch.tensor([[loaded.decoder_start, *request.answer_start]], device=device)
-        density = None
-        while True:
-            out = forward(decoder_input_ids=step, encoder_outputs=encoder_out, past_key_values=cache, use_cache=True)
-            delta = decoding.accept(out.logits[0, -1])
-            density = stats.density if density is None else density  # the prefill's
-            if delta:
-                yield delta
-            if decoding.finish is not None:
-                break
-            step = torch.tensor([[decoding.token]], device=device)
-    yield decoding.result(peak_mb=memory.peak_mb(), density=density)
+            tokens = torch.tensor([[row.decoding.token] for row in rows], device=device)
+            positions = torch.tensor([row.position for row in rows], device=device)
+            self.cache.decode(positions, int(positions.max()) + 1)
+            self.cross.read(count, longest)
+            self.caches.is_updated = dict.fromkeys(range(self.layers), True)  # every row's cross keys are in
+            reads = torch.arange(self.cache.view_length, device=device) <= positions[:, None]
+            encoder_lengths = torch.tensor([row.encoder_length for row in rows], device=device)
+            encoder_mask = torch.arange(longest, device=device) < encoder_lengths[:, None]
+            # The encoder's output is read only for its shape: its keys are in the cross cache
+            hidden = torch.zeros((), dtype=model.dtype, device=device).expand(count, longest, model.config.d_model)
+            if self.positions is not None:
+                self.positions.positions = positions[:, None]
+            try:
+                logits = model(
+                    decoder_input_ids=tokens,
+                    decoder_attention_mask=reads,
+                    encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
+                    attention_mask=encoder_mask,
+                    past_key_values=self.caches,
+                    use_cache=True,
+                    studio_choice=self.key[1],
+                    studio_pages=self.cache.page_bounds(),
+                    position_ids=positions[:, None],  # a sparse pattern's decode step reads each row's own
+                ).logits[:, -1]
+            finally:
+                if self.positions is not None:
+                    self.positions.positions = None
+        for i, row in enumerate(rows):
+            row.position += 1
+            row.took_step(count, None)
+            self._accept(row, logits[i])
+
+    def _move_row(self, source: int, target: int) -> None:
+        self.cache.move_row(source, target)
+        self.cross.move_row(source, target)
+
+    def memory_bytes(self) -> int:
+        return self.cache.memory_bytes() + self.cross.memory_bytes()

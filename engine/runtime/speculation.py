@@ -40,7 +40,7 @@ from engine.platform.measure import now
 from engine.runtime.step import step_width
 
 if TYPE_CHECKING:
-    from engine.runtime.batching import Batch
+    from engine.runtime.batching import CausalBatch
 
 SHORTEST_MATCH = 2  # tokens of the row's end that must recur before their follow-up is guessed
 # auto: a row's share of guesses kept starts as if PRIOR_KEPT of PRIOR_PROPOSED had been (optimistic
@@ -98,7 +98,7 @@ class StepCosts:
         return wide / plain
 
 
-def plan(batch: Batch) -> tuple[list[list[int]], int] | None:
+def plan(batch: CausalBatch) -> tuple[list[list[int]], int] | None:
     """Each row's guesses and the step's width: its last token and the longest run of guesses,
     rounded up to a power of two (a compiled step per width), within the step's token budget and
     every row's cache; None: a plain step (no row guesses, or a sparse batch, whose keys are picked
@@ -129,7 +129,7 @@ def plan(batch: Batch) -> tuple[list[list[int]], int] | None:
     return guesses, min(width, step_width(1 + max(len(g) for g in guesses)))
 
 
-def _paying_guesses(batch: Batch, guesses: list[list[int]]) -> int:
+def _paying_guesses(batch: CausalBatch, guesses: list[list[int]]) -> int:
     """How many of each row's guesses to check (0: none): the step width, of those up to the guesses'
     longest, whose tokens expected a second beat a plain step's by the most. Expected: each row's
     tokens for its guesses (one without) against that width's cost, as the batch timed it; so rows
@@ -147,7 +147,7 @@ def _paying_guesses(batch: Batch, guesses: list[list[int]]) -> int:
     return best
 
 
-def _drafted(batch: Batch, draft: LoadedModel, width: int) -> list[list[int]]:
+def _drafted(batch: CausalBatch, draft: LoadedModel, width: int) -> list[list[int]]:
     """Guesses by the draft model for every row (those without a draft ignore theirs): its greedy
     tokens, one step of all rows at a time, as many steps as the rows it drafts for have room.
     It reads the batch's cache, where every accepted token's keys are the model's own, and writes

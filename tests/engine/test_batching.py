@@ -14,7 +14,7 @@ from test_engine import ask
 
 from engine import Chunk, Comparison, Engine, GenerationRequest, Result, run, stream_request
 from engine.attention.choice import AttentionChoice
-from engine.runtime.batching import Batch, planned_bytes
+from engine.runtime.batching import CausalBatch, planned_bytes
 from engine.runtime.compile import DENSE
 
 TEXTS = [  # prompts of different lengths: each row of the batch stands at its own position
@@ -121,8 +121,8 @@ def test_a_prompt_prefilled_in_chunks_while_others_decode_gets_its_tokens_alone(
     tokens are those it gets alone (prefilled whole)."""
     cache.runner.prefill_chunk = 5
     chunks: list[int] = []
-    join_step = Batch.join_step
-    monkeypatch.setattr(Batch, "join_step", lambda batch, chunk: (chunks.append(chunk), join_step(batch, chunk)))
+    join_step = CausalBatch.join_step
+    monkeypatch.setattr(CausalBatch, "join_step", lambda batch, chunk: (chunks.append(chunk), join_step(batch, chunk)))
     options = {"precision": "fp32", **KINDS[kind]}
     joining = ask("tiny-llama", text=TEXTS[3], max_new_tokens=10, **options)
     alone = run(joining, cache)
@@ -177,7 +177,7 @@ def test_a_prompt_half_prefilled_in_chunks_joins_where_the_batch_has_room_when_i
         deliver = lambda item: results.__setitem__(i, item) if isinstance(item, Result) else None  # noqa: E731
         return Row(decoding, deliver, cancelled=lambda: False, memory=PeakMemory(loaded.device), queue_s=0)
 
-    batch = Batch(loaded, (256, DENSE), capacity=4)
+    batch = CausalBatch(loaded, (256, DENSE), capacity=4)
     first, second, third = row(0), row(1), row(2)
     batch.add(first)
     batch.add(second)
@@ -263,7 +263,7 @@ def test_one_at_a_time_when_the_capacity_is_one(tiny_env):
 def test_a_batch_cache_takes_what_was_planned_and_counts_in_the_budget(cache):
     loaded = cache.get("tiny-llama", "fp32")
     before = cache.models.used_mb()
-    batch = Batch(loaded, (256, DENSE), capacity=4)
+    batch = CausalBatch(loaded, (256, DENSE), capacity=4)
     loaded.batches.by_key[(256, DENSE)] = batch
     request = ask("tiny-llama", text=TEXTS[1], max_new_tokens=3)
     from engine.platform.measure import PeakMemory

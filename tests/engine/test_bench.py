@@ -402,10 +402,12 @@ def test_serve_sizes_builds_each_model_at_its_configured_size_and_serves_it(stud
         ("tiny-causal", "one-at-a-time", 2),
         ("tiny-seq2seq", "batched", 1),
         ("tiny-seq2seq", "batched", 2),
+        ("tiny-seq2seq", "batched, half sparse", 2),
         ("tiny-seq2seq", "one-at-a-time", 1),
         ("tiny-seq2seq", "one-at-a-time", 2),
     ]
     assert all(r["failures"] == 0 and r["tokens_per_s"] > 0 for r in rows)
+    assert next(r for r in rows if r["model"] == "tiny-seq2seq" and r["users"] == 2)["mean_batch"] > 1  # batched
     directory = Path(sizes.built("tiny-seq2seq").removeprefix("local:"))
     config = json.loads((directory / "config.json").read_text())
     assert (config["model_type"], config["d_model"], config["vocab_size"]) == ("marian", 16, 49153)

@@ -104,7 +104,9 @@ def test_a_comparison_shows_both_sides_distributions_where_the_answers_part(cach
     for side, result in (("a", comparison.a), ("b", comparison.b)):
         own, scored = result.logprobs[at], getattr(parted, side)
         assert scored.token_id == own.token_id == result.token_ids[at] and scored.token == own.token
-        assert scored.logprob == pytest.approx(own.logprob, abs=1e-3)
+        # int4-wo's kernel for one decoded row and for the teacher-forced answer round apart: 0.002
+        # on an AMD EPYC (fp32: both within 1e-3)
+        assert scored.logprob == pytest.approx(own.logprob, abs=1e-3 if side == "a" else 1e-2)
         assert [a.token_id for a in scored.top] == [a.token_id for a in own.top]
     assert parted.a.token_id != parted.b.token_id
     assert parted.context and parted.context in comparison.a.text
