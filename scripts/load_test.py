@@ -6,8 +6,9 @@ settings the app had before batching: 1 request in the engine, 16 waiting); on r
 `whole-prompts` (batched, each new prompt prefilled at once, as before chunked prefill). Then N users, each a
 thread with its own client, send R mixed requests one after another (chat, code, classification,
 summarization, translation). Before the timed round, a warm-up: every user once at the same time,
-then a pause for the background compiles that burst asked for (a warm server); `--no-warm-up`
-times a server fresh from its first request instead. Prints per mode: failures (with the first
+then a wait until the app's process is quiet (the background compiles that burst asked for are done:
+a warm server; a step compiled cold took 180 s here with four compiling at once, so no fixed pause
+fits every machine); `--no-warm-up` times a server fresh from its first request instead. Prints per mode: failures (with the first
 message), p50 / p95 latency, the wall time, and which decode path the requests ran; the ratio of
 wall times is the speed-up.
 
@@ -25,12 +26,15 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
 from app_process import launch, stop
 from gradio_client import Client
 
 from engine.bench.report import percentile
 
-WARM_UP_PAUSE_S = 90  # idle after the warm-up burst: background compiles run only between requests
+# After the warm-up burst, background compiles run only between requests: wait until the app's
+# process tree has used under QUIET_CPU of a core over QUIET_S (at most WARM_UP_LIMIT_S)
+QUIET_CPU, QUIET_S, WARM_UP_LIMIT_S = 0.15, 10.0, 1200.0
 MODES = {
     "batched": {},
     "whole-prompts": {"STUDIO_PREFILL_CHUNK": "0"},  # batched, each prompt prefilled at once (before chunks)
@@ -78,6 +82,27 @@ def _user(url: str, user: int, requests: int) -> list[tuple[float, str | None, s
     return outcomes
 
 
+def _wait_until_quiet(pid: int) -> float:
+    """Seconds until the process `pid` and its children used under QUIET_CPU of a core over QUIET_S."""
+    start = time.monotonic()
+    root = psutil.Process(pid)
+    while time.monotonic() - start < WARM_UP_LIMIT_S:
+        tree = [root, *root.children(recursive=True)]
+        before = sum(_cpu_s(p) for p in tree)
+        time.sleep(QUIET_S)
+        if sum(_cpu_s(p) for p in tree) - before < QUIET_CPU * QUIET_S:
+            break
+    return time.monotonic() - start
+
+
+def _cpu_s(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.Error:  # it ended meanwhile (a compiler)
+        return 0.0
+    return times.user + times.system
+
+
 def _round(url: str, users: int, requests: int) -> list[tuple[float, str | None, str]]:
     with ThreadPoolExecutor(users) as pool:
         return [o for seen in pool.map(lambda u: _user(url, u, requests), range(users)) for o in seen]
@@ -88,7 +113,8 @@ def run_mode(mode: str, users: int, requests: int, warm_up: bool) -> dict:
     try:
         if warm_up:
             _round(url, users, 1)
-            time.sleep(WARM_UP_PAUSE_S)
+            waited = _wait_until_quiet(app.pid)
+            print(f"{mode}: the app was quiet {waited:.0f} s after the warm-up burst", flush=True)
         start = time.perf_counter()
         outcomes = _round(url, users, requests)
         wall = time.perf_counter() - start
