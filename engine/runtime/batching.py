@@ -1,7 +1,8 @@
 """Continuous batching: what every batch does with its rows (`Batch`: join, deliver, leave), and a
 causal model's batches (`CausalBatch`; an encoder-decoder's are in engine.runtime.seq2seq). Sequences
-that share an attention choice decode together, one forward per step for all of them, in a batch whose length bucket fits the longest
-(engine.runtime.step.step_key; a request joins a batch of a longer bucket rather than start its own).
+that share an attention choice decode together, one forward per step for all of them, in a batch
+whose length bucket fits the longest (engine.runtime.step.step_key; a request joins a batch of a
+longer bucket rather than start its own).
 
 A request joins at the next step: its prompt is prefilled alone into a free row of the batch's
 KV cache, its first token comes from that prefill, and from then on each step gives it one token.
