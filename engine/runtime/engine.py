@@ -80,7 +80,7 @@ class Engine:
                     loaded.model, identity, compiles, self.max_batch, self.background, chosen.max_compiled_steps
                 )
                 loaded.batches = ModelBatches(self.max_batch)
-            else:
+            elif loaded.spec.family == "seq2seq":
                 loaded.batches = ModelBatches(decoder_rows(loaded.model, self.max_batch))
             return loaded
 

@@ -15,6 +15,7 @@ batches hold one row each (`decoder_rows`).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from engine.attention.choice import AttentionChoice
 from engine.models.loader import LoadedModel
+from engine.platform.errors import InputError
 from engine.runtime.batching import Batch, JoinError, Row
 from engine.runtime.kv_cache import CrossCache, RowCache, decoder_layers
 from engine.runtime.step import BatchKey, keeps_pages
@@ -38,22 +40,26 @@ class RowPositions(nn.Module):
         self.table = table
         self.positions: torch.Tensor | None = None
 
-    def forward(self, shape_or_ids, cache_length: int = 0, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, *args, **kwargs) -> torch.Tensor:
         if self.positions is None:
-            return self.table(shape_or_ids, cache_length, position_ids=position_ids)
+            return self.table(*args, **kwargs)
+        shape_or_ids, cache_length = args[0], args[1] if len(args) > 1 else kwargs.get("cache_length", 0)
         # (rows, 1, d): BART's table adds a leading axis to the ids it is given, Marian's does not
         return self.table(shape_or_ids, cache_length, position_ids=self.positions).reshape(*self.positions.shape, -1)
 
 
 def decoder_rows(model: Any, capacity: int) -> int:
     """The rows an encoder-decoder model's batches hold: `capacity` where its decoder's positions come
-    from a table (which is wrapped in RowPositions here, once), else 1."""
+    from a table called as Marian's and BART's are, (ids or their shape, cache length, position_ids=)
+    (wrapped in RowPositions here, once), else 1: one row's position is the cache's length, right
+    for any decoder (T5's relative buckets, M2M100's and LED's tables, called otherwise)."""
     decoder = model.get_decoder()
     table = getattr(decoder, "embed_positions", None)
-    if table is None:
+    if isinstance(table, RowPositions):
+        return capacity
+    if table is None or list(inspect.signature(table.forward).parameters)[1:3] != ["cache_length", "position_ids"]:
         return 1
-    if not isinstance(table, RowPositions):
-        decoder.embed_positions = RowPositions(table)
+    decoder.embed_positions = RowPositions(table)
     return capacity
 
 
@@ -69,6 +75,7 @@ class Seq2SeqBatch(Batch):
         self.cross = CrossCache(self.layers, capacity, key[0])
         self.caches = EncoderDecoderCache(self.cache, self.cross)
         positions = loaded.model.get_decoder().embed_positions if capacity > 1 else None
+        assert positions is None or isinstance(positions, RowPositions), "rows need their own positions: decoder_rows"
         self.positions: RowPositions | None = positions
 
     @property
@@ -94,6 +101,13 @@ class Seq2SeqBatch(Batch):
         options = request.options
         choice = AttentionChoice(options.attention, options.sparse, row.stats)
         start = torch.tensor([[loaded.decoder_start, *request.answer_start]], device=loaded.device)
+        # A row past its table's end would fail the step of every row: it is refused alone, here
+        limit = getattr(loaded.model.config, "max_position_embeddings", None) if self.positions else None
+        if limit is not None and start.shape[1] + options.max_new_tokens > limit:
+            raise InputError(
+                f"{loaded.spec.name}'s decoder has {limit} positions: ask for at most "
+                f"{limit - start.shape[1]} new tokens."
+            )
         index = len(self.rows)
         self.cache.prefill(index)
         self.cross.prefill(index)

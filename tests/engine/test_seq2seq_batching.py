@@ -1,8 +1,10 @@
 """Encoder-decoder requests decode in batches (engine.runtime.seq2seq): each row with its own encoder
-output, keys and position gets the tokens it gets alone, and alone what transformers' own greedy
-`generate` gives."""
+output, keys and position gets the tokens it gets alone, and alone what a forward without a cache
+picks."""
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ from test_batching import TEXTS, together, wait_until
 from test_engine import ask
 
 from engine import Engine, Result, run, stream_request
+from engine.platform.errors import InputError
 from engine.runtime.decoding import encode_prompt
 
 
@@ -70,3 +73,16 @@ def test_requests_that_arrive_while_others_decode_join_their_batch(cache):
     results = [next(item for item in stream if isinstance(item, Result)) for stream in streams]
     assert [r.token_ids for r in results] == [r.token_ids for r in alone]
     assert max(r.metrics.batch_size for r in results) > 1
+
+
+def test_an_answer_longer_than_the_decoders_position_table_is_refused_alone(cache):
+    """Past its table's end a row would fail the step of every row: it is refused when it joins, and
+    a request decoding meanwhile gets its tokens alone."""
+    short = ask("tiny-marian", text=TEXTS[1], max_new_tokens=12, precision="fp32")
+    alone = run(short, cache)
+    too_long = ask("tiny-marian", text=TEXTS[0], max_new_tokens=300, precision="fp32")
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(run, short, cache), pool.submit(run, too_long, cache)]
+        assert futures[0].result(timeout=60).token_ids == alone.token_ids
+        with pytest.raises(InputError, match="256 positions: ask for at most 255 new tokens"):
+            futures[1].result(timeout=60)
