@@ -37,3 +37,21 @@ class AttentionChoice:
 
 
 DENSE = AttentionChoice()
+
+
+@dataclass(frozen=True)
+class RowChoices:
+    """A batch step whose rows attend differently (engine.runtime.batching): the distinct choices, in
+    a fixed order, and whether the batch's cache keeps Quest's page bounds (a compiled step is traced
+    for one cache layout). Each row's index into `choices` comes with the step, as a tensor (its rows
+    change from step to step; the choices, which a compiled step traces as constants, seldom do)."""
+
+    choices: tuple[AttentionChoice, ...]
+    pages: bool
+
+    @property
+    def mode(self) -> str:
+        return "mixed"
+
+
+StepChoice = AttentionChoice | RowChoices  # what one forward's attention does: the same for every row, or per row

@@ -20,7 +20,7 @@ from transformers.masking_utils import (
 )
 
 from engine.attention.blocked import blocked_attention, content_keys
-from engine.attention.choice import DENSE, AttentionChoice
+from engine.attention.choice import DENSE, RowChoices, StepChoice
 from engine.attention.content import PAGE, page_bounds, prefills_by_content
 from engine.attention.context import INSPECTOR, PROBE, sparse_kernel_name
 from engine.attention.flex import flex_content_block_mask, flex_sparse_attention
@@ -43,13 +43,19 @@ def studio_attention(
     scaling: float | None = None,
     is_causal: bool | None = None,
     position_bias: torch.Tensor | None = None,
-    studio_choice: AttentionChoice | None = None,  # the request's, a forward argument on every path (None: dense)
+    studio_choice: StepChoice | None = None,  # the request's, a forward argument on every path (None: dense)
     studio_pages: list | None = None,  # per layer, (min, max) key bounds per page (engine.runtime.kv_cache), for Quest
     studio_traced: bool = False,  # a compiled decode step, as the compiler traces it (engine.runtime.step)
+    studio_rows: torch.Tensor | None = None,  # with RowChoices: (B,) each row's index into its choices
     **kwargs,
 ):
     # `studio_traced`, not torch.compiler.is_compiling(): that flag is process-wide, so a compile tracing
     # in a background thread would turn it on for an eager forward on the engine thread.
+    if isinstance(studio_choice, RowChoices) and not _kind(module, is_causal)[1]:
+        return _rows_attention(query, key, value, attention_mask, studio_choice, studio_rows, scaling, position_bias,
+                               kwargs.get("position_ids"), studio_pages, module.layer_idx), None  # fmt: skip
+    if isinstance(studio_choice, RowChoices):  # a decoder's cross-attention: dense for every row
+        studio_choice = DENSE
     choice = studio_choice or DENSE
     if not isinstance(attention_mask, StudioMask):  # a caller-made 4D mask or None: plain SDPA
         if _grouped_queries(module, query, attention_mask, position_bias, dropout):  # a speculating step
@@ -58,8 +64,7 @@ def studio_attention(
             module, query, key, value, attention_mask, dropout, scaling, is_causal, position_bias, **kwargs
         )
     mask = attention_mask
-    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    cross_attention = getattr(module, "is_decoder", False) and not causal
+    causal, cross_attention = _kind(module, is_causal)
     if not cross_attention and not studio_traced and (inspector := INSPECTOR.get()) is not None:
         # transformers' attention modules hold their layer index as an int (nn.Module's stub: Tensor | Module)
         inspector(cast(int, module.layer_idx), query, key, scaling if scaling is not None else query.shape[-1] ** -0.5)
@@ -134,6 +139,12 @@ def studio_attention(
     return out.transpose(1, 2).contiguous(), None  # (B, Lq, H, D), as transformers expects
 
 
+def _kind(module: torch.nn.Module, is_causal: bool | None) -> tuple[bool, bool]:
+    """Whether the layer's attention is causal, and whether it is a decoder's cross-attention."""
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    return causal, getattr(module, "is_decoder", False) and not causal
+
+
 def _grouped_queries(module, query: torch.Tensor, mask, position_bias, dropout: float) -> bool:
     """Several queries a sequence on grouped key heads, with a boolean 4D mask shared by the heads:
     engine.attention.grouped serves them without copying the keys."""
@@ -148,15 +159,34 @@ def _sparse_one_query(
 ):  # fmt: skip
     """One query per sequence under a pattern with static shapes (a compiled step traces it once per
     bucket): each sequence's fixed-size key set gathered from the cache, or, for a pattern without
-    one, the whole cache masked by the pattern's rule. A query-aware pattern adds, per KV head, the
-    keys it picks by content from the page bounds (`pages`: kept by the cache; else computed here)."""
-    rows, keep = mask.one_query_keys(pattern, settings, key.shape[2], query.device, positions)
+    one, the whole cache masked by the pattern's rule."""
+    rows, keep = _one_query_keys(query, key, mask, pattern, settings, positions, pages)
     probe = None if traced else PROBE.get()
+    if probe is not None:
+        probe(layer, query, key, rows, keep)
     if rows is None:
-        if probe is not None:
-            probe(layer, query, key, None, keep)
         return one_query_attention(query, key, value, keep, scaling, position_bias), None
-    b, kv_heads, length, dim = key.shape
+    b, kv_heads, _, dim = key.shape
+    index = rows[..., None].expand(-1, -1, -1, dim)
+    bias = None
+    if position_bias is not None:  # per query head: its KV head's rows
+        per_head = rows.repeat_interleave(query.shape[1] // kv_heads, 1)[:, :, None, :]
+        bias = position_bias.expand(b, -1, -1, -1).gather(-1, per_head)
+    picked = one_query_attention(query, key.gather(2, index), value.gather(2, index), keep, scaling, bias)
+    return picked, None
+
+
+def _one_query_keys(
+    query, key, mask: StudioMask, pattern, settings, positions, pages
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """A one-query step's keys under a pattern: per sequence and KV head, the cache rows it reads and
+    which of them count, (B, Hkv, keys) and (B, Hkv, 1, keys); or, for a pattern without a fixed-size
+    set, None and (B, 1, 1, Lk) over the whole cache. A query-aware pattern adds, per KV head, the keys
+    it picks by content from the page bounds (`pages`: kept by the cache; else computed here)."""
+    rows, keep = mask.one_query_keys(pattern, settings, key.shape[2], query.device, positions)
+    if rows is None:
+        return None, keep
+    b, kv_heads, length, _ = key.shape
     rows, keep = rows.expand(b, -1)[:, None, :].expand(-1, kv_heads, -1), keep.expand(b, kv_heads, -1, -1)
     if pattern.query_aware:
         at = mask.query_positions(positions, query.device)
@@ -169,15 +199,35 @@ def _sparse_one_query(
         if (allowed := mask.dense()) is not None:  # the model's own mask (the batch's row lengths, padding)
             valid = valid & allowed.expand(b, kv_heads, -1, -1)[:, :, 0, :].gather(-1, picked)
         rows, keep = torch.cat([rows, picked], -1), torch.cat([keep, valid[:, :, None, :]], -1)
-    if probe is not None:
-        probe(layer, query, key, rows, keep)
-    index = rows[..., None].expand(-1, -1, -1, dim)
-    bias = None
-    if position_bias is not None:  # per query head: its KV head's rows
-        per_head = rows.repeat_interleave(query.shape[1] // kv_heads, 1)[:, :, None, :]
-        bias = position_bias.expand(b, -1, -1, -1).gather(-1, per_head)
-    picked = one_query_attention(query, key.gather(2, index), value.gather(2, index), keep, scaling, bias)
-    return picked, None
+    return rows, keep
+
+
+def _rows_attention(
+    query, key, value, mask: StudioMask, choices: RowChoices, which, scaling, position_bias, positions, pages, layer
+) -> torch.Tensor:
+    """A one-query step whose rows attend by their own choices (`which`: (B,) each row's index into
+    `choices`): one attention over the whole cache, each row masked to the keys its choice reads
+    (the same keys it reads alone, gathered there; no key is in a set twice). Static shapes, so one
+    compiled step serves any rows of these choices, at the cost of a dense step's attention."""
+    assert isinstance(mask, StudioMask) and query.shape[2] == 1, "rows attend differently only in decode steps"
+    assert which is not None, "RowChoices come with each row's index (engine.runtime.step.step_choice)"
+    b, kv_heads, length, _ = key.shape
+    full = (b, kv_heads, 1, length)
+    keeps = []
+    for choice in choices.choices:
+        pattern = pattern_for(choice.settings, causal=True) if choice.mode == "sparse" else None
+        if pattern is None or pattern.keeps_all(mask.shape.kv_offset + mask.shape.kv_length, choice.settings):
+            allowed = mask.dense()
+            keeps.append(allowed.expand(full) if allowed is not None else query.new_ones(full, dtype=torch.bool))
+            continue
+        pages_here = pages[layer] if pages is not None else None
+        rows, keep = _one_query_keys(query, key, mask, pattern, choice.settings, positions, pages_here)
+        if rows is not None:  # the gathered set as a mask over the cache
+            counts = torch.zeros((b, kv_heads, length), dtype=torch.int32, device=key.device)
+            keep = counts.scatter_add(-1, rows, keep[:, :, 0, :].to(torch.int32))[:, :, None, :] > 0
+        keeps.append(keep.expand(full))
+    keep = torch.stack(keeps)[which, torch.arange(b, device=query.device)]
+    return one_query_attention(query, key, value, keep, scaling, position_bias)
 
 
 def register() -> None:

@@ -6,7 +6,8 @@ Each user is a thread that sends its requests one after another through the engi
 the table gives the aggregate output speed (all new tokens over the wall time), latency and time to
 first token as each user saw them (p50, p95), how many sequences shared each decode step, and the
 decode path. "one-at-a-time" is the same engine with a batch capacity of 1 (STUDIO_MAX_BATCH=1);
-"batched, half sparse" has every other user on sparse attention, which decodes in a batch of its own.
+"batched, half sparse" has every other user on sparse attention, in the same batches (each row
+attends by its own choice: engine.runtime.step.step_choice).
 Compiled steps are compiled before the timings (each mode its own), so both run what a warm server runs.
 A seq2seq model's users send each question as a text to translate or summarize (their tasks' requests).
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass, replace
 from engine.api.options import RunOptions
 from engine.api.request import GenerationRequest, Message
 from engine.api.results import Result
-from engine.attention.choice import DENSE, AttentionChoice, SparseSettings
+from engine.attention.choice import DENSE, AttentionChoice, SparseSettings, StepChoice
 from engine.bench.report import percentile
 from engine.bench.sizes import SIZES, built
 from engine.experiments.figures import figure_panels
@@ -34,6 +35,7 @@ from engine.models.loader import LoadedModel
 from engine.models.precision_menu import PRECISION_BY_NAME
 from engine.models.registry import DEFAULT_MODEL
 from engine.runtime.engine import Engine
+from engine.runtime.step import bucket_for, step_choice, step_key
 from engine.service import Chunk, stream_request
 
 Progress = Callable[[float, str], None]
@@ -57,7 +59,7 @@ QUESTIONS = [
 ]
 MODES = {"batched": None, "one-at-a-time": 1}  # batch capacity: the settings' default, or 1
 MIXED = "batched, half sparse"  # the batched engine, every other user on sparse attention
-SPARSE_WINDOW = 32  # under the 256-token bucket: sparse sequences then need a step (a batch) of their own
+SPARSE_WINDOW = 32  # under the 256-token bucket: sparse rows then attend otherwise than dense ones
 
 
 @dataclass
@@ -119,7 +121,7 @@ def serve_round(
     options: RunOptions,
     half_sparse: bool = False,
 ) -> ServeRow:
-    """`half_sparse`: every other user asks for sparse attention (another batch)."""
+    """`half_sparse`: every other user asks for sparse attention."""
     sparse = replace(options, attention="sparse", window=SPARSE_WINDOW, sinks=4)
     loaded = engine.get(options.model, options.precision)
     plans = [
@@ -158,7 +160,7 @@ def serve_round(
     )
 
 
-def warm(engine: Engine, options: RunOptions, steps: dict[AttentionChoice, set[int]]) -> None:
+def warm(engine: Engine, options: RunOptions, steps: dict[StepChoice, set[int]]) -> None:
     """Load, compile the steps the rounds will use (per attention choice, the batch sizes), and run
     once: first-call costs are not timed."""
     loaded = engine.get(options.model, options.precision)
@@ -181,11 +183,13 @@ def serve_table(
     progress: Progress | None = None,
     label: str | None = None,
 ) -> list[ServeRow]:
-    """Per mode, a row per user count; the batched mode of a causal model also runs the largest
-    count that fits one batch with every other user on sparse attention (their own batch): what
-    mixing costs. `label`: the model's name in the rows (default: `model`)."""
+    """Per mode, a row per user count; the batched mode also runs the largest count that fits one
+    batch with every other user on sparse attention: what mixing costs. `label`: the model's name in
+    the rows (default: `model`)."""
     options = RunOptions(model=model, precision=precision, max_new_tokens=new_tokens)
-    sparse = AttentionChoice("sparse", SparseSettings(window=SPARSE_WINDOW, sinks=4))
+    bucket = bucket_for(64 + new_tokens)  # warm's: a chat question's prompt and answer
+    sparse = step_key(bucket, AttentionChoice("sparse", SparseSettings(window=SPARSE_WINDOW, sinks=4)))[1]
+    mixed_step = step_choice([DENSE, sparse], pages=False)[0]
     rows: list[ServeRow] = []
     for m, (mode, capacity) in enumerate(MODES.items()):
         engine = Engine(max_batch=capacity)
@@ -193,7 +197,9 @@ def serve_table(
         mixed = max((u for u in users if 1 < u <= engine.max_batch), default=0) if capacity is None else 0
         if progress:
             progress(m / len(MODES), f"{mode}: loading and compiling")
-        warm(engine, options, {DENSE: sizes, **({sparse: {(mixed + 1) // 2}} if mixed else {})})
+        # the half-sparse round's steps: both kinds of rows, and the sparse ones alone as the round ends
+        rounds: dict[StepChoice, set[int]] = {mixed_step: {mixed // 2, mixed}, sparse: {mixed // 2}} if mixed else {}
+        warm(engine, options, {DENSE: sizes, **rounds})
         first = len(rows)
         for i, count in enumerate(users):
             if progress:

@@ -1,8 +1,10 @@
 """Continuous batching: what every batch does with its rows (`Batch`: join, deliver, leave), and a
 causal model's batches (`CausalBatch`; an encoder-decoder's are in engine.runtime.seq2seq). Sequences
-that share an attention choice decode together, one forward per step for all of them, in a batch
-whose length bucket fits the longest (engine.runtime.step.step_key; a request joins a batch of a
-longer bucket rather than start its own).
+decode together, one forward per step for all of them, in a batch whose length bucket fits the
+longest (engine.runtime.step; a request joins a batch of a longer bucket rather than start its own),
+each row attending by its own choice (dense, a sliding window, Quest, block top-k, with its own
+settings: engine.runtime.step.step_choice). Rows that pick keys by content (Quest, block top-k) need
+a cache that keeps page bounds; such a batch takes any row, one without takes the rest.
 
 A request joins at the next step: its prompt is prefilled alone into a free row of the batch's
 KV cache, its first token comes from that prefill, and from then on each step gives it one token.
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 import torch
 
 from engine.api.request import GenerationRequest
-from engine.attention.choice import DENSE, AttentionChoice, AttentionStats
+from engine.attention.choice import DENSE, AttentionChoice, AttentionStats, StepChoice
 from engine.attention.content import PAGE
 from engine.models.loader import LoadedModel
 from engine.platform.measure import PeakMemory, now
@@ -43,7 +45,14 @@ from engine.runtime.decoding import Decoding
 from engine.runtime.kv_cache import RowCache, kv_bytes_per_position
 from engine.runtime.prompt import Encoded
 from engine.runtime.speculation import SHORTEST_MATCH, StepCosts, expected_tokens, lookup, plan
-from engine.runtime.step import BatchKey, bucket_for, decode_step, keeps_pages, step_key, verify_step
+from engine.runtime.step import (
+    BatchKey,
+    bucket_for,
+    decode_step,
+    step_choice,
+    step_key,
+    verify_step,
+)
 
 Deliver = Callable[[object], None]  # hands a text delta, the Result or an exception to the request
 
@@ -56,8 +65,8 @@ class JoinError(Exception):
         self.row, self.error = row, error
 
 
-def batch_key(loaded: LoadedModel, request: GenerationRequest, encoded: Encoded) -> BatchKey:
-    """Which batch a request decodes in: its length bucket and attention choice. The bucket holds a
+def request_key(loaded: LoadedModel, request: GenerationRequest, encoded: Encoded) -> tuple[int, AttentionChoice]:
+    """A request's length bucket and attention choice (as its step reads it). The bucket holds a
     causal row's prompt and new tokens, or the longer of an encoder-decoder row's input (its encoder
     output) and its decoder's tokens (start, branch start, new tokens), which are cached apart."""
     options = request.options
@@ -80,6 +89,7 @@ class Row:
     memory: PeakMemory
     queue_s: float
     density: float = 1.0  # the prefill's
+    choice: AttentionChoice = DENSE  # how its decode steps attend (request_key's)
     position: int = 0  # where its next key goes: the tokens in its row of the cache
     encoder_length: int = 0  # an encoder-decoder's row: its encoder output's positions (in the cross cache)
     rows_summed: int = 0  # over its decode steps: the batch size of each
@@ -156,6 +166,10 @@ class Batch(ABC):
     @abstractmethod
     def capacity(self) -> int: ...
 
+    def attention(self) -> tuple[StepChoice, list[int] | None]:
+        """How this step's rows attend: one choice, or RowChoices with each row's index into them."""
+        return step_choice([row.choice for row in self.rows], self.key[1])
+
     @abstractmethod
     def join_step(self, chunk: int) -> None:
         """Let what waits join: with `chunk` 0 every waiting request, else a part of the first's prompt
@@ -217,7 +231,7 @@ class CausalBatch(Batch):
 
     def __init__(self, loaded: LoadedModel, key: BatchKey, capacity: int):
         super().__init__(loaded, key)
-        self.cache = RowCache(loaded.model.config.num_hidden_layers, capacity, key[0], pages=keeps_pages(key[1]))
+        self.cache = RowCache(loaded.model.config.num_hidden_layers, capacity, key[0], pages=key[1])
         self.staged: RowCache | None = None  # the first's chunks so far, when it is prefilled in chunks
         self.costs = StepCosts()  # what its steps took, by shape (auto speculation weighs them)
 
@@ -283,10 +297,12 @@ class CausalBatch(Batch):
             self._verify(*speculating)
             return
         rows = self.rows
-        compiled = self.compiled_step(len(rows), 1)
+        choice, which = self.attention()
+        compiled = self.compiled_step(choice, len(rows), 1)
         with torch.inference_mode():  # inputs made inside too: a compiled step is traced on inference tensors
             tokens, positions = self.inputs([[r.decoding.token] for r in rows], compiled)
-            logits = self._timed(self.loaded, compiled, tokens, positions)
+            indices = None if which is None else self.pad(torch.tensor(which, device=tokens.device), compiled)
+            logits = self._timed(self.loaded, compiled, tokens, positions, choice, indices)
         stepped = list(rows)  # rows that finish leave the batch as the loop goes
         for i, row in enumerate(stepped):
             row.position += 1
@@ -298,7 +314,7 @@ class CausalBatch(Batch):
         last token (keys past the row's end, never read); each row then picks from each position's
         logits in turn while its pick is the guess there."""
         rows = list(self.rows)
-        compiled = self.compiled_step(len(rows), width)
+        compiled = self.compiled_step(DENSE, len(rows), width)  # speculation.plan: dense rows only
         with torch.inference_mode():
             last = [row.decoding.token for row in rows]
             padded = [[t, *g] + [t] * (width - 1 - len(g)) for t, g in zip(last, guesses, strict=True)]
@@ -315,31 +331,53 @@ class CausalBatch(Batch):
                 kept += 1
             row.position += 1 + kept  # its last token's key and the kept guesses'
 
-    def compiled_step(self, rows: int, width: int) -> CompiledStep | None:
+    def compiled_step(self, choice: StepChoice, rows: int, width: int) -> CompiledStep | None:
         """The model's compiled step for `rows` rows of `width` tokens, if ready (engine.runtime.compile)."""
-        return self.loaded.compiled.step(self.key, rows, width) if self.loaded.compiled else None
+        return self.loaded.compiled.step((self.key[0], choice), rows, width) if self.loaded.compiled else None
 
     def inputs(self, tokens: list[list[int]], compiled: CompiledStep | None) -> tuple[torch.Tensor, torch.Tensor]:
         """A step's tokens (rows, width) and positions ((rows,) for one token a row, else (rows, width)),
         the rows' own, then the compiled step's free rows, which ride along from position 0, output unread."""
         device, width = self.loaded.device, len(tokens[0])
-        free = compiled.rows - len(tokens) if compiled else 0
-        ids = torch.tensor(tokens + [[0] * width] * free, device=device)
-        starts = torch.tensor([r.position for r in self.rows] + [0] * free, device=device)
+        ids = self.pad(torch.tensor(tokens, device=device), compiled)
+        starts = self.pad(torch.tensor([r.position for r in self.rows], device=device), compiled)
         return ids, starts if width == 1 else starts[:, None] + torch.arange(width, device=device)
 
-    def forward(self, loaded: LoadedModel, compiled: CompiledStep | None, tokens, positions) -> torch.Tensor:
-        """Logits of a step of `loaded` (the batch's model or a draft) on the batch's cache."""
+    @staticmethod
+    def pad(values: torch.Tensor, compiled: CompiledStep | None) -> torch.Tensor:
+        """A step input's rows and, for a compiled step, zeros for its free rows."""
+        free = compiled.rows - len(values) if compiled else 0
+        return torch.cat([values, values.new_zeros((free, *values.shape[1:]))]) if free else values
+
+    def forward(
+        self,
+        loaded: LoadedModel,
+        compiled: CompiledStep | None,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        choice: StepChoice = DENSE,
+        which: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits of a step of `loaded` (the batch's model or a draft) on the batch's cache, its rows
+        attending by `choice` (`which`: with RowChoices, each row's index into them)."""
         if compiled is not None:
-            return compiled.run(tokens, positions, self.cache)
+            return compiled.run(tokens, positions, self.cache, which)
         self.cache.decode(positions, int(positions.max()) + 1)
         step = decode_step if positions.dim() == 1 else verify_step
-        return step(loaded.model, tokens, positions, self.cache, self.key[1])
+        return step(loaded.model, tokens, positions, self.cache, choice, which=which)
 
-    def _timed(self, loaded: LoadedModel, compiled: CompiledStep | None, tokens, positions) -> torch.Tensor:
+    def _timed(
+        self,
+        loaded: LoadedModel,
+        compiled: CompiledStep | None,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        choice: StepChoice = DENSE,
+        which: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """forward, its time kept as the running cost of its shape (auto speculation weighs it)."""
         start = now(loaded.device)
-        logits = self.forward(loaded, compiled, tokens, positions)
+        logits = self.forward(loaded, compiled, tokens, positions, choice, which)
         self.costs.record((len(self.rows), tokens.shape[1], compiled is not None), now(loaded.device) - start)
         return logits
 
@@ -374,7 +412,7 @@ class ModelBatches:
 def planned_bytes(loaded: LoadedModel, key: BatchKey, capacity: int) -> int:
     """What a new batch's cache will take, from the model's config (before it exists): keys and values,
     plus two bounds per page of keys when it keeps them."""
-    bucket = key[0]
-    positions = bucket + (-(-bucket // PAGE) if keeps_pages(key[1]) else 0)
+    bucket, pages = key
+    positions = bucket + (-(-bucket // PAGE) if pages else 0)
     caches = 1 if loaded.spec.family == "causal" else 2  # an encoder-decoder's decoder: its own and cross keys
     return caches * capacity * positions * kv_bytes_per_position(loaded.model.config, loaded.model.dtype)

@@ -2,10 +2,11 @@
 graph per step).
 
 A batch's sequences live in a KV cache sized by a length bucket (engine.runtime.step); one compiled
-step per bucket, attention choice, row count and width (tokens a row: 1, or a speculating step's
-run of guesses, engine.runtime.speculation), so a few shapes cover every request. A sparse step
-reads each sequence's fixed-size key set (sinks + window) from the cache, so it compiles like the
-dense one. A compiled step serves every cache of its shape.
+step per bucket, attention choice (one for every row, or the distinct choices of rows attending
+differently: RowChoices, each row's index an input), row count and width (tokens a row: 1, or a
+speculating step's run of guesses, engine.runtime.speculation), so a few shapes cover every request.
+A sparse step reads each sequence's fixed-size key set (sinks + window) from the cache, so it
+compiles like the dense one. A compiled step serves every cache of its shape.
 
 Compiling takes minutes on a small CPU, so it never happens on a request: the first batch to need
 a step starts its compile in the background (engine.runtime.background: between requests, giving
@@ -32,7 +33,7 @@ import torch
 import torch._inductor.config as inductor_config
 from transformers import PreTrainedModel
 
-from engine.attention.choice import DENSE, AttentionChoice
+from engine.attention.choice import DENSE, AttentionChoice, RowChoices, StepChoice
 from engine.models.embedded import BUILDING
 from engine.models.gguf_group import GROUP_BLOCK_MATMULS
 from engine.models.packed import BlockLinear
@@ -40,7 +41,7 @@ from engine.platform.fallbacks import FALLBACKS
 from engine.runtime import saved_steps
 from engine.runtime.background import Background
 from engine.runtime.kv_cache import RowCache
-from engine.runtime.step import BatchKey, bucket_for, decode_step, keeps_pages, step_key, step_rows, verify_step
+from engine.runtime.step import StepKey, bucket_for, decode_step, keeps_pages, step_key, step_rows, verify_step
 from engine.runtime.step_variants import StepVariant, step_variants
 
 log = logging.getLogger(__name__)
@@ -59,18 +60,19 @@ def _own_copy(function: Callable, name: str) -> Callable:
 class CompiledStep:
     """decode_step (or, `width` > 1, verify_step) compiled for `rows` sequences in caches of one shape."""
 
-    run: Callable[[torch.Tensor, torch.Tensor, RowCache], torch.Tensor]  # (tokens, positions, cache) -> logits
+    # (tokens, positions, cache, each row's index into RowChoices or None) -> logits
+    run: Callable[[torch.Tensor, torch.Tensor, RowCache, torch.Tensor | None], torch.Tensor]
     rows: int
     width: int
     compile_s: float  # how long compiling (or loading) it took, in the background
     loaded: bool = False  # loaded as saved by an earlier process
 
 
-StepId = tuple[BatchKey, int, int]  # (batch key, rows, width)
+StepId = tuple[StepKey, int, int]  # (step key, rows, width)
 
 
 class CompiledDecode:
-    """The compiled decode steps of one loaded causal model, by batch key and row count: at most
+    """The compiled decode steps of one loaded causal model, by step key and row count: at most
     `max_steps` (STUDIO_MAX_COMPILED_STEPS) are ever started: each compile grows the process for good
     (the embedded model at fp32: about 100 MB a step, measured), and steps are kept for the model's life.
     `identity`: the loaded model in words (source, precision, configuration), which names its saved
@@ -94,8 +96,8 @@ class CompiledDecode:
         self._started: set[StepId] = set()
         self._lock = threading.Lock()
 
-    def step(self, key: BatchKey, batch: int, width: int = 1) -> CompiledStep | None:
-        """The compiled step for `batch` sequences of batch `key`, `width` tokens each, or None (run
+    def step(self, key: StepKey, batch: int, width: int = 1) -> CompiledStep | None:
+        """The compiled step for `batch` sequences of step `key`, `width` tokens each, or None (run
         eagerly): the first time its row count is asked for, its compile starts in the background.
         Until it is ready, a compiled step with more rows serves."""
         step_id = (key, step_rows(batch, self.capacity), width)
@@ -118,10 +120,13 @@ class CompiledDecode:
         with self._lock:
             return len(self._started) - len(self._steps) - len(self.failures)
 
-    def compile_now(self, tokens: int, choice: AttentionChoice = DENSE, batch: int = 1, width: int = 1) -> None:
+    def compile_now(self, tokens: int, choice: StepChoice = DENSE, batch: int = 1, width: int = 1) -> None:
         """Compile the step for `batch` sequences of `tokens`, `width` tokens a step each, in this thread
-        (benchmarks and tests; requests never wait)."""
-        step_id = (step_key(bucket_for(tokens), choice), step_rows(batch, self.capacity), width)
+        (benchmarks and tests; requests never wait). `choice`: a request's, or RowChoices as
+        engine.runtime.step.step_choice makes them."""
+        bucket = bucket_for(tokens)
+        key = (bucket, choice) if isinstance(choice, RowChoices) else step_key(bucket, choice)
+        step_id = (key, step_rows(batch, self.capacity), width)
         with self._lock:
             self._started.add(step_id)
         self._compile(step_id)
@@ -209,12 +214,13 @@ class CompiledDecode:
             if compiled is None:
                 return None
 
-            def run(tokens: torch.Tensor, positions: torch.Tensor, cache: RowCache) -> torch.Tensor:
+            def run(tokens: torch.Tensor, positions: torch.Tensor, cache: RowCache, which=None) -> torch.Tensor:
                 cache.decode(positions, cache.length)
-                return compiled(model, tokens, positions, cache, choice, True)
+                return compiled(model, tokens, positions, cache, choice, True, which)
 
+            which = _example_rows(choice, rows, device)
             for position in (1, 2):  # the first call compiles (unless ahead of time); the second checks it is reused
-                run(token, _example_positions(rows, width, position, device), scratch)
+                run(token, _example_positions(rows, width, position, device), scratch, which)
         return CompiledStep(run, rows, width, compile_s=time.perf_counter() - start, loaded=loaded)
 
     def _compiled_function(
@@ -238,7 +244,7 @@ class CompiledDecode:
         path = self._saved_file(step_id, variant)
         positions = _example_positions(rows, width, 1, token.device)
         scratch.decode(positions, scratch.length)
-        inputs = (self.model, token, positions, scratch, step_id[0][1], True)
+        inputs = (self.model, token, positions, scratch, choice, True, _example_rows(choice, rows, token.device))
         step = saved_steps.load(path, inputs)
         loaded = step is not None
         if step is None and load_only:
@@ -253,6 +259,11 @@ class CompiledDecode:
     def _saved_file(self, step_id: StepId, variant: StepVariant) -> Path:
         how = f"{step_id!r} capacity={self.capacity} {variant.name} {variant.mode} {sorted(variant.inductor.items())}"
         return saved_steps.step_file(self.identity, how)
+
+
+def _example_rows(choice: StepChoice, rows: int, device: torch.device) -> torch.Tensor | None:
+    """A step's `which` input, as batches give it: each row's index into RowChoices, else None."""
+    return torch.zeros(rows, dtype=torch.long, device=device) if isinstance(choice, RowChoices) else None
 
 
 def _example_positions(rows: int, width: int, position: int, device: torch.device) -> torch.Tensor:

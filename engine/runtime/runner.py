@@ -34,7 +34,7 @@ from engine.platform.errors import EngineStoppedError
 from engine.platform.heap import give_back
 from engine.platform.measure import PeakMemory
 from engine.platform.memory import is_out_of_memory
-from engine.runtime.batching import Batch, CausalBatch, JoinError, Row, batch_key
+from engine.runtime.batching import Batch, CausalBatch, JoinError, Row, request_key
 from engine.runtime.decoding import Decoding
 from engine.runtime.prompt import Encoded
 from engine.runtime.scheduler import Scheduler, Work
@@ -78,7 +78,7 @@ class Runner:
         if request.candidates is not None:
             work: Work = Job(lambda: once(lambda: score_labels(loaded, request, encoded)), ticket)
         else:
-            work = Generation(loaded, request, encoded, batch_key(loaded, request, encoded), ticket, draft)
+            work = Generation(loaded, request, encoded, request_key(loaded, request, encoded), ticket, draft)
         yield from self._follow(work)
 
     def stream(self, start: Callable[[], Iterator[T]], alone: bool = False) -> Iterator[T]:
@@ -220,14 +220,16 @@ class Runner:
             cancelled=ticket.cancelled.is_set,
             memory=PeakMemory(loaded.device),
             queue_s=queue_s,
+            choice=work.key[1],
             draft=work.draft,
         )
-        batches = loaded.batches
-        if work.key not in batches.by_key:
+        batches, key = loaded.batches, work.batch
+        assert key is not None  # the scheduler placed it before admitting it
+        if key not in batches.by_key:
             kind = CausalBatch if loaded.spec.family == "causal" else Seq2SeqBatch
-            batches.by_key[work.key] = kind(loaded, work.key, batches.capacity)
-            self._batches.append(batches.by_key[work.key])
-        batches.by_key[work.key].add(row)
+            batches.by_key[key] = kind(loaded, key, batches.capacity)
+            self._batches.append(batches.by_key[key])
+        batches.by_key[key].add(row)
 
     def _advance(self, job: Job) -> None:
         try:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from engine.models.loader import LoadedModel
 from engine.runtime.batching import planned_bytes
-from engine.runtime.step import BatchKey
+from engine.runtime.step import BatchKey, own_batch
 from engine.runtime.tickets import Generation, Job, Ticket
 
 Work = Generation | Job
@@ -45,22 +45,26 @@ class Scheduler:
                 if not busy and not admitted:
                     self.waiting.remove(work)
                     self._alone = work.ticket
+                    if isinstance(work, Generation):
+                        work.batch = own_batch(work.key)
                     admitted.append(work)
                 break  # nothing overtakes a request waiting to run alone
             if isinstance(work, Generation):
                 if (key := self._place(work, room, busy)) is None:
                     continue
-                work.key = key
+                work.batch = key
                 room[(id(work.loaded), key)] -= 1
             self.waiting.remove(work)
             admitted.append(work)
         return admitted
 
     def _place(self, work: Generation, room: Room, busy: bool) -> BatchKey | None:
-        """The batch a request joins: of those with its attention choice, a length bucket at least its
-        own and room, the fullest (a sequence shorter than its batch's bucket reads only its own keys);
-        else a new batch of its own bucket, memory permitting. None: it waits."""
-        bucket, choice = work.key
+        """The batch a request joins: of those with a length bucket at least its own, room, and page
+        bounds kept if its attention picks keys by content, the fullest (a sequence shorter than its
+        batch's bucket reads only its own keys; each row attends by its own choice); else a new batch
+        of its own bucket, memory permitting. None: it waits."""
+        own = own_batch(work.key)
+        bucket, pages = own
 
         def free(key: BatchKey) -> int:
             where = (id(work.loaded), key)
@@ -70,10 +74,10 @@ class Scheduler:
 
         planned = {key for loaded_id, key in room if loaded_id == id(work.loaded)}  # new batches of this round
         existing = set(work.loaded.batches.by_key) | planned
-        fitting = [key for key in existing if key[1] == choice and key[0] >= bucket and free(key) > 0]
+        fitting = [key for key in existing if key[0] >= bucket and (key[1] or not pages) and free(key) > 0]
         if fitting:
             return min(fitting, key=lambda key: (free(key), key[0]))
-        return work.key if free(work.key) > 0 else None
+        return own if free(own) > 0 else None
 
     def _room(self, loaded: LoadedModel, key: BatchKey, busy: bool) -> int:
         batches = loaded.batches

@@ -28,7 +28,7 @@ from engine.models.loader import LoadedModel
 from engine.platform.errors import InputError
 from engine.runtime.batching import Batch, JoinError, Row
 from engine.runtime.kv_cache import CrossCache, RowCache, decoder_layers
-from engine.runtime.step import BatchKey, keeps_pages
+from engine.runtime.step import BatchKey
 
 
 class RowPositions(nn.Module):
@@ -70,8 +70,8 @@ class Seq2SeqBatch(Batch):
     def __init__(self, loaded: LoadedModel, key: BatchKey, capacity: int):
         super().__init__(loaded, key)
         self.layers = decoder_layers(loaded.model.config)
-        # key[0] holds a row's encoder output and, apart, its decoder's tokens (engine.runtime.batching.batch_key)
-        self.cache = RowCache(self.layers, capacity, key[0], pages=keeps_pages(key[1]))
+        # key[0] holds a row's encoder output and, apart, its decoder's tokens (engine.runtime.batching.request_key)
+        self.cache = RowCache(self.layers, capacity, key[0], pages=key[1])
         self.cross = CrossCache(self.layers, capacity, key[0])
         self.caches = EncoderDecoderCache(self.cache, self.cross)
         positions = loaded.model.get_decoder().embed_positions if capacity > 1 else None
@@ -129,6 +129,7 @@ class Seq2SeqBatch(Batch):
     def step(self) -> None:
         rows, device, model = list(self.rows), self.loaded.device, self.loaded.model
         count, longest = len(rows), max(row.encoder_length for row in rows)
+        choice, which = self.attention()
         with torch.inference_mode():
             tokens = torch.tensor([[row.decoding.token] for row in rows], device=device)
             positions = torch.tensor([row.position for row in rows], device=device)
@@ -150,7 +151,8 @@ class Seq2SeqBatch(Batch):
                     attention_mask=encoder_mask,
                     past_key_values=self.caches,
                     use_cache=True,
-                    studio_choice=self.key[1],
+                    studio_choice=choice,
+                    studio_rows=None if which is None else torch.tensor(which, device=device),
                     studio_pages=self.cache.page_bounds(),
                     position_ids=positions[:, None],  # a sparse pattern's decode step reads each row's own
                 ).logits[:, -1]

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from engine.attention.choice import DENSE
 from engine.models.loader import LoadedModel
 from engine.platform.measure import now
 from engine.runtime.step import step_width
@@ -101,12 +102,13 @@ class StepCosts:
 def plan(batch: CausalBatch) -> tuple[list[list[int]], int] | None:
     """Each row's guesses and the step's width: its last token and the longest run of guesses,
     rounded up to a power of two (a compiled step per width), within the step's token budget and
-    every row's cache; None: a plain step (no row guesses, or a sparse batch, whose keys are picked
-    by rules a run of tokens would need its own of)."""
+    every row's cache; None: a plain step (no row guesses, or a row on sparse attention, whose keys
+    are picked by rules a run of tokens would need its own of, or a cache keeping page bounds, which
+    a run of tokens does not update)."""
     rows = batch.rows
     budget = STEP_TOKENS // len(rows)
     reach = max((row.decoding.request.options.lookahead for row in rows if row.speculation != "none"), default=0)
-    if batch.key[1].mode != "dense" or budget < 2 or not reach:
+    if batch.attention()[0].mode != "dense" or budget < 2 or not reach:
         return None
     width = min(step_width(1 + reach), 1 << (budget.bit_length() - 1))
     if any(row.position + width > batch.cache.length for row in rows):
@@ -139,7 +141,7 @@ def _paying_guesses(batch: CausalBatch, guesses: list[list[int]]) -> int:
     best, best_rate = 0, float(len(rows))  # a plain step: a token a row for a cost of 1
     width = 2
     while width <= step_width(1 + max(len(g) for g in guesses)):
-        ratio = batch.costs.ratio(len(rows), width, batch.compiled_step(len(rows), width) is not None)
+        ratio = batch.costs.ratio(len(rows), width, batch.compiled_step(DENSE, len(rows), width) is not None)
         rate = sum(row.expected(min(len(g), width - 1)) for row, g in zip(rows, guesses, strict=True)) / ratio
         if rate > best_rate:
             best, best_rate = width - 1, rate
@@ -154,7 +156,7 @@ def _drafted(batch: CausalBatch, draft: LoadedModel, width: int) -> list[list[in
     its guesses' keys past each row's position, where the checking step writes the model's."""
     rows = batch.rows
     steps = max(row.room(width) for row in rows if row.draft is draft)
-    compiled = draft.compiled.step(batch.key, len(rows)) if draft.compiled else None
+    compiled = draft.compiled.step((batch.key[0], DENSE), len(rows)) if draft.compiled else None  # plan: dense rows
     start = now(draft.device)
     drafted: list[torch.Tensor] = []
     with torch.inference_mode():

@@ -1,5 +1,6 @@
 """One decode step of a batch of sequences, and the shapes that decide which step runs: a length
-bucket (powers of two from 256), the attention choice and the row count."""
+bucket (powers of two from 256), the attention choice (one for every row, or each row's: RowChoices)
+and the row count."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import replace
 
 import torch
 
-from engine.attention.choice import DENSE, AttentionChoice
+from engine.attention.choice import DENSE, AttentionChoice, RowChoices, StepChoice
 from engine.attention.patterns import pattern_for
 from engine.runtime.kv_cache import RowCache
 
@@ -20,29 +21,42 @@ def bucket_for(tokens: int) -> int:
 
 
 def decode_step(
-    model, tokens: torch.Tensor, positions: torch.Tensor, cache: RowCache, choice, traced: bool = False
+    model,
+    tokens: torch.Tensor,
+    positions: torch.Tensor,
+    cache: RowCache,
+    choice: StepChoice,
+    traced: bool = False,
+    which: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Logits (rows, vocab) of one new token per sequence: `tokens` (rows, 1) at `positions` (rows,) of
     the cache's first rows, each sequence reading its own keys up to its position (cache.decode first).
-    `traced`: the step as the compiler traces it (engine.runtime.compile)."""
+    `traced`: the step as the compiler traces it (engine.runtime.compile). With RowChoices, `which`
+    (rows,) gives each row's index into its choices."""
     reads = torch.arange(cache.view_length, device=tokens.device) <= positions[:, None]
-    return _logits(model, tokens, reads, positions[:, None], cache, choice, traced)[:, -1]
+    return _logits(model, tokens, reads, positions[:, None], cache, choice, traced, which)[:, -1]
 
 
 def verify_step(
-    model, tokens: torch.Tensor, positions: torch.Tensor, cache: RowCache, choice=DENSE, traced: bool = False
+    model,
+    tokens: torch.Tensor,
+    positions: torch.Tensor,
+    cache: RowCache,
+    choice: StepChoice = DENSE,
+    traced: bool = False,
+    which: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Logits (rows, width, vocab) of `tokens` (rows, width) at `positions` (rows, width) of the cache's
     first rows: each row's last token and its speculated ones (engine.runtime.speculation), each token
     reading its row's keys up to its own position (cache.decode first). Dense attention only (`choice`
     is DENSE; decode_step's signature, so that the compiler treats both alike): the mask is built here,
     per token, and transformers hands a 4D mask to attention as it is."""
-    assert choice.mode == "dense"  # engine.api.validation refuses speculation with sparse attention
+    assert choice.mode == "dense" and which is None  # engine.api.validation refuses speculation with sparse attention
     reads = torch.arange(cache.view_length, device=tokens.device) <= positions[:, None, :, None]
-    return _logits(model, tokens, reads, positions, cache, choice, traced)
+    return _logits(model, tokens, reads, positions, cache, choice, traced, which)
 
 
-def _logits(model, tokens, reads, positions, cache: RowCache, choice, traced: bool) -> torch.Tensor:
+def _logits(model, tokens, reads, positions, cache: RowCache, choice, traced: bool, which) -> torch.Tensor:
     # The attention choice goes in as an argument: the compiler traces it as a constant, so the whole
     # step is one graph.
     out = model(
@@ -54,6 +68,7 @@ def _logits(model, tokens, reads, positions, cache: RowCache, choice, traced: bo
         studio_choice=choice,
         studio_pages=cache.page_bounds(),
         studio_traced=traced,
+        studio_rows=which,
     )
     return out.logits
 
@@ -64,10 +79,11 @@ def step_width(tokens: int) -> int:
     return 1 << (tokens - 1).bit_length()
 
 
-BatchKey = tuple[int, AttentionChoice]  # (bucket, attention choice without stats): one batch of sequences
+StepKey = tuple[int, StepChoice]  # (bucket, attention without stats): what one compiled step serves
+BatchKey = tuple[int, bool]  # (bucket, whether its cache keeps page bounds): one batch of sequences
 
 
-def step_key(bucket: int, choice: AttentionChoice) -> BatchKey:
+def step_key(bucket: int, choice: AttentionChoice) -> tuple[int, AttentionChoice]:
     """Requests that would run the same step share it: sparse settings the step does not read are
     reset, and a pattern that keeps every key of the bucket is dense attention."""
     if choice.mode == "dense":
@@ -78,9 +94,26 @@ def step_key(bucket: int, choice: AttentionChoice) -> BatchKey:
     return bucket, AttentionChoice("sparse", settings)
 
 
-def keeps_pages(choice: AttentionChoice) -> bool:
-    """Whether a batch's cache keeps per-page key bounds: its steps pick keys by content (Quest)."""
+def keeps_pages(choice: StepChoice) -> bool:
+    """Whether a cache keeps per-page key bounds: its steps pick keys by content (Quest)."""
+    if isinstance(choice, RowChoices):
+        return choice.pages
     return choice.mode == "sparse" and pattern_for(choice.settings, causal=True).query_aware
+
+
+def own_batch(key: tuple[int, AttentionChoice]) -> BatchKey:
+    """The batch a request of this bucket and choice starts when it joins none: pages kept if it reads them."""
+    return key[0], keeps_pages(key[1])
+
+
+def step_choice(choices: list[AttentionChoice], pages: bool) -> tuple[StepChoice, list[int] | None]:
+    """The attention of a step whose rows took `choices` (each a step_key's) in a cache that keeps page
+    bounds or not: their one choice where they share it and it keeps pages as the cache does (a step
+    as for each of them alone), else RowChoices with each row's index into them."""
+    distinct = sorted(set(choices), key=repr)  # a fixed order: a compiled step serves any order of rows
+    if len(distinct) == 1 and keeps_pages(distinct[0]) == pages:
+        return distinct[0], None
+    return RowChoices(tuple(distinct), pages), [distinct.index(choice) for choice in choices]
 
 
 def step_rows(batch: int, capacity: int) -> int:

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from engine.api.request import GenerationRequest
 from engine.api.results import Result
+from engine.attention.choice import AttentionChoice
 from engine.models.loader import LoadedModel
 from engine.platform.measure import OtherWork
 from engine.runtime.background import PROCESS
@@ -65,9 +66,10 @@ class Generation:
     loaded: LoadedModel
     request: GenerationRequest
     encoded: Encoded
-    key: BatchKey
+    key: tuple[int, AttentionChoice]  # its own bucket and attention choice (engine.runtime.step.step_key)
     ticket: Ticket
     draft: LoadedModel | None = None  # speculation draft: the same model at a cheaper precision, which guesses
+    batch: BatchKey | None = None  # the batch it joins, as the scheduler places it
 
 
 @dataclass

@@ -13,9 +13,9 @@ import torch
 from test_engine import ask
 
 from engine import Chunk, Comparison, Engine, GenerationRequest, Result, run, stream_request
-from engine.attention.choice import AttentionChoice
+from engine.attention.choice import DENSE, AttentionChoice, RowChoices, SparseSettings
 from engine.runtime.batching import CausalBatch, planned_bytes
-from engine.runtime.compile import DENSE
+from engine.runtime.step import step_choice, step_key
 
 TEXTS = [  # prompts of different lengths: each row of the batch stands at its own position
     "hello",
@@ -80,7 +80,8 @@ def test_a_request_gives_the_same_tokens_alone_and_in_a_batch(cache, attention, 
 
 def test_dense_and_sparse_requests_decoding_at_once_each_get_their_tokens_alone(cache):
     """A crowd mixes patterns: dense, a sliding window, Quest and block top-k rows admitted in one round
-    decode in a batch per pattern, stepped in turn; every row's greedy tokens are its own alone."""
+    share steps (each row attending by its own pattern; Quest and block top-k need a batch whose cache
+    keeps page bounds, which takes any row); every row's greedy tokens are its own alone."""
     sparse = {"attention": "sparse", "window": 8, "sinks": 2, "budget": 16}
     kinds = [{}, {**sparse, "pattern": "auto"}, {**sparse, "pattern": "quest"}, {**sparse, "pattern": "block_topk"}]
     requests = [
@@ -92,6 +93,39 @@ def test_dense_and_sparse_requests_decoding_at_once_each_get_their_tokens_alone(
     mixed = together(cache, requests)
     assert [r.token_ids for r in mixed] == [r.token_ids for r in alone]
     assert all(r.metrics.batch_size > 1 for r in mixed if r.metrics.new_tokens > 1)
+    assert max(r.metrics.batch_size for r in mixed) > 2  # two requests a pattern: rows of patterns shared steps
+
+
+def test_the_rows_of_a_step_attend_by_their_own_choices():
+    sliding = AttentionChoice("sparse", SparseSettings(window=8))
+    quest = AttentionChoice("sparse", SparseSettings(window=8, pattern="quest"))
+    assert step_choice([DENSE, DENSE], pages=False) == (DENSE, None)
+    assert step_choice([quest, quest], pages=True) == (quest, None)
+    mixed, which = step_choice([sliding, DENSE, sliding], pages=False)
+    assert isinstance(mixed, RowChoices) and not mixed.pages and set(mixed.choices) == {DENSE, sliding}
+    assert [mixed.choices[i] for i in which] == [sliding, DENSE, sliding]
+    assert step_choice([DENSE, sliding], pages=False)[0] == mixed  # one compiled step, whatever the rows' order
+    assert step_choice([DENSE], pages=True) == (RowChoices((DENSE,), pages=True), [0])  # its cache keeps pages
+
+
+@pytest.mark.parametrize("pages", [False, True])
+def test_a_compiled_step_of_rows_attending_differently_gives_the_eager_tokens(cache, pages):
+    """Dense and sliding-window rows (and with `pages`, Quest rows beside them) in one compiled step:
+    each row's tokens are the eager step's, which are its own alone."""
+    sparse = {"attention": "sparse", "window": 8, "sinks": 2, "budget": 16}
+    # Quest first: its batch keeps page bounds, and the others join it
+    kinds = ([{**sparse, "pattern": "quest"}] if pages else []) + [{}, {**sparse, "pattern": "auto"}]
+    requests = [ask("tiny-llama", text=TEXTS[2], max_new_tokens=8, precision="fp32", **kind) for kind in kinds]
+    alone = [run(request, cache) for request in requests]
+    eager = together(cache, requests)
+    compiled_decode = cache.get("tiny-llama", "fp32").compiled
+    choices = [step_key(256, AttentionChoice(r.options.attention, r.options.sparse))[1] for r in requests]
+    mixed, _ = step_choice(choices, pages)
+    compiled_decode.compile_now(64, mixed, batch=len(requests))
+    assert not compiled_decode.failures
+    compiled = together(cache, requests)
+    assert {r.metrics.decode_path for r in compiled} == {"compiled"}
+    assert [r.token_ids for r in compiled] == [r.token_ids for r in eager] == [r.token_ids for r in alone]
 
 
 @pytest.mark.parametrize("pattern", [None, "quest"])
@@ -177,7 +211,7 @@ def test_a_prompt_half_prefilled_in_chunks_joins_where_the_batch_has_room_when_i
         deliver = lambda item: results.__setitem__(i, item) if isinstance(item, Result) else None  # noqa: E731
         return Row(decoding, deliver, cancelled=lambda: False, memory=PeakMemory(loaded.device), queue_s=0)
 
-    batch = CausalBatch(loaded, (256, DENSE), capacity=4)
+    batch = CausalBatch(loaded, (256, False), capacity=4)
     first, second, third = row(0), row(1), row(2)
     batch.add(first)
     batch.add(second)
@@ -263,8 +297,8 @@ def test_one_at_a_time_when_the_capacity_is_one(tiny_env):
 def test_a_batch_cache_takes_what_was_planned_and_counts_in_the_budget(cache):
     loaded = cache.get("tiny-llama", "fp32")
     before = cache.models.used_mb()
-    batch = CausalBatch(loaded, (256, DENSE), capacity=4)
-    loaded.batches.by_key[(256, DENSE)] = batch
+    batch = CausalBatch(loaded, (256, False), capacity=4)
+    loaded.batches.by_key[(256, False)] = batch
     request = ask("tiny-llama", text=TEXTS[1], max_new_tokens=3)
     from engine.platform.measure import PeakMemory
     from engine.runtime.batching import Row
@@ -275,7 +309,7 @@ def test_a_batch_cache_takes_what_was_planned_and_counts_in_the_budget(cache):
         Row(decoding, deliver=lambda item: None, cancelled=lambda: False, memory=PeakMemory(loaded.device), queue_s=0)
     )
     batch.join_step(0)
-    assert batch.memory_bytes() == planned_bytes(loaded, (256, DENSE), 4) > 0
+    assert batch.memory_bytes() == planned_bytes(loaded, (256, False), 4) > 0
     assert cache.models.used_mb() == pytest.approx(before + batch.memory_bytes() / 2**20)
 
 

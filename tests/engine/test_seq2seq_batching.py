@@ -38,16 +38,22 @@ def test_a_request_alone_picks_what_a_whole_forward_picks(cache, model):
 
 
 @pytest.mark.parametrize("model", ["tiny-marian", "tiny-bart", "tiny-t5"])
-@pytest.mark.parametrize("pattern", [None, "auto"])
+@pytest.mark.parametrize("pattern", [None, "auto", "mixed"])
 def test_a_request_gives_the_same_tokens_alone_and_in_a_batch(cache, model, pattern):
     """Inputs of different lengths (each row's encoder output masked to its own), greedy and seeded
-    sampling requests (the tiny BART's greedy answers end at once), dense, a 4-key sliding window (each row's own position decides its keys; the query-aware patterns serve causal models only):
-    each row as it was alone. T5's positions are computed inside its attention from one offset for
-    the whole step, so its rows decode one to a batch."""
-    sparse = {"attention": "sparse", "pattern": pattern, "window": 4, "sinks": 1, "budget": 16} if pattern else {}
-    options = {"max_new_tokens": 24, "precision": "fp32", **sparse}
-    requests = [ask(model, text=text, **options) for text in TEXTS]
-    requests += [ask(model, text=text, temperature=0.9, seed=i, **options) for i, text in enumerate(TEXTS)]
+    sampling requests (the tiny BART's greedy answers end at once), dense, a 4-key sliding window
+    (each row's own position decides its keys; the query-aware patterns serve causal models only) or
+    every other row on it (`mixed`: one step, each row attending by its own choice): each row as it
+    was alone. T5's positions are computed inside its attention from one offset for the whole step,
+    so its rows decode one to a batch."""
+    sparse = {"attention": "sparse", "pattern": "auto", "window": 4, "sinks": 1, "budget": 16}
+    kinds = [sparse if pattern == "auto" or (pattern == "mixed" and i % 2) else {} for i in range(len(TEXTS))]
+    options = {"max_new_tokens": 24, "precision": "fp32"}
+    requests = [ask(model, text=text, **options, **kind) for text, kind in zip(TEXTS, kinds, strict=True)]
+    requests += [
+        ask(model, text=text, temperature=0.9, seed=i, **options, **kind)
+        for i, (text, kind) in enumerate(zip(TEXTS, kinds, strict=True))
+    ]
     alone = [run(request, cache) for request in requests]
     in_batch = together(cache, requests)
     for one, batched in zip(alone, in_batch, strict=True):
@@ -55,6 +61,8 @@ def test_a_request_gives_the_same_tokens_alone_and_in_a_batch(cache, model, patt
         assert one.metrics.batch_size == 1
     sizes = [r.metrics.batch_size for r in in_batch if r.metrics.new_tokens > 1]
     assert sizes and (max(sizes) == 1 if model == "tiny-t5" else min(sizes) > 1)
+    if pattern == "mixed" and model != "tiny-t5":  # half of them on either choice: rows of both shared steps
+        assert max(sizes) > len(sizes) / 2
     assert wait_until(lambda: not cache.get(model, "fp32").batches.by_key)  # their caches are freed
 
 
