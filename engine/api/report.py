@@ -65,7 +65,7 @@ def metrics_line(result: Result) -> str:
     if m.decode_path == "compiled" and m.compile_s is not None:
         decode += f" (compiled step; its compile took {m.compile_s:.0f} s once, in the background)"
     elif m.decode_path == "mixed" and m.compile_s is not None:
-        decode += " (eager, then the compiled step once its background compile was ready)"
+        decode += " (some steps eager: the compiled step for that batch was not ready yet)"
     elif m.decode_path == "eager" and m.new_tokens > 1:
         decode += " (eager)"
     if m.batch_size > 1:

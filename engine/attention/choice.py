@@ -42,12 +42,10 @@ DENSE = AttentionChoice()
 @dataclass(frozen=True)
 class RowChoices:
     """A batch step whose rows attend differently (engine.runtime.batching): the distinct choices, in
-    a fixed order, and whether the batch's cache keeps Quest's page bounds (a compiled step is traced
-    for one cache layout). Each row's index into `choices` comes with the step, as a tensor (its rows
-    change from step to step; the choices, which a compiled step traces as constants, seldom do)."""
+    a fixed order. Each row's index into them comes with the step, as a tensor (its rows change from
+    step to step; the choices, which a compiled step traces as constants, seldom do)."""
 
     choices: tuple[AttentionChoice, ...]
-    pages: bool
 
     @property
     def mode(self) -> str:

@@ -1,7 +1,8 @@
 """Plugs the dense/sparse switch into transformers' attention interface.
 
-Models load once with attn_implementation="studio". Each forward carries the request's
-AttentionChoice as the keyword argument `studio_choice`, which transformers hands through the model
+Models load once with attn_implementation="studio". Each forward carries its attention choice (a
+request's AttentionChoice, or a batch step's RowChoices with each row's index as `studio_rows`) as
+the keyword argument `studio_choice`, which transformers hands through the model
 to the attention function (as it does for every attention kwarg), so the batched, seq2seq, scoring
 and compiled paths all choose the same way and switching needs no reload. The mask is registered too: without it the layers would receive
 attention_mask=None and lose causal masking.
@@ -43,7 +44,7 @@ def studio_attention(
     scaling: float | None = None,
     is_causal: bool | None = None,
     position_bias: torch.Tensor | None = None,
-    studio_choice: StepChoice | None = None,  # the request's, a forward argument on every path (None: dense)
+    studio_choice: StepChoice | None = None,  # the forward's, an argument on every path (None: dense)
     studio_pages: list | None = None,  # per layer, (min, max) key bounds per page (engine.runtime.kv_cache), for Quest
     studio_traced: bool = False,  # a compiled decode step, as the compiler traces it (engine.runtime.step)
     studio_rows: torch.Tensor | None = None,  # with RowChoices: (B,) each row's index into its choices
@@ -52,8 +53,8 @@ def studio_attention(
     # `studio_traced`, not torch.compiler.is_compiling(): that flag is process-wide, so a compile tracing
     # in a background thread would turn it on for an eager forward on the engine thread.
     if isinstance(studio_choice, RowChoices) and not _kind(module, is_causal)[1]:
-        return _rows_attention(query, key, value, attention_mask, studio_choice, studio_rows, scaling, position_bias,
-                               kwargs.get("position_ids"), studio_pages, module.layer_idx), None  # fmt: skip
+        return _rows_attention(module, query, key, value, attention_mask, studio_choice, studio_rows, scaling,
+                               position_bias, kwargs.get("position_ids"), studio_pages, studio_traced), None  # fmt: skip
     if isinstance(studio_choice, RowChoices):  # a decoder's cross-attention: dense for every row
         studio_choice = DENSE
     choice = studio_choice or DENSE
@@ -203,12 +204,14 @@ def _one_query_keys(
 
 
 def _rows_attention(
-    query, key, value, mask: StudioMask, choices: RowChoices, which, scaling, position_bias, positions, pages, layer
-) -> torch.Tensor:
+    module, query, key, value, mask: StudioMask, choices: RowChoices, which, scaling, position_bias, positions,
+    pages, traced: bool,
+) -> torch.Tensor:  # fmt: skip
     """A one-query step whose rows attend by their own choices (`which`: (B,) each row's index into
     `choices`): one attention over the whole cache, each row masked to the keys its choice reads
     (the same keys it reads alone, gathered there; no key is in a set twice). Static shapes, so one
     compiled step serves any rows of these choices, at the cost of a dense step's attention."""
+    layer = cast(int, module.layer_idx)
     assert isinstance(mask, StudioMask) and query.shape[2] == 1, "rows attend differently only in decode steps"
     assert which is not None, "RowChoices come with each row's index (engine.runtime.step.step_choice)"
     b, kv_heads, length, _ = key.shape
@@ -227,7 +230,11 @@ def _rows_attention(
             keep = counts.scatter_add(-1, rows, keep[:, :, 0, :].to(torch.int32))[:, :, None, :] > 0
         keeps.append(keep.expand(full))
     keep = torch.stack(keeps)[which, torch.arange(b, device=query.device)]
-    return one_query_attention(query, key, value, keep, scaling, position_bias)
+    if traced:
+        return one_query_attention(query, key, value, keep, scaling, position_bias)
+    # Eagerly, SDPA (as a dense row alone): one_query_attention would materialise every product in fp32
+    per_head = keep.repeat_interleave(query.shape[1] // kv_heads, 1)
+    return sdpa_attention_forward(module, query, key, value, per_head, 0.0, scaling, False, position_bias)[0]
 
 
 def register() -> None:

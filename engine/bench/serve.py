@@ -189,7 +189,7 @@ def serve_table(
     options = RunOptions(model=model, precision=precision, max_new_tokens=new_tokens)
     bucket = bucket_for(64 + new_tokens)  # warm's: a chat question's prompt and answer
     sparse = step_key(bucket, AttentionChoice("sparse", SparseSettings(window=SPARSE_WINDOW, sinks=4)))[1]
-    mixed_step = step_choice([DENSE, sparse], pages=False)[0]
+    mixed_step = step_choice([DENSE, sparse])[0]
     rows: list[ServeRow] = []
     for m, (mode, capacity) in enumerate(MODES.items()):
         engine = Engine(max_batch=capacity)
@@ -198,7 +198,8 @@ def serve_table(
         if progress:
             progress(m / len(MODES), f"{mode}: loading and compiling")
         # the half-sparse round's steps: both kinds of rows, and the sparse ones alone as the round ends
-        rounds: dict[StepChoice, set[int]] = {mixed_step: {mixed // 2, mixed}, sparse: {mixed // 2}} if mixed else {}
+        half = {r for r in (mixed // 2, mixed) if r > 1}  # a mixed step has two rows at least
+        rounds: dict[StepChoice, set[int]] = {mixed_step: half, sparse: {max(1, mixed // 2)}} if mixed else {}
         warm(engine, options, {DENSE: sizes, **rounds})
         first = len(rows)
         for i, count in enumerate(users):

@@ -137,7 +137,7 @@ def _run(
     step = None
     if compiled:  # the step is traced on caches of the batch capacity: this cache takes that shape
         key = step_key(bucket, choice)
-        if (key, 1) not in loaded.compiled.compile_seconds:  # once per step: each compile holds its memory
+        if (key, 1, 1) not in loaded.compiled.compile_seconds:  # once per step: each compile holds its memory
             loaded.compiled.compile_now(length + STEPS, choice)
         step = loaded.compiled.step(key, 1)
         if step is None:

@@ -98,7 +98,7 @@ class Settings(BaseSettings):
         8,
         ge=0,
         alias="STUDIO_MAX_COMPILED_STEPS",
-        description="compiled decode steps per model, one per length bucket and row count (each about 100 MB for the embedded model); other shapes decode eagerly",
+        description="compiled decode steps per model, one per length bucket, attention (a choice, or the set of a step's rows' choices) and row count (each about 100 MB for the embedded model); other shapes decode eagerly",
     )
 
     @property

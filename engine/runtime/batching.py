@@ -4,7 +4,7 @@ decode together, one forward per step for all of them, in a batch whose length b
 longest (engine.runtime.step; a request joins a batch of a longer bucket rather than start its own),
 each row attending by its own choice (dense, a sliding window, Quest, block top-k, with its own
 settings: engine.runtime.step.step_choice). Rows that pick keys by content (Quest, block top-k) need
-a cache that keeps page bounds; such a batch takes any row, one without takes the rest.
+a cache that keeps page bounds: they decode in batches of their own, the others together.
 
 A request joins at the next step: its prompt is prefilled alone into a free row of the batch's
 KV cache, its first token comes from that prefill, and from then on each step gives it one token.
@@ -18,7 +18,8 @@ Decoding per row); the forward and the weights it reads are shared, which is the
 point on hardware where reading the weights is what a decode step costs.
 
 With speculation (engine.runtime.speculation), a step gives each row its last token and its guesses
-in one forward; rows without guesses take part with their one token. Each row keeps what its own
+in one forward; rows without guesses take part with their one token. A step with rows on sparse
+attention checks no guesses (their keys follow rules a run of tokens would need its own of). Each row keeps what its own
 picks confirm. A draft model guesses by stepping the batch's rows itself, on the batch's own cache,
 before that forward. `auto` rows guess only when the step is expected to pay: the tokens their guesses
 are likely to give (each row's share kept so far) against the measured cost of the wider step. What a
@@ -168,7 +169,7 @@ class Batch(ABC):
 
     def attention(self) -> tuple[StepChoice, list[int] | None]:
         """How this step's rows attend: one choice, or RowChoices with each row's index into them."""
-        return step_choice([row.choice for row in self.rows], self.key[1])
+        return step_choice([row.choice for row in self.rows])
 
     @abstractmethod
     def join_step(self, chunk: int) -> None:

@@ -60,9 +60,10 @@ class Scheduler:
 
     def _place(self, work: Generation, room: Room, busy: bool) -> BatchKey | None:
         """The batch a request joins: of those with a length bucket at least its own, room, and page
-        bounds kept if its attention picks keys by content, the fullest (a sequence shorter than its
-        batch's bucket reads only its own keys; each row attends by its own choice); else a new batch
-        of its own bucket, memory permitting. None: it waits."""
+        bounds kept exactly if its attention picks keys by content (a row that does not would hold a
+        place such a row needs), the fullest (a sequence shorter than its batch's bucket reads only its
+        own keys; each row attends by its own choice); else a new batch of its own bucket, memory
+        permitting. None: it waits."""
         own = own_batch(work.key)
         bucket, pages = own
 
@@ -74,7 +75,7 @@ class Scheduler:
 
         planned = {key for loaded_id, key in room if loaded_id == id(work.loaded)}  # new batches of this round
         existing = set(work.loaded.batches.by_key) | planned
-        fitting = [key for key in existing if key[0] >= bucket and (key[1] or not pages) and free(key) > 0]
+        fitting = [key for key in existing if key[0] >= bucket and key[1] == pages and free(key) > 0]
         if fitting:
             return min(fitting, key=lambda key: (free(key), key[0]))
         return own if free(own) > 0 else None

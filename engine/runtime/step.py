@@ -96,8 +96,8 @@ def step_key(bucket: int, choice: AttentionChoice) -> tuple[int, AttentionChoice
 
 def keeps_pages(choice: StepChoice) -> bool:
     """Whether a cache keeps per-page key bounds: its steps pick keys by content (Quest)."""
-    if isinstance(choice, RowChoices):
-        return choice.pages
+    if isinstance(choice, RowChoices):  # a batch's rows all keep pages or none do (engine.runtime.scheduler)
+        return keeps_pages(choice.choices[0])
     return choice.mode == "sparse" and pattern_for(choice.settings, causal=True).query_aware
 
 
@@ -106,14 +106,13 @@ def own_batch(key: tuple[int, AttentionChoice]) -> BatchKey:
     return key[0], keeps_pages(key[1])
 
 
-def step_choice(choices: list[AttentionChoice], pages: bool) -> tuple[StepChoice, list[int] | None]:
-    """The attention of a step whose rows took `choices` (each a step_key's) in a cache that keeps page
-    bounds or not: their one choice where they share it and it keeps pages as the cache does (a step
-    as for each of them alone), else RowChoices with each row's index into them."""
+def step_choice(choices: list[AttentionChoice]) -> tuple[StepChoice, list[int] | None]:
+    """The attention of a step whose rows took `choices` (each a step_key's): their one choice where
+    they share it (the step each would take alone), else RowChoices with each row's index into them."""
     distinct = sorted(set(choices), key=repr)  # a fixed order: a compiled step serves any order of rows
-    if len(distinct) == 1 and keeps_pages(distinct[0]) == pages:
+    if len(distinct) == 1:
         return distinct[0], None
-    return RowChoices(tuple(distinct), pages), [distinct.index(choice) for choice in choices]
+    return RowChoices(tuple(distinct)), [distinct.index(choice) for choice in choices]
 
 
 def step_rows(batch: int, capacity: int) -> int:

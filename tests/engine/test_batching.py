@@ -15,7 +15,7 @@ from test_engine import ask
 from engine import Chunk, Comparison, Engine, GenerationRequest, Result, run, stream_request
 from engine.attention.choice import DENSE, AttentionChoice, RowChoices, SparseSettings
 from engine.runtime.batching import CausalBatch, planned_bytes
-from engine.runtime.step import step_choice, step_key
+from engine.runtime.step import keeps_pages, step_choice, step_key
 
 TEXTS = [  # prompts of different lengths: each row of the batch stands at its own position
     "hello",
@@ -80,8 +80,8 @@ def test_a_request_gives_the_same_tokens_alone_and_in_a_batch(cache, attention, 
 
 def test_dense_and_sparse_requests_decoding_at_once_each_get_their_tokens_alone(cache):
     """A crowd mixes patterns: dense, a sliding window, Quest and block top-k rows admitted in one round
-    share steps (each row attending by its own pattern; Quest and block top-k need a batch whose cache
-    keeps page bounds, which takes any row); every row's greedy tokens are its own alone."""
+    share steps (each row attending by its own pattern; Quest and block top-k rows in a batch whose
+    cache keeps page bounds); every row's greedy tokens are its own alone."""
     sparse = {"attention": "sparse", "window": 8, "sinks": 2, "budget": 16}
     kinds = [{}, {**sparse, "pattern": "auto"}, {**sparse, "pattern": "quest"}, {**sparse, "pattern": "block_topk"}]
     requests = [
@@ -99,28 +99,32 @@ def test_dense_and_sparse_requests_decoding_at_once_each_get_their_tokens_alone(
 def test_the_rows_of_a_step_attend_by_their_own_choices():
     sliding = AttentionChoice("sparse", SparseSettings(window=8))
     quest = AttentionChoice("sparse", SparseSettings(window=8, pattern="quest"))
-    assert step_choice([DENSE, DENSE], pages=False) == (DENSE, None)
-    assert step_choice([quest, quest], pages=True) == (quest, None)
-    mixed, which = step_choice([sliding, DENSE, sliding], pages=False)
-    assert isinstance(mixed, RowChoices) and not mixed.pages and set(mixed.choices) == {DENSE, sliding}
+    block_topk = AttentionChoice("sparse", SparseSettings(window=8, pattern="block_topk"))
+    assert step_choice([DENSE, DENSE]) == (DENSE, None)
+    assert step_choice([quest, quest]) == (quest, None)
+    mixed, which = step_choice([sliding, DENSE, sliding])
+    assert isinstance(mixed, RowChoices) and set(mixed.choices) == {DENSE, sliding} and not keeps_pages(mixed)
     assert [mixed.choices[i] for i in which] == [sliding, DENSE, sliding]
-    assert step_choice([DENSE, sliding], pages=False)[0] == mixed  # one compiled step, whatever the rows' order
-    assert step_choice([DENSE], pages=True) == (RowChoices((DENSE,), pages=True), [0])  # its cache keeps pages
+    assert step_choice([DENSE, sliding])[0] == mixed  # one compiled step, whatever the rows' order
+    assert keeps_pages(step_choice([quest, block_topk])[0])  # rows that pick keys by content share a cache
 
 
 @pytest.mark.parametrize("pages", [False, True])
 def test_a_compiled_step_of_rows_attending_differently_gives_the_eager_tokens(cache, pages):
-    """Dense and sliding-window rows (and with `pages`, Quest rows beside them) in one compiled step:
-    each row's tokens are the eager step's, which are its own alone."""
+    """Dense and sliding-window rows, or (`pages`) Quest rows of two budgets and block top-k rows,
+    in one compiled step: each row's tokens are the eager step's, which are its own alone."""
     sparse = {"attention": "sparse", "window": 8, "sinks": 2, "budget": 16}
-    # Quest first: its batch keeps page bounds, and the others join it
-    kinds = ([{**sparse, "pattern": "quest"}] if pages else []) + [{}, {**sparse, "pattern": "auto"}]
+    if pages:
+        kinds = [{**sparse, "pattern": "quest"}, {**sparse, "pattern": "quest", "budget": 32},
+                 {**sparse, "pattern": "block_topk"}]  # fmt: skip
+    else:
+        kinds = [{}, {**sparse, "pattern": "auto"}]
     requests = [ask("tiny-llama", text=TEXTS[2], max_new_tokens=8, precision="fp32", **kind) for kind in kinds]
     alone = [run(request, cache) for request in requests]
     eager = together(cache, requests)
     compiled_decode = cache.get("tiny-llama", "fp32").compiled
     choices = [step_key(256, AttentionChoice(r.options.attention, r.options.sparse))[1] for r in requests]
-    mixed, _ = step_choice(choices, pages)
+    mixed, _ = step_choice(choices)
     compiled_decode.compile_now(64, mixed, batch=len(requests))
     assert not compiled_decode.failures
     compiled = together(cache, requests)
