@@ -367,19 +367,12 @@ class CausalBatch(Batch):
         step = decode_step if positions.dim() == 1 else verify_step
         return step(loaded.model, tokens, positions, self.cache, choice, which=which)
 
-    def _timed(
-        self,
-        loaded: LoadedModel,
-        compiled: CompiledStep | None,
-        tokens: torch.Tensor,
-        positions: torch.Tensor,
-        choice: StepChoice = DENSE,
-        which: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """forward, its time kept as the running cost of its shape (auto speculation weighs it)."""
+    def _timed(self, loaded: LoadedModel, compiled: CompiledStep | None, *inputs) -> torch.Tensor:
+        """forward(loaded, compiled, *inputs), its time kept as the running cost of its shape (auto
+        speculation weighs it)."""
         start = now(loaded.device)
-        logits = self.forward(loaded, compiled, tokens, positions, choice, which)
-        self.costs.record((len(self.rows), tokens.shape[1], compiled is not None), now(loaded.device) - start)
+        logits = self.forward(loaded, compiled, *inputs)
+        self.costs.record((len(self.rows), inputs[0].shape[1], compiled is not None), now(loaded.device) - start)
         return logits
 
     def remove(self, row: Row) -> None:
