@@ -52,11 +52,12 @@ def studio_attention(
 ):
     # `studio_traced`, not torch.compiler.is_compiling(): that flag is process-wide, so a compile tracing
     # in a background thread would turn it on for an eager forward on the engine thread.
-    if isinstance(studio_choice, RowChoices) and not _kind(module, is_causal)[1]:
-        return _rows_attention(module, query, key, value, attention_mask, studio_choice, studio_rows, scaling,
-                               position_bias, kwargs.get("position_ids"), studio_pages, studio_traced), None  # fmt: skip
-    if isinstance(studio_choice, RowChoices):  # a decoder's cross-attention: dense for every row
-        studio_choice = DENSE
+    causal, cross_attention = _kind(module, is_causal)
+    if isinstance(studio_choice, RowChoices):
+        if not cross_attention:
+            return _rows_attention(module, query, key, value, attention_mask, studio_choice, studio_rows, scaling,
+                                   position_bias, kwargs.get("position_ids"), studio_pages, studio_traced), None  # fmt: skip
+        studio_choice = DENSE  # a decoder's cross-attention: dense for every row
     choice = studio_choice or DENSE
     if not isinstance(attention_mask, StudioMask):  # a caller-made 4D mask or None: plain SDPA
         if _grouped_queries(module, query, attention_mask, position_bias, dropout):  # a speculating step
@@ -65,7 +66,6 @@ def studio_attention(
             module, query, key, value, attention_mask, dropout, scaling, is_causal, position_bias, **kwargs
         )
     mask = attention_mask
-    causal, cross_attention = _kind(module, is_causal)
     if not cross_attention and not studio_traced and (inspector := INSPECTOR.get()) is not None:
         # transformers' attention modules hold their layer index as an int (nn.Module's stub: Tensor | Module)
         inspector(cast(int, module.layer_idx), query, key, scaling if scaling is not None else query.shape[-1] ** -0.5)

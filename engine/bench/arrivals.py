@@ -1,5 +1,5 @@
 """`python -m engine.bench arrivals`: what new users' prompts cost the streams decoding meanwhile, per
-prefill chunk (engine.runtime.batching: a prompt prefilled `chunk` tokens between two steps; 0: whole).
+prefill chunk (engine.runtime.causal: a prompt prefilled `chunk` tokens between two steps; 0: whole).
 
 `--users` streams (default 4) decode chat answers on the embedded model, each asking its next
 question when an answer ends, with their compiled steps compiled first, as on a warm server. Once

@@ -1,6 +1,6 @@
 """The engine thread: it runs every forward of its engine, so requests share the hardware by design
-rather than by contention. Generations decode together in batches (engine.runtime.batching; an
-encoder-decoder's in engine.runtime.seq2seq), one step for all of them at a time; other work (label
+rather than by contention. Generations decode together in batches (engine.runtime.batching; a
+causal model's in engine.runtime.causal, an encoder-decoder's in engine.runtime.seq2seq), one step for all of them at a time; other work (label
 scoring, a comparison's quality scoring, a benchmark sweep) runs between those steps, one forward per turn.
 What starts at each step is the scheduler's decision (engine.runtime.scheduler).
 
@@ -34,7 +34,8 @@ from engine.platform.errors import EngineStoppedError
 from engine.platform.heap import give_back
 from engine.platform.measure import PeakMemory
 from engine.platform.memory import is_out_of_memory
-from engine.runtime.batching import Batch, CausalBatch, JoinError, Row, request_key
+from engine.runtime.batching import Batch, JoinError, Row, request_key
+from engine.runtime.causal import CausalBatch
 from engine.runtime.decoding import Decoding
 from engine.runtime.prompt import Encoded
 from engine.runtime.scheduler import Scheduler, Work

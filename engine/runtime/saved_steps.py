@@ -95,7 +95,7 @@ def load(path: Path, inputs: Sequence[Any]) -> Any | None:
         return None
     try:
         # torch rebuilds the guards from the example inputs saved with the step: read in inference mode
-        # they are inference tensors, as when traced (and as every step's inputs are: engine.runtime.batching)
+        # they are inference tensors, as when traced (and as every step's inputs are: engine.runtime.causal)
         with path.open("rb") as handle, torch.inference_mode():
             step: Any = torch.compiler.load_compiled_function(handle)  # an AOTCompiledFunction
             reason = None if step.guard_check(*inputs) else f"its guards fail here: {_failed_guard(step, inputs)}"

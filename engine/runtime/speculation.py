@@ -17,8 +17,8 @@ Guessers (RunOptions.speculation):
                    (prompt lookup decoding; vLLM's `ngram` method)
     draft          the same model at a cheaper precision (draft_precision), greedy, a step at a time;
                    it reads the batch's own KV cache, so it needs no cache of its own to keep in step
-                   (engine.runtime.batching)
-    auto           prompt_lookup, in the steps where it is expected to pay (engine.runtime.batching:
+                   (engine.runtime.causal)
+    auto           prompt_lookup, in the steps where it is expected to pay (engine.runtime.causal:
                    `expected_tokens` against the measured cost of the wider step)
 
 A checking step is not free on a 2-core CPU: its matmuls are compute-bound from a few rows on (the
@@ -41,7 +41,7 @@ from engine.platform.measure import now
 from engine.runtime.step import step_width
 
 if TYPE_CHECKING:
-    from engine.runtime.batching import CausalBatch
+    from engine.runtime.causal import CausalBatch
 
 SHORTEST_MATCH = 2  # tokens of the row's end that must recur before their follow-up is guessed
 # auto: a row's share of guesses kept starts as if PRIOR_KEPT of PRIOR_PROPOSED had been (optimistic
@@ -103,12 +103,11 @@ def plan(batch: CausalBatch) -> tuple[list[list[int]], int] | None:
     """Each row's guesses and the step's width: its last token and the longest run of guesses,
     rounded up to a power of two (a compiled step per width), within the step's token budget and
     every row's cache; None: a plain step (no row guesses, or a row on sparse attention, whose keys
-    are picked by rules a run of tokens would need its own of, or a cache keeping page bounds, which
-    a run of tokens does not update)."""
+    are picked by rules a run of tokens would need its own of)."""
     rows = batch.rows
     budget = STEP_TOKENS // len(rows)
     reach = max((row.decoding.request.options.lookahead for row in rows if row.speculation != "none"), default=0)
-    if batch.attention()[0].mode != "dense" or budget < 2 or not reach:
+    if any(row.choice.mode != "dense" for row in rows) or budget < 2 or not reach:
         return None
     width = min(step_width(1 + reach), 1 << (budget.bit_length() - 1))
     if any(row.position + width > batch.cache.length for row in rows):

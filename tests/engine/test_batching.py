@@ -14,7 +14,8 @@ from test_engine import ask
 
 from engine import Chunk, Comparison, Engine, GenerationRequest, Result, run, stream_request
 from engine.attention.choice import DENSE, AttentionChoice, RowChoices, SparseSettings
-from engine.runtime.batching import CausalBatch, planned_bytes
+from engine.runtime.batching import planned_bytes
+from engine.runtime.causal import CausalBatch
 from engine.runtime.step import keeps_pages, step_choice, step_key
 
 TEXTS = [  # prompts of different lengths: each row of the batch stands at its own position
