@@ -5,7 +5,8 @@ first token, a second model is loaded into the same engine, as a request for ano
 would load it (by default SmolLM2-360M at its real size with random weights, engine.bench.sizes:
 a ~1.4 GB checkpoint read from disk), at `--precisions` like the streams (default `auto`). The
 streams' compiled steps are compiled first, as on a warm server. Each stream's gaps between text
-deltas are split into those while the load ran and the rest: the table gives the usual gap (median
+deltas, from when every stream has its first token (before, a gap holds another stream's prompt),
+are split into those while the load ran and the rest: the table gives the usual gap (median
 of the rest), the longest gap while loading, and their ratio, with the load's own time.
 """
 
@@ -31,6 +32,7 @@ from engine.runtime.engine import Engine
 from engine.service import stream_request
 
 LOADED = "smollm2-360m-instruct"  # engine.bench.sizes: the model the streams' engine loads meanwhile
+SETTLE_S = 0.5  # of decoding alone, once every stream has its first token, before the load starts
 
 
 @dataclass
@@ -49,15 +51,16 @@ class LoadRow:
 LOAD_COLUMNS = list(LoadRow.__dataclass_fields__)
 
 
-def _stream(engine: Engine, options: RunOptions, question: str, first: threading.Barrier) -> list[float]:
-    """One user's answer: the times its text deltas arrived (the barrier: all streams are going)."""
+def _stream(engine: Engine, options: RunOptions, question: str, going: threading.Semaphore) -> list[float]:
+    """One user's answer: the times its text deltas arrived (`going` released at its first: it never
+    waits for the others, which would stop its own deltas and show as a gap of the engine's)."""
     arrivals: list[float] = []
     request = GenerationRequest(options, messages=(Message("user", question),))
     for event in stream_request(request, engine):
         if isinstance(event, Chunk):
             arrivals.append(time.perf_counter())
             if len(arrivals) == 1:
-                first.wait(timeout=600)
+                going.release()
     return arrivals
 
 
@@ -78,12 +81,13 @@ def load_table(
     if progress:
         progress(0.2, "warming up")
     warm(engine, options, {DENSE: {streams}})  # compiled first: no compile runs beside the timings
-    everyone = threading.Barrier(streams + 1)
+    going = threading.Semaphore(0)
     with ThreadPoolExecutor(streams) as pool:
-        answers = [
-            pool.submit(_stream, engine, options, QUESTIONS[i % len(QUESTIONS)], everyone) for i in range(streams)
-        ]
-        everyone.wait(timeout=600)
+        answers = [pool.submit(_stream, engine, options, QUESTIONS[i % len(QUESTIONS)], going) for i in range(streams)]
+        for _ in range(streams):
+            going.acquire(timeout=600)
+        everyone = time.perf_counter()  # before it, gaps hold the other streams' prompts
+        time.sleep(SETTLE_S)
         if progress:
             progress(0.5, f"{streams} streams going: loading {loaded}")
         start = time.perf_counter()
@@ -94,7 +98,8 @@ def load_table(
     usual: list[float] = []
     for times in arrivals:
         for before, after in pairwise(times):
-            (loading if after > start and before < end else usual).append((after - before) * 1000)
+            if before >= everyone:
+                (loading if after > start and before < end else usual).append((after - before) * 1000)
     longest = max(loading, default=0.0)
     typical = statistics.median(usual)
     during = sum(start < t < end for times in arrivals for t in times)

@@ -4,24 +4,27 @@ config.json on the hub, written out below) with random weights, into a directory
 `local:DIR`. A step reads and computes what the real model's would, so speed, latency and memory
 are the real model's; the text is noise, so the benches that use them measure no quality.
 
-They take the embedded model's tokenizer (SmolLM2-360M's own; for the others its ids all lie inside
-their vocabularies): a prompt's token count differs a little from what their own tokenizers would
-give, which moves nothing a step costs.
+They take the embedded model's tokenizer files, copied (SmolLM2-360M's own tokenizer, so a 360M-size
+model shares the embedded model's parsed tokenizer, engine.models.tokenizer_cache; for the others
+its ids all lie inside their vocabularies): a prompt's token count differs a little from what their
+own tokenizers would give, which moves nothing a step costs.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+from transformers import AutoConfig, GenerationConfig
 
 from engine.models.embedded import cache_root
 from engine.models.loader import resolve_location
 from engine.models.registry import DEFAULT_MODEL, get_spec
+from engine.models.tokenizer_cache import tokenizer_files
 
 SEED = 0
 
@@ -71,6 +74,8 @@ def built(name: str) -> str:
     if not (marker.exists() and json.loads(marker.read_text()) == wanted):
         _build(size, directory)
         marker.write_text(json.dumps(wanted))
+    for path in tokenizer_files(Path(resolve_location(get_spec(DEFAULT_MODEL)))):
+        shutil.copyfile(path, directory / path.name)
     return f"local:{directory}"
 
 
@@ -81,4 +86,3 @@ def _build(size: Size, directory: Path) -> None:
     # Generation settings (BART's forced BOS) go to generation_config.json, as on the hub: a config keeps none
     model.generation_config.update(**{k: v for k, v in size.config.items() if hasattr(GenerationConfig(), k)})
     model.save_pretrained(directory)
-    AutoTokenizer.from_pretrained(resolve_location(get_spec(DEFAULT_MODEL))).save_pretrained(directory)

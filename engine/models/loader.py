@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,15 @@ from engine.models.gguf_blocks import load_blocks
 from engine.models.packed import pack_gguf
 from engine.models.precision import GGUF_ONLY, check_source, load_kwargs, quantize_after_load, weight_bytes
 from engine.models.registry import ModelSpec, with_family
+from engine.models.tokenizer_cache import load_tokenizer
 from engine.platform.errors import ModelLoadError, PrecisionError
 from engine.platform.memory import is_out_of_memory
+
+# transformers reads a checkpoint's tensors on threads of its own unless told not to: those threads
+# never give way to the engine thread as the load's own does (engine.runtime.aside), and stopped 4
+# decoding streams for 70-150 ms at a time (`python -m engine.bench load`); read on the load's thread,
+# the longest gap was 45 ms. Unset when nothing decodes, the load took about as long.
+os.environ.setdefault("HF_DEACTIVATE_ASYNC_LOAD", "1")
 
 _AUTO_CLASSES = {
     "causal": "AutoModelForCausalLM",
@@ -113,7 +121,7 @@ def load_model(
         progress(0.0, f"Loading {spec.name} at {precision}")
     try:
         config = transformers.AutoConfig.from_pretrained(location)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(location)
+        tokenizer = load_tokenizer(location, config.model_type)
     except (OSError, ValueError) as exc:
         if spec.source == "hub":
             raise _hub_error(spec, exc) from exc
@@ -152,8 +160,6 @@ def load_model(
     if precision in GGUF_ONLY:  # check_source: a GGUF source, whose cache holds its blocks
         pack_gguf(model, load_blocks(Path(location) / BLOCKS), precision)
     model.eval()
-    if getattr(tokenizer, "pad_token_id", None) is None and tokenizer.eos_token_id is not None:
-        tokenizer.pad_token = tokenizer.eos_token
     spec = with_family(spec, family, _context_length(config, tokenizer))
     if progress:
         progress(1.0, f"Loaded {spec.name}")
