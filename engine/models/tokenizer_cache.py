@@ -19,7 +19,7 @@ from typing import Any
 # what AutoTokenizer may read (or harmless to compare: a README that differs only loses the sharing).
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".onnx", ".ckpt")
 _MODEL_FILES = ("config.json", "generation_config.json")
-_STUDIO_PREFIX = "studio-"  # the studio's own markers (engine.models.embedded, engine.bench.sizes)
+_MARKER_PREFIX = "studio-"  # the studio's own markers (engine.models.embedded, engine.bench.sizes)
 
 _shared: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()  # freed with its last model
 _lock = threading.Lock()
@@ -34,7 +34,7 @@ def tokenizer_files(directory: Path) -> list[Path]:
         if path.is_file()
         and not path.name.endswith(_WEIGHT_SUFFIXES)
         and path.name not in _MODEL_FILES
-        and not path.name.startswith(_STUDIO_PREFIX)
+        and not path.name.startswith(_MARKER_PREFIX)
     )
 
 
