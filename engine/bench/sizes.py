@@ -70,12 +70,16 @@ def built(name: str) -> str:
     size = SIZES[name]
     directory = cache_root() / "sizes" / name
     marker = directory / "studio-size.json"
-    wanted = {"model_type": size.model_type, **size.config, "seed": SEED, "generation_config": True}
+    wanted = {
+        "model_type": size.model_type,
+        **size.config,
+        "seed": SEED,
+        "generation_config": True,
+        "tokenizer": "copied",
+    }
     if not (marker.exists() and json.loads(marker.read_text()) == wanted):
         _build(size, directory)
         marker.write_text(json.dumps(wanted))
-    for path in tokenizer_files(Path(resolve_location(get_spec(DEFAULT_MODEL)))):
-        shutil.copyfile(path, directory / path.name)
     return f"local:{directory}"
 
 
@@ -86,3 +90,5 @@ def _build(size: Size, directory: Path) -> None:
     # Generation settings (BART's forced BOS) go to generation_config.json, as on the hub: a config keeps none
     model.generation_config.update(**{k: v for k, v in size.config.items() if hasattr(GenerationConfig(), k)})
     model.save_pretrained(directory)
+    for path in tokenizer_files(Path(resolve_location(get_spec(DEFAULT_MODEL)))):
+        shutil.copyfile(path, directory / path.name)

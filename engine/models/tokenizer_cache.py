@@ -38,16 +38,6 @@ def tokenizer_files(directory: Path) -> list[Path]:
     )
 
 
-def tokenizer_key(directory: Path, model_type: str) -> str:
-    """What a tokenizer is made of: its files' names and bytes, and the model type (which picks the
-    tokenizer's class when its config names none)."""
-    digest = hashlib.sha256(model_type.encode())
-    for path in tokenizer_files(directory):
-        digest.update(f"\0{path.name}\0".encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def load_tokenizer(location: str, model_type: str) -> Any:
     """`AutoTokenizer.from_pretrained(location)`, parsed once for every model whose tokenizer is the same."""
     with _lock:  # two loads of one tokenizer at once: the second finds the first's
@@ -70,8 +60,15 @@ def _parse(location: str) -> Any:
 
 
 def _key(location: str, model_type: str) -> str | None:
-    directory = _local_directory(location)
-    return None if directory is None else tokenizer_key(directory, model_type)
+    """What a tokenizer is made of: its files' names and bytes, and the model type (which picks the
+    tokenizer's class when its config names none); None while its files are not on this machine."""
+    if (directory := _local_directory(location)) is None:
+        return None
+    digest = hashlib.sha256(model_type.encode())
+    for path in tokenizer_files(directory):
+        digest.update(f"\0{path.name}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def _local_directory(location: str) -> Path | None:
