@@ -1,4 +1,4 @@
-"""`torch.ops.studio.gguf_mm` (gguf_mm.cpp): built for this CPU on first use, kept under STUDIO_CACHE.
+"""`torch.ops.studio.gguf_mm` and `gguf_dequantize` (gguf_mm.cpp): built for this CPU on first use, kept under STUDIO_CACHE.
 
 PyTorch's JIT extension builder compiles it once (about 20 s) into a folder named after the CPU's
 vector capability, since a cache directory may move between machines; a later process loads the
@@ -90,6 +90,7 @@ def _load_kernel() -> None:
         ) from exc
     torch.library.register_fake("studio::gguf_mm", _shape)
     torch.library.register_fake("studio::gguf_mm_group", _group_shape)
+    torch.library.register_fake("studio::gguf_dequantize", _dequantized_shape)
     log.info("gguf_mm kernel loaded (%s)", build)
 
 
@@ -110,8 +111,17 @@ def _group_shape(
     return x.new_empty(x.shape[0], sum(each.shape[0] for each in q))
 
 
+def _dequantized_shape(q: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None, kind: int) -> torch.Tensor:
+    return d.new_empty(d.shape[0], d.shape[1] * 32, dtype=torch.float32)
+
+
 def gguf_mm(
     x: torch.Tensor, q: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None, kind: str, activation_bits: int
 ) -> torch.Tensor:
     """(M, K) fp32 times the blocks' (N, K) matrix transposed: (M, N) fp32 (see gguf_mm.cpp)."""
     return torch.ops.studio.gguf_mm(x, q, d, m, KINDS[kind], activation_bits)
+
+
+def gguf_dequantize(q: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None, kind: str) -> torch.Tensor:
+    """The blocks' (N, K) weights in fp32, by ggml's formula (engine.models.gguf_blocks.dequantize_rows)."""
+    return torch.ops.studio.gguf_dequantize(q, d, m, KINDS[kind])

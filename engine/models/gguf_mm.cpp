@@ -8,8 +8,8 @@
 // m * sum(x) (Q4_0: m = -8 d), is an integer dot product: to int8 (activation_bits 8, as llama.cpp
 // multiplies) or int16 (16: 256 times finer, fp32's results to ~1e-5, at about int8's speed; fp32
 // activations took 1.3-1.5x as long on this AVX2 CPU). Weights are read once for up to ROWS rows of
-// x; rows are sequences of a decode batch (prefill, with many rows, dequantizes and calls the BLAS
-// matmul in Python).
+// x; rows are sequences of a decode batch (prefill, with many rows, dequantizes, gguf_dequantize,
+// and calls the BLAS matmul in Python).
 //
 // q: Q4_x (N, K / 2) uint8, per block 16 bytes whose low nibbles are weights 0..15 and high ones
 // 16..31 (ggml's layout); Q8_0 (N, K) int8. d, m: (N, K / 32) fp16.
@@ -305,15 +305,59 @@ at::Tensor gguf_mm(const at::Tensor& x, const at::Tensor& q, const at::Tensor& d
   return gguf_mm_group(x, {q}, {d}, c10::List<c10::optional<at::Tensor>>({m}), kind, activation_bits);
 }
 
+// The blocks' (N, K) weights in fp32 by ggml's formula, for prefill's BLAS matmul: one pass writing
+// them, where the formula in PyTorch's ops took three (~200 ms a forward of the embedded model). Each
+// product of an integer (at most 8 bits) and an fp16 scale (11) is exact in fp32, so the result is
+// the formula's whatever the order or fusing of the arithmetic.
+at::Tensor gguf_dequantize(const at::Tensor& q, const at::Tensor& d, const c10::optional<at::Tensor>& m, int64_t kind) {
+  TORCH_CHECK(kind == Q4_0 || kind == Q4_1 || kind == Q8_0, "gguf_dequantize: unknown block kind ", kind);
+  TORCH_CHECK(d.scalar_type() == at::kHalf && d.dim() == 2, "gguf_dequantize: d must be (N, K / 32) fp16");
+  TORCH_CHECK(kind != Q4_1 || (m.has_value() && m->sizes() == d.sizes() && m->scalar_type() == at::kHalf),
+              "gguf_dequantize: Q4_1 needs m shaped like d");
+  const int64_t N = d.size(0), blocks = d.size(1), K = blocks * BLOCK;
+  TORCH_CHECK(q.dim() == 2 && q.size(0) == N && q.size(1) == (kind == Q8_0 ? K : K / 2),
+              "gguf_dequantize: q has the wrong shape for its kind");
+  const at::Tensor qc = q.contiguous(), dc = d.contiguous(), mc = kind == Q4_1 ? m->contiguous() : dc;
+  at::Tensor w = at::empty({N, K}, d.options().dtype(at::kFloat));
+  const auto* qp = qc.const_data_ptr<uint8_t>();
+  const auto* dp = dc.const_data_ptr<at::Half>();
+  const auto* mp = mc.const_data_ptr<at::Half>();
+  float* wp = w.data_ptr<float>();
+  const int64_t stride = qc.size(1);
+  at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      for (int64_t b = 0; b < blocks; ++b) {
+        const float scale = static_cast<float>(dp[n * blocks + b]);
+        float* out = wp + n * K + b * BLOCK;
+        if (kind == Q8_0) {
+          const auto* in = reinterpret_cast<const int8_t*>(qp + n * stride + b * BLOCK);
+          for (int64_t j = 0; j < BLOCK; ++j) out[j] = static_cast<float>(in[j]) * scale;
+          continue;
+        }
+        const uint8_t* in = qp + n * stride + b * BLOCK / 2;  // weight j in byte j's low nibble, j + 16 in its high
+        const float minimum = kind == Q4_1 ? static_cast<float>(mp[n * blocks + b]) : 0.0f;
+        const int subtract = kind == Q4_0 ? 8 : 0;
+        for (int64_t j = 0; j < BLOCK / 2; ++j) {
+          out[j] = static_cast<float>((in[j] & 0x0F) - subtract) * scale + minimum;
+          out[j + BLOCK / 2] = static_cast<float>((in[j] >> 4) - subtract) * scale + minimum;
+        }
+      }
+    }
+  });
+  return w;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(studio, library) {
   library.def("gguf_mm(Tensor x, Tensor q, Tensor d, Tensor? m, int kind, int activation_bits) -> Tensor");
   library.def(
       "gguf_mm_group(Tensor x, Tensor[] q, Tensor[] d, Tensor?[] m, int kind, int activation_bits) -> Tensor");
+  library.def("gguf_dequantize(Tensor q, Tensor d, Tensor? m, int kind) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(studio, CPU, library) {
   library.impl("gguf_mm", &gguf_mm);
   library.impl("gguf_mm_group", &gguf_mm_group);
+  library.impl("gguf_dequantize", &gguf_dequantize);
 }

@@ -22,9 +22,7 @@ from engine.models.packed import (
     BlockEmbedding,
     BlockLinear,
     pack_gguf,
-    pack_nibbles,
     round_blocks,
-    unpack_nibbles,
 )
 from engine.platform.settings import settings
 
@@ -62,14 +60,14 @@ def test_decoded_blocks_dequantize_exactly_as_ggml(kind):
 
 @pytest.mark.parametrize("kind", FORMATS)
 def test_a_layer_holds_the_files_integers_and_scales(kind):
-    """Nothing is re-quantized or rounded: the layer's blocks dequantize to ggml's weights bit for bit."""
+    """Nothing is re-quantized or rounded: the layer's blocks (the kernel's reading of them, which
+    prefill multiplies) dequantize to ggml's weights bit for bit."""
     blocks = decode(kind, _raw(kind, _weights(1)), COLUMNS)
     layer = BlockLinear(blocks, bias=None, activation_bits=16)
     assert torch.equal(layer.weight_fp32(), blocks.dequantize())
     assert layer.q.dtype == torch.uint8 and layer.d.dtype == torch.float16
     if kind != "Q8_0":
         assert layer.q.shape == (ROWS, COLUMNS // 2)  # two 4-bit weights a byte, as the file stores them
-        assert torch.equal(unpack_nibbles(pack_nibbles(blocks.q)), blocks.q)
 
 
 def _error_bound(x: torch.Tensor, weights: torch.Tensor, relative: float) -> torch.Tensor:
@@ -109,11 +107,14 @@ def test_a_bias_is_added_and_the_input_dtype_kept():
     blocks = decode("Q4_1", _raw("Q4_1", _weights(4)), COLUMNS)
     bias = torch.randn(ROWS, dtype=torch.float32)
     layer = BlockLinear(blocks, bias=bias, activation_bits=16)
-    x = torch.randn(2, COLUMNS, dtype=torch.float64)
+    x = torch.randn(2, COLUMNS, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     out = layer(x)
     assert out.dtype == torch.float64
-    expected = round_blocks(x.float(), 16) @ blocks.dequantize().T + bias
-    torch.testing.assert_close(out.float(), expected, rtol=1e-5, atol=1e-5)
+    rounded, weights = round_blocks(x.float(), 16), blocks.dequantize()
+    expected = rounded @ weights.T + bias
+    # relative to the size of the terms, as above: an absolute 1e-5 failed on an output whose terms
+    # near 500 cancel (the kernel and BLAS sum in different orders)
+    assert ((out.float() - expected).abs() <= _error_bound(rounded, weights, 1e-5) + 1e-5 * bias.abs()).all()
 
 
 @pytest.mark.parametrize("kind", FORMATS)
