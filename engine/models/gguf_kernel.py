@@ -94,10 +94,15 @@ def _load_kernel() -> None:
     log.info("gguf_mm kernel loaded (%s)", build)
 
 
+def _outputs(q: torch.Tensor) -> int:
+    """A matrix's outputs, from its q in either layout (gguf_mm.cpp): (N, bytes) or (N / 8, K / 32, 128)."""
+    return q.shape[0] * 8 if q.dim() == 3 else q.shape[0]
+
+
 def _shape(
     x: torch.Tensor, q: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None, kind: int, activation_bits: int
 ) -> torch.Tensor:
-    return x.new_empty(x.shape[0], q.shape[0])
+    return x.new_empty(x.shape[0], _outputs(q))
 
 
 def _group_shape(
@@ -108,11 +113,11 @@ def _group_shape(
     kind: int,
     activation_bits: int,
 ) -> torch.Tensor:
-    return x.new_empty(x.shape[0], sum(each.shape[0] for each in q))
+    return x.new_empty(x.shape[0], sum(_outputs(each) for each in q))
 
 
 def _dequantized_shape(q: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None, kind: int) -> torch.Tensor:
-    return d.new_empty(d.shape[0], d.shape[1] * 32, dtype=torch.float32)
+    return d.new_empty(_outputs(q), d.shape[1] * 32, dtype=torch.float32)
 
 
 def gguf_mm(

@@ -1,4 +1,4 @@
-// studio::gguf_mm: y = x W^T with W in a GGUF block format, read as the file stores it.
+// studio::gguf_mm: y = x W^T with W in a GGUF block format, its integers as the file stores them.
 //
 // Why a kernel of our own: PyTorch's packed-int4 CPU kernel runs at about 2 GB/s of weights on an
 // AVX2 machine (its vectorized path wants native bf16), a third of what decode needs to match
@@ -9,10 +9,21 @@
 // multiplies) or int16 (16: 256 times finer, fp32's results to ~1e-5, at about int8's speed; fp32
 // activations took 1.3-1.5x as long on this AVX2 CPU). Weights are read once for up to ROWS rows of
 // x; rows are sequences of a decode batch (prefill, with many rows, dequantizes, gguf_dequantize,
-// and calls the BLAS matmul in Python).
+// and calls the BLAS matmul in Python). A row's result is the same whatever rows share its call: each
+// output of each row is summed in one order, fixed by K alone.
 //
-// q: Q4_x (N, K / 2) uint8, per block 16 bytes whose low nibbles are weights 0..15 and high ones
-// 16..31 (ggml's layout); Q8_0 (N, K) int8. d, m: (N, K / 32) fp16.
+// Two layouts of a matrix's blocks (engine.models.packed chooses, by the rule in `interleaved` there):
+// - the file's, output by output: q (N, K / 2) uint8 for Q4_x, per block 16 bytes whose low nibbles
+//   are weights 0..15 and high ones 16..31 (ggml's layout); (N, K) int8 for Q8_0; d, m (N, K / 32)
+//   fp16. Each output is a dot product along K in vector lanes, summed across them at its end.
+// - interleaved by eight outputs, for 4-bit blocks times int8 activations: q (N / 8, K / 32, 128),
+//   per block of eight outputs four vectors of 32 bytes, vector t holding bytes 4t..4t+3 of each of
+//   the eight outputs' 16; d, m (N / 8, K / 32, 8). A vector's lanes are the eight outputs: four of
+//   x's integers broadcast multiply four weights of each, and the block's scales multiply the eight
+//   sums as one vector, with no sum across lanes, where the file's layout spends, for every output
+//   and row, a sum across lanes and the scales' conversions on 18 blocks of work (K = 576). The
+//   embedded model's 121 matmul calls of a decode step, alternating in one process (2-core AMD EPYC):
+//   8 rows 30.9 -> 17.5 ms, 4 rows 18.9 -> 10.1, one row 8.3 -> 7.9.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Half.h>
@@ -21,6 +32,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <cmath>
 #include <vector>
 
@@ -142,52 +154,105 @@ __attribute__((always_inline)) inline void block_products(const Activations& a, 
 
 // One weight row against ROWS_N rows of x. Per chunk of blocks, first the floats, 8 blocks a vector:
 // each block's factor d * dx (fp16 d converted 8 at a time) and the 4-bit formats' m term summed
-// (m * sum(x); Q4_0: m = -8 d); then the integers, block by block, into two accumulators taken in
-// turn, so that consecutive blocks' fmas do not wait on each other. (Scalar conversions and products
-// per block and one accumulator, which the compiler kept in memory, had cost 1.3-1.5x the time: a
-// 1536 x 576 Q4_1 matrix, one row of x, one core of a Xeon: 143 -> 110 us.)
+// (m * sum(x); Q4_0: m = -8 d), each row's summed at once; then the integers, block by block, into
+// two accumulators a row taken in turn, so that consecutive blocks' fmas do not wait on each other.
+// (Scalar conversions and products per block and one accumulator, which the compiler kept in memory,
+// had cost 1.3-1.5x the time: a 1536 x 576 Q4_1 matrix, one row of x, one core of a Xeon: 143 -> 110
+// us. One accumulator a row would fit 8 rows in AVX2's 16 registers, but took 1.4x as long for one
+// row, and a row's sums must not depend on how many rows share the call.)
 template <int64_t kind, int64_t ROWS_N>
 void output_row(const Activations& a, const uint8_t* row, const at::Half* d, const at::Half* m,
                 float* y, int64_t y_stride) {
   const int64_t K = a.K, blocks = K / BLOCK;
-  __m256 even[ROWS_N], odd[ROWS_N], offset[ROWS_N];
-  float offset_tail[ROWS_N];
+  __m256 even[ROWS_N], odd[ROWS_N];
+  float offset_total[ROWS_N];
   alignas(32) float factor[ROWS_N][CHUNK];
-  for (int64_t r = 0; r < ROWS_N; ++r)
-    even[r] = odd[r] = offset[r] = _mm256_setzero_ps(), offset_tail[r] = 0.0f;
+  for (int64_t r = 0; r < ROWS_N; ++r) even[r] = odd[r] = _mm256_setzero_ps(), offset_total[r] = 0.0f;
   for (int64_t first = 0; first < blocks; first += CHUNK) {
     const int64_t count = std::min(CHUNK, blocks - first);
-    int64_t b = 0;
-    for (; b + 8 <= count; b += 8) {
-      const __m256 scale = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d + first + b)));
-      __m256 minimum = _mm256_setzero_ps();
-      if constexpr (kind == Q4_1)
-        minimum = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(m + first + b)));
-      else if constexpr (kind == Q4_0)
-        minimum = _mm256_mul_ps(scale, _mm256_set1_ps(-8.0f));
-      for (int64_t r = 0; r < ROWS_N; ++r) {
+    for (int64_t r = 0; r < ROWS_N; ++r) {
+      __m256 offset = _mm256_setzero_ps();
+      float offset_tail = 0.0f;
+      int64_t b = 0;
+      for (; b + 8 <= count; b += 8) {
+        const __m256 scale = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d + first + b)));
         const int64_t at = r * blocks + first + b;
         _mm256_store_ps(factor[r] + b, _mm256_mul_ps(scale, _mm256_loadu_ps(a.dx.data() + at)));
-        if constexpr (kind != Q8_0) offset[r] = _mm256_fmadd_ps(minimum, _mm256_loadu_ps(a.sums.data() + at), offset[r]);
+        if constexpr (kind != Q8_0) {
+          const __m256 minimum = kind == Q4_1
+              ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(m + first + b)))
+              : _mm256_mul_ps(scale, _mm256_set1_ps(-8.0f));
+          offset = _mm256_fmadd_ps(minimum, _mm256_loadu_ps(a.sums.data() + at), offset);
+        }
       }
-    }
-    for (; b < count; ++b) {  // a chunk's last blocks that fill no vector
-      const float scale = half(d[first + b]);
-      const float minimum = kind == Q4_1 ? half(m[first + b]) : kind == Q4_0 ? -8.0f * scale : 0.0f;
-      for (int64_t r = 0; r < ROWS_N; ++r) {
+      for (; b < count; ++b) {  // a chunk's last blocks that fill no vector
+        const float scale = half(d[first + b]);
+        const float minimum = kind == Q4_1 ? half(m[first + b]) : kind == Q4_0 ? -8.0f * scale : 0.0f;
         factor[r][b] = scale * a.dx[r * blocks + first + b];
-        if constexpr (kind != Q8_0) offset_tail[r] += minimum * a.sums[r * blocks + first + b];
+        if constexpr (kind != Q8_0) offset_tail += minimum * a.sums[r * blocks + first + b];
       }
+      offset_total[r] += sum8(offset) + offset_tail;
     }
-    // two accumulators, so that consecutive blocks' fmas do not wait on each other
-    for (b = 0; b + 2 <= count; b += 2) {
+    int64_t b = 0;
+    for (; b + 2 <= count; b += 2) {
       block_products<kind, ROWS_N>(a, row, first + b, factor, b, even);
       block_products<kind, ROWS_N>(a, row, first + b + 1, factor, b + 1, odd);
     }
     if (b < count) block_products<kind, ROWS_N>(a, row, first + b, factor, b, even);
   }
-  for (int64_t r = 0; r < ROWS_N; ++r)
-    y[r * y_stride] = sum8(_mm256_add_ps(even[r], odd[r])) + sum8(offset[r]) + offset_tail[r];
+  for (int64_t r = 0; r < ROWS_N; ++r) y[r * y_stride] = sum8(_mm256_add_ps(even[r], odd[r])) + offset_total[r];
+}
+
+// Eight outputs of the interleaved layout (4-bit blocks, int8 x) against R rows of x (R <= 4: with
+// each row's two accumulators and its integer sums, the unpacked weights and the scales, AVX2's 16
+// registers are full), y's eight columns from `y` on. Per block: the four vectors' nibbles (each
+// byte's low one is weight 4t..4t+3's, its high one 16 on), times four of x's integers broadcast to
+// every lane; a lane's int16 sums stay below 2^15 over the block (8 x 2 x 15 x 127), so they are
+// added as int16 and widened once; then d * dx and m * sum(x) for the eight outputs as vectors.
+template <int64_t kind, int R>
+void eight_outputs(const Activations& a, int64_t r0, const uint8_t* q, const at::Half* d, const at::Half* m,
+                   float* y, int64_t y_stride) {
+  const int64_t K = a.K, blocks = K / BLOCK;
+  __m256 into[R], offset[R];
+  for (int r = 0; r < R; ++r) into[r] = offset[r] = _mm256_setzero_ps();
+  const __m256i nibble = _mm256_set1_epi8(0x0F);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* block = q + b * 128;
+    __m256i sums[R];
+    for (int r = 0; r < R; ++r) sums[r] = _mm256_setzero_si256();
+    for (int t = 0; t < 4; ++t) {
+      const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 32 * t));
+      const __m256i low = _mm256_and_si256(packed, nibble);
+      const __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
+      for (int r = 0; r < R; ++r) {
+        const int8_t* x = a.qx.data() + (r0 + r) * K + b * BLOCK + 4 * t;
+        int32_t first_four, second_four;  // x's integers 4t.. and 16 + 4t.., as one int32 each
+        std::memcpy(&first_four, x, 4);
+        std::memcpy(&second_four, x + 16, 4);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+        sums[r] = _mm256_dpbusd_epi32(sums[r], low, _mm256_set1_epi32(first_four));
+        sums[r] = _mm256_dpbusd_epi32(sums[r], high, _mm256_set1_epi32(second_four));
+#else
+        sums[r] = _mm256_add_epi16(sums[r], _mm256_add_epi16(_mm256_maddubs_epi16(low, _mm256_set1_epi32(first_four)),
+                                                             _mm256_maddubs_epi16(high, _mm256_set1_epi32(second_four))));
+#endif
+      }
+    }
+    const __m256 scale = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d + b * 8)));
+    const __m256 minimum = kind == Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(m + b * 8)))
+                                        : _mm256_mul_ps(scale, _mm256_set1_ps(-8.0f));
+    for (int r = 0; r < R; ++r) {
+      const int64_t at = (r0 + r) * blocks + b;
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+      const __m256 dots = _mm256_cvtepi32_ps(sums[r]);
+#else
+      const __m256 dots = _mm256_cvtepi32_ps(_mm256_madd_epi16(sums[r], _mm256_set1_epi16(1)));
+#endif
+      into[r] = _mm256_fmadd_ps(_mm256_mul_ps(scale, _mm256_broadcast_ss(&a.dx[at])), dots, into[r]);
+      offset[r] = _mm256_fmadd_ps(minimum, _mm256_broadcast_ss(&a.sums[at]), offset[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + (r0 + r) * y_stride, _mm256_add_ps(into[r], offset[r]));
 }
 #else
 // Portable path (a CPU without AVX2/FMA/F16C): the same arithmetic, one weight at a time.
@@ -217,10 +282,33 @@ void output_row(const Activations& a, const uint8_t* row, const at::Half* d, con
     y[r * y_stride] = total;
   }
 }
+
+template <int64_t kind, int R>
+void eight_outputs(const Activations& a, int64_t r0, const uint8_t* q, const at::Half* d, const at::Half* m,
+                   float* y, int64_t y_stride) {
+  const int64_t K = a.K, blocks = K / BLOCK;
+  for (int r = 0; r < R; ++r) {
+    for (int lane = 0; lane < 8; ++lane) {
+      float total = 0.0f, offset = 0.0f;
+      for (int64_t b = 0; b < blocks; ++b) {
+        int32_t dot = 0;
+        for (int64_t j = 0; j < BLOCK; ++j) {
+          const uint8_t byte = q[b * 128 + (j % 16) / 4 * 32 + lane * 4 + j % 4];
+          dot += (j < 16 ? byte & 0x0F : byte >> 4) * a.qx[(r0 + r) * K + b * BLOCK + j];
+        }
+        const float scale = static_cast<float>(d[b * 8 + lane]);
+        const float minimum = kind == Q4_1 ? static_cast<float>(m[b * 8 + lane]) : -8.0f * scale;
+        total += scale * a.dx[(r0 + r) * blocks + b] * static_cast<float>(dot);
+        offset += minimum * a.sums[(r0 + r) * blocks + b];
+      }
+      y[(r0 + r) * y_stride + lane] = total + offset;
+    }
+  }
+}
 #endif
 
-// Outputs [begin, end) for `rows` rows of x (at most ROWS; `a` holds them), with the row count fixed at compile time
-// so that each row's accumulator stays in a register.
+// Outputs [begin, end) of the file's layout for `rows` rows of x (at most ROWS; `a` holds them), with
+// the row count fixed at compile time so that each row's accumulator stays in a register.
 template <int64_t kind>
 void output_range(const Activations& a, int64_t rows, const uint8_t* q, int64_t q_stride,
                   const at::Half* d, const at::Half* m, float* y, int64_t y_stride, int64_t begin, int64_t end) {
@@ -241,6 +329,29 @@ void output_range(const Activations& a, int64_t rows, const uint8_t* q, int64_t 
   }
 }
 
+// Groups of eight outputs [begin, end) of the interleaved layout, four rows of x at a time (the
+// group's blocks stay in cache between them).
+template <int64_t kind>
+void eight_output_range(const Activations& a, int64_t rows, const uint8_t* q, const at::Half* d, const at::Half* m,
+                        float* y, int64_t y_stride, int64_t begin, int64_t end) {
+  const int64_t blocks = a.K / BLOCK;
+  for (int64_t g = begin; g < end; ++g) {
+    const uint8_t* qg = q + g * blocks * 128;
+    const at::Half* dg = d + g * blocks * 8;
+    const at::Half* mg = m + g * blocks * 8;
+    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+      switch (std::min<int64_t>(4, rows - r0)) {
+#define STUDIO_ROWS(R) \
+  case R:              \
+    eight_outputs<kind, R>(a, r0, qg, dg, mg, y + g * 8, y_stride); \
+    break;
+        STUDIO_ROWS(1) STUDIO_ROWS(2) STUDIO_ROWS(3) STUDIO_ROWS(4)
+#undef STUDIO_ROWS
+      }
+    }
+  }
+}
+
 // x [W_1; W_2; ...]^T: the products of x with matrices of one format side by side, (M, N_1 + N_2 + ...),
 // as if they were one matrix (a layer's q, k and v projections; its gate and up). x is prepared once
 // and one parallel loop covers all the outputs, where a small matrix alone leaves a core idle for
@@ -255,22 +366,35 @@ at::Tensor gguf_mm_group(const at::Tensor& x, at::TensorList qs, at::TensorList 
   TORCH_CHECK(K % BLOCK == 0, "gguf_mm: K must be a multiple of 32");
   struct Matrix {
     at::Tensor q, d, m;
-    int64_t first;  // its first output column
+    bool interleaved;
+    int64_t first;       // its first output column
+    int64_t first_unit;  // its first unit of the parallel loop: an output, or eight interleaved
+    int64_t units;
   };
   std::vector<Matrix> matrices;
-  int64_t total = 0;
+  int64_t total = 0, units = 0;
   for (size_t i = 0; i < qs.size(); ++i) {
     const at::Tensor &q = qs[i], &d = ds[i];
     const c10::optional<at::Tensor> m = ms.get(i);
-    const int64_t N = q.size(0);
-    TORCH_CHECK(d.scalar_type() == at::kHalf && d.dim() == 2, "gguf_mm: d must be (N, K / 32) fp16");
+    const bool interleaved = q.dim() == 3;
+    TORCH_CHECK(!interleaved || (kind != Q8_0 && activation_bits == 8),
+                "gguf_mm: only 4-bit blocks times int8 activations are interleaved");
+    const int64_t N = interleaved ? q.size(0) * 8 : q.size(0);
+    TORCH_CHECK(d.scalar_type() == at::kHalf && d.dim() == (interleaved ? 3 : 2),
+                "gguf_mm: d must be (N, K / 32) fp16, or (N / 8, K / 32, 8) interleaved");
     TORCH_CHECK(kind != Q4_1 || (m.has_value() && m->sizes() == d.sizes() && m->scalar_type() == at::kHalf),
                 "gguf_mm: Q4_1 needs m shaped like d");
-    TORCH_CHECK(d.size(0) == N && d.size(1) == K / BLOCK, "gguf_mm: shapes do not match");
-    TORCH_CHECK(q.size(1) == (kind == Q8_0 ? K : K / 2), "gguf_mm: q has the wrong width for its kind");
+    TORCH_CHECK(interleaved ? d.size(0) * 8 == N && d.size(1) == K / BLOCK && d.size(2) == 8 &&
+                                  q.size(1) == K / BLOCK && q.size(2) == 128
+                            : d.size(0) == N && d.size(1) == K / BLOCK && q.dim() == 2 &&
+                                  q.size(1) == (kind == Q8_0 ? K : K / 2),
+                "gguf_mm: q and d have the wrong shapes for x and the block kind");
     const at::Tensor dc = d.contiguous();
-    matrices.push_back({q.contiguous(), dc, kind == Q4_1 ? m->contiguous() : dc, total});
+    const int64_t matrix_units = interleaved ? N / 8 : N;
+    matrices.push_back({q.contiguous(), dc, kind == Q4_1 ? m->contiguous() : dc, interleaved, total, units,
+                        matrix_units});
     total += N;
+    units += matrix_units;
   }
   const at::Tensor xc = x.contiguous();
   at::Tensor y = at::empty({M, total}, x.options());
@@ -278,22 +402,25 @@ at::Tensor gguf_mm_group(const at::Tensor& x, at::TensorList qs, at::TensorList 
     const int64_t rows = std::min(ROWS, M - first);
     const float* xp = xc.const_data_ptr<float>() + first * K;
     const Activations a(xp, rows, K, activation_bits);
-    at::parallel_for(0, total, 16, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, units, 4, [&](int64_t begin, int64_t end) {
       for (const Matrix& w : matrices) {
-        const int64_t N = w.q.size(0);
-        const int64_t lo = std::max(begin, w.first) - w.first, hi = std::min(end, w.first + N) - w.first;
+        const int64_t lo = std::max(begin, w.first_unit) - w.first_unit;
+        const int64_t hi = std::min(end, w.first_unit + w.units) - w.first_unit;
         if (lo >= hi) continue;
         const auto* qp = w.q.const_data_ptr<uint8_t>();
         const auto* dp = w.d.const_data_ptr<at::Half>();
         const auto* mp = w.m.const_data_ptr<at::Half>();
         float* yp = y.data_ptr<float>() + first * total + w.first;  // rows of y are `total` apart
-        const int64_t stride = w.q.size(1);
-        if (kind == Q8_0)
-          output_range<Q8_0>(a, rows, qp, stride, dp, mp, yp, total, lo, hi);
+        if (w.interleaved && kind == Q4_1)
+          eight_output_range<Q4_1>(a, rows, qp, dp, mp, yp, total, lo, hi);
+        else if (w.interleaved)
+          eight_output_range<Q4_0>(a, rows, qp, dp, mp, yp, total, lo, hi);
+        else if (kind == Q8_0)
+          output_range<Q8_0>(a, rows, qp, w.q.size(1), dp, mp, yp, total, lo, hi);
         else if (kind == Q4_1)
-          output_range<Q4_1>(a, rows, qp, stride, dp, mp, yp, total, lo, hi);
+          output_range<Q4_1>(a, rows, qp, w.q.size(1), dp, mp, yp, total, lo, hi);
         else
-          output_range<Q4_0>(a, rows, qp, stride, dp, mp, yp, total, lo, hi);
+          output_range<Q4_0>(a, rows, qp, w.q.size(1), dp, mp, yp, total, lo, hi);
       }
     });
   }
@@ -308,14 +435,18 @@ at::Tensor gguf_mm(const at::Tensor& x, const at::Tensor& q, const at::Tensor& d
 // The blocks' (N, K) weights in fp32 by ggml's formula, for prefill's BLAS matmul: one pass writing
 // them, where the formula in PyTorch's ops took three (~200 ms a forward of the embedded model). Each
 // product of an integer (at most 8 bits) and an fp16 scale (11) is exact in fp32, so the result is
-// the formula's whatever the order or fusing of the arithmetic.
+// the formula's whatever the order or fusing of the arithmetic. Either layout (see the top).
 at::Tensor gguf_dequantize(const at::Tensor& q, const at::Tensor& d, const c10::optional<at::Tensor>& m, int64_t kind) {
   TORCH_CHECK(kind == Q4_0 || kind == Q4_1 || kind == Q8_0, "gguf_dequantize: unknown block kind ", kind);
-  TORCH_CHECK(d.scalar_type() == at::kHalf && d.dim() == 2, "gguf_dequantize: d must be (N, K / 32) fp16");
+  const bool interleaved = q.dim() == 3;
+  TORCH_CHECK(!interleaved || kind != Q8_0, "gguf_dequantize: only 4-bit blocks are interleaved");
+  TORCH_CHECK(d.scalar_type() == at::kHalf && d.dim() == (interleaved ? 3 : 2),
+              "gguf_dequantize: d must be (N, K / 32) fp16, or (N / 8, K / 32, 8) interleaved");
   TORCH_CHECK(kind != Q4_1 || (m.has_value() && m->sizes() == d.sizes() && m->scalar_type() == at::kHalf),
               "gguf_dequantize: Q4_1 needs m shaped like d");
-  const int64_t N = d.size(0), blocks = d.size(1), K = blocks * BLOCK;
-  TORCH_CHECK(q.dim() == 2 && q.size(0) == N && q.size(1) == (kind == Q8_0 ? K : K / 2),
+  const int64_t N = interleaved ? d.size(0) * 8 : d.size(0), blocks = d.size(1), K = blocks * BLOCK;
+  TORCH_CHECK(interleaved ? q.size(0) * 8 == N && q.size(1) == blocks && q.size(2) == 128 && d.size(2) == 8
+                          : q.dim() == 2 && q.size(0) == N && q.size(1) == (kind == Q8_0 ? K : K / 2),
               "gguf_dequantize: q has the wrong shape for its kind");
   const at::Tensor qc = q.contiguous(), dc = d.contiguous(), mc = kind == Q4_1 ? m->contiguous() : dc;
   at::Tensor w = at::empty({N, K}, d.options().dtype(at::kFloat));
@@ -323,19 +454,26 @@ at::Tensor gguf_dequantize(const at::Tensor& q, const at::Tensor& d, const c10::
   const auto* dp = dc.const_data_ptr<at::Half>();
   const auto* mp = mc.const_data_ptr<at::Half>();
   float* wp = w.data_ptr<float>();
-  const int64_t stride = qc.size(1);
   at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
       for (int64_t b = 0; b < blocks; ++b) {
-        const float scale = static_cast<float>(dp[n * blocks + b]);
+        // where output n's block b keeps its scales and its bytes
+        const int64_t at = interleaved ? ((n / 8) * blocks + b) * 8 + n % 8 : n * blocks + b;
+        const float scale = static_cast<float>(dp[at]);
         float* out = wp + n * K + b * BLOCK;
         if (kind == Q8_0) {
-          const auto* in = reinterpret_cast<const int8_t*>(qp + n * stride + b * BLOCK);
+          const auto* in = reinterpret_cast<const int8_t*>(qp + (n * blocks + b) * BLOCK);
           for (int64_t j = 0; j < BLOCK; ++j) out[j] = static_cast<float>(in[j]) * scale;
           continue;
         }
-        const uint8_t* in = qp + n * stride + b * BLOCK / 2;  // weight j in byte j's low nibble, j + 16 in its high
-        const float minimum = kind == Q4_1 ? static_cast<float>(mp[n * blocks + b]) : 0.0f;
+        uint8_t in[BLOCK / 2];  // weight j in byte j's low nibble, j + 16 in its high
+        if (interleaved) {
+          const uint8_t* group = qp + ((n / 8) * blocks + b) * 128 + (n % 8) * 4;
+          for (int64_t t = 0; t < 4; ++t) std::memcpy(in + 4 * t, group + 32 * t, 4);
+        } else {
+          std::memcpy(in, qp + (n * blocks + b) * (BLOCK / 2), BLOCK / 2);
+        }
+        const float minimum = kind == Q4_1 ? static_cast<float>(mp[at]) : 0.0f;
         const int subtract = kind == Q4_0 ? 8 : 0;
         for (int64_t j = 0; j < BLOCK / 2; ++j) {
           out[j] = static_cast<float>((in[j] & 0x0F) - subtract) * scale + minimum;

@@ -47,6 +47,22 @@ def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
     return (blocks[..., :16] | (blocks[..., 16:] << 4)).reshape(q.shape[0], -1).contiguous()
 
 
+def interleaved(kind: str, activation_bits: int, out_features: int) -> bool:
+    """Whether a layer's blocks are interleaved by eight outputs for the kernel (gguf_mm.cpp says why):
+    4-bit blocks times int8 activations, whose sums over a block fit the int16 lanes it adds them in."""
+    return kind != "Q8_0" and activation_bits == 8 and out_features % 8 == 0
+
+
+def interleave(t: torch.Tensor, width: int) -> torch.Tensor:
+    """(N, blocks x width) values per block, output by output, as (N / 8, blocks, 8 x width): per
+    block, eight outputs' values side by side in runs of four (a block's 16 bytes of nibbles) or of
+    one (its scales, width 1)."""
+    run = min(width, 4)
+    n, blocks = t.shape[0], t.shape[1] // width
+    runs = t.reshape(n // 8, 8, blocks, width // run, run)
+    return runs.permute(0, 2, 3, 1, 4).reshape(n // 8, blocks, 8 * width).contiguous()
+
+
 def round_blocks(x: torch.Tensor, bits: int) -> torch.Tensor:
     """(M, K) rounded to `bits`-bit integers per block of 32 and back: each block by its scale
     max|x| / (2^(bits-1) - 1) (int8: ggml's Q8_0), what gguf-q8's kernel multiplies."""
@@ -58,8 +74,8 @@ def round_blocks(x: torch.Tensor, bits: int) -> torch.Tensor:
 
 class BlockLinear(nn.Module):
     """y = x W^T (+ bias), W held as the file's blocks: `q` (4-bit: packed two a byte; Q8_0: int8 as
-    bytes), `d` and `m` fp16 per 32 weights; activations rounded per block of 32 to `activation_bits`
-    (8 or 16) integers."""
+    bytes), `d` and `m` fp16 per 32 weights, in the file's order or interleaved by eight outputs
+    (`interleaved`); activations rounded per block of 32 to `activation_bits` (8 or 16) integers."""
 
     def __init__(self, blocks: Blocks, bias: torch.Tensor | None, activation_bits: int):
         super().__init__()
@@ -67,9 +83,12 @@ class BlockLinear(nn.Module):
         self.kind, self.activation_bits = blocks.kind, activation_bits
         self.out_features, self.in_features = blocks.shape
         q = blocks.q.view(torch.uint8) if blocks.kind == "Q8_0" else pack_nibbles(blocks.q)
+        d, m = blocks.d, blocks.m
+        if interleaved(blocks.kind, activation_bits, self.out_features):
+            q, d, m = interleave(q, BLOCK // 2), interleave(d, 1), None if m is None else interleave(m, 1)
         self.register_buffer("q", q.contiguous())
-        self.register_buffer("d", blocks.d.contiguous())
-        self.register_buffer("m", None if blocks.m is None else blocks.m.contiguous())
+        self.register_buffer("d", d.contiguous())
+        self.register_buffer("m", None if m is None else m.contiguous())
         self.bias = None if bias is None else nn.Parameter(bias.detach().float(), requires_grad=False)
 
     def weight_fp32(self) -> torch.Tensor:

@@ -21,6 +21,7 @@ from engine.models.packed import (
     PREFILL_ROWS,
     BlockEmbedding,
     BlockLinear,
+    interleaved,
     pack_gguf,
     round_blocks,
 )
@@ -59,15 +60,32 @@ def test_decoded_blocks_dequantize_exactly_as_ggml(kind):
 
 
 @pytest.mark.parametrize("kind", FORMATS)
-def test_a_layer_holds_the_files_integers_and_scales(kind):
+@pytest.mark.parametrize("bits", [8, 16])
+def test_a_layer_holds_the_files_integers_and_scales(kind, bits):
     """Nothing is re-quantized or rounded: the layer's blocks (the kernel's reading of them, which
-    prefill multiplies) dequantize to ggml's weights bit for bit."""
+    prefill multiplies) dequantize to ggml's weights bit for bit, in either layout."""
     blocks = decode(kind, _raw(kind, _weights(1)), COLUMNS)
-    layer = BlockLinear(blocks, bias=None, activation_bits=16)
+    layer = BlockLinear(blocks, bias=None, activation_bits=bits)
     assert torch.equal(layer.weight_fp32(), blocks.dequantize())
     assert layer.q.dtype == torch.uint8 and layer.d.dtype == torch.float16
-    if kind != "Q8_0":
+    if interleaved(kind, bits, ROWS):  # 4-bit blocks, int8 x: eight outputs' bytes side by side
+        assert layer.q.shape == (ROWS // 8, COLUMNS // BLOCK, 128) and layer.d.shape == (ROWS // 8, COLUMNS // BLOCK, 8)
+    elif kind != "Q8_0":
         assert layer.q.shape == (ROWS, COLUMNS // 2)  # two 4-bit weights a byte, as the file stores them
+
+
+@pytest.mark.parametrize("kind", FORMATS)
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("outputs", [ROWS, 12])  # 12: not a multiple of 8, so the file's layout
+def test_a_rows_product_is_the_same_alone_and_beside_others(kind, bits, outputs):
+    """Each output of a row is summed in one order whatever rows share the call (one, a decode batch,
+    over 8), so a sequence's greedy tokens cannot depend on its batch through the kernel."""
+    blocks = decode(kind, _raw(kind, _weights(2, WIDE)[:outputs]), WIDE)
+    layer = BlockLinear(blocks, bias=None, activation_bits=bits)
+    x = torch.randn(11, WIDE, generator=torch.Generator().manual_seed(2))
+    together = layer(x)
+    for start, stop in ((0, 1), (0, 4), (3, 8), (10, 11)):
+        assert torch.equal(layer(x[start:stop]), together[start:stop])
 
 
 def _error_bound(x: torch.Tensor, weights: torch.Tensor, relative: float) -> torch.Tensor:
