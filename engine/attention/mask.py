@@ -4,7 +4,8 @@ its padding and, per pattern, its sparse plan (built once, shared across layers)
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from transformers.masking_utils import (
@@ -18,6 +19,8 @@ from transformers.masking_utils import (
 from engine.attention.blocked import MaskShape, SparsePlan, build_plan
 from engine.attention.choice import SparseSettings
 from engine.attention.flex import flex_block_mask
+
+T = TypeVar("T")
 
 
 class StudioMask:
@@ -44,6 +47,13 @@ class StudioMask:
         self._plans: dict[tuple, SparsePlan] = {}
         self._one_query_keys: dict[tuple, tuple] = {}
         self._block_masks: dict[tuple, tuple] = {}
+        self._shared: dict[tuple, Any] = {}
+
+    def once(self, key: tuple, make: Callable[[], T]) -> T:
+        """`make()` the first time a layer of this forward asks for `key`; later layers share it."""
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]
 
     def dense(self) -> torch.Tensor | None:
         if isinstance(self._dense, str):
